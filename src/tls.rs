@@ -1,0 +1,1 @@
+//! Placeholder: TLS configuration (being written).
