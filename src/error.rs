@@ -137,7 +137,10 @@ impl Error {
     }
 
     pub(crate) fn timeout() -> Error {
-        Error::fixed(ErrorKind::Timeout, "the call's deadline passed before its response arrived")
+        Error::fixed(
+            ErrorKind::Timeout,
+            "the call's deadline passed before its response arrived",
+        )
     }
 
     pub(crate) fn overflow() -> Error {

@@ -1,1 +1,875 @@
-//! Placeholder: TLS configuration (being written).
+//! TLS configuration: the client and server options ([`TlsClientConfig`], [`TlsServerConfig`]),
+//! PEM loading with precise error messages, and the crate-internal builders that turn them
+//! into `tokio_rustls` connectors and acceptors (always on the `ring` provider, with rustls'
+//! safe default protocol versions).
+//!
+//! TLS runs over the TCP or Unix socket after the plaintext fastrpc handshake, exactly like
+//! valyala/fastrpc does with Go's `crypto/tls`; this module only builds the TLS side.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::{Error, ErrorKind};
+
+/// Client-side TLS options.
+///
+/// By default the server's certificate is verified against the roots in `ca_pem` and against
+/// the server name (`server_name`, or the host part of the address being dialed).
+///
+/// Build one field by field (`TlsClientConfig { ca_pem: Some(pem), ..Default::default() }`),
+/// with [`TlsClientConfig::from_files`], or hand over a ready rustls configuration in
+/// `rustls`.
+#[derive(Clone, Default)]
+pub struct TlsClientConfig {
+    /// PEM CA certificates to trust. Required unless `insecure_skip_verify_for_testing_only`
+    /// or `rustls` is set (ignored when either is).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The name to verify the server's certificate against (a DNS name or an IP address).
+    /// `None` means the host part of the address being dialed.
+    pub server_name: Option<String>,
+    /// Mutual TLS: our certificate chain in PEM (leaf first). Needs `client_key_pem`.
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// Mutual TLS: the private key of `client_cert_pem` in PEM (PKCS#8, PKCS#1 or SEC1,
+    /// unencrypted). Needs `client_cert_pem`.
+    pub client_key_pem: Option<Vec<u8>>,
+    /// **DANGER: for tests and local development only.** Accept any server certificate:
+    /// no chain, name or expiry checks, so anyone on the path can impersonate the server.
+    /// Handshake signatures are still checked, which only proves the peer holds the key of
+    /// the certificate it sent, not who it is. Never set this in production.
+    pub insecure_skip_verify_for_testing_only: bool,
+    /// A ready rustls configuration. When set it overrides every other field except
+    /// `server_name`.
+    pub rustls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl TlsClientConfig {
+    /// Reads the CA certificates (`ca`), our certificate chain (`cert`) and our private key
+    /// (`key`) from PEM files and checks that they parse. `cert` and `key` go together (mutual
+    /// TLS); without `ca` the configuration must be completed (set `ca_pem`, `rustls` or the
+    /// insecure flag) before use.
+    ///
+    /// Errors are [`ErrorKind::Tls`] and name the file that could not be read or parsed.
+    pub fn from_files(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let ca_pem = match ca {
+            Some(p) => {
+                let pem = read_pem_file(p, "CA")?;
+                parse_certs(&pem, "CA PEM").map_err(|e| e.context(&p.display().to_string()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let client_cert_pem = match cert {
+            Some(p) => {
+                let pem = read_pem_file(p, "client certificate")?;
+                parse_certs(&pem, "client certificate PEM")
+                    .map_err(|e| e.context(&p.display().to_string()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let client_key_pem = match key {
+            Some(p) => {
+                let pem = read_pem_file(p, "client private key")?;
+                parse_key(&pem, "client private key PEM")
+                    .map_err(|e| e.context(&p.display().to_string()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(TlsClientConfig {
+            ca_pem,
+            client_cert_pem,
+            client_key_pem,
+            ..Default::default()
+        })
+    }
+}
+
+impl fmt::Debug for TlsClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsClientConfig")
+            .field("ca_pem", &self.ca_pem.as_deref().map(PemLen))
+            .field("server_name", &self.server_name)
+            .field(
+                "client_cert_pem",
+                &self.client_cert_pem.as_deref().map(PemLen),
+            )
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| Redacted),
+            )
+            .field(
+                "insecure_skip_verify_for_testing_only",
+                &self.insecure_skip_verify_for_testing_only,
+            )
+            .field(
+                "rustls",
+                &self.rustls.as_ref().map(|_| Opaque("rustls::ClientConfig")),
+            )
+            .finish()
+    }
+}
+
+/// Server-side TLS options.
+///
+/// Build one field by field, with [`TlsServerConfig::from_files`], or hand over a ready
+/// rustls configuration in `rustls`.
+#[derive(Clone, Default)]
+pub struct TlsServerConfig {
+    /// The server's certificate chain in PEM, leaf first. Required unless `rustls` is set.
+    pub cert_pem: Vec<u8>,
+    /// The private key of `cert_pem` in PEM (PKCS#8, PKCS#1 or SEC1, unencrypted). Required
+    /// unless `rustls` is set.
+    pub key_pem: Vec<u8>,
+    /// Mutual TLS: when set, clients must present a certificate signed by one of these PEM
+    /// CA certificates.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// Refuse clients that do not ask for TLS in the fastrpc handshake (otherwise such
+    /// clients are served in plaintext).
+    pub require_tls: bool,
+    /// A ready rustls configuration. When set it overrides `cert_pem`, `key_pem` and
+    /// `client_ca_pem`.
+    pub rustls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl TlsServerConfig {
+    /// Reads the server's certificate chain (`cert`), its private key (`key`) and, for mutual
+    /// TLS, the CA certificates that client certificates must chain to (`client_ca`) from PEM
+    /// files, and checks that they parse.
+    ///
+    /// Errors are [`ErrorKind::Tls`] and name the file that could not be read or parsed.
+    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, Error> {
+        let cert_pem = read_pem_file(cert, "server certificate")?;
+        parse_certs(&cert_pem, "server certificate PEM")
+            .map_err(|e| e.context(&cert.display().to_string()))?;
+        let key_pem = read_pem_file(key, "server private key")?;
+        parse_key(&key_pem, "server private key PEM")
+            .map_err(|e| e.context(&key.display().to_string()))?;
+        let client_ca_pem = match client_ca {
+            Some(p) => {
+                let pem = read_pem_file(p, "client CA")?;
+                parse_certs(&pem, "client CA PEM")
+                    .map_err(|e| e.context(&p.display().to_string()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(TlsServerConfig {
+            cert_pem,
+            key_pem,
+            client_ca_pem,
+            ..Default::default()
+        })
+    }
+}
+
+impl fmt::Debug for TlsServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsServerConfig")
+            .field("cert_pem", &PemLen(&self.cert_pem))
+            .field("key_pem", &Redacted)
+            .field("client_ca_pem", &self.client_ca_pem.as_deref().map(PemLen))
+            .field("require_tls", &self.require_tls)
+            .field(
+                "rustls",
+                &self.rustls.as_ref().map(|_| Opaque("rustls::ServerConfig")),
+            )
+            .finish()
+    }
+}
+
+/// Builds the connector for `cfg`: verifies the server against `ca_pem` (or accepts anything
+/// when the insecure flag is set), presents our certificate when one is configured.
+pub(crate) fn client_connector(cfg: &TlsClientConfig) -> Result<tokio_rustls::TlsConnector, Error> {
+    if let Some(rc) = &cfg.rustls {
+        return Ok(tokio_rustls::TlsConnector::from(Arc::clone(rc)));
+    }
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(format!("TLS client config: protocol versions: {e}")))?;
+    let builder = if cfg.insecure_skip_verify_for_testing_only {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(InsecureServerVerifier {
+                algorithms: provider.signature_verification_algorithms,
+            }))
+    } else {
+        let ca = cfg.ca_pem.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "TlsClientConfig: ca_pem is required to verify the server (or set rustls, or \
+                 insecure_skip_verify_for_testing_only for tests)",
+            )
+        })?;
+        builder.with_root_certificates(root_store(ca, "CA PEM")?)
+    };
+    let config =
+        match (&cfg.client_cert_pem, &cfg.client_key_pem) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let certs = parse_certs(cert, "client certificate PEM")?;
+                let key = parse_key(key, "client private key PEM")?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| cert_key_error(e, "client"))?
+            }
+            (Some(_), None) => return Err(Error::invalid(
+                "TlsClientConfig: client_cert_pem is set but client_key_pem is not; mutual TLS \
+                 needs both",
+            )),
+            (None, Some(_)) => return Err(Error::invalid(
+                "TlsClientConfig: client_key_pem is set but client_cert_pem is not; mutual TLS \
+                 needs both",
+            )),
+        };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The name to verify the server against: `cfg.server_name` if set, else `addr_host` (the host
+/// part of the dialed address; DNS names and IP addresses, IPv6 with or without brackets).
+pub(crate) fn server_name(
+    cfg: &TlsClientConfig,
+    addr_host: &str,
+) -> Result<ServerName<'static>, Error> {
+    let (name, origin) = match &cfg.server_name {
+        Some(n) => (n.as_str(), "TlsClientConfig::server_name"),
+        None => (addr_host, "the host of the server address"),
+    };
+    let trimmed = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err(Error::invalid(format!(
+            "TLS server name is empty ({origin}); set TlsClientConfig::server_name"
+        )));
+    }
+    ServerName::try_from(trimmed.to_owned()).map_err(|e| {
+        Error::invalid(format!(
+            "TLS server name {name:?} ({origin}) is neither a DNS name nor an IP address: {e}"
+        ))
+    })
+}
+
+/// Builds the acceptor for `cfg`: presents `cert_pem`/`key_pem`, and requires client
+/// certificates signed by `client_ca_pem` when that is set.
+pub(crate) fn server_acceptor(cfg: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    if let Some(rc) = &cfg.rustls {
+        return Ok(tokio_rustls::TlsAcceptor::from(Arc::clone(rc)));
+    }
+    if cfg.cert_pem.is_empty() {
+        return Err(Error::invalid(
+            "TlsServerConfig: cert_pem is empty; set the server certificate chain (or rustls)",
+        ));
+    }
+    if cfg.key_pem.is_empty() {
+        return Err(Error::invalid(
+            "TlsServerConfig: key_pem is empty; set the server private key (or rustls)",
+        ));
+    }
+    let provider = provider();
+    let certs = parse_certs(&cfg.cert_pem, "server certificate PEM")?;
+    let key = parse_key(&cfg.key_pem, "server private key PEM")?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(format!("TLS server config: protocol versions: {e}")))?;
+    let builder = match &cfg.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = root_store(ca, "client CA PEM")?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+                    .build()
+                    .map_err(|e| {
+                        tls(format!(
+                            "client CA PEM: cannot build the client verifier: {e}"
+                        ))
+                    })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| cert_key_error(e, "server"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The crate's one crypto provider: rustls' `ring` provider, built once.
+fn provider() -> &'static Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+fn tls(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Tls, msg)
+}
+
+fn read_pem_file(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| tls(format!("reading {what} PEM file {}: {e}", path.display())))
+}
+
+/// Every certificate in `pem`; `what` names the input in messages ("CA PEM", ...).
+fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(format!("{what}: {}", pem_error(&e))))?;
+    if certs.is_empty() {
+        return Err(tls(format!(
+            "no certificate found in {what} (expected a \"-----BEGIN CERTIFICATE-----\" block)"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The first private key in `pem`, checked to be usable by the provider.
+fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, Error> {
+    let key = match PrivateKeyDer::from_pem_slice(pem) {
+        Ok(k) => k,
+        Err(pem::Error::NoItemsFound) => {
+            let encrypted = pem.windows(b"ENCRYPTED".len()).any(|w| w == b"ENCRYPTED");
+            return Err(tls(if encrypted {
+                format!("{what}: no key found (encrypted private keys are not supported; decrypt it first)")
+            } else {
+                format!(
+                    "{what}: no key found (expected a \"-----BEGIN PRIVATE KEY-----\", \
+                     \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" block)"
+                )
+            }));
+        }
+        Err(e) => return Err(tls(format!("{what}: {}", pem_error(&e)))),
+    };
+    provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| tls(format!("{what}: unusable key: {e}")))?;
+    Ok(key)
+}
+
+fn pem_error(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "malformed PEM: missing {:?} line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "malformed PEM: bad section start line {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        other => format!("malformed PEM: {other}"),
+    }
+}
+
+/// A root store with every certificate of `pem`.
+fn root_store(pem: &[u8], what: &str) -> Result<RootCertStore, Error> {
+    let certs = parse_certs(pem, what)?;
+    let n = certs.len();
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in certs.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| {
+            tls(format!(
+                "{what}: bad certificate: {e} (certificate {} of {n})",
+                i + 1
+            ))
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Maps the error of pairing a certificate chain with its key.
+fn cert_key_error(e: rustls::Error, side: &str) -> Error {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => tls(format!(
+            "{side} certificate PEM and {side} private key PEM do not match: the key does not \
+             belong to the (first) certificate of the chain"
+        )),
+        other => tls(format!("{side} certificate PEM: bad certificate: {other}")),
+    }
+}
+
+/// Accepts every server certificate, but still verifies the handshake signatures with the
+/// provider's algorithms. Only reachable through `insecure_skip_verify_for_testing_only`.
+#[derive(Debug)]
+struct InsecureServerVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for InsecureServerVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Debug helper: a PEM input shown by its size only.
+struct PemLen<'a>(&'a [u8]);
+
+impl fmt::Debug for PemLen<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes of PEM>", self.0.len())
+    }
+}
+
+/// Debug helper: secret material, never shown.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Debug helper: an object shown by its type name only.
+struct Opaque(&'static str);
+
+impl fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    struct Pki {
+        ca: String,
+        server_cert: String,
+        server_key: String,
+        client_cert: String,
+        client_key: String,
+        other_ca: String,
+        other_server_cert: String,
+        other_server_key: String,
+    }
+
+    fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        (p.self_signed(&key).unwrap(), key)
+    }
+
+    fn leaf(
+        sans: &[&str],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+        issuer: &(rcgen::Certificate, rcgen::KeyPair),
+    ) -> (String, String) {
+        let mut p =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            sans.first().copied().unwrap_or("client"),
+        );
+        p.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer.0, &issuer.1).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn pki() -> Pki {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let ca1 = ca("fastrpc test CA");
+        let ca2 = ca("unrelated CA");
+        let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], ServerAuth, &ca1);
+        let (client_cert, client_key) = leaf(&["fastrpc test client"], ClientAuth, &ca1);
+        let (other_server_cert, other_server_key) =
+            leaf(&["localhost", "127.0.0.1"], ServerAuth, &ca2);
+        Pki {
+            ca: ca1.0.pem(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+            other_ca: ca2.0.pem(),
+            other_server_cert,
+            other_server_key,
+        }
+    }
+
+    fn server_cfg(cert: &str, key: &str) -> TlsServerConfig {
+        TlsServerConfig {
+            cert_pem: cert.as_bytes().to_vec(),
+            key_pem: key.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn client_cfg(ca: &str) -> TlsClientConfig {
+        TlsClientConfig {
+            ca_pem: Some(ca.as_bytes().to_vec()),
+            ..Default::default()
+        }
+    }
+
+    /// Runs one TLS connection over real loopback TCP: the client sends a byte, the server
+    /// answers it plus one. Returns the client's and the server's outcome.
+    async fn exchange(
+        server: &TlsServerConfig,
+        client: &TlsClientConfig,
+        host: &str,
+    ) -> (Result<u8, Error>, Result<(), Error>) {
+        let acceptor = server_acceptor(server).expect("server acceptor");
+        let connector = client_connector(client).expect("client connector");
+        let name = server_name(client, host).expect("server name");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = acceptor
+                .accept(tcp)
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server TLS handshake"))?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server read"))?;
+            s.write_all(&[b[0].wrapping_add(1)])
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server write"))?;
+            s.flush()
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server flush"))?;
+            Ok::<(), Error>(())
+        });
+        let client_res = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut s = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connect, "client TLS handshake"))?;
+            s.write_all(&[41])
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client write"))?;
+            s.flush()
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client flush"))?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client read"))?;
+            Ok::<u8, Error>(b[0])
+        }
+        .await;
+        let server_res = server_task.await.unwrap();
+        (client_res, server_res)
+    }
+
+    async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(LIMIT, f)
+            .await
+            .expect("test timed out")
+    }
+
+    #[tokio::test]
+    async fn tls_verified_handshake_by_dns_name_and_ip() {
+        bounded(async {
+            let p = pki();
+            let server = server_cfg(&p.server_cert, &p.server_key);
+            let (c, s) = exchange(&server, &client_cfg(&p.ca), "localhost").await;
+            assert_eq!(c.unwrap(), 42);
+            s.unwrap();
+            let (c, s) = exchange(&server, &client_cfg(&p.ca), "127.0.0.1").await;
+            assert_eq!(c.unwrap(), 42);
+            s.unwrap();
+            // An explicit server_name overrides the address host.
+            let mut cfg = client_cfg(&p.ca);
+            cfg.server_name = Some("localhost".into());
+            let (c, s) = exchange(&server, &cfg, "127.0.0.1").await;
+            assert_eq!(c.unwrap(), 42);
+            s.unwrap();
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn tls_wrong_server_name_fails() {
+        bounded(async {
+            let p = pki();
+            let server = server_cfg(&p.server_cert, &p.server_key);
+            let mut cfg = client_cfg(&p.ca);
+            cfg.server_name = Some("example.com".into());
+            let (c, s) = exchange(&server, &cfg, "127.0.0.1").await;
+            let e = c.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+            assert!(e.message().contains("not valid for name"), "{e}");
+            assert!(e.message().contains("example.com"), "{e}");
+            assert!(s.is_err());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn tls_untrusted_ca_fails() {
+        bounded(async {
+            let p = pki();
+            let server = server_cfg(&p.server_cert, &p.server_key);
+            let (c, s) = exchange(&server, &client_cfg(&p.other_ca), "localhost").await;
+            let e = c.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+            assert!(e.message().contains("UnknownIssuer"), "{e}");
+            assert!(s.is_err());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn tls_insecure_skip_verify_accepts_untrusted_server() {
+        bounded(async {
+            let p = pki();
+            let server = server_cfg(&p.other_server_cert, &p.other_server_key);
+            let cfg = TlsClientConfig {
+                insecure_skip_verify_for_testing_only: true,
+                ..Default::default()
+            };
+            let (c, s) = exchange(&server, &cfg, "127.0.0.1").await;
+            assert_eq!(c.unwrap(), 42);
+            s.unwrap();
+            // A name that matches nothing is accepted too.
+            let cfg = TlsClientConfig {
+                insecure_skip_verify_for_testing_only: true,
+                server_name: Some("nowhere.invalid".into()),
+                ..Default::default()
+            };
+            let (c, s) = exchange(&server, &cfg, "127.0.0.1").await;
+            assert_eq!(c.unwrap(), 42);
+            s.unwrap();
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn tls_mutual_auth() {
+        bounded(async {
+            let p = pki();
+            let mut server = server_cfg(&p.server_cert, &p.server_key);
+            server.client_ca_pem = Some(p.ca.as_bytes().to_vec());
+
+            let mut with_cert = client_cfg(&p.ca);
+            with_cert.client_cert_pem = Some(p.client_cert.as_bytes().to_vec());
+            with_cert.client_key_pem = Some(p.client_key.as_bytes().to_vec());
+            let (c, s) = exchange(&server, &with_cert, "localhost").await;
+            assert_eq!(c.unwrap(), 42);
+            s.unwrap();
+
+            // No certificate: the server refuses; the client sees the failure at the
+            // handshake (TLS 1.2) or at its first read (TLS 1.3).
+            let (c, s) = exchange(&server, &client_cfg(&p.ca), "localhost").await;
+            let se = s.unwrap_err();
+            assert_eq!(se.kind(), ErrorKind::Tls, "{se}");
+            assert!(se.message().contains("no certificates"), "{se}");
+            assert!(c.is_err());
+
+            // A certificate from another CA is refused as well.
+            let mut foreign = client_cfg(&p.ca);
+            foreign.client_cert_pem = Some(p.other_server_cert.as_bytes().to_vec());
+            foreign.client_key_pem = Some(p.other_server_key.as_bytes().to_vec());
+            let (c, s) = exchange(&server, &foreign, "localhost").await;
+            let se = s.unwrap_err();
+            assert_eq!(se.kind(), ErrorKind::Tls, "{se}");
+            assert!(c.is_err());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn tls_bad_inputs_give_clear_errors() {
+        bounded(async {
+            let p = pki();
+            let tls_msg = |r: Result<(), Error>, want: &str| {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+                assert!(e.message().contains(want), "{e:?} does not contain {want:?}");
+            };
+            let invalid = |r: Result<(), Error>, want: &str| {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+                assert!(e.message().contains(want), "{e:?} does not contain {want:?}");
+            };
+            let srv = |c: &str, k: &str| server_acceptor(&server_cfg(c, k)).map(|_| ());
+            let cli = |cfg: &TlsClientConfig| client_connector(cfg).map(|_| ());
+
+            // Server certificate and key.
+            tls_msg(srv("garbage", &p.server_key), "no certificate found in server certificate PEM");
+            tls_msg(srv(&p.server_key, &p.server_key), "no certificate found in server certificate PEM");
+            tls_msg(srv(&p.server_cert, "garbage"), "server private key PEM: no key found");
+            tls_msg(srv(&p.server_cert, &p.server_cert), "private key PEM: no key found");
+            tls_msg(
+                srv(&p.server_cert, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"),
+                "encrypted private keys are not supported",
+            );
+            tls_msg(
+                srv("-----BEGIN CERTIFICATE-----\nAAAA\n", &p.server_key),
+                "server certificate PEM: malformed PEM",
+            );
+            tls_msg(srv(&p.server_cert, &p.client_key), "do not match");
+            tls_msg(
+                srv("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", &p.server_key),
+                "server certificate PEM: bad certificate",
+            );
+            invalid(srv("", &p.server_key), "cert_pem is empty");
+            invalid(srv(&p.server_cert, ""), "key_pem is empty");
+            let mut s = server_cfg(&p.server_cert, &p.server_key);
+            s.client_ca_pem = Some(b"nothing".to_vec());
+            tls_msg(server_acceptor(&s).map(|_| ()), "no certificate found in client CA PEM");
+
+            // Client side.
+            tls_msg(cli(&client_cfg("nothing here")), "no certificate found in CA PEM");
+            tls_msg(
+                cli(&client_cfg("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")),
+                "CA PEM: bad certificate: ",
+            );
+            invalid(cli(&TlsClientConfig::default()), "ca_pem is required");
+            let mut c = client_cfg(&p.ca);
+            c.client_cert_pem = Some(p.client_cert.as_bytes().to_vec());
+            invalid(cli(&c), "client_key_pem is not");
+            c.client_key_pem = Some(b"nope".to_vec());
+            tls_msg(cli(&c), "client private key PEM: no key found");
+            c.client_key_pem = Some(p.server_key.as_bytes().to_vec());
+            tls_msg(cli(&c), "do not match");
+            c.client_cert_pem = None;
+            invalid(cli(&c), "client_cert_pem is not");
+
+            // Server names.
+            let e = server_name(&TlsClientConfig::default(), "").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            let e = server_name(&TlsClientConfig::default(), "bad name!").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(e.message().contains("bad name!"), "{e}");
+            assert!(matches!(
+                server_name(&TlsClientConfig::default(), "[::1]").unwrap(),
+                ServerName::IpAddress(_)
+            ));
+            assert!(matches!(
+                server_name(&TlsClientConfig::default(), "127.0.0.1").unwrap(),
+                ServerName::IpAddress(_)
+            ));
+            let named = TlsClientConfig {
+                server_name: Some("localhost".into()),
+                ..Default::default()
+            };
+            assert!(matches!(server_name(&named, "10.0.0.1").unwrap(), ServerName::DnsName(_)));
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn tls_from_files() {
+        bounded(async {
+            let p = pki();
+            let dir = std::env::temp_dir().join(format!("fastrpc-tls-test-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let write = |name: &str, body: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, body).unwrap();
+                path
+            };
+            let ca = write("ca.pem", &p.ca);
+            let cert = write("server.pem", &p.server_cert);
+            let key = write("server.key", &p.server_key);
+            let ccert = write("client.pem", &p.client_cert);
+            let ckey = write("client.key", &p.client_key);
+            let garbage = write("garbage.pem", "garbage");
+            let missing = dir.join("missing.pem");
+
+            let s = TlsServerConfig::from_files(&cert, &key, Some(&ca)).unwrap();
+            assert_eq!(s.cert_pem, p.server_cert.as_bytes());
+            assert!(s.client_ca_pem.is_some());
+            let c = TlsClientConfig::from_files(Some(&ca), Some(&ccert), Some(&ckey)).unwrap();
+            let (r, sr) = exchange(&s, &c, "localhost").await;
+            assert_eq!(r.unwrap(), 42);
+            sr.unwrap();
+
+            let e = TlsServerConfig::from_files(&missing, &key, None).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Tls);
+            assert!(e.message().contains(&missing.display().to_string()), "{e}");
+            let e = TlsServerConfig::from_files(&cert, &missing, None).unwrap_err();
+            assert!(e.message().contains(&missing.display().to_string()), "{e}");
+            assert!(e.message().contains("private key"), "{e}");
+            let e = TlsClientConfig::from_files(Some(&missing), None, None).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Tls);
+            assert!(e.message().contains(&missing.display().to_string()), "{e}");
+            assert!(e.message().contains("CA"), "{e}");
+            let e = TlsClientConfig::from_files(Some(&garbage), None, None).unwrap_err();
+            assert!(e.message().contains(&garbage.display().to_string()), "{e}");
+            assert!(
+                e.message().contains("no certificate found in CA PEM"),
+                "{e}"
+            );
+
+            std::fs::remove_dir_all(&dir).unwrap();
+        })
+        .await
+    }
+
+    #[test]
+    fn tls_debug_hides_keys() {
+        let c = TlsClientConfig {
+            client_key_pem: Some(b"SECRET-KEY-BYTES".to_vec()),
+            ca_pem: Some(b"abc".to_vec()),
+            ..Default::default()
+        };
+        let s = TlsServerConfig {
+            key_pem: b"SECRET-KEY-BYTES".to_vec(),
+            ..Default::default()
+        };
+        let (dc, ds) = (format!("{c:?}"), format!("{s:?}"));
+        assert!(
+            !dc.contains("SECRET") && !ds.contains("SECRET"),
+            "{dc} {ds}"
+        );
+        assert!(dc.contains("<redacted>") && ds.contains("<redacted>"));
+        assert!(dc.contains("<3 bytes of PEM>"), "{dc}");
+    }
+}

@@ -1,0 +1,358 @@
+//! The client's background tasks: the connection manager (lazy connect, handshake, backoff,
+//! reconnect) which is also the one writer of its connection, the reader that matches
+//! responses to waiting calls, and the timekeeper that enforces call deadlines.
+//!
+//! Every path that ends a connection fails the calls sent on it with an error naming the
+//! peer and the cause, so no call waits past its deadline or forever.
+
+use std::future::{poll_fn, Future};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use crate::config::limit;
+use crate::error::{Error, ErrorKind};
+use crate::protocol::frame::{parse_response, Parse};
+use crate::protocol::handshake;
+use crate::transport;
+use crate::wire::{FrameReader, FrameWriter};
+
+use super::table::{CellState, Conn, Notify, Wake};
+use super::Inner;
+
+/// Starts the manager and timekeeper tasks (once, on the first call).
+pub(super) fn start(inner: Arc<Inner>) {
+    let rt = inner.rt.clone();
+    rt.spawn(timekeeper(inner.clone()));
+    rt.spawn(manager(inner));
+}
+
+/// Connects when there is work, writes batches while connected, and reconnects.
+async fn manager(inner: Arc<Inner>) {
+    let mut backoff = inner.cfg.reconnect_backoff_min;
+    let mut seed = jitter_seed();
+    let mut batch: Vec<u8> = Vec::with_capacity(inner.cfg.write_buffer_size);
+    loop {
+        // Wait for queued work (lazy connect) or close.
+        let closed = poll_fn(|cx| {
+            let mut st = inner.lock();
+            if st.closed {
+                return Poll::Ready(true);
+            }
+            if !st.entries.is_empty() {
+                return Poll::Ready(false);
+            }
+            st.writer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if closed {
+            return;
+        }
+        inner.lock().conn = Conn::Up;
+        match connect(&inner).await {
+            Err(e) => {
+                inner.counters.connect_failures.fetch_add(1, Relaxed);
+                let wait = jittered(backoff, &mut seed);
+                backoff = (backoff * 2).min(inner.cfg.reconnect_backoff_max);
+                let mut wakes = Vec::new();
+                let mut st = inner.lock();
+                st.fail_all(&[CellState::Queued], &e, &mut wakes);
+                st.clear_queue();
+                st.conn = Conn::Backoff {
+                    until: Instant::now() + wait,
+                    err: e,
+                };
+                inner.check_drained(&st);
+                drop(st);
+                inner.deliver(&mut wakes);
+            }
+            Ok((stream, server_compression)) => {
+                backoff = inner.cfg.reconnect_backoff_min;
+                inner.counters.connects.fetch_add(1, Relaxed);
+                let (rd, wr) = tokio::io::split(stream);
+                let cfg = &inner.cfg;
+                let reader = FrameReader::new(
+                    rd,
+                    server_compression,
+                    cfg.read_buffer_size,
+                    limit(cfg.read_timeout),
+                    inner.counters.io.clone(),
+                );
+                let writer = FrameWriter::new(
+                    wr,
+                    cfg.compress_type,
+                    cfg.flate_level,
+                    cfg.write_buffer_size,
+                    limit(cfg.write_timeout),
+                    inner.counters.io.clone(),
+                );
+                let reader_task = inner.rt.spawn(read_loop(inner.clone(), reader));
+                let cause = write_loop(&inner, writer, &mut batch).await;
+                reader_task.abort();
+                let _ = reader_task.await;
+                let err = Error::new(
+                    cause.kind(),
+                    format!("connection to {} failed: {}", inner.addr, cause.message()),
+                );
+                let mut wakes = Vec::new();
+                let mut st = inner.lock();
+                st.conn_error = None;
+                st.conn = Conn::Idle;
+                st.fail_all(&[CellState::Sent], &err, &mut wakes);
+                inner.check_drained(&st);
+                drop(st);
+                inner.deliver(&mut wakes);
+            }
+        }
+    }
+}
+
+async fn connect(
+    inner: &Inner,
+) -> Result<(crate::transport::Stream, crate::compress::Compression), Error> {
+    let cfg = &inner.cfg;
+    let t = cfg.handshake_timeout;
+    let raw = match tokio::time::timeout(t, transport::connect(&inner.addr)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::Connect,
+                format!("cannot connect to {}: no answer within {t:?}", inner.addr),
+            ))
+        }
+    };
+    let p = handshake::Params {
+        sniff_header: &cfg.sniff_header,
+        version: cfg.protocol_version,
+        compression: cfg.compress_type,
+        timeout: t,
+    };
+    handshake::client(raw, p, inner.tls.clone())
+        .await
+        .map_err(|e| {
+            let kind = match e.kind() {
+                ErrorKind::Tls | ErrorKind::Protocol | ErrorKind::Timeout => e.kind(),
+                _ => ErrorKind::Connect,
+            };
+            Error::new(
+                kind,
+                format!("handshake with {} failed: {}", inner.addr, e.message()),
+            )
+        })
+}
+
+/// Writes batches until the connection fails or the client closes. Returns the cause.
+async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>) -> Error {
+    let delay = inner.cfg.max_batch_delay;
+    loop {
+        let ready = poll_fn(|cx| {
+            let mut st = inner.lock();
+            if let Some(e) = st.conn_error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if !st.entries.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if st.closed {
+                return Poll::Ready(Err(Error::closed()));
+            }
+            st.writer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if let Err(e) = ready {
+            if e.kind() == ErrorKind::Closed {
+                w.shutdown().await;
+            }
+            return e;
+        }
+        if !delay.is_zero() {
+            batch_delay(inner, delay).await;
+        }
+        let frames = {
+            let mut st = inner.lock();
+            st.take_batch(batch)
+        };
+        if let Err(e) = w.write_batch(batch, frames).await {
+            return e;
+        }
+        batch.clear();
+    }
+}
+
+/// Waits up to `delay` for more frames to share the batch, less when the batch fills the
+/// write buffer first.
+async fn batch_delay(inner: &Inner, delay: Duration) {
+    let full = inner.cfg.write_buffer_size;
+    let until = tokio::time::Instant::now() + delay;
+    let sleep = tokio::time::sleep_until(until);
+    tokio::pin!(sleep);
+    poll_fn(|cx| {
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let mut st = inner.lock();
+        if st.queue.len() >= full || st.closed || st.conn_error.is_some() {
+            return Poll::Ready(());
+        }
+        st.writer_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Reads responses and completes their calls, one lock per read.
+async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
+    let limit = inner.cfg.max_frame_size;
+    let mut wakes: Vec<Wake> = Vec::with_capacity(64);
+    let mut sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)> = Vec::with_capacity(64);
+    let cause = loop {
+        let data = r.data();
+        let mut off = 0;
+        let mut need = 0;
+        let mut failed = None;
+        let (mut matched, mut unexpected) = (0u64, 0u64);
+        if !data.is_empty() {
+            let mut st = inner.lock();
+            loop {
+                match parse_response(&data[off..], limit) {
+                    Ok(Parse::Frame(p, n)) => {
+                        let (vs, ve) = (off + p.value.start, off + p.value.end);
+                        match st.cell(p.id) {
+                            Some(c) if c.state == CellState::Sent => {
+                                matched += 1;
+                                match std::mem::replace(&mut c.notify, Notify::None) {
+                                    Notify::Sink(s, tag) => {
+                                        st.free(p.id);
+                                        sinks.push((s, tag, vs, ve));
+                                    }
+                                    notify => {
+                                        c.resp.clear();
+                                        c.resp.extend_from_slice(&data[vs..ve]);
+                                        c.state = CellState::Done;
+                                        if let Notify::Waker(w) = notify {
+                                            wakes.push(Wake::Waker(w));
+                                        }
+                                    }
+                                }
+                            }
+                            _ => unexpected += 1,
+                        }
+                        off += n;
+                    }
+                    Ok(Parse::Incomplete(k)) => {
+                        need = off + k;
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            inner.check_drained(&st);
+        } else {
+            need = 8;
+        }
+        let c = &inner.counters;
+        c.io.frames_received
+            .fetch_add(matched + unexpected, Relaxed);
+        if unexpected > 0 {
+            c.unexpected.fetch_add(unexpected, Relaxed);
+        }
+        if !sinks.is_empty() {
+            c.responses.fetch_add(sinks.len() as u64, Relaxed);
+        }
+        for w in wakes.drain(..) {
+            if let Wake::Waker(w) = w {
+                w.wake();
+            }
+        }
+        for (s, tag, vs, ve) in sinks.drain(..) {
+            s.complete(tag, Ok(&data[vs..ve]));
+        }
+        if let Some(e) = failed {
+            break e;
+        }
+        r.consume(off);
+        let need = need - off;
+        match r.fill(need).await {
+            Ok(true) => {}
+            Ok(false) => {
+                break Error::fixed(ErrorKind::Connection, "the server closed the connection")
+            }
+            Err(e) => break e,
+        }
+    };
+    let mut st = inner.lock();
+    st.conn_error = Some(cause);
+    if let Some(w) = st.writer_waker.take() {
+        w.wake();
+    }
+}
+
+/// Fails calls whose deadline passed. Sleeps until the earliest deadline of a waiting call;
+/// a call with an earlier deadline than that wakes it. Scans the table only then.
+async fn timekeeper(inner: Arc<Inner>) {
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut wakes = Vec::new();
+    let mut armed: Option<Instant> = None;
+    loop {
+        let done = poll_fn(|cx| {
+            let mut st = inner.lock();
+            if st.closed && st.pending == 0 {
+                return Poll::Ready(true);
+            }
+            let now = Instant::now();
+            if st.timer_next.is_some_and(|t| t <= now) {
+                let (next, _) = st.expire(now, &mut wakes);
+                st.timer_next = next;
+                inner.check_drained(&st);
+                if !wakes.is_empty() {
+                    return Poll::Ready(false);
+                }
+            }
+            st.timer_waker = Some(cx.waker().clone());
+            let next = st.timer_next;
+            drop(st);
+            if let Some(t) = next {
+                if armed != Some(t) {
+                    armed = Some(t);
+                    sleep.as_mut().reset(tokio::time::Instant::from_std(t));
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    // Deadline reached while unlocked: go round again.
+                    cx.waker().wake_by_ref();
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        inner.deliver(&mut wakes);
+        if done {
+            return;
+        }
+    }
+}
+
+fn jitter_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    t | 1
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5) (xorshift; no need for a real RNG here).
+fn jittered(d: Duration, seed: &mut u64) -> Duration {
+    let mut x = *seed;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *seed = x;
+    let f = 0.5 + (x % 1000) as f64 / 1000.0;
+    d.mul_f64(f)
+}

@@ -1,0 +1,329 @@
+//! One server connection: handshake, the reader that parses requests and runs the handler
+//! inline (or answers at once with the concurrency-limit reply), and the one writer that
+//! drains every ready response into a batch before each flush.
+//!
+//! Replies from any thread append their frame to the shared output buffer under one lock and
+//! wake the writer. The reader stops on a protocol error (the connection closes), on the
+//! peer's EOF (responses still pending are flushed first), or on a graceful stop.
+
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::limit;
+use crate::error::{Error, ErrorKind};
+use crate::log::{self, Level};
+use crate::protocol::frame::{encode_response, parse_request, Parse};
+use crate::protocol::handshake;
+use crate::transport::RawStream;
+use crate::wire::{FrameReader, FrameWriter};
+
+use super::call::{Call, Slot};
+use super::ServerInner;
+
+pub(crate) struct Out {
+    pub buf: Vec<u8>,
+    pub frames: usize,
+    pub writer_waker: Option<Waker>,
+    pub reader_waker: Option<Waker>,
+    /// Replies are dropped: the connection is gone.
+    pub closed: bool,
+    /// The reader is done: the writer ends once nothing is outstanding.
+    pub reading_done: bool,
+    /// Handlers started and not yet answered on this connection.
+    pub outstanding: usize,
+    pub pipeline: bool,
+    pub pool: Vec<Slot>,
+}
+
+pub(crate) struct ConnShared {
+    pub out: Mutex<Out>,
+    pub server: Arc<ServerInner>,
+    pub peer: String,
+}
+
+impl ConnShared {
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves one accepted socket to the end.
+pub(crate) async fn serve(
+    server: Arc<ServerInner>,
+    raw: RawStream,
+    peer: String,
+    stop: CancellationToken,
+) {
+    let cfg = &server.cfg;
+    let p = handshake::Params {
+        sniff_header: &cfg.sniff_header,
+        version: cfg.protocol_version,
+        compression: cfg.compress_type,
+        timeout: cfg.handshake_timeout,
+    };
+    let tls = handshake::ServerTls {
+        acceptor: server.tls.as_ref(),
+        require: cfg.tls.as_ref().is_some_and(|t| t.require_tls),
+    };
+    let (stream, client_compression) = tokio::select! {
+        r = handshake::server(raw, p, tls) => match r {
+            Ok(v) => v,
+            Err(e) => {
+                server.counters.errors.add(e.kind(), 1);
+                server.counters.handshake_failures.fetch_add(1, Relaxed);
+                if log::enabled(Level::Warn) {
+                    log::emit(Level::Warn, &format!("fastrpc server: handshake with {peer} failed: {e}"));
+                }
+                return;
+            }
+        },
+        _ = stop.cancelled() => return,
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    let reader = FrameReader::new(
+        rd,
+        client_compression,
+        cfg.read_buffer_size,
+        limit(cfg.read_timeout),
+        server.counters.io.clone(),
+    );
+    let writer = FrameWriter::new(
+        wr,
+        cfg.compress_type,
+        cfg.flate_level,
+        cfg.write_buffer_size,
+        limit(cfg.write_timeout),
+        server.counters.io.clone(),
+    );
+    let conn = Arc::new(ConnShared {
+        out: Mutex::new(Out {
+            buf: Vec::with_capacity(cfg.write_buffer_size),
+            frames: 0,
+            writer_waker: None,
+            reader_waker: None,
+            closed: false,
+            reading_done: false,
+            outstanding: 0,
+            pipeline: cfg.pipeline_requests,
+            pool: Vec::new(),
+        }),
+        server: server.clone(),
+        peer,
+    });
+    let writer_task = tokio::spawn(write_loop(conn.clone(), writer));
+    let read_result = read_loop(&conn, reader, &stop).await;
+    let fatal = match &read_result {
+        Ok(()) => false,
+        Err(e) => {
+            server.counters.errors.add(e.kind(), 1);
+            if log::enabled(Level::Warn) {
+                log::emit(
+                    Level::Warn,
+                    &format!("fastrpc server: connection from {}: {e}", conn.peer),
+                );
+            }
+            true
+        }
+    };
+    {
+        let mut out = conn.lock();
+        out.reading_done = true;
+        if fatal {
+            out.closed = true;
+        }
+        if let Some(w) = out.writer_waker.take() {
+            w.wake();
+        }
+    }
+    let _ = writer_task.await;
+    // Later replies from handlers still holding calls are dropped.
+    conn.lock().closed = true;
+}
+
+/// Reads requests and dispatches them until EOF, a failure, or a graceful stop.
+async fn read_loop(
+    conn: &Arc<ConnShared>,
+    mut r: FrameReader,
+    stop: &CancellationToken,
+) -> Result<(), Error> {
+    let server = &conn.server;
+    let cfg = &server.cfg;
+    let limit = cfg.max_frame_size;
+    let mut local_pool: Vec<Slot> = Vec::new();
+    loop {
+        let data = r.data();
+        let mut off = 0;
+        let need = loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            match parse_request(&data[off..], limit)? {
+                Parse::Incomplete(k) => break off + k,
+                Parse::Frame(p, n) => {
+                    let mut slot = match local_pool.pop() {
+                        Some(s) => s,
+                        None => {
+                            std::mem::swap(&mut local_pool, &mut conn.lock().pool);
+                            local_pool.pop().unwrap_or_default()
+                        }
+                    };
+                    slot.name.clear();
+                    slot.name
+                        .extend_from_slice(&data[off + p.name.start..off + p.name.end]);
+                    slot.value.clear();
+                    slot.value
+                        .extend_from_slice(&data[off + p.value.start..off + p.value.end]);
+                    off += n;
+                    dispatch(conn, slot, p.id);
+                    if cfg.pipeline_requests {
+                        wait_idle(conn).await;
+                    }
+                }
+            }
+        };
+        r.consume(off);
+        let need = need - off;
+        let more = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            m = r.fill(need) => m?,
+        };
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs the handler for one request, or answers at once when the concurrency limit is hit.
+fn dispatch(conn: &Arc<ConnShared>, slot: Slot, id: u32) {
+    let server = &conn.server;
+    let c = &server.counters;
+    if id == 0 {
+        c.nowait_requests.fetch_add(1, Relaxed);
+    } else {
+        c.requests.fetch_add(1, Relaxed);
+    }
+    let running = server.running.fetch_add(1, Relaxed);
+    if running >= server.cfg.concurrency {
+        server.running.fetch_sub(1, Relaxed);
+        c.concurrency_limit_replies.fetch_add(1, Relaxed);
+        let mut out = conn.lock();
+        if id != 0 {
+            encode_response(&mut out.buf, id, &server.cfg.concurrency_limit_reply);
+            out.frames += 1;
+        }
+        out.pool.push(slot);
+        let w = out.writer_waker.take();
+        drop(out);
+        if let Some(w) = w {
+            w.wake();
+        }
+        return;
+    }
+    conn.lock().outstanding += 1;
+    let call = Call {
+        conn: conn.clone(),
+        slot: Some(slot),
+        id,
+    };
+    let handler = &server.handler;
+    if catch_unwind(AssertUnwindSafe(|| handler.handle(call))).is_err() {
+        // The call was dropped while unwinding and so answered with error_reply.
+        c.handler_panics.fetch_add(1, Relaxed);
+        if log::enabled(Level::Warn) {
+            log::emit(
+                Level::Warn,
+                &format!(
+                    "fastrpc server: the handler panicked on request {id} from {}; error_reply sent",
+                    conn.peer
+                ),
+            );
+        }
+    }
+}
+
+/// Pipelined mode: waits until this connection's running call is answered.
+async fn wait_idle(conn: &ConnShared) {
+    poll_fn(|cx| {
+        let mut out = conn.lock();
+        if out.outstanding == 0 || out.closed {
+            return Poll::Ready(());
+        }
+        out.reader_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes every ready response as one batch per flush, until the connection ends.
+async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter) {
+    let delay = conn.server.cfg.max_batch_delay;
+    let full = conn.server.cfg.write_buffer_size;
+    let mut batch: Vec<u8> = Vec::with_capacity(full);
+    loop {
+        let go = poll_fn(|cx| {
+            let mut out = conn.lock();
+            if out.closed {
+                return Poll::Ready(false);
+            }
+            if !out.buf.is_empty() {
+                return Poll::Ready(true);
+            }
+            if out.reading_done && out.outstanding == 0 {
+                return Poll::Ready(false);
+            }
+            out.writer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if !go {
+            break;
+        }
+        if !delay.is_zero() {
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            poll_fn(|cx| {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                let mut out = conn.lock();
+                if out.buf.len() >= full || out.closed || out.reading_done {
+                    return Poll::Ready(());
+                }
+                out.writer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+        }
+        let frames = {
+            let mut out = conn.lock();
+            std::mem::swap(&mut out.buf, &mut batch);
+            std::mem::take(&mut out.frames)
+        };
+        if let Err(e) = w.write_batch(&batch, frames).await {
+            conn.server.counters.errors.add(e.kind(), 1);
+            if log::enabled(Level::Info) {
+                log::emit(
+                    Level::Info,
+                    &format!("fastrpc server: writing to {} failed: {e}", conn.peer),
+                );
+            }
+            let mut out = conn.lock();
+            out.closed = true;
+            // Unblock a pipelined reader waiting for this connection.
+            if let Some(r) = out.reader_waker.take() {
+                r.wake();
+            }
+            return;
+        }
+        batch.clear();
+    }
+    w.shutdown().await;
+    let _ = ErrorKind::Io;
+}

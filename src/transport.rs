@@ -1,0 +1,300 @@
+//! Addresses and sockets: TCP (`host:port`) and Unix domain sockets (`unix:/path`), one
+//! stream type over both (plain or TLS), and listeners.
+//!
+//! TCP sockets get TCP_NODELAY. Writes never raise SIGPIPE in the host process: std's TCP
+//! writes pass MSG_NOSIGNAL, and Unix socket writes here call `send(..., MSG_NOSIGNAL)`
+//! instead of `write`, because a C host has not ignored SIGPIPE the way Rust binaries do.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::error::{Error, ErrorKind};
+
+/// Where to connect or listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// `unix:/path` over a Unix domain socket.
+    Unix(PathBuf),
+}
+
+impl Addr {
+    /// Parses `host:port` or `unix:/path`.
+    pub fn parse(s: &str) -> Result<Addr, Error> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(Error::invalid(
+                    "unix address has an empty path: use unix:/path",
+                ));
+            }
+            return Ok(Addr::Unix(PathBuf::from(p)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Addr::Tcp(s.to_string()))
+            }
+            _ => Err(Error::invalid(format!(
+                "address {s:?} is neither host:port nor unix:/path"
+            ))),
+        }
+    }
+
+    /// The host part of a TCP address (brackets of an IPv6 literal removed), for TLS.
+    pub fn host(&self) -> &str {
+        match self {
+            Addr::Tcp(s) => {
+                let h = s.rsplit_once(':').map(|(h, _)| h).unwrap_or(s);
+                h.trim_start_matches('[').trim_end_matches(']')
+            }
+            Addr::Unix(_) => "",
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Tcp(s) => f.write_str(s),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A connected socket before TLS.
+pub(crate) enum RawStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Connects to `addr`, with TCP_NODELAY on TCP.
+pub(crate) async fn connect(addr: &Addr) -> Result<RawStream, Error> {
+    match addr {
+        Addr::Tcp(s) => {
+            let t = TcpStream::connect(s.as_str()).await.map_err(|e| {
+                Error::new(ErrorKind::Connect, format!("cannot connect to {s}: {e}"))
+            })?;
+            let _ = t.set_nodelay(true);
+            Ok(RawStream::Tcp(t))
+        }
+        Addr::Unix(p) => {
+            let u = UnixStream::connect(p).await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("cannot connect to unix:{}: {e}", p.display()),
+                )
+            })?;
+            Ok(RawStream::Unix(u))
+        }
+    }
+}
+
+fn unix_send(s: &UnixStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(s.poll_write_ready(cx))?;
+        let r = s.try_io(Interest::WRITABLE, || {
+            // SAFETY: the fd is open for the life of `s`, and buf is a valid slice.
+            let n = unsafe {
+                libc::send(
+                    s.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
+impl AsyncRead for RawStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RawStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            RawStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for RawStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            RawStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            RawStream::Unix(s) => unix_send(s, cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RawStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            RawStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RawStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            RawStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection after the handshake: plain, or TLS over the same socket.
+pub(crate) enum Stream {
+    Plain(RawStream),
+    Tls(Box<tokio_rustls::TlsStream<RawStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A bound listener.
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr`. A stale Unix socket file at the path is removed first.
+    pub(crate) async fn bind(addr: &Addr) -> Result<Listener, Error> {
+        match addr {
+            Addr::Tcp(s) => TcpListener::bind(s.as_str())
+                .await
+                .map(Listener::Tcp)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot listen on {s}: {e}"))),
+            Addr::Unix(p) => {
+                use std::os::unix::fs::FileTypeExt;
+                if let Ok(md) = std::fs::symlink_metadata(p) {
+                    if md.file_type().is_socket() {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+                UnixListener::bind(p)
+                    .map(|l| Listener::Unix(l, p.clone()))
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::Io,
+                            format!("cannot listen on unix:{}: {e}", p.display()),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// The bound address (with the real port when port 0 was asked).
+    pub(crate) fn local_addr(&self) -> Addr {
+        match self {
+            Listener::Tcp(l) => Addr::Tcp(
+                l.local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "?".into()),
+            ),
+            Listener::Unix(_, p) => Addr::Unix(p.clone()),
+        }
+    }
+
+    /// Accepts one connection and names its peer.
+    pub(crate) async fn accept(&self) -> io::Result<(RawStream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, a) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((RawStream::Tcp(s), a.to_string()))
+            }
+            Listener::Unix(l, p) => {
+                let (s, _) = l.accept().await?;
+                Ok((RawStream::Unix(s), format!("unix:{}", p.display())))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        assert_eq!(
+            Addr::parse("127.0.0.1:80").unwrap(),
+            Addr::Tcp("127.0.0.1:80".into())
+        );
+        assert_eq!(
+            Addr::parse("unix:/tmp/x.sock").unwrap(),
+            Addr::Unix("/tmp/x.sock".into())
+        );
+        assert_eq!(Addr::parse("[::1]:9").unwrap().host(), "::1");
+        assert_eq!(Addr::parse("localhost:9").unwrap().host(), "localhost");
+        for bad in ["", "nohost", ":80", "h:notaport", "unix:", "h:70000"] {
+            let e = Addr::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
+        }
+    }
+}

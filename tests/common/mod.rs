@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests (include with `mod common;`).
+#![allow(dead_code)]
+
+pub mod certs;
