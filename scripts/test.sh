@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test of the project, building what it needs. Used by CI (.ci/run) and README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (unit, integration, doc tests; examples are built)"
+cargo test --all-targets
+cargo test --doc
+
+echo "== allocation test in release mode (zero allocations per call)"
+cargo test --release --test alloc
