@@ -37,7 +37,7 @@ async fn manager(inner: Arc<Inner>) {
         // Wait for queued work (lazy connect) or close.
         let closed = poll_fn(|cx| {
             let mut st = inner.lock();
-            if st.closed {
+            if st.shutdown || (st.closed && st.entries.is_empty()) {
                 return Poll::Ready(true);
             }
             if !st.entries.is_empty() {
@@ -152,10 +152,14 @@ async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>)
             if let Some(e) = st.conn_error.take() {
                 return Poll::Ready(Err(e));
             }
+            if st.shutdown {
+                return Poll::Ready(Err(Error::closed()));
+            }
             if !st.entries.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if st.closed {
+            if st.closed && st.pending == 0 {
+                // Drained: nothing left to wait for on this connection.
                 return Poll::Ready(Err(Error::closed()));
             }
             st.writer_waker = Some(cx.waker().clone());
@@ -194,7 +198,7 @@ async fn batch_delay(inner: &Inner, delay: Duration) {
             return Poll::Ready(());
         }
         let mut st = inner.lock();
-        if st.queue.len() >= full || st.closed || st.conn_error.is_some() {
+        if st.queue.len() >= full || st.shutdown || st.conn_error.is_some() {
             return Poll::Ready(());
         }
         st.writer_waker = Some(cx.waker().clone());

@@ -238,6 +238,7 @@ impl Inner {
         let mut wakes = Vec::new();
         let mut st = self.lock();
         st.closed = true;
+        st.shutdown = true;
         let n = st.fail_all(
             &[CellState::Queued, CellState::Sent],
             &Error::closed(),

@@ -93,7 +93,10 @@ pub(crate) struct State {
     pub conn_error: Option<Error>,
     pub writer_waker: Option<Waker>,
     pub started: bool,
+    /// No new calls: `close` was called (waiting calls may still finish when draining).
     pub closed: bool,
+    /// Tear down now: waiting calls were failed and the connection ends.
+    pub shutdown: bool,
     /// The earliest deadline the timekeeper sleeps towards (None: it waits to be woken).
     pub timer_next: Option<Instant>,
     pub timer_waker: Option<Waker>,
@@ -118,6 +121,7 @@ impl State {
             writer_waker: None,
             started: false,
             closed: false,
+            shutdown: false,
             timer_next: None,
             timer_waker: None,
         }
