@@ -35,6 +35,7 @@ pub mod client;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod ffi;
 pub mod log;
 pub mod protocol;
 pub mod runtime;

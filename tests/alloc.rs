@@ -127,42 +127,41 @@ async fn check(compression: Compression, callers: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_allocation_per_call_none_one_caller() {
+fn run(compression: Compression, callers: usize) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::time::timeout(Duration::from_secs(60), check(Compression::None, 1))
-        .await
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), check(compression, callers))
+            .await
+            .unwrap()
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_allocation_per_call_snappy_one_caller() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::time::timeout(Duration::from_secs(60), check(Compression::Snappy, 1))
-        .await
-        .unwrap();
+#[test]
+fn no_allocation_per_call_none_one_caller() {
+    run(Compression::None, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_allocation_per_call_none_many_callers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::time::timeout(Duration::from_secs(60), check(Compression::None, 64))
-        .await
-        .unwrap();
+#[test]
+fn no_allocation_per_call_snappy_one_caller() {
+    run(Compression::Snappy, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_allocation_per_call_snappy_many_callers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::time::timeout(Duration::from_secs(60), check(Compression::Snappy, 64))
-        .await
-        .unwrap();
+#[test]
+fn no_allocation_per_call_none_many_callers() {
+    run(Compression::None, 64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_allocation_per_call_flate_many_callers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::time::timeout(Duration::from_secs(60), check(Compression::Flate, 64))
-        .await
-        .unwrap();
+#[test]
+fn no_allocation_per_call_snappy_many_callers() {
+    run(Compression::Snappy, 64);
+}
+
+#[test]
+fn no_allocation_per_call_flate_many_callers() {
+    run(Compression::Flate, 64);
 }

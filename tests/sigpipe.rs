@@ -20,7 +20,9 @@ async fn hostile_peer_then_calls(addr: String, listen: impl FnOnce() -> Acceptor
     let server = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         for _ in 0..3 {
-            let Ok(mut s) = acceptor.accept().await else { return };
+            let Ok(mut s) = acceptor.accept().await else {
+                return;
+            };
             let mut hdr = [0u8; 3];
             if s.read_exact(&mut hdr).await.is_err() {
                 continue;
@@ -48,7 +50,10 @@ async fn hostile_peer_then_calls(addr: String, listen: impl FnOnce() -> Acceptor
             assert!(
                 matches!(
                     e.kind(),
-                    ErrorKind::Connection | ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Protocol
+                    ErrorKind::Connection
+                        | ErrorKind::Connect
+                        | ErrorKind::Timeout
+                        | ErrorKind::Protocol
                 ),
                 "{e}"
             );
@@ -133,8 +138,10 @@ async fn writes_to_dead_peers_raise_no_sigpipe() {
         let path = dir.join("s.sock");
         let _ = std::fs::remove_file(&path);
         let l = tokio::net::UnixListener::bind(&path).unwrap();
-        hostile_peer_then_calls(format!("unix:{}", path.display()), move || Acceptor::Unix(l))
-            .await;
+        hostile_peer_then_calls(format!("unix:{}", path.display()), move || {
+            Acceptor::Unix(l)
+        })
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await

@@ -438,6 +438,11 @@ impl Client {
         }
     }
 
+    /// Fails every waiting call with [`ErrorKind::Closed`] at once, without waiting.
+    pub(crate) fn close_now_for_ffi(&self) {
+        self.inner().close_now();
+    }
+
     /// Stops new calls (they fail with [`ErrorKind::Closed`]) and ends the waiting ones as
     /// `mode` says; the connection then closes. Later calls to `close` return at once.
     pub async fn close(&self, mode: CloseMode) {

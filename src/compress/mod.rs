@@ -524,7 +524,7 @@ mod tests {
     fn skippable_megabyte_is_skipped() {
         let mut s = snappy::STREAM_IDENTIFIER.to_vec();
         s.extend_from_slice(&[0xfe, 0x00, 0x00, 0x10]); // 1 MiB of padding
-        s.extend(std::iter::repeat(0u8).take(1 << 20));
+        s.extend(std::iter::repeat_n(0u8, 1 << 20));
         let mut e = Encoder::new(Compression::Snappy, 0);
         let mut tail = Vec::new();
         e.encode(b"after", &mut tail).unwrap();

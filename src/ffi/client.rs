@@ -1,0 +1,410 @@
+//! `fastrpc_client`: one connection's worth of concurrent calls, three ways to call:
+//! blocking (`fastrpc_client_call`), callback (`fastrpc_client_call_async`) and completion
+//! queue (`fastrpc_client_call_queued`), plus fire-and-forget, stats, close and free.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::time::Duration;
+
+use once_cell::sync::Lazy;
+
+use super::client_config::fastrpc_client_config_builder;
+use super::completion_queue::{self, fastrpc_completion_queue};
+use super::response::{self, fastrpc_response};
+use super::{arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
+use crate::client::{BlockingClient, CloseMode, Completion};
+use crate::error::Error;
+use crate::stats::{ErrorCounts, IoStats};
+
+/// A client: many concurrent calls over one connection to one server, connected lazily on
+/// the first call and reconnected after failures. Every function may be called from many
+/// threads at once on one client. Created by `fastrpc_client_new`, freed by
+/// `fastrpc_client_free`. Functions: `fastrpc_client_call`, `fastrpc_client_call_async`,
+/// `fastrpc_client_call_queued`, `fastrpc_client_send`, `fastrpc_client_pending_requests`,
+/// `fastrpc_client_stats`, `fastrpc_client_close`.
+pub struct fastrpc_client {
+    _private: [u8; 0],
+}
+
+pub(crate) struct ClientHandle {
+    client: BlockingClient,
+}
+
+impl Castable for fastrpc_client {
+    type Rust = ClientHandle;
+}
+
+/// Called once when a call made with `fastrpc_client_call_async` finishes.
+///
+/// - `userdata`: what was given with the call.
+/// - `status`: OK or why the call failed.
+/// - `response`: the outcome (value, or error message); owned by the callback, which must
+///   free it with `fastrpc_response_free` now or later, from any thread.
+///
+/// Rules: it runs on a library thread, possibly concurrently with other callbacks; keep it
+/// short (it delays other responses of the connection); it must not block, and must not make
+/// a blocking call (`fastrpc_client_call`, `fastrpc_completion_queue_poll`,
+/// `fastrpc_server_queue_poll`): such a call returns INVALID_ARGUMENT there. It may start new
+/// async or queued calls, and may close or free the client. It must not throw or longjmp.
+pub type fastrpc_call_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        status: fastrpc_status,
+        response: *mut fastrpc_response,
+    ),
+>;
+
+/// Runs C callbacks: the tag carries the function pointer and the userdata.
+struct CallbackSink;
+
+impl Completion for CallbackSink {
+    fn complete(&self, tag: u128, result: Result<&[u8], &Error>) {
+        let f = (tag >> 64) as usize;
+        let userdata = tag as u64 as usize as *mut c_void;
+        let mut r = response::take();
+        match result {
+            Ok(v) => {
+                r.value.clear();
+                r.value.extend_from_slice(v);
+                r.set_ok();
+            }
+            Err(e) => r.set_error(e),
+        }
+        let status = r.status;
+        // SAFETY: `f` was a non-NULL fastrpc_call_callback when the call was submitted.
+        let cb: unsafe extern "C" fn(*mut c_void, fastrpc_status, *mut fastrpc_response) =
+            unsafe { std::mem::transmute(f) };
+        unsafe { cb(userdata, status, super::box_into_raw(r)) };
+    }
+}
+
+static CALLBACKS: Lazy<Arc<dyn Completion>> = Lazy::new(|| Arc::new(CallbackSink));
+
+fn timeout(client: &BlockingClient, timeout_ms: u32) -> Duration {
+    if timeout_ms == 0 {
+        client.client().config().request_timeout
+    } else {
+        Duration::from_millis(timeout_ms as u64)
+    }
+}
+
+/// Creates a client from the options in `builder` (copied; the builder may be freed after).
+/// Nothing connects until the first call. `*out` receives a new client the caller owns (free
+/// with `fastrpc_client_free`). Any thread.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL arguments, no or a bad address, bad options), or
+/// TLS (unusable certificates); details in `fastrpc_last_error_message`.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_new(
+    builder: *const fastrpc_client_config_builder,
+    out: *mut *mut fastrpc_client,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_ref!(builder);
+        arg_out!(out);
+        match BlockingClient::new(b.cfg.clone()) {
+            Ok(client) => {
+                unsafe { *out = super::into_raw(ClientHandle { client }) };
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
+            Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Calls `name` with `value` and waits for the outcome, at most `timeout_ms` (0: the
+/// configured request timeout). The outcome goes into `response` (from
+/// `fastrpc_response_new`, owned by the caller, reused across calls: a warm caller allocates
+/// nothing per call): on OK its data is the response value; otherwise it holds the status and
+/// the error message. Name and value are only read during the call. Any thread except the
+/// library's own (inside a callback it returns INVALID_ARGUMENT).
+///
+/// Returns OK, TIMEOUT, OVERFLOW, CONNECT, CONNECTION, CLOSED, PROTOCOL, TLS, TOO_LARGE or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_call(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    response: *mut fastrpc_response,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        let r = arg_mut!(response);
+        let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
+        let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
+        let t = timeout(c, timeout_ms);
+        match c.call_timeout_into(name, value, t, &mut r.value) {
+            Ok(()) => {
+                r.set_ok();
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
+            Err(e) => {
+                r.set_error(&e);
+                super::fail(&e)
+            }
+        }
+    })
+}
+
+/// Starts a call and returns at once; when it finishes, `callback(userdata, status,
+/// response)` runs once on a library thread (see `fastrpc_call_callback` for its rules).
+/// `timeout_ms` 0 means the configured request timeout. Name and value are copied before this
+/// returns. Any thread, including inside callbacks.
+///
+/// Returns OK (the callback will run exactly once), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
+/// INVALID_ARGUMENT (NULL callback) — then the callback never runs.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_call_async(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    callback: fastrpc_call_callback,
+    userdata: *mut c_void,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        let Some(f) = callback else {
+            return super::invalid("`callback` is NULL");
+        };
+        let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
+        let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
+        let tag = ((f as usize as u128) << 64) | (userdata as usize as u64 as u128);
+        let t = timeout(c, timeout_ms);
+        match c.client().submit(name, value, t, CALLBACKS.clone(), tag) {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Starts a call and returns at once without blocking; when it finishes, a completion with
+/// `tag` goes into `queue`, to be taken by `fastrpc_completion_queue_poll`. `timeout_ms` 0
+/// means the configured request timeout. Name and value are copied before this returns. Any
+/// thread, including inside callbacks.
+///
+/// Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
+/// INVALID_ARGUMENT — then none will.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_call_queued(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    queue: *const fastrpc_completion_queue,
+    tag: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        let q = arg_ref!(queue);
+        let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
+        let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
+        let t = timeout(c, timeout_ms);
+        match c
+            .client()
+            .submit(name, value, t, completion_queue::sink(q), tag as u128)
+        {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Sends a request that wants no response (request id 0) and returns at once. OK means it
+/// was queued; it goes out with the next batch unless the connection fails first. Any thread.
+///
+/// Returns OK, OVERFLOW, CONNECT, CLOSED, TOO_LARGE or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_send(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
+        let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
+        match c.send(name, value) {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Calls waiting for their response now (0 when `client` is NULL). Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_pending_requests(client: *const fastrpc_client) -> usize {
+    super::boundary_or(0, || {
+        unsafe { super::as_ref(client) }.map_or(0, |c| c.client.pending_requests())
+    })
+}
+
+/// Failures counted by kind.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct fastrpc_error_counts {
+    pub timeout: u64,
+    pub overflow: u64,
+    pub connect: u64,
+    pub connection: u64,
+    pub closed: u64,
+    pub protocol: u64,
+    pub tls: u64,
+    pub too_large: u64,
+    pub invalid_argument: u64,
+    pub io: u64,
+}
+
+impl From<ErrorCounts> for fastrpc_error_counts {
+    fn from(e: ErrorCounts) -> Self {
+        fastrpc_error_counts {
+            timeout: e.timeout,
+            overflow: e.overflow,
+            connect: e.connect,
+            connection: e.connection,
+            closed: e.closed,
+            protocol: e.protocol,
+            tls: e.tls,
+            too_large: e.too_large,
+            invalid_argument: e.invalid_argument,
+            io: e.io,
+        }
+    }
+}
+
+/// Bytes before and after compression in each direction, flushes and frames.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct fastrpc_io_stats {
+    /// Frame bytes sent, before compression.
+    pub bytes_sent_plain: u64,
+    /// Bytes written to the socket after compression.
+    pub bytes_sent_wire: u64,
+    /// Frame bytes received, after decompression.
+    pub bytes_received_plain: u64,
+    /// Bytes read from the socket before decompression.
+    pub bytes_received_wire: u64,
+    /// Batches written, one flush each.
+    pub flushes: u64,
+    /// Frames sent (frames_sent / flushes = frames per flush).
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+}
+
+impl From<IoStats> for fastrpc_io_stats {
+    fn from(s: IoStats) -> Self {
+        fastrpc_io_stats {
+            bytes_sent_plain: s.bytes_sent_plain,
+            bytes_sent_wire: s.bytes_sent_wire,
+            bytes_received_plain: s.bytes_received_plain,
+            bytes_received_wire: s.bytes_received_wire,
+            flushes: s.flushes,
+            frames_sent: s.frames_sent,
+            frames_received: s.frames_received,
+        }
+    }
+}
+
+/// A client's counters, from `fastrpc_client_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct fastrpc_client_stats {
+    /// Calls accepted (not counting fire-and-forget sends).
+    pub calls: u64,
+    /// Calls that got their response.
+    pub responses: u64,
+    /// Fire-and-forget sends accepted.
+    pub sends: u64,
+    /// Responses for no waiting call (late, duplicate, unknown id), dropped.
+    pub unexpected_responses: u64,
+    /// Connections established.
+    pub connects: u64,
+    /// Connections established after the first.
+    pub reconnects: u64,
+    /// Connect attempts that failed.
+    pub connect_failures: u64,
+    /// Calls waiting now.
+    pub pending_requests: u64,
+    /// Failed calls by kind.
+    pub errors: fastrpc_error_counts,
+    /// Traffic.
+    pub io: fastrpc_io_stats,
+}
+
+/// Writes a snapshot of the client's counters into `*out`. Any thread. Returns OK or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_stats(
+    client: *const fastrpc_client,
+    out: *mut fastrpc_client_stats,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        arg_out!(out);
+        let s = c.stats();
+        unsafe {
+            *out = fastrpc_client_stats {
+                calls: s.calls,
+                responses: s.responses,
+                sends: s.sends,
+                unexpected_responses: s.unexpected_responses,
+                connects: s.connects,
+                reconnects: s.reconnects,
+                connect_failures: s.connect_failures,
+                pending_requests: s.pending_requests,
+                errors: s.errors.into(),
+                io: s.io.into(),
+            }
+        };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Closes the client: new calls fail with CLOSED. With `drain_timeout_ms` > 0 it waits up
+/// to that long for waiting calls to finish, then fails the rest with CLOSED; with 0 it fails
+/// them at once. Every outstanding call completes (callbacks run, completions are queued)
+/// before or soon after this returns; it never hangs. Inside a library callback it does not
+/// wait (as with 0). Closing twice is fine. Any thread.
+///
+/// Returns OK or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_close(
+    client: *const fastrpc_client,
+    drain_timeout_ms: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        let mode = if drain_timeout_ms == 0 {
+            CloseMode::Cancel
+        } else {
+            CloseMode::Drain(Duration::from_millis(drain_timeout_ms as u64))
+        };
+        c.close(mode);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Closes the client (failing waiting calls with CLOSED at once) and frees it. NULL is
+/// allowed. The pointer is invalid afterwards. Any thread, including inside this client's
+/// own callbacks; no other thread may be using the handle at the same time.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_free(client: *mut fastrpc_client) {
+    super::boundary_or((), || {
+        if let Some(h) = unsafe { super::from_raw(client) } {
+            h.client.client().close_now_for_ffi();
+            drop(h);
+        }
+    })
+}

@@ -1,0 +1,396 @@
+//! `fastrpc_client_config_builder`: every client option, set one by one, then passed to
+//! `fastrpc_client_new`. Durations are milliseconds (`_ms`) except the batch delay
+//! (microseconds, `_us`); 0 means "no limit" for the read and write timeouts, as in the engine.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::{arg_mut, arg_out, arg_try, fastrpc_status, ffi_boundary, Castable};
+use crate::config::ClientConfig;
+use crate::tls::TlsClientConfig;
+use crate::Compression;
+
+/// Client options, filled by the `fastrpc_client_config_builder_set_*` functions (each
+/// returns OK or INVALID_ARGUMENT and may be called from any thread, one at a time per
+/// builder). Defaults are the reference's: flate compression, 1000 pending requests, no batch
+/// delay, 64 KiB buffers, 1 MiB max frame size, 10 s request timeout, 3 s handshake timeout.
+/// Created by `fastrpc_client_config_builder_new`, freed by
+/// `fastrpc_client_config_builder_free`; `fastrpc_client_new` copies it, so it may be freed or
+/// reused right after.
+pub struct fastrpc_client_config_builder {
+    _private: [u8; 0],
+}
+
+/// Compression codes, as on the wire (note the odd numbering: 0 is the default).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum fastrpc_compression {
+    /// Raw DEFLATE, sync-flushed per batch (the default).
+    FASTRPC_COMPRESSION_FLATE = 0,
+    /// No compression.
+    FASTRPC_COMPRESSION_NONE = 1,
+    /// Snappy framing format.
+    FASTRPC_COMPRESSION_SNAPPY = 2,
+}
+
+pub(crate) struct ClientBuilder {
+    pub cfg: ClientConfig,
+}
+
+impl Castable for fastrpc_client_config_builder {
+    type Rust = ClientBuilder;
+}
+
+pub(crate) fn parse_compression(code: u32) -> Result<Compression, fastrpc_status> {
+    u8::try_from(code)
+        .ok()
+        .and_then(Compression::from_code)
+        .ok_or_else(|| {
+            super::invalid(&format!(
+                "unknown compression {code} (0 flate, 1 none, 2 snappy)"
+            ))
+        })
+}
+
+pub(crate) fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn tls(b: &mut ClientBuilder) -> &mut TlsClientConfig {
+    b.cfg.tls.get_or_insert_with(TlsClientConfig::default)
+}
+
+/// Creates a builder with the default options. `*out` receives a new builder the caller owns
+/// (free with `fastrpc_client_config_builder_free`). Returns OK or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_new(
+    out: *mut *mut fastrpc_client_config_builder,
+) -> fastrpc_status {
+    ffi_boundary!({
+        arg_out!(out);
+        unsafe {
+            *out = super::into_raw(ClientBuilder {
+                cfg: ClientConfig::default(),
+            })
+        };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Frees a builder (NULL is allowed and does nothing).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_free(builder: *mut fastrpc_client_config_builder) {
+    super::boundary_or((), || drop(unsafe { super::from_raw(builder) }))
+}
+
+/// The server address: `host:port` or `unix:/path` (NUL-terminated UTF-8). Required.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_addr(
+    builder: *mut fastrpc_client_config_builder,
+    addr: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.addr = arg_try!(unsafe { super::c_str(addr, "addr") }).to_string();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The sniff header written first on each connection (`(NULL, 0)`: none).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_sniff_header(
+    builder: *mut fastrpc_client_config_builder,
+    data: *const u8,
+    len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.sniff_header = arg_try!(unsafe { super::bytes(data, len, "data") }).to_vec();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The protocol version byte (0 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_protocol_version(
+    builder: *mut fastrpc_client_config_builder,
+    version: u8,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.protocol_version = version;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Compression of requests: a `fastrpc_compression` value; anything else is INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_compression(
+    builder: *mut fastrpc_client_config_builder,
+    compression: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.compress_type = arg_try!(parse_compression(compression));
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// DEFLATE level 0-9 (6 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_flate_level(
+    builder: *mut fastrpc_client_config_builder,
+    level: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if level > 9 {
+            return super::invalid("flate level must be 0..=9");
+        }
+        b.cfg.flate_level = level;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Calls that may wait at once (1000 by default); must be at least 1.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_max_pending_requests(
+    builder: *mut fastrpc_client_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("max_pending_requests must be at least 1");
+        }
+        b.cfg.max_pending_requests = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// At the pending limit, fail the oldest queued call instead of the new one.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_prioritize_new_requests(
+    builder: *mut fastrpc_client_config_builder,
+    on: bool,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.prioritize_new_requests = on;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Longest wait, in microseconds, for more requests to share a write (0 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_max_batch_delay_us(
+    builder: *mut fastrpc_client_config_builder,
+    us: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.max_batch_delay = Duration::from_micros(us);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Deadline of calls made with timeout 0 (10000 by default); must be more than 0.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_request_timeout_ms(
+    builder: *mut fastrpc_client_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if ms_ == 0 {
+            return super::invalid("request timeout must be more than 0");
+        }
+        b.cfg.request_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Longest time to read one whole response frame; also the idle lifetime (0: none).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_read_timeout_ms(
+    builder: *mut fastrpc_client_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.read_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Longest time to write one batch (0: none).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_write_timeout_ms(
+    builder: *mut fastrpc_client_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.write_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Socket read buffer size in bytes (64 KiB by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_read_buffer_size(
+    builder: *mut fastrpc_client_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.read_buffer_size = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Write buffer size in bytes (64 KiB by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_write_buffer_size(
+    builder: *mut fastrpc_client_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.write_buffer_size = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Largest name or value in bytes, both directions (1 MiB by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_max_frame_size(
+    builder: *mut fastrpc_client_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if n == 0 || n > u32::MAX as usize {
+            return super::invalid("max_frame_size must be 1..=4294967295");
+        }
+        b.cfg.max_frame_size = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Bound on the connection handshake, TLS included (3000 by default); more than 0.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_handshake_timeout_ms(
+    builder: *mut fastrpc_client_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if ms_ == 0 {
+            return super::invalid("handshake timeout must be more than 0");
+        }
+        b.cfg.handshake_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Wait between connect attempts: starts at `min_ms`, doubles with jitter up to `max_ms` (20 and 1000 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_reconnect_backoff_ms(
+    builder: *mut fastrpc_client_config_builder,
+    min_ms: u64,
+    max_ms: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if min_ms > max_ms {
+            return super::invalid("reconnect backoff: min_ms exceeds max_ms");
+        }
+        b.cfg.reconnect_backoff_min = ms(min_ms);
+        b.cfg.reconnect_backoff_max = ms(max_ms);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Turns TLS on, trusting the CA certificates in `pem` (PEM bytes) to verify the server.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_tls_ca_pem(
+    builder: *mut fastrpc_client_config_builder,
+    pem: *const u8,
+    len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        tls(b).ca_pem = Some(arg_try!(unsafe { super::bytes(pem, len, "pem") }).to_vec());
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Turns TLS on, trusting the CA certificates in the PEM file at `path`.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_tls_ca_file(
+    builder: *mut fastrpc_client_config_builder,
+    path: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let p = arg_try!(unsafe { super::c_str(path, "path") });
+        match std::fs::read(p) {
+            Ok(pem) => tls(b).ca_pem = Some(pem),
+            Err(e) => {
+                return super::fail(&crate::Error::new(
+                    crate::ErrorKind::Tls,
+                    format!("reading CA file {p}: {e}"),
+                ))
+            }
+        }
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The name the server's certificate must carry (default: the host of the address).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_tls_server_name(
+    builder: *mut fastrpc_client_config_builder,
+    name: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        tls(b).server_name = Some(arg_try!(unsafe { super::c_str(name, "name") }).to_string());
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Mutual TLS: the client's certificate chain and private key (PEM bytes).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_tls_client_cert_pem(
+    builder: *mut fastrpc_client_config_builder,
+    cert: *const u8,
+    cert_len: usize,
+    key: *const u8,
+    key_len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let c = arg_try!(unsafe { super::bytes(cert, cert_len, "cert") }).to_vec();
+        let k = arg_try!(unsafe { super::bytes(key, key_len, "key") }).to_vec();
+        let t = tls(b);
+        t.client_cert_pem = Some(c);
+        t.client_key_pem = Some(k);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// DANGEROUS, for tests and development only: turns TLS on and accepts any server certificate, so the connection is encrypted but the server is not authenticated.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_tls_insecure_skip_verify_for_testing_only(
+    builder: *mut fastrpc_client_config_builder,
+    on: bool,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        tls(b).insecure_skip_verify_for_testing_only = on;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}

@@ -1,0 +1,95 @@
+//! Library-wide C functions: the version, the size of the library's runtime, and the log
+//! hook that replaces writing to stderr.
+
+use std::ffi::{c_char, c_void};
+
+use super::{fastrpc_status, ffi_boundary};
+use crate::log::{self, Level};
+
+/// The library version, `MAJOR.MINOR.PATCH`, a static NUL-terminated string (never free it).
+/// Compare with the header's `FASTRPC_VERSION` to detect a header/library mismatch.
+#[no_mangle]
+pub extern "C" fn fastrpc_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Sets the number of threads of the library's runtime (the threads that run connections,
+/// handlers and callbacks). Call it before creating any client or server; 0 restores the
+/// default (the number of CPUs, at most 4). Returns OK, or INVALID_ARGUMENT when the runtime
+/// already runs (nothing changes).
+#[no_mangle]
+pub extern "C" fn fastrpc_set_worker_threads(n: usize) -> fastrpc_status {
+    ffi_boundary!({
+        if crate::runtime::set_worker_threads(n) {
+            fastrpc_status::FASTRPC_STATUS_OK
+        } else {
+            super::invalid("the library's runtime already runs; set its size before first use")
+        }
+    })
+}
+
+/// How much a log message matters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum fastrpc_log_level {
+    /// Something failed and was handled.
+    FASTRPC_LOG_ERROR = 1,
+    /// Something unusual.
+    FASTRPC_LOG_WARN = 2,
+    /// Connections opening and closing.
+    FASTRPC_LOG_INFO = 3,
+    /// Details.
+    FASTRPC_LOG_DEBUG = 4,
+}
+
+/// Receives a log message: `message` is `len` bytes of UTF-8 (not NUL-terminated), valid
+/// during the call. It may run on any library thread, concurrently; keep it short, do not
+/// call back into fastrpc from it, do not throw.
+pub type fastrpc_log_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        level: fastrpc_log_level,
+        message: *const c_char,
+        len: usize,
+    ),
+>;
+
+/// Sends the library's log messages up to `max_level` (a `fastrpc_log_level`: 1 error ...
+/// 4 debug) to `callback(userdata, ...)`; a NULL callback stops logging. Without a callback
+/// the library prints nothing. Any thread. Returns OK or INVALID_ARGUMENT (unknown level).
+#[no_mangle]
+pub extern "C" fn fastrpc_set_log_callback(
+    callback: fastrpc_log_callback,
+    userdata: *mut c_void,
+    max_level: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let max = match max_level {
+            1 => Level::Error,
+            2 => Level::Warn,
+            3 => Level::Info,
+            4 => Level::Debug,
+            _ => return super::invalid("unknown log level (1 error, 2 warn, 3 info, 4 debug)"),
+        };
+        let Some(f) = callback else {
+            log::set_hook(max, None);
+            return fastrpc_status::FASTRPC_STATUS_OK;
+        };
+        let ud = userdata as usize;
+        log::set_hook(
+            max,
+            Some(Box::new(move |level, msg| {
+                let l = match level {
+                    Level::Error => fastrpc_log_level::FASTRPC_LOG_ERROR,
+                    Level::Warn => fastrpc_log_level::FASTRPC_LOG_WARN,
+                    Level::Info => fastrpc_log_level::FASTRPC_LOG_INFO,
+                    Level::Debug => fastrpc_log_level::FASTRPC_LOG_DEBUG,
+                };
+                // SAFETY: the host promised a valid callback for `ud`.
+                unsafe { f(ud as *mut c_void, l, msg.as_ptr().cast(), msg.len()) }
+            })),
+        );
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}

@@ -1,0 +1,246 @@
+//! The C ABI: shared plumbing for every exported function. One module per C object lives
+//! beside this one (`client.rs`, `server.rs`, `response.rs`, ...).
+//!
+//! Every exported function runs its body inside [`ffi_boundary!`], which catches panics and
+//! turns them into `FASTRPC_STATUS_PANIC`; pointer arguments are checked by [`arg_ref!`] and
+//! friends, which return `FASTRPC_STATUS_INVALID_ARGUMENT` naming the argument. Each opaque C
+//! type is tied to its Rust type by [`Castable`], so a wrong cast or a wrong free does not
+//! compile.
+
+#![allow(non_camel_case_types)]
+// The exported functions take raw pointers from C by design; each is checked (NULL) before
+// use and the header states what every pointer must be.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+pub mod client;
+pub mod client_config;
+pub mod completion_queue;
+pub mod global;
+pub mod request;
+pub mod response;
+pub mod server;
+pub mod server_config;
+pub mod server_queue;
+pub mod status;
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+
+use crate::error::Error;
+pub use status::fastrpc_status;
+
+/// Ties an opaque C type to the Rust type behind it, always owned through a `Box`.
+pub(crate) trait Castable {
+    type Rust;
+}
+
+/// Moves `v` to the heap and hands the pointer to C.
+pub(crate) fn into_raw<C: Castable>(v: C::Rust) -> *mut C {
+    Box::into_raw(Box::new(v)).cast()
+}
+
+/// Moves a boxed `v` to C.
+pub(crate) fn box_into_raw<C: Castable>(v: Box<C::Rust>) -> *mut C {
+    Box::into_raw(v).cast()
+}
+
+/// Borrows the object behind a non-NULL pointer handed out by [`into_raw`].
+///
+/// # Safety
+/// `p` must come from [`into_raw`] for the same `C` and not have been freed.
+pub(crate) unsafe fn as_ref<'a, C: Castable>(p: *const C) -> Option<&'a C::Rust> {
+    (p as *const C::Rust).as_ref()
+}
+
+/// Mutably borrows the object behind a non-NULL pointer.
+///
+/// # Safety
+/// As [`as_ref`], and no other reference to it may be live.
+pub(crate) unsafe fn as_mut<'a, C: Castable>(p: *mut C) -> Option<&'a mut C::Rust> {
+    (p as *mut C::Rust).as_mut()
+}
+
+/// Takes back ownership of an object handed out by [`into_raw`]; NULL gives None.
+///
+/// # Safety
+/// `p` must come from [`into_raw`] for the same `C` and not have been freed.
+pub(crate) unsafe fn from_raw<C: Castable>(p: *mut C) -> Option<Box<C::Rust>> {
+    if p.is_null() {
+        None
+    } else {
+        Some(Box::from_raw(p.cast()))
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Records the details of the failure this thread just returned, for
+/// `fastrpc_last_error_message`.
+pub(crate) fn set_last_error(msg: &str) {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.push_str(msg);
+    });
+}
+
+pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
+    LAST_ERROR.with(|e| f(&e.borrow()))
+}
+
+/// Records `e` as this thread's last error and returns its status.
+pub(crate) fn fail(e: &Error) -> fastrpc_status {
+    set_last_error(&e.to_string());
+    fastrpc_status::from_kind(e.kind())
+}
+
+/// Records an invalid-argument failure.
+pub(crate) fn invalid(msg: &str) -> fastrpc_status {
+    set_last_error(&format!("fastrpc invalid argument: {msg}"));
+    fastrpc_status::FASTRPC_STATUS_INVALID_ARGUMENT
+}
+
+/// A `(pointer, length)` byte buffer from C; `(NULL, 0)` is empty.
+///
+/// # Safety
+/// When `p` is not NULL it must point to `len` readable bytes for the returned lifetime.
+pub(crate) unsafe fn bytes<'a>(
+    p: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], fastrpc_status> {
+    if p.is_null() {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(invalid(&format!("`{what}` is NULL with length {len}")));
+    }
+    Ok(std::slice::from_raw_parts(p, len))
+}
+
+/// A NUL-terminated UTF-8 string from C.
+///
+/// # Safety
+/// When `p` is not NULL it must point to a NUL-terminated string.
+pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, fastrpc_status> {
+    if p.is_null() {
+        return Err(invalid(&format!("`{what}` is NULL")));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| invalid(&format!("`{what}` is not valid UTF-8")))
+}
+
+/// Writes `text` NUL-terminated into `(buf, len)`. `*out_len` (when not NULL) receives the
+/// text's full length without the NUL, also when it did not fit: then the text is cut, still
+/// NUL-terminated, and `FASTRPC_STATUS_BUFFER_TOO_SMALL` is returned.
+///
+/// # Safety
+/// `buf` must point to `len` writable bytes when not NULL; `out_len` must be NULL or valid.
+pub(crate) unsafe fn write_text(
+    text: &str,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fastrpc_status {
+    if !out_len.is_null() {
+        *out_len = text.len();
+    }
+    if buf.is_null() || len == 0 {
+        return if text.is_empty() && buf.is_null() && len == 0 {
+            fastrpc_status::FASTRPC_STATUS_OK
+        } else if buf.is_null() && len != 0 {
+            invalid("`buf` is NULL with a non-zero length")
+        } else {
+            fastrpc_status::FASTRPC_STATUS_BUFFER_TOO_SMALL
+        };
+    }
+    let n = text.len().min(len - 1);
+    std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+    *buf.add(n) = 0;
+    if n < text.len() {
+        fastrpc_status::FASTRPC_STATUS_BUFFER_TOO_SMALL
+    } else {
+        fastrpc_status::FASTRPC_STATUS_OK
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs `f` and turns a panic into `FASTRPC_STATUS_PANIC` (with the panic's message as the
+/// thread's last error).
+pub(crate) fn boundary(f: impl FnOnce() -> fastrpc_status) -> fastrpc_status {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(s) => s,
+        Err(p) => {
+            set_last_error(&format!(
+                "fastrpc panic: internal error (please report): {}",
+                panic_message(&*p)
+            ));
+            fastrpc_status::FASTRPC_STATUS_PANIC
+        }
+    }
+}
+
+/// Like [`boundary`] for functions that return a value: `default` on panic.
+pub(crate) fn boundary_or<T>(default: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(default)
+}
+
+/// The body of an exported function returning `fastrpc_status`: panics are caught.
+macro_rules! ffi_boundary {
+    ($body:block) => {
+        $crate::ffi::boundary(|| $body)
+    };
+}
+
+/// Borrows the object behind a pointer argument, or returns INVALID_ARGUMENT naming it.
+macro_rules! arg_ref {
+    ($p:ident) => {
+        match unsafe { $crate::ffi::as_ref($p) } {
+            Some(r) => r,
+            None => return $crate::ffi::invalid(concat!("`", stringify!($p), "` is NULL")),
+        }
+    };
+}
+
+/// Mutably borrows the object behind a pointer argument, or returns INVALID_ARGUMENT.
+macro_rules! arg_mut {
+    ($p:ident) => {
+        match unsafe { $crate::ffi::as_mut($p) } {
+            Some(r) => r,
+            None => return $crate::ffi::invalid(concat!("`", stringify!($p), "` is NULL")),
+        }
+    };
+}
+
+/// Checks that an out-parameter is not NULL.
+macro_rules! arg_out {
+    ($p:ident) => {
+        if $p.is_null() {
+            return $crate::ffi::invalid(concat!("`", stringify!($p), "` is NULL"));
+        }
+    };
+}
+
+/// Unwraps a `Result<_, fastrpc_status>` from an argument helper.
+macro_rules! arg_try {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(s) => return s,
+        }
+    };
+}
+
+pub(crate) use {arg_mut, arg_out, arg_ref, arg_try, ffi_boundary};

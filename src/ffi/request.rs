@@ -1,0 +1,153 @@
+//! `fastrpc_request`: one request handed to a C handler or taken from a server queue. It is
+//! answered once with `fastrpc_request_reply` (a second answer is refused) and freed with
+//! `fastrpc_request_free`; freed unanswered, the configured error reply is sent. Handles come
+//! from a pool, so steady traffic allocates nothing for them.
+
+use std::sync::Mutex;
+
+use super::{arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
+use crate::server::Call;
+
+/// A request being served. Owned by whoever received it (the handler callback or the caller
+/// of `fastrpc_server_queue_poll`), who answers it with `fastrpc_request_reply` (now or later,
+/// from any thread) and frees it with `fastrpc_request_free`. Functions:
+/// `fastrpc_request_name`, `fastrpc_request_value`, `fastrpc_request_id`,
+/// `fastrpc_request_reply`, `fastrpc_request_free`.
+pub struct fastrpc_request {
+    _private: [u8; 0],
+}
+
+pub(crate) struct RequestHandle {
+    pub call: Option<Call>,
+}
+
+impl Castable for fastrpc_request {
+    type Rust = RequestHandle;
+}
+
+const POOL_MAX: usize = 4096;
+// Boxes, not values: C holds pointers to these objects, so they must not move.
+#[allow(clippy::vec_box)]
+static POOL: Mutex<Vec<Box<RequestHandle>>> = Mutex::new(Vec::new());
+
+/// Wraps a call in a pooled handle.
+pub(crate) fn wrap(call: Call) -> Box<RequestHandle> {
+    let h = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    match h {
+        Some(mut h) => {
+            h.call = Some(call);
+            h
+        }
+        None => Box::new(RequestHandle { call: Some(call) }),
+    }
+}
+
+/// Answers (with the error reply, if still unanswered) and returns the handle to the pool.
+pub(crate) fn release(mut h: Box<RequestHandle>) {
+    drop(h.call.take());
+    let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if p.len() < POOL_MAX {
+        p.push(h);
+    }
+}
+
+/// Points `*data`/`*len` at the request's name. Valid until the request is answered or
+/// freed, whichever comes first. Returns OK, ALREADY_ANSWERED (name no longer available) or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_name(
+    request: *const fastrpc_request,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        arg_out!(data);
+        arg_out!(len);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        unsafe {
+            *data = c.name().as_ptr();
+            *len = c.name().len();
+        }
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Points `*data`/`*len` at the request's value. Valid until the request is answered or
+/// freed, whichever comes first. Returns OK, ALREADY_ANSWERED or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_value(
+    request: *const fastrpc_request,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        arg_out!(data);
+        arg_out!(len);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        unsafe {
+            *data = c.value().as_ptr();
+            *len = c.value().len();
+        }
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The request id (0 for a fire-and-forget request, whose reply is not sent; also 0 when
+/// `request` is NULL or already answered).
+#[no_mangle]
+pub extern "C" fn fastrpc_request_id(request: *const fastrpc_request) -> u32 {
+    super::boundary_or(0, || {
+        unsafe { super::as_ref(request) }
+            .and_then(|r| r.call.as_ref())
+            .map_or(0, |c| c.request_id())
+    })
+}
+
+fn answered() -> fastrpc_status {
+    super::set_last_error("fastrpc: the request was already answered");
+    fastrpc_status::FASTRPC_STATUS_ALREADY_ANSWERED
+}
+
+/// Answers the request with `value` (copied before this returns). Once only: a second
+/// answer returns ALREADY_ANSWERED and sends nothing. Any thread, at any time before
+/// `fastrpc_request_free`. The name and value views of the request end here.
+///
+/// Returns OK; ALREADY_ANSWERED; TOO_LARGE (value over max_frame_size: the error reply was
+/// sent instead, the request counts as answered); CLOSED (the connection is gone: the reply
+/// was dropped, the request counts as answered); INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_reply(
+    request: *mut fastrpc_request,
+    value: *const u8,
+    value_len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_mut!(request);
+        let v = arg_try!(unsafe { super::bytes(value, value_len, "value") });
+        let Some(c) = r.call.take() else {
+            return answered();
+        };
+        match c.reply(v) {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Frees the request (NULL is allowed). If it was not answered, the server's error reply is
+/// sent (see `fastrpc_server_config_builder_set_error_reply`), so the client never waits
+/// forever. Any thread. The pointer is invalid afterwards.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_free(request: *mut fastrpc_request) {
+    super::boundary_or((), || {
+        if let Some(h) = unsafe { super::from_raw(request) } {
+            release(h);
+        }
+    })
+}

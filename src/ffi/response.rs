@@ -1,0 +1,145 @@
+//! `fastrpc_response`: a call's outcome as C sees it: the response value, or the status and
+//! message of the failure. Blocking callers reuse one; callbacks and completion queues hand
+//! out objects from a pool, which `fastrpc_response_free` refills, so steady traffic
+//! allocates nothing.
+
+use std::ffi::c_char;
+use std::sync::Mutex;
+
+use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
+use crate::error::Error;
+
+/// A call's outcome: the response value on success, else the status and message of the
+/// failure. Created by `fastrpc_response_new` (for blocking calls, reusable) or handed to
+/// you by a callback or completion queue (yours to free). Freed by `fastrpc_response_free`.
+/// Functions: `fastrpc_response_data`, `fastrpc_response_len`, `fastrpc_response_status`,
+/// `fastrpc_response_error_message`.
+pub struct fastrpc_response {
+    _private: [u8; 0],
+}
+
+pub(crate) struct Response {
+    pub status: fastrpc_status,
+    pub value: Vec<u8>,
+    pub error: Option<Error>,
+}
+
+impl Castable for fastrpc_response {
+    type Rust = Response;
+}
+
+impl Response {
+    pub(crate) fn new() -> Response {
+        Response {
+            status: fastrpc_status::FASTRPC_STATUS_OK,
+            value: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub(crate) fn set_ok(&mut self) {
+        self.status = fastrpc_status::FASTRPC_STATUS_OK;
+        self.error = None;
+    }
+
+    pub(crate) fn set_error(&mut self, e: &Error) {
+        self.status = fastrpc_status::from_kind(e.kind());
+        self.value.clear();
+        self.error = Some(e.clone());
+    }
+}
+
+const POOL_MAX: usize = 4096;
+/// Keep pooled buffers small enough that the pool never pins much memory.
+const POOL_KEEP_CAPACITY: usize = 64 * 1024;
+
+// Boxes, not values: C holds pointers to these objects, so they must not move.
+#[allow(clippy::vec_box)]
+static POOL: Mutex<Vec<Box<Response>>> = Mutex::new(Vec::new());
+
+/// A response object from the pool (or a new one).
+pub(crate) fn take() -> Box<Response> {
+    let r = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    r.unwrap_or_else(|| Box::new(Response::new()))
+}
+
+/// Returns a response object to the pool.
+pub(crate) fn give_back(mut r: Box<Response>) {
+    if r.value.capacity() > POOL_KEEP_CAPACITY {
+        r.value = Vec::new();
+    }
+    r.value.clear();
+    r.error = None;
+    let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if p.len() < POOL_MAX {
+        p.push(r);
+    }
+}
+
+/// Creates an empty response object, for `fastrpc_client_call`. Reuse it across calls: its
+/// buffer keeps its capacity, so a warm caller allocates nothing per call. On success
+/// `*out` receives a new object that the caller owns and frees with
+/// `fastrpc_response_free`. Any thread. Returns OK or INVALID_ARGUMENT (`out` NULL).
+#[no_mangle]
+pub extern "C" fn fastrpc_response_new(out: *mut *mut fastrpc_response) -> fastrpc_status {
+    ffi_boundary!({
+        arg_out!(out);
+        unsafe { *out = super::box_into_raw(take()) };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Frees a response object (NULL is allowed and does nothing). After this the pointer and
+/// any data pointer obtained from it are invalid. Any thread, including inside callbacks.
+#[no_mangle]
+pub extern "C" fn fastrpc_response_free(resp: *mut fastrpc_response) {
+    super::boundary_or((), || {
+        if let Some(r) = unsafe { super::from_raw(resp) } {
+            give_back(r);
+        }
+    })
+}
+
+/// The response value's bytes, valid until the object is freed or reused by another call.
+/// NULL when the value is empty or `resp` is NULL (see `fastrpc_response_len`).
+#[no_mangle]
+pub extern "C" fn fastrpc_response_data(resp: *const fastrpc_response) -> *const u8 {
+    super::boundary_or(std::ptr::null(), || match unsafe { super::as_ref(resp) } {
+        Some(r) if !r.value.is_empty() => r.value.as_ptr(),
+        _ => std::ptr::null(),
+    })
+}
+
+/// The response value's length in bytes (0 when `resp` is NULL or the call failed).
+#[no_mangle]
+pub extern "C" fn fastrpc_response_len(resp: *const fastrpc_response) -> usize {
+    super::boundary_or(0, || {
+        unsafe { super::as_ref(resp) }.map_or(0, |r| r.value.len())
+    })
+}
+
+/// The status of the call this object holds the outcome of: OK, or why it failed.
+/// INVALID_ARGUMENT when `resp` is NULL.
+#[no_mangle]
+pub extern "C" fn fastrpc_response_status(resp: *const fastrpc_response) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(resp);
+        r.status
+    })
+}
+
+/// Writes the message of the failure this object holds (which peer, which cause) into
+/// `buf`, as `fastrpc_status_message` does; empty when the call succeeded.
+#[no_mangle]
+pub extern "C" fn fastrpc_response_error_message(
+    resp: *const fastrpc_response,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(resp);
+        let msg = r.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+        unsafe { super::write_text(&msg, buf, len, out_len) }
+    })
+}

@@ -1,0 +1,230 @@
+//! `fastrpc_server`: listens on an address and serves each request with a C handler
+//! callback, or puts it into a server queue for polling. Graceful stop with a timeout; free.
+
+use std::ffi::{c_char, c_void};
+use std::time::Duration;
+
+use super::client::{fastrpc_error_counts, fastrpc_io_stats};
+use super::request::{self, fastrpc_request};
+use super::server_config::fastrpc_server_config_builder;
+use super::server_queue::fastrpc_server_queue;
+use super::{arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
+use crate::server::{BlockingServer, Call, Handler};
+
+/// A listening server. Created by `fastrpc_server_new` or `fastrpc_server_new_queued`;
+/// `fastrpc_server_local_addr`, `fastrpc_server_stats`, `fastrpc_server_stop`;
+/// freed by `fastrpc_server_free`.
+pub struct fastrpc_server {
+    _private: [u8; 0],
+}
+
+pub(crate) struct ServerHandle {
+    server: BlockingServer,
+}
+
+impl Castable for fastrpc_server {
+    type Rust = ServerHandle;
+}
+
+/// Handles one request. `request` is owned by the handler: answer it with
+/// `fastrpc_request_reply` (now, or later from any thread) and free it with
+/// `fastrpc_request_free` (freeing it unanswered sends the error reply).
+///
+/// Rules: it runs on a library thread, inline on the connection's reader, possibly
+/// concurrently for other connections: keep it short, or hand the request to another thread
+/// and answer from there. It must not block on this server (no `fastrpc_server_stop`), must
+/// not make blocking fastrpc calls (they return INVALID_ARGUMENT there), must not throw or
+/// longjmp.
+pub type fastrpc_handler =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, request: *mut fastrpc_request)>;
+
+struct CHandler {
+    f: unsafe extern "C" fn(*mut c_void, *mut fastrpc_request),
+    userdata: usize,
+}
+
+impl Handler for CHandler {
+    fn handle(&self, call: Call) {
+        let h = super::box_into_raw(request::wrap(call));
+        // SAFETY: the user promised `f` is a valid handler for `userdata`.
+        unsafe { (self.f)(self.userdata as *mut c_void, h) }
+    }
+}
+
+struct QueueHandler {
+    queue: std::sync::Arc<super::server_queue::ServerQueue>,
+}
+
+impl Handler for QueueHandler {
+    fn handle(&self, call: Call) {
+        self.queue.push(request::wrap(call));
+    }
+}
+
+fn start(
+    builder: *const fastrpc_server_config_builder,
+    addr: *const c_char,
+    out: *mut *mut fastrpc_server,
+    handler: impl Handler,
+) -> fastrpc_status {
+    let b = arg_ref!(builder);
+    let addr = arg_try!(unsafe { super::c_str(addr, "addr") });
+    arg_out!(out);
+    match BlockingServer::bind(addr, b.cfg.clone(), handler) {
+        Ok(server) => {
+            unsafe { *out = super::into_raw(ServerHandle { server }) };
+            fastrpc_status::FASTRPC_STATUS_OK
+        }
+        Err(e) => super::fail(&e),
+    }
+}
+
+/// Listens on `addr` (`host:port`, port 0 for any free port, or `unix:/path`) with the
+/// options in `builder` (copied) and serves every request with `handler(userdata,
+/// request)`. `*out` receives the new server, owned by the caller (free with
+/// `fastrpc_server_free`). Any thread but the library's own.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL arguments, bad address or options, called from a
+/// library thread), IO (cannot listen there) or TLS (unusable certificate or key).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_new(
+    builder: *const fastrpc_server_config_builder,
+    addr: *const c_char,
+    handler: fastrpc_handler,
+    userdata: *mut c_void,
+    out: *mut *mut fastrpc_server,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let Some(f) = handler else {
+            return super::invalid("`handler` is NULL");
+        };
+        start(
+            builder,
+            addr,
+            out,
+            CHandler {
+                f,
+                userdata: userdata as usize,
+            },
+        )
+    })
+}
+
+/// Like `fastrpc_server_new`, but each request goes into `queue`, to be taken with
+/// `fastrpc_server_queue_poll`. The queue must outlive the server.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_new_queued(
+    builder: *const fastrpc_server_config_builder,
+    addr: *const c_char,
+    queue: *const fastrpc_server_queue,
+    out: *mut *mut fastrpc_server,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let q = arg_ref!(queue).queue.clone();
+        start(builder, addr, out, QueueHandler { queue: q })
+    })
+}
+
+/// Writes the bound address (`127.0.0.1:40123` with the real port, or `unix:/path`) into
+/// `buf`, NUL-terminated; `*out_len` (when not NULL) receives its length. Returns OK,
+/// BUFFER_TOO_SMALL (cut to fit) or INVALID_ARGUMENT. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_local_addr(
+    server: *const fastrpc_server,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let s = arg_ref!(server);
+        unsafe { super::write_text(&s.server.local_addr(), buf, len, out_len) }
+    })
+}
+
+/// A server's counters, from `fastrpc_server_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct fastrpc_server_stats {
+    /// Requests that want a response.
+    pub requests: u64,
+    /// Fire-and-forget requests.
+    pub nowait_requests: u64,
+    /// Responses queued for sending.
+    pub responses: u64,
+    /// Requests answered with the concurrency-limit reply.
+    pub concurrency_limit_replies: u64,
+    /// Handlers that panicked (Rust handlers only).
+    pub handler_panics: u64,
+    /// Requests freed unanswered (each got the error reply).
+    pub unanswered: u64,
+    /// Handlers running now.
+    pub running: u64,
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections that failed their handshake.
+    pub handshake_failures: u64,
+    /// Connection failures by kind.
+    pub errors: fastrpc_error_counts,
+    /// Traffic.
+    pub io: fastrpc_io_stats,
+}
+
+/// Writes a snapshot of the server's counters into `*out`. Any thread. Returns OK or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_stats(
+    server: *const fastrpc_server,
+    out: *mut fastrpc_server_stats,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let s = arg_ref!(server).server.stats();
+        arg_out!(out);
+        unsafe {
+            *out = fastrpc_server_stats {
+                requests: s.requests,
+                nowait_requests: s.nowait_requests,
+                responses: s.responses,
+                concurrency_limit_replies: s.concurrency_limit_replies,
+                handler_panics: s.handler_panics,
+                unanswered: s.unanswered,
+                running: s.running,
+                connections_accepted: s.connections_accepted,
+                connections_open: s.connections_open,
+                handshake_failures: s.handshake_failures,
+                errors: s.errors.into(),
+                io: s.io.into(),
+            }
+        };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Stops gracefully: stops accepting and reading requests, waits up to `timeout_ms` for
+/// running handlers to answer and their responses to be flushed, then closes every
+/// connection. Stopping twice is fine. Any thread but the library's own (not from a handler),
+/// and not at the same time as `fastrpc_server_free`.
+///
+/// Returns OK, TIMEOUT (connections still busy after the timeout were closed at once), or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_stop(
+    server: *mut fastrpc_server,
+    timeout_ms: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let s = arg_mut!(server);
+        match s.server.stop(Duration::from_millis(timeout_ms as u64)) {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Stops at once (no draining) and frees the server. NULL is allowed. Requests still held
+/// by handlers stay valid; their replies are dropped. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
+    super::boundary_or((), || drop(unsafe { super::from_raw(server) }))
+}

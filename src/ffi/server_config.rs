@@ -1,0 +1,349 @@
+//! `fastrpc_server_config_builder`: every server option, set one by one, then passed to
+//! `fastrpc_server_new` or `fastrpc_server_new_queued`. Durations are milliseconds (`_ms`)
+//! except the batch delay (microseconds, `_us`).
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::client_config::{ms, parse_compression};
+use super::{arg_mut, arg_out, arg_try, fastrpc_status, ffi_boundary, Castable};
+use crate::config::ServerConfig;
+use crate::tls::TlsServerConfig;
+
+/// Server options, filled by the `fastrpc_server_config_builder_set_*` functions (each
+/// returns OK or INVALID_ARGUMENT; any thread, one at a time per builder). Defaults are the
+/// reference's: flate compression, concurrency 10000, no batch delay, 64 KiB buffers, 1 MiB
+/// max frame size, 3 s handshake timeout. Created by `fastrpc_server_config_builder_new`,
+/// freed by `fastrpc_server_config_builder_free`; servers copy it.
+pub struct fastrpc_server_config_builder {
+    _private: [u8; 0],
+}
+
+pub(crate) struct ServerBuilder {
+    pub cfg: ServerConfig,
+}
+
+impl Castable for fastrpc_server_config_builder {
+    type Rust = ServerBuilder;
+}
+
+fn tls(b: &mut ServerBuilder) -> &mut TlsServerConfig {
+    b.cfg.tls.get_or_insert_with(TlsServerConfig::default)
+}
+
+/// Creates a builder with the default options. `*out` receives a new builder the caller owns
+/// (free with `fastrpc_server_config_builder_free`). Returns OK or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_new(
+    out: *mut *mut fastrpc_server_config_builder,
+) -> fastrpc_status {
+    ffi_boundary!({
+        arg_out!(out);
+        unsafe {
+            *out = super::into_raw(ServerBuilder {
+                cfg: ServerConfig::default(),
+            })
+        };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Frees a builder (NULL is allowed and does nothing).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_free(builder: *mut fastrpc_server_config_builder) {
+    super::boundary_or((), || drop(unsafe { super::from_raw(builder) }))
+}
+
+/// The sniff header expected first on each connection and written back (`(NULL, 0)`: none).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_sniff_header(
+    builder: *mut fastrpc_server_config_builder,
+    data: *const u8,
+    len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.sniff_header = arg_try!(unsafe { super::bytes(data, len, "data") }).to_vec();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The protocol version byte (0 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_protocol_version(
+    builder: *mut fastrpc_server_config_builder,
+    version: u8,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.protocol_version = version;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Compression of responses: a `fastrpc_compression` value; anything else is INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_compression(
+    builder: *mut fastrpc_server_config_builder,
+    compression: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.compress_type = arg_try!(parse_compression(compression));
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// DEFLATE level 0-9 (6 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_flate_level(
+    builder: *mut fastrpc_server_config_builder,
+    level: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if level > 9 {
+            return super::invalid("flate level must be 0..=9");
+        }
+        b.cfg.flate_level = level;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Handlers that may run at once over all connections (10000 by default); at least 1.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_concurrency(
+    builder: *mut fastrpc_server_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("concurrency must be at least 1");
+        }
+        b.cfg.concurrency = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The response value sent at once, instead of running the handler, when `concurrency` handlers already run (empty by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_concurrency_limit_reply(
+    builder: *mut fastrpc_server_config_builder,
+    data: *const u8,
+    len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.concurrency_limit_reply =
+            arg_try!(unsafe { super::bytes(data, len, "data") }).to_vec();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// The response value sent for a request freed unanswered (empty by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_error_reply(
+    builder: *mut fastrpc_server_config_builder,
+    data: *const u8,
+    len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.error_reply = arg_try!(unsafe { super::bytes(data, len, "data") }).to_vec();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Run each connection's requests one after another, in order.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_pipeline_requests(
+    builder: *mut fastrpc_server_config_builder,
+    on: bool,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.pipeline_requests = on;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Longest wait, in microseconds, for more responses to share a write (0 by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_max_batch_delay_us(
+    builder: *mut fastrpc_server_config_builder,
+    us: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.max_batch_delay = Duration::from_micros(us);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Longest time to read one whole request frame; also the idle lifetime (0: none).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_read_timeout_ms(
+    builder: *mut fastrpc_server_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.read_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Longest time to write one batch (0: none).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_write_timeout_ms(
+    builder: *mut fastrpc_server_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.write_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Socket read buffer size in bytes (64 KiB by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_read_buffer_size(
+    builder: *mut fastrpc_server_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.read_buffer_size = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Write buffer size in bytes (64 KiB by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_write_buffer_size(
+    builder: *mut fastrpc_server_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.write_buffer_size = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Largest name or value in bytes, both directions (1 MiB by default).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_max_frame_size(
+    builder: *mut fastrpc_server_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if n == 0 || n > u32::MAX as usize {
+            return super::invalid("max_frame_size must be 1..=4294967295");
+        }
+        b.cfg.max_frame_size = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Bound on the connection handshake, TLS included (3000 by default); more than 0.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_handshake_timeout_ms(
+    builder: *mut fastrpc_server_config_builder,
+    ms_: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if ms_ == 0 {
+            return super::invalid("handshake timeout must be more than 0");
+        }
+        b.cfg.handshake_timeout = ms(ms_);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Turns TLS on with this certificate chain and private key (PEM bytes).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_pem(
+    builder: *mut fastrpc_server_config_builder,
+    cert: *const u8,
+    cert_len: usize,
+    key: *const u8,
+    key_len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let c = arg_try!(unsafe { super::bytes(cert, cert_len, "cert") }).to_vec();
+        let k = arg_try!(unsafe { super::bytes(key, key_len, "key") }).to_vec();
+        let t = tls(b);
+        t.cert_pem = c;
+        t.key_pem = k;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Turns TLS on with the certificate chain and private key in these PEM files.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_files(
+    builder: *mut fastrpc_server_config_builder,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let p = arg_try!(unsafe { super::c_str(cert_path, "cert_path") });
+        let cert = match std::fs::read(p) {
+            Ok(d) => d,
+            Err(e) => {
+                return super::fail(&crate::Error::new(
+                    crate::ErrorKind::Tls,
+                    format!("reading {p}: {e}"),
+                ))
+            }
+        };
+        let p2 = arg_try!(unsafe { super::c_str(key_path, "key_path") });
+        let key = match std::fs::read(p2) {
+            Ok(d) => d,
+            Err(e) => {
+                return super::fail(&crate::Error::new(
+                    crate::ErrorKind::Tls,
+                    format!("reading {p2}: {e}"),
+                ))
+            }
+        };
+        let t = tls(b);
+        t.cert_pem = cert;
+        t.key_pem = key;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Mutual TLS: clients must present a certificate signed by one of these CAs (PEM bytes).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_pem(
+    builder: *mut fastrpc_server_config_builder,
+    pem: *const u8,
+    len: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        tls(b).client_ca_pem = Some(arg_try!(unsafe { super::bytes(pem, len, "pem") }).to_vec());
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Refuse plaintext clients (TLS must be configured too): they get a handshake answer saying TLS is required, then the connection closes.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_require_tls(
+    builder: *mut fastrpc_server_config_builder,
+    on: bool,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        tls(b).require_tls = on;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}

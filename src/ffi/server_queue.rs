@@ -1,0 +1,167 @@
+//! `fastrpc_server_queue`: the polled way to serve. A server made with
+//! `fastrpc_server_new_queued` puts each request into the queue, and a caller takes them in
+//! batches with `fastrpc_server_queue_poll` and answers them by handle: the mode for Go and
+//! other runtimes, with no callback into them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::request::{self, fastrpc_request, RequestHandle};
+use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
+use crate::error::Error;
+
+/// A queue of requests waiting to be served. Created by `fastrpc_server_queue_new`, fed by
+/// servers made with `fastrpc_server_new_queued`, drained by `fastrpc_server_queue_poll`;
+/// `fastrpc_server_queue_shutdown` wakes pollers; freed by `fastrpc_server_queue_free`. Any
+/// thread, several at once.
+pub struct fastrpc_server_queue {
+    _private: [u8; 0],
+}
+
+pub(crate) struct ServerQueue {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+struct State {
+    items: VecDeque<Box<RequestHandle>>,
+    shut: bool,
+}
+
+impl ServerQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a request; after shutdown the request is answered with the error reply.
+    pub(crate) fn push(&self, h: Box<RequestHandle>) {
+        let mut st = self.lock();
+        if st.shut {
+            drop(st);
+            request::release(h);
+            return;
+        }
+        st.items.push_back(h);
+        drop(st);
+        self.ready.notify_one();
+    }
+}
+
+pub(crate) struct ServerQueueHandle {
+    pub queue: Arc<ServerQueue>,
+}
+
+impl Castable for fastrpc_server_queue {
+    type Rust = ServerQueueHandle;
+}
+
+impl Drop for ServerQueueHandle {
+    fn drop(&mut self) {
+        let mut st = self.queue.lock();
+        st.shut = true;
+        let items: Vec<_> = st.items.drain(..).collect();
+        drop(st);
+        self.queue.ready.notify_all();
+        for h in items {
+            request::release(h);
+        }
+    }
+}
+
+/// Creates a server queue. `*out` receives a new queue the caller owns (free with
+/// `fastrpc_server_queue_free`, after the servers feeding it). Returns OK or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_queue_new(out: *mut *mut fastrpc_server_queue) -> fastrpc_status {
+    ffi_boundary!({
+        arg_out!(out);
+        let queue = Arc::new(ServerQueue {
+            state: Mutex::new(State {
+                items: VecDeque::with_capacity(1024),
+                shut: false,
+            }),
+            ready: Condvar::new(),
+        });
+        unsafe { *out = super::into_raw(ServerQueueHandle { queue }) };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Waits up to `timeout_ms` (0: do not wait) for requests and writes up to `max` of them
+/// into `out[0..max]`; `*n` receives how many (0 on timeout). Each request is then owned by
+/// the caller: answer it with `fastrpc_request_reply` and free it with
+/// `fastrpc_request_free`. Any thread, several at once. Not from inside a library callback.
+///
+/// Returns OK (also with `*n` 0 on timeout), CLOSED when the queue was shut down and is
+/// empty, or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_queue_poll(
+    queue: *const fastrpc_server_queue,
+    out: *mut *mut fastrpc_request,
+    max: usize,
+    timeout_ms: u32,
+    n: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let q = &arg_ref!(queue).queue;
+        arg_out!(out);
+        arg_out!(n);
+        if max == 0 {
+            return super::invalid("`max` is 0");
+        }
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+        let mut st = q.lock();
+        while st.items.is_empty() {
+            if st.shut {
+                return super::fail(&Error::fixed(
+                    crate::ErrorKind::Closed,
+                    "the server queue was shut down",
+                ));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                unsafe { *n = 0 };
+                return fastrpc_status::FASTRPC_STATUS_OK;
+            }
+            st = q
+                .ready
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let k = st.items.len().min(max);
+        for i in 0..k {
+            let h = st.items.pop_front().expect("counted");
+            unsafe { out.add(i).write(super::box_into_raw(h)) };
+        }
+        let more = !st.items.is_empty();
+        drop(st);
+        if more {
+            q.ready.notify_one();
+        }
+        unsafe { *n = k };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Shuts the queue down: pollers wake; requests already queued can still be polled, new ones
+/// are answered with the error reply; once empty, poll returns CLOSED. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_queue_shutdown(
+    queue: *const fastrpc_server_queue,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let q = &arg_ref!(queue).queue;
+        q.lock().shut = true;
+        q.ready.notify_all();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Frees the queue (NULL is allowed); requests still in it get the error reply. No thread
+/// may be polling it.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_queue_free(queue: *mut fastrpc_server_queue) {
+    super::boundary_or((), || drop(unsafe { super::from_raw(queue) }))
+}
