@@ -54,7 +54,7 @@ async fn manager(inner: Arc<Inner>) {
         match connect(&inner).await {
             Err(e) => {
                 inner.counters.connect_failures.fetch_add(1, Relaxed);
-                let wait = jittered(backoff, &mut seed);
+                let wait = jittered(backoff, &mut seed).min(inner.cfg.reconnect_backoff_max);
                 backoff = (backoff * 2).min(inner.cfg.reconnect_backoff_max);
                 let mut wakes = Vec::new();
                 let mut st = inner.lock();

@@ -116,8 +116,16 @@ pub(crate) async fn serve(
         server: server.clone(),
         peer,
     });
-    let writer_task = tokio::spawn(write_loop(conn.clone(), writer));
-    let read_result = read_loop(&conn, reader, &stop).await;
+    // The connection's own token: the server's stop cancels it, and so does a failed write,
+    // which must end the reader too (replies can no longer be delivered).
+    let conn_stop = stop.child_token();
+    // Aborted with this task (server stop timeout, server drop): the writer holds the socket.
+    let mut writer_task = AbortOnDrop(tokio::spawn(write_loop(
+        conn.clone(),
+        writer,
+        conn_stop.clone(),
+    )));
+    let read_result = read_loop(&conn, reader, &conn_stop).await;
     let fatal = match &read_result {
         Ok(()) => false,
         Err(e) => {
@@ -141,9 +149,17 @@ pub(crate) async fn serve(
             w.wake();
         }
     }
-    let _ = writer_task.await;
+    let _ = (&mut writer_task.0).await;
     // Later replies from handlers still holding calls are dropped.
     conn.lock().closed = true;
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads requests and dispatches them until EOF, a failure, or a graceful stop.
@@ -262,7 +278,7 @@ async fn wait_idle(conn: &ConnShared) {
 }
 
 /// Writes every ready response as one batch per flush, until the connection ends.
-async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter) {
+async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: CancellationToken) {
     let delay = conn.server.cfg.max_batch_delay;
     let full = conn.server.cfg.write_buffer_size;
     let mut batch: Vec<u8> = Vec::with_capacity(full);
@@ -316,10 +332,12 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter) {
             }
             let mut out = conn.lock();
             out.closed = true;
-            // Unblock a pipelined reader waiting for this connection.
+            // Unblock a pipelined reader waiting for this connection, and stop reading.
             if let Some(r) = out.reader_waker.take() {
                 r.wake();
             }
+            drop(out);
+            stop.cancel();
             return;
         }
         batch.clear();

@@ -234,16 +234,32 @@ async fn accept_loop(inner: Arc<ServerInner>, listener: Listener, stop: Cancella
         let task_inner = inner.clone();
         let token = stop.clone();
         let handle = tokio::spawn(async move {
-            conn::serve(task_inner.clone(), raw, peer, token).await;
-            let mut c = task_inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-            c.open.remove(&key);
-            if c.open.is_empty() {
-                task_inner.all_closed.notify_waiters();
-            }
+            // Deregisters also when the task is aborted (stop timeout, drop).
+            let _registered = Registered {
+                inner: task_inner.clone(),
+                key,
+            };
+            conn::serve(task_inner, raw, peer, token).await;
         });
         // The task may already have finished and removed nothing: insert only if running.
         if !handle.is_finished() {
             conns.open.insert(key, handle.abort_handle());
+        }
+    }
+}
+
+/// Removes a connection from the open set when its task ends, however it ends.
+struct Registered {
+    inner: Arc<ServerInner>,
+    key: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut c = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        c.open.remove(&self.key);
+        if c.open.is_empty() {
+            self.inner.all_closed.notify_waiters();
         }
     }
 }
