@@ -79,6 +79,11 @@ impl FrameReader {
     /// Marks `n` bytes of [`Self::data`] as used.
     #[inline]
     pub(crate) fn consume(&mut self, n: usize) {
+        if n > 0 {
+            // Whole frames were taken: the next frame gets a fresh read deadline, even when
+            // its first bytes are already here.
+            self.deadline = None;
+        }
         self.start += n;
         if self.start == self.buf.len() {
             self.buf.clear();

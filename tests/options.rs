@@ -314,21 +314,24 @@ async fn sniff_header_and_protocol_version_must_match() {
         .unwrap();
         assert_eq!(ok.call(b"n", b"hello").await.unwrap(), b"hello");
 
-        // Same length, other bytes: the server closes without answering.
+        // Same length, other bytes: the server closes without answering (as the reference
+        // does), so the client can only report a connect failure during the handshake, with a
+        // hint at the likely causes.
         let bad_sniff = Client::new(client_cfg(&addr, |c| {
             c.sniff_header = b"fastrpc-y".to_vec();
             c.protocol_version = 7;
         }))
         .unwrap();
-        let e = assert_kind(bad_sniff.call(b"n", b"").await, ErrorKind::Protocol);
+        let e = assert_kind(bad_sniff.call(b"n", b"").await, ErrorKind::Connect);
         assert!(e.message().contains(&addr), "{e}");
+        assert!(e.message().contains("sniff header"), "{e}");
 
         let bad_version = Client::new(client_cfg(&addr, |c| {
             c.sniff_header = b"fastrpc-x".to_vec();
             c.protocol_version = 8;
         }))
         .unwrap();
-        assert_kind(bad_version.call(b"n", b"").await, ErrorKind::Protocol);
+        assert_kind(bad_version.call(b"n", b"").await, ErrorKind::Connect);
 
         wait_until("the server counted both failed handshakes", || {
             server.stats().handshake_failures == 2

@@ -45,14 +45,15 @@ pub async fn read_header<S: AsyncRead + Unpin>(
 ) -> Result<PeerHeader, Error> {
     let mut got = vec![0u8; sniff_header.len() + 3];
     if let Err(e) = s.read_exact(&mut got).await {
-        let k = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ErrorKind::Protocol
-        } else {
-            ErrorKind::Io
-        };
+        // EOF or a reset before the header: whether it comes as one or the other depends on
+        // TCP timing, so both are the same failure. A v1 peer closes like this on a wrong
+        // sniff header or version, or when it cannot serve TLS.
         return Err(Error::new(
-            k,
-            format!("cannot read the {peer}'s handshake header: {e}"),
+            ErrorKind::Connect,
+            format!(
+                "the {peer} closed the connection during the handshake, before its header \
+                 ({e}); do the sniff header, protocol version and TLS settings match?"
+            ),
         ));
     }
     let (sniff, rest) = got.split_at(sniff_header.len());
@@ -265,6 +266,7 @@ mod tests {
         let e = read_header(&mut short, b"x", 1, "client")
             .await
             .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert_eq!(e.kind(), ErrorKind::Connect);
+        assert!(e.message().contains("during the handshake"), "{e}");
     }
 }
