@@ -165,7 +165,7 @@ typedef uint32_t fastrpc_compression;
  * threads at once on one client. Created by `fastrpc_client_new`, freed by
  * `fastrpc_client_free`. Functions: `fastrpc_client_call`, `fastrpc_client_call_async`,
  * `fastrpc_client_call_queued`, `fastrpc_client_send`, `fastrpc_client_pending_requests`,
- * `fastrpc_client_stats`, `fastrpc_client_close`.
+ * `fastrpc_client_get_stats`, `fastrpc_client_close`.
  */
 typedef struct fastrpc_client fastrpc_client;
 
@@ -208,7 +208,7 @@ typedef struct fastrpc_response fastrpc_response;
 
 /**
  * A listening server. Created by `fastrpc_server_new` or `fastrpc_server_new_queued`;
- * `fastrpc_server_local_addr`, `fastrpc_server_stats`, `fastrpc_server_stop`;
+ * `fastrpc_server_local_addr`, `fastrpc_server_get_stats`, `fastrpc_server_stop`;
  * freed by `fastrpc_server_free`.
  */
 typedef struct fastrpc_server fastrpc_server;
@@ -299,7 +299,7 @@ typedef struct fastrpc_io_stats {
 } fastrpc_io_stats;
 
 /**
- * A client's counters, from `fastrpc_client_stats`.
+ * A client's counters, from `fastrpc_client_get_stats`.
  */
 typedef struct fastrpc_client_stats {
   /**
@@ -387,7 +387,7 @@ typedef void (*fastrpc_handler)(void *userdata,
                                 struct fastrpc_request *request);
 
 /**
- * A server's counters, from `fastrpc_server_stats`.
+ * A server's counters, from `fastrpc_server_get_stats`.
  */
 typedef struct fastrpc_server_stats {
   /**
@@ -533,8 +533,8 @@ size_t fastrpc_client_pending_requests(const struct fastrpc_client *client);
  * Writes a snapshot of the client's counters into `*out`. Any thread. Returns OK or
  * INVALID_ARGUMENT.
  */
-fastrpc_status fastrpc_client_stats(const struct fastrpc_client *client,
-                                    struct fastrpc_client_stats *out);
+fastrpc_status fastrpc_client_get_stats(const struct fastrpc_client *client,
+                                        struct fastrpc_client_stats *out);
 
 /**
  * Closes the client: new calls fail with CLOSED. With `drain_timeout_ms` > 0 it waits up
@@ -875,8 +875,8 @@ fastrpc_status fastrpc_server_local_addr(const struct fastrpc_server *server,
  * Writes a snapshot of the server's counters into `*out`. Any thread. Returns OK or
  * INVALID_ARGUMENT.
  */
-fastrpc_status fastrpc_server_stats(const struct fastrpc_server *server,
-                                    struct fastrpc_server_stats *out);
+fastrpc_status fastrpc_server_get_stats(const struct fastrpc_server *server,
+                                        struct fastrpc_server_stats *out);
 
 /**
  * Stops gracefully: stops accepting and reading requests, waits up to `timeout_ms` for
@@ -891,8 +891,11 @@ fastrpc_status fastrpc_server_stop(struct fastrpc_server *server,
                                    uint32_t timeout_ms);
 
 /**
- * Stops at once (no draining) and frees the server. NULL is allowed. Requests still held
- * by handlers stay valid; their replies are dropped. Any thread.
+ * Stops at once (no draining) and frees the server. NULL is allowed. It returns after every
+ * handler callback that was running has returned, so the handler's userdata may be freed
+ * right after (requests the handlers kept stay valid; their replies are dropped). Any thread
+ * but a handler of this server (from there it does not wait). Address and counters stay
+ * readable after `fastrpc_server_stop`, until this.
  */
 void fastrpc_server_free(struct fastrpc_server *server);
 

@@ -47,3 +47,41 @@ fn header_is_current() {
          `FASTRPC_BLESS=1 cargo test --test header` and commit the result"
     );
 }
+
+/// The header compiles as strict C11 and as C++17 (a name clash between a type and a
+/// function, say, would not show in a text comparison).
+#[test]
+fn header_compiles_as_c_and_cpp() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let tmp = std::env::temp_dir().join(format!("fastrpc-header-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let src = tmp.join("use_header.c");
+    std::fs::write(
+        &src,
+        "#include \"fastrpc.h\"\n\
+         int main(void) {\n\
+           fastrpc_client_stats cs; fastrpc_server_stats ss; fastrpc_completion c;\n\
+           (void)cs; (void)ss; (void)c;\n\
+           return fastrpc_version() == 0 && FASTRPC_STATUS_OK == 0;\n\
+         }\n",
+    )
+    .unwrap();
+    for (compiler, args) in [
+        ("cc", &["-std=c11", "-x", "c"][..]),
+        ("c++", &["-std=c++17", "-x", "c++"][..]),
+    ] {
+        let out = std::process::Command::new(compiler)
+            .args(args)
+            .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+            .arg(format!("-I{dir}/include"))
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {compiler}: {e} (install gcc and g++)"));
+        assert!(
+            out.status.success(),
+            "{compiler} rejects include/fastrpc.h:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -21,7 +21,7 @@ use crate::stats::{ErrorCounts, IoStats};
 /// threads at once on one client. Created by `fastrpc_client_new`, freed by
 /// `fastrpc_client_free`. Functions: `fastrpc_client_call`, `fastrpc_client_call_async`,
 /// `fastrpc_client_call_queued`, `fastrpc_client_send`, `fastrpc_client_pending_requests`,
-/// `fastrpc_client_stats`, `fastrpc_client_close`.
+/// `fastrpc_client_get_stats`, `fastrpc_client_close`.
 pub struct fastrpc_client {
     _private: [u8; 0],
 }
@@ -317,7 +317,7 @@ impl From<IoStats> for fastrpc_io_stats {
     }
 }
 
-/// A client's counters, from `fastrpc_client_stats`.
+/// A client's counters, from `fastrpc_client_get_stats`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fastrpc_client_stats {
@@ -346,7 +346,7 @@ pub struct fastrpc_client_stats {
 /// Writes a snapshot of the client's counters into `*out`. Any thread. Returns OK or
 /// INVALID_ARGUMENT.
 #[no_mangle]
-pub extern "C" fn fastrpc_client_stats(
+pub extern "C" fn fastrpc_client_get_stats(
     client: *const fastrpc_client,
     out: *mut fastrpc_client_stats,
 ) -> fastrpc_status {

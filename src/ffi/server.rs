@@ -2,17 +2,19 @@
 //! callback, or puts it into a server queue for polling. Graceful stop with a timeout; free.
 
 use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::{fastrpc_error_counts, fastrpc_io_stats};
 use super::request::{self, fastrpc_request};
 use super::server_config::fastrpc_server_config_builder;
 use super::server_queue::fastrpc_server_queue;
-use super::{arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
+use super::{arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
 use crate::server::{BlockingServer, Call, Handler};
 
 /// A listening server. Created by `fastrpc_server_new` or `fastrpc_server_new_queued`;
-/// `fastrpc_server_local_addr`, `fastrpc_server_stats`, `fastrpc_server_stop`;
+/// `fastrpc_server_local_addr`, `fastrpc_server_get_stats`, `fastrpc_server_stop`;
 /// freed by `fastrpc_server_free`.
 pub struct fastrpc_server {
     _private: [u8; 0],
@@ -20,6 +22,9 @@ pub struct fastrpc_server {
 
 pub(crate) struct ServerHandle {
     server: BlockingServer,
+    /// Handler callbacks running now: `fastrpc_server_free` waits for them to return, so the
+    /// host may free the handler's userdata right after.
+    active: Arc<AtomicUsize>,
 }
 
 impl Castable for fastrpc_server {
@@ -41,13 +46,16 @@ pub type fastrpc_handler =
 struct CHandler {
     f: unsafe extern "C" fn(*mut c_void, *mut fastrpc_request),
     userdata: usize,
+    active: Arc<AtomicUsize>,
 }
 
 impl Handler for CHandler {
     fn handle(&self, call: Call) {
         let h = super::box_into_raw(request::wrap(call));
+        self.active.fetch_add(1, SeqCst);
         // SAFETY: the user promised `f` is a valid handler for `userdata`.
         unsafe { (self.f)(self.userdata as *mut c_void, h) }
+        self.active.fetch_sub(1, SeqCst);
     }
 }
 
@@ -66,13 +74,14 @@ fn start(
     addr: *const c_char,
     out: *mut *mut fastrpc_server,
     handler: impl Handler,
+    active: Arc<AtomicUsize>,
 ) -> fastrpc_status {
     let b = arg_ref!(builder);
     let addr = arg_try!(unsafe { super::c_str(addr, "addr") });
     arg_out!(out);
     match BlockingServer::bind(addr, b.cfg.clone(), handler) {
         Ok(server) => {
-            unsafe { *out = super::into_raw(ServerHandle { server }) };
+            unsafe { *out = super::into_raw(ServerHandle { server, active }) };
             fastrpc_status::FASTRPC_STATUS_OK
         }
         Err(e) => super::fail(&e),
@@ -98,15 +107,13 @@ pub extern "C" fn fastrpc_server_new(
         let Some(f) = handler else {
             return super::invalid("`handler` is NULL");
         };
-        start(
-            builder,
-            addr,
-            out,
-            CHandler {
-                f,
-                userdata: userdata as usize,
-            },
-        )
+        let active = Arc::new(AtomicUsize::new(0));
+        let handler = CHandler {
+            f,
+            userdata: userdata as usize,
+            active: active.clone(),
+        };
+        start(builder, addr, out, handler, active)
     })
 }
 
@@ -121,7 +128,13 @@ pub extern "C" fn fastrpc_server_new_queued(
 ) -> fastrpc_status {
     ffi_boundary!({
         let q = arg_ref!(queue).queue.clone();
-        start(builder, addr, out, QueueHandler { queue: q })
+        start(
+            builder,
+            addr,
+            out,
+            QueueHandler { queue: q },
+            Arc::new(AtomicUsize::new(0)),
+        )
     })
 }
 
@@ -141,7 +154,7 @@ pub extern "C" fn fastrpc_server_local_addr(
     })
 }
 
-/// A server's counters, from `fastrpc_server_stats`.
+/// A server's counters, from `fastrpc_server_get_stats`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fastrpc_server_stats {
@@ -174,7 +187,7 @@ pub struct fastrpc_server_stats {
 /// Writes a snapshot of the server's counters into `*out`. Any thread. Returns OK or
 /// INVALID_ARGUMENT.
 #[no_mangle]
-pub extern "C" fn fastrpc_server_stats(
+pub extern "C" fn fastrpc_server_get_stats(
     server: *const fastrpc_server,
     out: *mut fastrpc_server_stats,
 ) -> fastrpc_status {
@@ -214,7 +227,7 @@ pub extern "C" fn fastrpc_server_stop(
     timeout_ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
-        let s = arg_mut!(server);
+        let s = arg_ref!(server);
         match s.server.stop(Duration::from_millis(timeout_ms as u64)) {
             Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
             Err(e) => super::fail(&e),
@@ -222,9 +235,24 @@ pub extern "C" fn fastrpc_server_stop(
     })
 }
 
-/// Stops at once (no draining) and frees the server. NULL is allowed. Requests still held
-/// by handlers stay valid; their replies are dropped. Any thread.
+/// Stops at once (no draining) and frees the server. NULL is allowed. It returns after every
+/// handler callback that was running has returned, so the handler's userdata may be freed
+/// right after (requests the handlers kept stay valid; their replies are dropped). Any thread
+/// but a handler of this server (from there it does not wait). Address and counters stay
+/// readable after `fastrpc_server_stop`, until this.
 #[no_mangle]
 pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
-    super::boundary_or((), || drop(unsafe { super::from_raw(server) }))
+    super::boundary_or((), || {
+        let Some(h) = (unsafe { super::from_raw(server) }) else {
+            return;
+        };
+        let active = h.active.clone();
+        drop(h);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        while active.load(SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
 }

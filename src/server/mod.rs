@@ -265,8 +265,9 @@ impl Drop for Registered {
 }
 
 /// A [`Server`] for programs without an async runtime: it runs on the library's runtime.
+/// After [`BlockingServer::stop`] its address and counters stay readable.
 pub struct BlockingServer {
-    server: Option<Server>,
+    server: Arc<Server>,
 }
 
 impl BlockingServer {
@@ -282,29 +283,24 @@ impl BlockingServer {
             Server::bind(&addr, config, handler).await
         })??;
         Ok(BlockingServer {
-            server: Some(server),
+            server: Arc::new(server),
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> String {
-        self.server
-            .as_ref()
-            .map(|s| s.local_addr())
-            .unwrap_or_default()
+        self.server.local_addr()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> ServerStats {
-        self.server.as_ref().map(|s| s.stats()).unwrap_or_default()
+        self.server.stats()
     }
 
-    /// Stops gracefully (see [`Server::stop`]).
-    pub fn stop(&mut self, timeout: Duration) -> Result<(), Error> {
-        let Some(server) = self.server.take() else {
-            return Ok(());
-        };
+    /// Stops gracefully (see [`Server::stop`]). Stopping again returns at once.
+    pub fn stop(&self, timeout: Duration) -> Result<(), Error> {
         let rt = crate::runtime::global();
+        let server = self.server.clone();
         crate::runtime::run_blocking(rt, async move { server.stop(timeout).await })?
     }
 }
