@@ -1250,7 +1250,7 @@ async fn invalid_configurations_are_refused() {
 #[test]
 fn blocking_client_and_server_from_plain_threads() {
     bounded_thread(|| {
-        let mut server =
+        let server =
             BlockingServer::bind("127.0.0.1:0", ServerConfig::default(), |call: Call| {
                 if call.name() == b"hold" {
                     // Answered from another plain thread, late.
