@@ -1,0 +1,880 @@
+//! `fastrpc bench`: C callers per connection on K connections, each looping
+//! `Client::call_into` with its own reused buffer and its own latency histogram (no
+//! allocation per call), against an external server, one in this process, or a child
+//! `fastrpc serve`. `--raw` runs the same traffic shape without the engine (see `raw.rs`);
+//! `--compare-raw` runs both and prints the ratio.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use fastrpc::{Client, ClientStats, CloseMode, Error, ErrorKind, Server};
+use hdrhistogram::Histogram;
+
+use crate::opts::{
+    self, client_config, cpu_times, parse_duration, ClientTlsOpts, ProtoOpts, Reply, ServerTlsOpts,
+    EXIT_USAGE,
+};
+use crate::raw::{raw_client, RawPeer};
+use crate::report::{self, Report};
+use crate::serve;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SpawnMode {
+    /// A server in this process, on the bench's runtime.
+    Inproc,
+    /// `fastrpc serve` as a child process (this same executable).
+    Child,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Server to benchmark (host:port or unix:/path). Without it a server is spawned.
+    #[arg(long, value_name = "ADDR", conflicts_with = "spawn_server")]
+    pub addr: Option<String>,
+    /// Spawn the server: "inproc" (in this process) or "child" (`fastrpc serve` as a child
+    /// process; the default when neither --addr nor --spawn-server is given).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "child", value_name = "HOW")]
+    pub spawn_server: Option<SpawnMode>,
+    /// The raw peer (`fastrpc serve --raw`) for --compare-raw when --addr is given
+    /// (default: start one as a child process).
+    #[arg(long, value_name = "ADDR")]
+    pub raw_addr: Option<String>,
+    /// Calls in flight per connection (concurrent callers).
+    #[arg(long, default_value_t = 1024, value_name = "C")]
+    pub concurrency: usize,
+    /// Connections (one client each).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub connections: usize,
+    /// How long to run.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+    /// Run this many calls instead of a duration.
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    pub count: Option<u64>,
+    /// Request value size in bytes ("foobar" repeated).
+    #[arg(long, default_value_t = 6, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Request name.
+    #[arg(long, default_value = "foo")]
+    pub name: String,
+    /// Reply size of a spawned server, bytes.
+    #[arg(long, default_value_t = 255, value_name = "BYTES")]
+    pub reply_size: usize,
+    /// Measure fire-and-forget sends per second instead of calls.
+    #[arg(long)]
+    pub nowait: bool,
+    /// Measure the raw ceiling only: the same frames over plain TCP, no RPC machinery.
+    #[arg(long, conflicts_with = "compare_raw")]
+    pub raw: bool,
+    /// Run the raw ceiling, then the engine, with the same shape; print both and their ratio.
+    #[arg(long)]
+    pub compare_raw: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads of the bench's runtime.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub threads: usize,
+    /// Worker threads of a child server.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub server_threads: usize,
+    /// Max batch delay of the client and of a spawned server (0, 500us, 2ms).
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub batch_delay: Duration,
+    /// Client max_pending_requests (default: the larger of 1000 and --concurrency).
+    #[arg(long, value_name = "N")]
+    pub max_pending: Option<usize>,
+    /// Deadline of each call.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// No live progress line on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Certificate of a spawned server (with --tls), PEM.
+    #[arg(long, value_name = "FILE", requires = "server_tls_key")]
+    pub server_tls_cert: Option<std::path::PathBuf>,
+    /// Private key of a spawned server's certificate, PEM.
+    #[arg(long, value_name = "FILE", requires = "server_tls_cert")]
+    pub server_tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub proto: ProtoOpts,
+    #[command(flatten)]
+    pub tls: ClientTlsOpts,
+}
+
+/// Latency histogram: nanoseconds, 1 ns to 60 s, 2 significant digits (exact below 256 ns,
+/// within 1% above). About 30 KiB each, allocated once per caller.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid histogram bounds")
+}
+
+/// How many calls may still start: a count shared by all callers, or until stopped.
+pub struct Budget {
+    limit: Option<u64>,
+    issued: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Budget {
+    pub fn new(limit: Option<u64>) -> Budget {
+        Budget {
+            limit,
+            issued: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes up to `n` calls; returns how many may start (0: the run is over).
+    #[inline]
+    pub fn take(&self, n: u64) -> u64 {
+        if self.stop.load(Relaxed) {
+            return 0;
+        }
+        let Some(limit) = self.limit else { return n };
+        let prev = self.issued.fetch_add(n, Relaxed);
+        if prev >= limit {
+            0
+        } else {
+            n.min(limit - prev)
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// A request value of `n` bytes: "foobar" repeated.
+fn make_value(n: usize) -> Vec<u8> {
+    b"foobar".iter().copied().cycle().take(n).collect()
+}
+
+/// Where one run's server is.
+enum Target {
+    Addr(String),
+    Spawn(SpawnMode),
+}
+
+pub fn run(args: BenchArgs) -> i32 {
+    if args.concurrency == 0 || args.connections == 0 || args.threads == 0 {
+        eprintln!("fastrpc bench: --concurrency, --connections and --threads must be at least 1");
+        return EXIT_USAGE;
+    }
+    if args.count == Some(0) {
+        eprintln!("fastrpc bench: --count must be at least 1");
+        return EXIT_USAGE;
+    }
+    let spawn = args.spawn_server.unwrap_or(SpawnMode::Child);
+    let needs_server_tls = args.tls.enabled() && args.addr.is_none() && !args.raw;
+    if needs_server_tls && args.server_tls_cert.is_none() {
+        eprintln!(
+            "fastrpc bench: TLS against a spawned server needs --server-tls-cert and \
+             --server-tls-key"
+        );
+        return EXIT_USAGE;
+    }
+    let rt = match opts::runtime(args.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fastrpc bench: io: cannot start the runtime: {e}");
+            return 11;
+        }
+    };
+    let mut raw_report = None;
+    let mut engine_report = None;
+    if args.raw || args.compare_raw {
+        let target = match (&args.raw_addr, args.raw, &args.addr) {
+            (Some(a), _, _) => Target::Addr(a.clone()),
+            (None, true, Some(a)) => Target::Addr(a.clone()),
+            _ => Target::Spawn(spawn),
+        };
+        match run_phase(&rt, &args, true, target) {
+            Ok(r) => raw_report = Some(r),
+            Err(e) => return opts::fail("bench", &e),
+        }
+    }
+    if !args.raw {
+        let target = match &args.addr {
+            Some(a) => Target::Addr(a.clone()),
+            None => Target::Spawn(spawn),
+        };
+        match run_phase(&rt, &args, false, target) {
+            Ok(r) => engine_report = Some(r),
+            Err(e) => return opts::fail("bench", &e),
+        }
+    }
+    report::print(raw_report.as_ref(), engine_report.as_ref(), args.json);
+    // Exit 0 when the run made calls; when every call failed, exit with the main error.
+    let last = engine_report.as_ref().or(raw_report.as_ref());
+    match last {
+        Some(r) if r.calls == 0 && r.errors_total() > 0 => {
+            let (i, _) = r
+                .errors
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, n)| **n)
+                .unwrap_or((0, &0));
+            opts::exit_code(ErrorKind::ALL[i])
+        }
+        _ => 0,
+    }
+}
+
+/// The server of one run, kept alive until the run ends.
+enum Running {
+    External,
+    Inproc(Server),
+    InprocRaw(RawPeer),
+    Child(ChildServer),
+}
+
+fn run_phase(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    raw: bool,
+    target: Target,
+) -> Result<Report, Error> {
+    let reply = Reply::Fixed(args.reply_size);
+    let (addr, running, desc) = match target {
+        Target::Addr(a) => (a, Running::External, "external".to_string()),
+        Target::Spawn(SpawnMode::Inproc) if raw => {
+            let peer = rt
+                .block_on(RawPeer::bind("127.0.0.1:0", reply))
+                .map_err(|e| Error::new(ErrorKind::Io, format!("raw peer: cannot listen: {e}")))?;
+            let a = peer.local_addr().to_string();
+            (a, Running::InprocRaw(peer), "inproc".to_string())
+        }
+        Target::Spawn(SpawnMode::Inproc) => {
+            let stls = ServerTlsOpts {
+                tls_cert: args.server_tls_cert.clone(),
+                tls_key: args.server_tls_key.clone(),
+                ..Default::default()
+            };
+            let mut cfg = opts::server_config(&args.proto, &stls)?;
+            cfg.max_batch_delay = args.batch_delay;
+            let server = rt.block_on(async {
+                Server::bind("127.0.0.1:0", cfg, serve::handler(reply)).await
+            })?;
+            let a = server.local_addr();
+            (a, Running::Inproc(server), "inproc".to_string())
+        }
+        Target::Spawn(SpawnMode::Child) => {
+            let child = ChildServer::spawn(&child_args(args, raw))?;
+            let a = child.addr.clone();
+            let d = format!("child pid {}", child.pid());
+            (a, Running::Child(child), d)
+        }
+    };
+    let child_pid = match &running {
+        Running::Child(c) => Some(c.pid()),
+        _ => None,
+    };
+    let name: Arc<[u8]> = args.name.as_bytes().into();
+    let value: Arc<[u8]> = make_value(args.value_size).into();
+    let measured = if raw {
+        rt.block_on(raw_run(args, &addr, name, value, child_pid))
+    } else {
+        rt.block_on(engine_run(args, &addr, name, value, child_pid))
+    };
+    // Stop the server whatever happened.
+    let (server_summary, rusage_cpu) = match running {
+        Running::External => (None, None),
+        Running::Inproc(s) => {
+            let _ = rt.block_on(s.stop(serve::STOP_TIMEOUT));
+            (Some(serve::summary(&s.stats())), None)
+        }
+        Running::InprocRaw(p) => {
+            p.stop();
+            (Some(p.stats.summary()), None)
+        }
+        Running::Child(c) => {
+            let (summary, cpu) = c.stop();
+            (summary, Some(cpu))
+        }
+    };
+    let mut report = measured?;
+    report.server = desc;
+    report.server_summary = server_summary;
+    if report.server_cpu.is_none() {
+        report.server_cpu = rusage_cpu;
+    }
+    if matches!(report.server.as_str(), "external") {
+        report.reply_size = None;
+    }
+    Ok(report)
+}
+
+/// The `fastrpc serve` arguments of a child server matching the bench's options.
+fn child_args(args: &BenchArgs, raw: bool) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--reply".into(),
+        format!("fixed:{}", args.reply_size),
+        "--threads".into(),
+        args.server_threads.to_string(),
+    ];
+    if raw {
+        a.push("--raw".into());
+        return a;
+    }
+    a.extend([
+        "--compress".into(),
+        args.proto.compress.name().into(),
+        "--protocol-version".into(),
+        args.proto.protocol_version.to_string(),
+        "--batch-delay".into(),
+        format!("{}ns", args.batch_delay.as_nanos()),
+    ]);
+    if !args.proto.sniff.is_empty() {
+        a.extend(["--sniff".into(), args.proto.sniff.clone()]);
+    }
+    if let (Some(c), Some(k)) = (&args.server_tls_cert, &args.server_tls_key) {
+        a.extend([
+            "--tls-cert".into(),
+            c.display().to_string(),
+            "--tls-key".into(),
+            k.display().to_string(),
+        ]);
+    }
+    a
+}
+
+/// What one engine caller did, and its reusable response buffer.
+struct CallerResult {
+    hist: Histogram<u64>,
+    calls: u64,
+    errors: [u64; ErrorKind::ALL.len()],
+    resp_bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl CallerResult {
+    fn new(reply_hint: usize) -> CallerResult {
+        CallerResult {
+            hist: new_histogram(),
+            calls: 0,
+            errors: [0; ErrorKind::ALL.len()],
+            resp_bytes: 0,
+            buf: Vec::with_capacity(reply_hint),
+        }
+    }
+}
+
+/// One caller: loops `call_into` with its own buffer and histogram until the budget ends.
+async fn caller(
+    client: Client,
+    name: Arc<[u8]>,
+    value: Arc<[u8]>,
+    budget: Arc<Budget>,
+    mut r: CallerResult,
+) -> CallerResult {
+    let mut buf = std::mem::take(&mut r.buf);
+    while budget.take(1) == 1 {
+        let t0 = Instant::now();
+        match client.call_into(&name, &value, &mut buf).await {
+            Ok(()) => {
+                r.hist
+                    .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+                r.calls += 1;
+                r.resp_bytes += buf.len() as u64;
+            }
+            Err(e) => {
+                r.errors[e.kind().index()] += 1;
+                // Connection-level failures fail fast: do not spin on them.
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Connect | ErrorKind::Connection | ErrorKind::Closed
+                ) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+    r
+}
+
+/// One fire-and-forget sender: `Client::send` until the budget ends, waiting (not failing)
+/// when the client's send queue is full.
+async fn sender(
+    client: Client,
+    name: Arc<[u8]>,
+    value: Arc<[u8]>,
+    budget: Arc<Budget>,
+    mut r: CallerResult,
+) -> CallerResult {
+    let mut since_yield = 0u32;
+    'outer: while budget.take(1) == 1 {
+        loop {
+            match client.send(&name, &value) {
+                Ok(()) => {
+                    r.calls += 1;
+                    break;
+                }
+                // The queue is full: let the writer run, then retry the same send.
+                Err(e) if e.kind() == ErrorKind::Overflow => {
+                    if budget.stopped() {
+                        break 'outer;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    r.errors[e.kind().index()] += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    break;
+                }
+            }
+        }
+        // `send` never waits: yield now and then so other tasks get to run (the writer runs on
+        // the other worker, or when the queue is full).
+        since_yield += 1;
+        if since_yield == 1024 {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    r
+}
+
+/// Prints a progress line on stderr every second until aborted.
+fn spawn_progress(
+    args: &BenchArgs,
+    label: &'static str,
+    start: Instant,
+    sample: impl Fn() -> (u64, u64) + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if args.no_progress {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut last = 0u64;
+        loop {
+            tick.tick().await;
+            let (done, errors) = sample();
+            let t = start.elapsed().as_secs_f64();
+            eprint!(
+                "\r{label}: {t:5.1} s  {done} calls  {:.0} calls/s  (last second {})  {errors} \
+                 errors   ",
+                done as f64 / t,
+                done - last.min(done),
+            );
+            last = done;
+        }
+    }))
+}
+
+fn end_progress(p: Option<tokio::task::JoinHandle<()>>, start: Instant) {
+    if let Some(p) = p {
+        p.abort();
+        // Clear the progress line if one was printed.
+        if start.elapsed() >= Duration::from_secs(1) {
+            eprint!("\r{:100}\r", "");
+        }
+    }
+}
+
+/// CPU seconds (user, sys) of process `pid` from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tck = if tck > 0 { tck as f64 } else { 100.0 };
+    // Fields 14 (utime) and 15 (stime) of stat(5); `rest` starts at field 3.
+    Some((
+        f.get(11)?.parse::<f64>().ok()? / tck,
+        f.get(12)?.parse::<f64>().ok()? / tck,
+    ))
+}
+
+fn sub(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    (a.0 - b.0, a.1 - b.1)
+}
+
+fn sum_stats(clients: &[Client]) -> ClientStats {
+    let mut t = ClientStats::default();
+    for c in clients {
+        let s = c.stats();
+        t.calls += s.calls;
+        t.responses += s.responses;
+        t.sends += s.sends;
+        t.errors.timeout += s.errors.timeout;
+        t.errors.overflow += s.errors.overflow;
+        t.errors.connect += s.errors.connect;
+        t.errors.connection += s.errors.connection;
+        t.errors.closed += s.errors.closed;
+        t.errors.protocol += s.errors.protocol;
+        t.errors.tls += s.errors.tls;
+        t.errors.too_large += s.errors.too_large;
+        t.errors.invalid_argument += s.errors.invalid_argument;
+        t.errors.io += s.errors.io;
+        t.io.bytes_sent_wire += s.io.bytes_sent_wire;
+        t.io.bytes_received_wire += s.io.bytes_received_wire;
+        t.io.frames_sent += s.io.frames_sent;
+        t.io.flushes += s.io.flushes;
+    }
+    t
+}
+
+fn base_report(args: &BenchArgs, mode: &'static str) -> Report {
+    Report {
+        mode,
+        nowait: args.nowait,
+        server: String::new(),
+        compress: args.proto.compress.name().to_string(),
+        tls: args.tls.enabled() && mode == "engine",
+        connections: args.connections,
+        concurrency: args.concurrency,
+        threads: args.threads,
+        name_size: args.name.len(),
+        value_size: args.value_size,
+        reply_size: Some(args.reply_size),
+        calls: 0,
+        errors: [0; ErrorKind::ALL.len()],
+        elapsed: 0.0,
+        hist: new_histogram(),
+        payload_bytes: 0,
+        wire_out: 0,
+        wire_in: 0,
+        frames_sent: 0,
+        flushes: 0,
+        cpu: (0.0, 0.0),
+        server_cpu: None,
+        server_summary: None,
+    }
+}
+
+async fn engine_run(
+    args: &BenchArgs,
+    addr: &str,
+    name: Arc<[u8]>,
+    value: Arc<[u8]>,
+    child: Option<u32>,
+) -> Result<Report, Error> {
+    let mut cfg = client_config(addr, &args.proto, &args.tls)?;
+    cfg.max_pending_requests = args.max_pending.unwrap_or_else(|| {
+        args.concurrency
+            .max(fastrpc::config::DEFAULT_MAX_PENDING_REQUESTS)
+    });
+    cfg.max_batch_delay = args.batch_delay;
+    cfg.request_timeout = args.timeout;
+    let clients = (0..args.connections)
+        .map(|_| Client::new(cfg.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Connect every client before the clock starts (and fail early when the server is not
+    // there).
+    for c in &clients {
+        c.call(&name, &value)
+            .await
+            .map_err(|e| e.context(&format!("warm-up call to {addr}")))?;
+    }
+    let base = sum_stats(&clients);
+    let budget = Arc::new(Budget::new(args.count));
+    // Everything a caller needs is allocated before the clock starts.
+    let n_callers = args.connections * args.concurrency;
+    let mut states: Vec<CallerResult> = (0..n_callers)
+        .map(|_| CallerResult::new(if args.nowait { 0 } else { args.reply_size }))
+        .collect();
+    let cpu0 = cpu_times(libc::RUSAGE_SELF);
+    let server_cpu0 = child.and_then(proc_cpu);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n_callers);
+    for c in &clients {
+        for _ in 0..args.concurrency {
+            let (c, n, v, b) = (c.clone(), name.clone(), value.clone(), budget.clone());
+            let st = states.pop().expect("one state per caller");
+            tasks.push(if args.nowait {
+                tokio::spawn(sender(c, n, v, b, st))
+            } else {
+                tokio::spawn(caller(c, n, v, b, st))
+            });
+        }
+    }
+    let progress = {
+        let clients = clients.clone();
+        let nowait = args.nowait;
+        spawn_progress(args, "engine", start, move || {
+            let s = sum_stats(&clients);
+            let errors = s.errors.total() - base.errors.total();
+            if nowait {
+                // A full send queue is waited on, not counted as an error.
+                let overflow = s.errors.overflow - base.errors.overflow;
+                (s.sends - base.sends, errors - overflow)
+            } else {
+                (s.responses - base.responses, errors)
+            }
+        })
+    };
+    let stopper = if args.count.is_none() {
+        let (b, d) = (budget.clone(), args.duration);
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            b.stop();
+        }))
+    } else {
+        None
+    };
+    let mut report = base_report(args, "engine");
+    for t in tasks {
+        let r = t
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("caller task failed: {e}")))?;
+        report.calls += r.calls;
+        report.payload_bytes += r.resp_bytes;
+        for (a, b) in report.errors.iter_mut().zip(r.errors) {
+            *a += b;
+        }
+        if !r.hist.is_empty() {
+            report
+                .hist
+                .add(&r.hist)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("merging histograms: {e:?}")))?;
+        }
+    }
+    if let Some(s) = stopper {
+        s.abort();
+    }
+    if args.nowait {
+        // Fire-and-forget is done when the server has read every send: a server reads a
+        // connection's requests in order, so the answer to one call made after them proves it.
+        for c in &clients {
+            c.call(&name, &value)
+                .await
+                .map_err(|e| e.context(&format!("closing call to {addr} after the sends")))?;
+        }
+    }
+    report.elapsed = start.elapsed().as_secs_f64();
+    report.cpu = sub(cpu_times(libc::RUSAGE_SELF), cpu0);
+    report.server_cpu = match (server_cpu0, child.and_then(proc_cpu)) {
+        (Some(a), Some(b)) => Some(sub(b, a)),
+        _ => None,
+    };
+    end_progress(progress, start);
+    let s = sum_stats(&clients);
+    report.wire_out = s.io.bytes_sent_wire - base.io.bytes_sent_wire;
+    report.wire_in = s.io.bytes_received_wire - base.io.bytes_received_wire;
+    report.frames_sent = s.io.frames_sent - base.io.frames_sent;
+    report.flushes = s.io.flushes - base.io.flushes;
+    report.payload_bytes += report.calls * (name.len() + value.len()) as u64;
+    for c in &clients {
+        c.close(CloseMode::Drain(Duration::from_secs(1))).await;
+    }
+    Ok(report)
+}
+
+async fn raw_run(
+    args: &BenchArgs,
+    addr: &str,
+    name: Arc<[u8]>,
+    value: Arc<[u8]>,
+    child: Option<u32>,
+) -> Result<Report, Error> {
+    let budget = Arc::new(Budget::new(args.count));
+    let progress_count = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_times(libc::RUSAGE_SELF);
+    let server_cpu0 = child.and_then(proc_cpu);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        tasks.push(tokio::spawn(raw_client(
+            addr.to_string(),
+            name.clone(),
+            value.clone(),
+            args.concurrency,
+            args.nowait,
+            budget.clone(),
+            progress_count.clone(),
+        )));
+    }
+    let progress = {
+        let p = progress_count.clone();
+        spawn_progress(args, "raw", start, move || (p.load(Relaxed), 0))
+    };
+    let stopper = if args.count.is_none() {
+        let (b, d) = (budget.clone(), args.duration);
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            b.stop();
+        }))
+    } else {
+        None
+    };
+    let mut report = base_report(args, "raw");
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => {
+                report.calls += r.calls;
+                report.payload_bytes += r.resp_payload;
+                report.wire_out += r.bytes_out;
+                report.wire_in += r.bytes_in;
+                report.flushes += r.flushes;
+                report.frames_sent += r.frames_out;
+                if !r.hist.is_empty() {
+                    let _ = report.hist.add(&r.hist);
+                }
+            }
+            Ok(Err(e)) => {
+                let kind = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => ErrorKind::Connect,
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                        ErrorKind::Protocol
+                    }
+                    _ if e.to_string().starts_with("cannot connect") => ErrorKind::Connect,
+                    _ => ErrorKind::Connection,
+                };
+                report.errors[kind.index()] += 1;
+                first_err.get_or_insert(Error::new(kind, format!("raw connection to {addr}: {e}")));
+                budget.stop();
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::new(ErrorKind::Io, format!("raw task: {e}")));
+            }
+        }
+    }
+    if let Some(s) = stopper {
+        s.abort();
+    }
+    report.elapsed = start.elapsed().as_secs_f64();
+    report.cpu = sub(cpu_times(libc::RUSAGE_SELF), cpu0);
+    report.server_cpu = match (server_cpu0, child.and_then(proc_cpu)) {
+        (Some(a), Some(b)) => Some(sub(b, a)),
+        _ => None,
+    };
+    end_progress(progress, start);
+    if report.calls == 0 {
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+    }
+    report.payload_bytes += report.calls * (name.len() + value.len()) as u64;
+    Ok(report)
+}
+
+/// A `fastrpc serve` child process; killed if dropped without `stop`.
+struct ChildServer {
+    child: Option<Child>,
+    addr: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ChildServer {
+    /// Starts `current_exe() ARGS` and reads its `listening ADDR` line.
+    fn spawn(args: &[String]) -> Result<ChildServer, Error> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot find this executable: {e}")))?;
+        let mut child = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("cannot start {} {}: {e}", exe.display(), args.join(" ")),
+                )
+            })?;
+        let stderr = child.stderr.take().map(|mut s| {
+            std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out
+            })
+        });
+        let mut server = ChildServer {
+            child: Some(child),
+            addr: String::new(),
+            stderr,
+        };
+        let stdout = server
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .ok_or_else(|| Error::new(ErrorKind::Io, "child server: no stdout"))?;
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        match line.trim_end().strip_prefix("listening ") {
+            Some(a) => {
+                server.addr = a.to_string();
+                Ok(server)
+            }
+            None => {
+                let (msg, _) = server.stop();
+                Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "child server `fastrpc {}` did not start: {}",
+                        args.join(" "),
+                        msg.unwrap_or_else(|| "no `listening` line".into())
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Stops the child with SIGTERM (SIGKILL after 10 s), waits for it, and returns the last
+    /// line it wrote to stderr and its CPU time (user, sys) from RUSAGE_CHILDREN.
+    fn stop(mut self) -> (Option<String>, (f64, f64)) {
+        let before = cpu_times(libc::RUSAGE_CHILDREN);
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid; the child is not yet reaped.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let limit = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < limit => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        let cpu = sub(cpu_times(libc::RUSAGE_CHILDREN), before);
+        let text = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let last = text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| {
+            l.trim_start_matches("fastrpc serve --raw: ")
+                .trim_start_matches("fastrpc serve: ")
+                .to_string()
+        });
+        (last, cpu)
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

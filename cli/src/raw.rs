@@ -1,0 +1,540 @@
+//! The "raw ceiling": the same traffic as the engine, with none of its machinery. A raw peer
+//! (`fastrpc serve --raw`) and a raw client (`fastrpc bench --raw`) exchange frames laid out
+//! exactly like fastrpc's uncompressed request and response frames, over plain TCP with no
+//! handshake, no compression, no TLS, no call table, no timekeeper: big buffered reads and
+//! writes on one socket, flushed when nothing more is ready. What the engine reaches over this
+//! ceiling is what its machinery costs.
+//!
+//! Request frame: id (4, LE), name length (4), name, value length (4), value.
+//! Response frame: id (4), value length (4), value. Id 0 wants no response.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::bench::{new_histogram, Budget};
+use crate::opts::Reply;
+
+/// Buffer size of reads and writes, like the engine's defaults.
+pub const BUF_SIZE: usize = 64 * 1024;
+/// Largest name or value accepted (the protocol's 1 MiB).
+const MAX_FIELD: usize = 1 << 20;
+
+/// A read buffer: bytes `start..end` of `buf` are received and not yet consumed.
+struct FrameBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameBuf {
+    fn new() -> FrameBuf {
+        FrameBuf {
+            buf: vec![0; BUF_SIZE],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Makes room so that a frame of `need` bytes (0: unknown) fits after `start`, and
+    /// returns the free tail to read into.
+    fn spare(&mut self, need: usize) -> &mut [u8] {
+        let have = self.end - self.start;
+        let want = need.max(have + 1);
+        if self.buf.len() - self.start < want || self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = have;
+            if self.buf.len() < want {
+                self.buf.resize(want.max(BUF_SIZE), 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.end += n;
+    }
+}
+
+fn le32(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+/// What the start of `d` holds.
+enum Parse {
+    /// A whole frame of this many bytes.
+    Frame(usize),
+    /// Not yet a whole frame; the frame needs this many bytes (0: not known yet).
+    Partial(usize),
+}
+
+fn bad(what: &str, n: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} of {n} bytes exceeds 1 MiB"),
+    )
+}
+
+fn parse_request(d: &[u8]) -> io::Result<Parse> {
+    if d.len() < 8 {
+        return Ok(Parse::Partial(0));
+    }
+    let nl = le32(d, 4);
+    if nl > MAX_FIELD {
+        return Err(bad("name", nl));
+    }
+    if d.len() < 12 + nl {
+        return Ok(Parse::Partial(12 + nl));
+    }
+    let vl = le32(d, 8 + nl);
+    if vl > MAX_FIELD {
+        return Err(bad("value", vl));
+    }
+    let total = 12 + nl + vl;
+    Ok(if d.len() < total {
+        Parse::Partial(total)
+    } else {
+        Parse::Frame(total)
+    })
+}
+
+fn parse_response(d: &[u8]) -> io::Result<Parse> {
+    if d.len() < 8 {
+        return Ok(Parse::Partial(0));
+    }
+    let vl = le32(d, 4);
+    if vl > MAX_FIELD {
+        return Err(bad("value", vl));
+    }
+    let total = 8 + vl;
+    Ok(if d.len() < total {
+        Parse::Partial(total)
+    } else {
+        Parse::Frame(total)
+    })
+}
+
+/// Counters of a raw peer.
+#[derive(Default)]
+pub struct PeerStats {
+    pub connections: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub flushes: AtomicU64,
+}
+
+impl PeerStats {
+    /// One line for `fastrpc serve --raw`'s exit summary.
+    pub fn summary(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let flushes = g(&self.flushes).max(1);
+        format!(
+            "{} requests, {} responses, {} connections, {:.1} MB in / {:.1} MB out, {:.1} \
+             frames per flush",
+            g(&self.frames_in),
+            g(&self.frames_out),
+            g(&self.connections),
+            g(&self.bytes_in) as f64 / 1e6,
+            g(&self.bytes_out) as f64 / 1e6,
+            g(&self.frames_out) as f64 / flushes as f64,
+        )
+    }
+}
+
+/// A raw echo-ish peer listening on TCP.
+pub struct RawPeer {
+    local_addr: String,
+    pub stats: Arc<PeerStats>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl RawPeer {
+    /// Listens on `addr` (`host:port`, port 0 allowed) and answers every request frame with
+    /// `reply`, on the current tokio runtime.
+    pub async fn bind(addr: &str, reply: Reply) -> io::Result<RawPeer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?.to_string();
+        let stats = Arc::new(PeerStats::default());
+        let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (s, t) = (stats.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                };
+                s.connections.fetch_add(1, Ordering::Relaxed);
+                let _ = sock.set_nodelay(true);
+                let h = tokio::spawn(peer_conn(sock, reply, s.clone()));
+                let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+                t.retain(|h| !h.is_finished());
+                t.push(h.abort_handle());
+            }
+        });
+        tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(accept.abort_handle());
+        Ok(RawPeer {
+            local_addr,
+            stats,
+            tasks,
+        })
+    }
+
+    /// The bound address, with the real port.
+    pub fn local_addr(&self) -> &str {
+        &self.local_addr
+    }
+
+    /// Stops accepting and closes every connection at once.
+    pub fn stop(&self) {
+        for h in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads more into `fb` without waiting. `Ok(None)`: nothing ready now.
+fn try_fill(rd: &OwnedReadHalf, fb: &mut FrameBuf, need: usize) -> io::Result<Option<usize>> {
+    match rd.try_read(fb.spare(need)) {
+        Ok(n) => {
+            fb.advance(n);
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn peer_conn(sock: TcpStream, reply: Reply, stats: Arc<PeerStats>) {
+    let _ = peer_loop(sock, reply, &stats).await;
+}
+
+async fn peer_loop(sock: TcpStream, reply: Reply, stats: &PeerStats) -> io::Result<()> {
+    let (mut rd, wr) = sock.into_split();
+    let mut w = BufWriter::with_capacity(BUF_SIZE, wr);
+    let mut fb = FrameBuf::new();
+    // For fixed replies: value length and value, written after each id.
+    let fixed: Vec<u8> = match reply {
+        Reply::Fixed(n) => {
+            let mut v = (n as u32).to_le_bytes().to_vec();
+            v.resize(4 + n, b'x');
+            v
+        }
+        Reply::Echo => Vec::new(),
+    };
+    let (mut frames_in, mut frames_out, mut bytes_in, mut bytes_out) = (0u64, 0u64, 0u64, 0u64);
+    let mut unflushed = false;
+    let result = loop {
+        // Answer every whole request already received.
+        let need = loop {
+            let d = fb.data();
+            match parse_request(d)? {
+                Parse::Partial(need) => break need,
+                Parse::Frame(n) => {
+                    let id = &d[..4];
+                    frames_in += 1;
+                    bytes_in += n as u64;
+                    if id != [0, 0, 0, 0] {
+                        w.write_all(id).await?;
+                        match reply {
+                            Reply::Fixed(_) => {
+                                w.write_all(&fixed).await?;
+                                bytes_out += 4 + fixed.len() as u64;
+                            }
+                            Reply::Echo => {
+                                let nl = le32(d, 4);
+                                let name = &d[8..8 + nl];
+                                let value = &d[12 + nl..n];
+                                let len = (nl + 1 + value.len()) as u32;
+                                w.write_all(&len.to_le_bytes()).await?;
+                                w.write_all(name).await?;
+                                w.write_all(b":").await?;
+                                w.write_all(value).await?;
+                                bytes_out += 8 + len as u64;
+                            }
+                        }
+                        frames_out += 1;
+                        unflushed = true;
+                    }
+                    fb.consume(n);
+                }
+            }
+        };
+        // More already in the socket? Take it before flushing.
+        match try_fill(&rd, &mut fb, need) {
+            Ok(Some(0)) => break Ok(()),
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        if unflushed {
+            w.flush().await?;
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            stats.frames_in.fetch_add(frames_in, Ordering::Relaxed);
+            stats.frames_out.fetch_add(frames_out, Ordering::Relaxed);
+            stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+            (frames_in, frames_out, bytes_in, bytes_out) = (0, 0, 0, 0);
+            unflushed = false;
+        }
+        match rd.read(fb.spare(need)).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => fb.advance(n),
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = w.flush().await;
+    stats.frames_in.fetch_add(frames_in, Ordering::Relaxed);
+    stats.frames_out.fetch_add(frames_out, Ordering::Relaxed);
+    stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+    stats.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    result
+}
+
+/// What one raw client connection did.
+pub struct RawResult {
+    pub hist: Histogram<u64>,
+    pub calls: u64,
+    pub resp_payload: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub flushes: u64,
+    pub frames_out: u64,
+}
+
+/// State shared by a raw connection's writer and reader.
+struct Shared {
+    /// Frames written and not yet answered.
+    inflight: AtomicUsize,
+    /// Signalled by the reader when it frees room.
+    room: Notify,
+    /// Send time of the frame in each slot (nanoseconds since `base`).
+    sent_at: Vec<AtomicU64>,
+    base: Instant,
+    writer_done: AtomicBool,
+}
+
+/// Runs one raw client connection to `addr` with `concurrency` frames in flight until the
+/// budget runs out. `progress` counts answered (or, with `nowait`, written) frames.
+pub async fn raw_client(
+    addr: String,
+    name: Arc<[u8]>,
+    value: Arc<[u8]>,
+    concurrency: usize,
+    nowait: bool,
+    budget: Arc<Budget>,
+    progress: Arc<AtomicU64>,
+) -> io::Result<RawResult> {
+    let sock = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    sock.set_nodelay(true)?;
+    let (rd, wr) = sock.into_split();
+    let c = concurrency.max(1);
+    let shared = Arc::new(Shared {
+        inflight: AtomicUsize::new(0),
+        room: Notify::new(),
+        sent_at: (0..c).map(|_| AtomicU64::new(0)).collect(),
+        base: Instant::now(),
+        writer_done: AtomicBool::new(false),
+    });
+    let reader = tokio::spawn(raw_reader(rd, shared.clone(), progress.clone()));
+
+    // The frame after its id: name length, name, value length, value.
+    let mut tail = Vec::with_capacity(8 + name.len() + value.len());
+    tail.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    tail.extend_from_slice(&name);
+    tail.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    tail.extend_from_slice(&value);
+    let frame_len = 4 + tail.len() as u64;
+
+    let mut w = BufWriter::with_capacity(BUF_SIZE, wr);
+    let (mut frames_out, mut flushes) = (0u64, 0u64);
+    let mut seq: u64 = 0;
+    let write_result: io::Result<()> = async {
+        loop {
+            let room = if nowait {
+                c
+            } else {
+                c - shared.inflight.load(Ordering::Acquire)
+            };
+            if room == 0 {
+                shared.room.notified().await;
+                continue;
+            }
+            let n = budget.take(room as u64) as usize;
+            if n == 0 {
+                break;
+            }
+            if !nowait {
+                shared.inflight.fetch_add(n, Ordering::AcqRel);
+            }
+            let now = shared.base.elapsed().as_nanos() as u64;
+            for _ in 0..n {
+                let id = if nowait {
+                    0u32
+                } else {
+                    let slot = (seq % c as u64) as usize;
+                    shared.sent_at[slot].store(now, Ordering::Relaxed);
+                    slot as u32 + 1
+                };
+                seq += 1;
+                w.write_all(&id.to_le_bytes()).await?;
+                w.write_all(&tail).await?;
+            }
+            frames_out += n as u64;
+            if nowait {
+                progress.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            w.flush().await?;
+            flushes += 1;
+        }
+        // Wait for the last answers, then end the stream: the peer closes, the reader ends.
+        while shared.inflight.load(Ordering::Acquire) != 0 {
+            shared.room.notified().await;
+        }
+        w.shutdown().await
+    }
+    .await;
+    shared.writer_done.store(true, Ordering::Release);
+    if let Err(e) = write_result {
+        reader.abort();
+        return Err(e);
+    }
+    let (hist, calls, resp_payload, bytes_in) = reader
+        .await
+        .map_err(|e| io::Error::other(format!("raw reader task: {e}")))??;
+    let calls = if nowait { frames_out } else { calls };
+    Ok(RawResult {
+        hist,
+        calls,
+        resp_payload,
+        bytes_out: frames_out * frame_len,
+        bytes_in,
+        flushes,
+        frames_out,
+    })
+}
+
+type ReaderOut = (Histogram<u64>, u64, u64, u64);
+
+async fn raw_reader(
+    mut rd: OwnedReadHalf,
+    shared: Arc<Shared>,
+    progress: Arc<AtomicU64>,
+) -> io::Result<ReaderOut> {
+    let mut hist = new_histogram();
+    let mut fb = FrameBuf::new();
+    let (mut calls, mut payload, mut bytes_in) = (0u64, 0u64, 0u64);
+    let c = shared.sent_at.len();
+    let mut need = 0;
+    loop {
+        let n = rd.read(fb.spare(need)).await?;
+        if n == 0 {
+            if fb.data().is_empty() {
+                return Ok((hist, calls, payload, bytes_in));
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the raw peer closed in the middle of a frame",
+            ));
+        }
+        fb.advance(n);
+        bytes_in += n as u64;
+        let now = shared.base.elapsed().as_nanos() as u64;
+        let mut done = 0;
+        need = loop {
+            let d = fb.data();
+            match parse_response(d)? {
+                Parse::Partial(need) => break need,
+                Parse::Frame(len) => {
+                    let id = le32(d, 0);
+                    if id == 0 || id > c {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("response with unknown id {id}"),
+                        ));
+                    }
+                    let sent = shared.sent_at[id - 1].load(Ordering::Relaxed);
+                    hist.saturating_record(now.saturating_sub(sent).max(1));
+                    payload += (len - 8) as u64;
+                    done += 1;
+                    fb.consume(len);
+                }
+            }
+        };
+        if done > 0 {
+            calls += done as u64;
+            shared.inflight.fetch_sub(done, Ordering::AcqRel);
+            shared.room.notify_one();
+            progress.fetch_add(done as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_frames() {
+        let mut f = vec![1, 0, 0, 0, 3, 0, 0, 0];
+        assert!(matches!(parse_request(&f).unwrap(), Parse::Partial(15)));
+        f.extend_from_slice(b"foo");
+        f.extend_from_slice(&[3, 0, 0, 0]);
+        assert!(matches!(parse_request(&f).unwrap(), Parse::Partial(18)));
+        f.extend_from_slice(b"bar");
+        assert!(matches!(parse_request(&f).unwrap(), Parse::Frame(18)));
+        let r = [7, 0, 0, 0, 2, 0, 0, 0, b'o', b'k', 9];
+        assert!(matches!(parse_response(&r).unwrap(), Parse::Frame(10)));
+        assert!(parse_response(&[0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn frame_buf_grows_and_compacts() {
+        let mut fb = FrameBuf::new();
+        let s = fb.spare(0).len();
+        assert_eq!(s, BUF_SIZE);
+        fb.advance(BUF_SIZE - 2);
+        fb.consume(BUF_SIZE - 4);
+        assert_eq!(fb.data().len(), 2);
+        assert!(fb.spare(200_000).len() >= 200_000 - 2);
+        assert_eq!(fb.data().len(), 2);
+    }
+}

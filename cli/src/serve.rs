@@ -1,0 +1,187 @@
+//! `fastrpc serve`: a server answering every request with an echo or a fixed reply, or with
+//! `--raw` the raw-TCP peer of the bench's ceiling. Prints `listening ADDR` first, stops
+//! gracefully on SIGINT or SIGTERM and prints a one-line summary to stderr.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use fastrpc::{Call, Error, ErrorKind, Server, ServerConfig, ServerStats};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::opts::{
+    self, parse_duration, parse_reply, server_config, ProtoOpts, Reply, ServerTlsOpts,
+};
+use crate::raw::RawPeer;
+
+/// How long a graceful stop may take before the rest is closed at once.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on: host:port (port 0 picks a free port) or unix:/path.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: String,
+    #[command(flatten)]
+    pub proto: ProtoOpts,
+    #[command(flatten)]
+    pub tls: ServerTlsOpts,
+    /// Run each connection's requests one after another, in order.
+    #[arg(long)]
+    pub pipeline: bool,
+    /// Longest time a ready response waits for others to share its write (0, 500us, 2ms, 1s).
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub batch_delay: Duration,
+    /// Handlers running at once; over it requests get an empty "too busy" reply.
+    #[arg(long, default_value_t = fastrpc::config::DEFAULT_CONCURRENCY, value_name = "N")]
+    pub concurrency: usize,
+    /// What to answer: "echo" (name ':' value) or "fixed:BYTES" (that many 'x').
+    #[arg(long, default_value = "echo", value_parser = parse_reply, value_name = "REPLY")]
+    pub reply: Reply,
+    /// Be the raw-TCP peer of `fastrpc bench --raw` instead of a fastrpc server: no
+    /// handshake, compression or TLS; same frame layout as uncompressed fastrpc.
+    #[arg(long, conflicts_with_all = ["tls_cert", "pipeline"])]
+    pub raw: bool,
+    /// Runtime worker threads (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// The request handler for `reply`. No allocation per request: fixed replies share one
+/// buffer, echo replies are assembled in a per-thread buffer.
+pub fn handler(reply: Reply) -> impl Fn(Call) + Send + Sync + 'static {
+    let fixed: Arc<[u8]> = match reply {
+        Reply::Fixed(n) => vec![b'x'; n].into(),
+        Reply::Echo => Arc::from(&[][..]),
+    };
+    move |call: Call| match reply {
+        Reply::Fixed(_) => {
+            let _ = call.reply(&fixed);
+        }
+        Reply::Echo => {
+            thread_local!(static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
+            BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                b.clear();
+                b.extend_from_slice(call.name());
+                b.push(b':');
+                b.extend_from_slice(call.value());
+                let _ = call.reply(&b);
+            });
+        }
+    }
+}
+
+/// The engine server configuration of these arguments.
+pub fn config(args: &ServeArgs) -> Result<ServerConfig, Error> {
+    let mut cfg = server_config(&args.proto, &args.tls)?;
+    cfg.pipeline_requests = args.pipeline;
+    cfg.max_batch_delay = args.batch_delay;
+    cfg.concurrency = args.concurrency;
+    Ok(cfg)
+}
+
+/// One line summing up a server's counters.
+pub fn summary(s: &ServerStats) -> String {
+    format!(
+        "{} requests ({} fire-and-forget), {} responses, {} connections, {} errors, {:.1} MB in \
+         / {:.1} MB out on the wire, {:.1} frames per flush",
+        s.requests + s.nowait_requests,
+        s.nowait_requests,
+        s.responses,
+        s.connections_accepted,
+        s.errors.total() + s.handshake_failures,
+        s.io.bytes_received_wire as f64 / 1e6,
+        s.io.bytes_sent_wire as f64 / 1e6,
+        s.io.frames_per_flush(),
+    )
+}
+
+pub fn run(args: ServeArgs) -> i32 {
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let rt = match opts::runtime(threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fastrpc serve: io: cannot start the runtime: {e}");
+            return 11;
+        }
+    };
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> i32 {
+    // Catch the signals before announcing the address, so that a stop sent right after the
+    // `listening` line is always graceful.
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("fastrpc serve: io: cannot install signal handlers: {e}");
+            return 11;
+        }
+    };
+    let started = Instant::now();
+    if args.raw {
+        let peer = match RawPeer::bind(&args.listen, args.reply).await {
+            Ok(p) => p,
+            Err(e) => {
+                let e = Error::new(
+                    ErrorKind::Io,
+                    format!("cannot listen on {}: {e}", args.listen),
+                );
+                return opts::fail("serve", &e);
+            }
+        };
+        announce(peer.local_addr());
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        peer.stop();
+        eprintln!(
+            "fastrpc serve --raw: stopped after {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            peer.stats.summary()
+        );
+        return 0;
+    }
+    let cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => return opts::fail("serve", &e),
+    };
+    let server = match Server::bind(&args.listen, cfg, handler(args.reply)).await {
+        Ok(s) => s,
+        Err(e) => return opts::fail("serve", &e),
+    };
+    announce(&server.local_addr());
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let stopped = server.stop(STOP_TIMEOUT).await;
+    let tail = match stopped {
+        Ok(()) => String::new(),
+        Err(e) => format!(" ({})", e.message()),
+    };
+    eprintln!(
+        "fastrpc serve: stopped after {:.1} s: {}{tail}",
+        started.elapsed().as_secs_f64(),
+        summary(&server.stats())
+    );
+    0
+}
+
+/// Prints the `listening ADDR` line and flushes it.
+fn announce(addr: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {addr}");
+    let _ = out.flush();
+}

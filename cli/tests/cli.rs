@@ -1,0 +1,828 @@
+//! Runs the built `fastrpc` binary: serve, call, bench, TLS, compression, signals, exit codes.
+//! Every child process is killed when its guard drops and every wait is bounded; all traffic
+//! stays on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fastrpc");
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A running `fastrpc serve`, killed on drop.
+struct Serve {
+    child: Option<Child>,
+    addr: String,
+    first_line: String,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fastrpc serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut s = Serve {
+            child: Some(child),
+            addr: String::new(),
+            first_line: String::new(),
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve printed no line within 20 s");
+        s.first_line = line.trim_end().to_string();
+        s.addr = s
+            .first_line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("first line {:?} is not `listening ADDR`", s.first_line))
+            .to_string();
+        s
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `sig`, waits (bounded) for the exit, returns the status and stderr.
+    fn signal(mut self, sig: i32) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let status = wait_bounded(&mut child, Duration::from_secs(15));
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Runs `fastrpc ARGS` to completion (killed after `LIMIT`), feeding `stdin`.
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Out {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fastrpc");
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().expect("stdin");
+        w.write_all(data).expect("write stdin");
+    }
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let status = wait_bounded(&mut child, LIMIT);
+    Out {
+        code: status.code().expect("exited, not signalled"),
+        stdout: t_out.join().expect("stdout reader"),
+        stderr: t_err.join().expect("stderr reader"),
+    }
+}
+
+fn json(out: &Out) -> serde_json::Value {
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let text = String::from_utf8(out.stdout.clone()).expect("utf-8");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one JSON object expected, got {text:?}");
+    serde_json::from_str(lines[0]).expect("valid JSON")
+}
+
+fn check_bench_json(v: &serde_json::Value, calls: u64) {
+    let f = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("key {k} missing or not a number in {v}"))
+    };
+    assert!(f("calls_per_sec") > 0.0, "{v}");
+    assert_eq!(f("errors"), 0.0, "{v}");
+    assert_eq!(f("calls"), calls as f64, "{v}");
+    assert!(f("p50_us") <= f("p99_us"), "{v}");
+    assert!(
+        f("p90_us") <= f("p999_us") && f("p999_us") <= f("max_us"),
+        "{v}"
+    );
+    for k in [
+        "mb_per_sec",
+        "wire_bytes_out_per_call",
+        "wire_bytes_in_per_call",
+        "frames_per_flush",
+        "cpu_user_s",
+        "cpu_sys_s",
+    ] {
+        assert!(f(k) >= 0.0, "{k} in {v}");
+    }
+    assert!(v["mode"].is_string(), "{v}");
+}
+
+#[test]
+fn serve_prints_listening_first_and_call_echoes() {
+    let s = Serve::start(&["--listen", "127.0.0.1:0"]);
+    assert!(
+        s.first_line.starts_with("listening 127.0.0.1:"),
+        "{:?}",
+        s.first_line
+    );
+    let port: u16 = s.addr.rsplit(':').next().unwrap().parse().expect("port");
+    assert_ne!(port, 0);
+    let out = run(
+        &["call", "--addr", &s.addr, "--name", "foo", "--value", "bar"],
+        None,
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, b"foo:bar");
+}
+
+#[test]
+fn call_fixed_reply_and_value_from_stdin_and_file() {
+    let s = Serve::start(&["--reply", "fixed:255"]);
+    let out = run(
+        &["call", "--addr", &s.addr, "--name", "foo", "--value", "bar"],
+        None,
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, vec![b'x'; 255]);
+
+    let e = Serve::start(&["--reply", "echo"]);
+    let out = run(
+        &[
+            "call",
+            "--addr",
+            &e.addr,
+            "--name",
+            "n",
+            "--value-file",
+            "-",
+        ],
+        Some(b"from stdin\n"),
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, b"n:from stdin\n");
+
+    let dir = temp_dir("value");
+    let file = dir.join("value.bin");
+    std::fs::write(&file, [0u8, 1, 2, 255]).unwrap();
+    let out = run(
+        &[
+            "call",
+            "--addr",
+            &e.addr,
+            "--name",
+            "b",
+            "--value-file",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, [b'b', b':', 0, 1, 2, 255]);
+
+    let missing = dir.join("missing");
+    let out = run(
+        &[
+            "call",
+            "--addr",
+            &e.addr,
+            "--name",
+            "b",
+            "--value-file",
+            missing.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.code, 11, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.starts_with("fastrpc call: io: "),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn call_to_closed_port_exits_with_connect_code() {
+    // Bind then drop: the port is (almost certainly) closed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(
+        &["call", "--addr", &addr, "--name", "foo", "--value", "bar"],
+        None,
+    );
+    assert_eq!(out.code, 4, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.starts_with("fastrpc call: connect: "),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+
+    let out = run(
+        &["call", "--addr", &addr, "--name", "foo", "--nowait"],
+        None,
+    );
+    assert_eq!(out.code, 4, "nowait: stderr: {}", out.stderr);
+}
+
+#[test]
+fn call_timeout_against_silent_listener() {
+    // Accepts connections (in the kernel backlog) and never answers the handshake.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let out = run(
+        &[
+            "call",
+            "--addr",
+            &addr,
+            "--name",
+            "foo",
+            "--value",
+            "bar",
+            "--timeout",
+            "1ms",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.starts_with("fastrpc call: timeout: "),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(listener);
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_documents_codes() {
+    let out = run(&["call", "--addr", "127.0.0.1:1"], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let out = run(
+        &["call", "--addr", "x:1", "--name", "n", "--timeout", "5"],
+        None,
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let out = run(&["call", "--help"], None);
+    assert_eq!(out.code, 0);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for line in ["2  timeout", "4  connect", "8  tls", "11  io"] {
+        assert!(help.contains(line), "help lacks {line:?}:\n{help}");
+    }
+}
+
+#[test]
+fn serve_stops_gracefully_on_sigterm_and_sigint() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let s = Serve::start(&["--reply", "fixed:3"]);
+        let out = run(&["call", "--addr", &s.addr, "--name", "a"], None);
+        assert_eq!(out.stdout, b"xxx", "stderr: {}", out.stderr);
+        assert!(s.pid() > 0);
+        let (status, err) = s.signal(sig);
+        assert_eq!(status.code(), Some(0), "signal {sig}: stderr: {err}");
+        assert!(err.contains("stopped"), "{err}");
+        assert!(err.contains("1 requests"), "{err}");
+    }
+    // Right after the listening line, too.
+    let s = Serve::start(&["--raw"]);
+    let (status, err) = s.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "raw: stderr: {err}");
+}
+
+#[test]
+fn nowait_call_reaches_the_server() {
+    let s = Serve::start(&[]);
+    let out = run(
+        &[
+            "call", "--addr", &s.addr, "--name", "log", "--value", "x", "--nowait",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(out.stdout.is_empty());
+    // The server counts it (its summary is printed on stop); give it a moment to read it.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, err) = s.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0));
+    assert!(err.contains("(1 fire-and-forget)"), "{err}");
+}
+
+#[test]
+fn snappy_and_none_on_both_sides() {
+    for c in ["snappy", "none", "flate"] {
+        let s = Serve::start(&["--compress", c]);
+        let out = run(
+            &[
+                "call",
+                "--addr",
+                &s.addr,
+                "--name",
+                "foo",
+                "--value",
+                "bar",
+                "--compress",
+                c,
+            ],
+            None,
+        );
+        assert_eq!(out.code, 0, "{c}: stderr: {}", out.stderr);
+        assert_eq!(out.stdout, b"foo:bar", "{c}");
+    }
+    // Each side picks its own sending compression.
+    let s = Serve::start(&["--compress", "snappy"]);
+    let out = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "a",
+            "--value",
+            "b",
+            "--compress",
+            "flate",
+        ],
+        None,
+    );
+    assert_eq!(out.stdout, b"a:b", "stderr: {}", out.stderr);
+}
+
+#[test]
+fn sniff_and_version_mismatch_fail() {
+    let s = Serve::start(&["--sniff", "hello", "--protocol-version", "3"]);
+    let ok = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "a",
+            "--sniff",
+            "hello",
+            "--protocol-version",
+            "3",
+        ],
+        None,
+    );
+    assert_eq!(ok.code, 0, "stderr: {}", ok.stderr);
+    assert_eq!(ok.stdout, b"a:");
+    let bad = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "a",
+            "--sniff",
+            "hello",
+            "--timeout",
+            "5s",
+        ],
+        None,
+    );
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.starts_with("fastrpc call: "), "{}", bad.stderr);
+}
+
+#[test]
+fn bench_inproc_json() {
+    let out = run(
+        &[
+            "bench",
+            "--spawn-server",
+            "inproc",
+            "--count",
+            "2000",
+            "--concurrency",
+            "64",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 2000);
+    assert_eq!(v["mode"], "engine");
+    assert_eq!(v["compress"], "flate");
+}
+
+#[test]
+fn bench_raw_json() {
+    let out = run(
+        &[
+            "bench",
+            "--raw",
+            "--spawn-server",
+            "inproc",
+            "--count",
+            "2000",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 2000);
+    assert_eq!(v["mode"], "raw");
+    // Same frames as uncompressed fastrpc: 4+4+3+4+6 out, 4+4+255 in.
+    assert_eq!(v["wire_bytes_out_per_call"].as_f64(), Some(21.0), "{v}");
+    assert_eq!(v["wire_bytes_in_per_call"].as_f64(), Some(263.0), "{v}");
+}
+
+#[test]
+fn bench_compare_raw_with_child_servers() {
+    let out = run(
+        &[
+            "bench",
+            "--spawn-server",
+            "child",
+            "--compress",
+            "snappy",
+            "--count",
+            "3000",
+            "--concurrency",
+            "32",
+            "--compare-raw",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 3000);
+    assert!(v["raw_calls_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["ratio_to_raw"].as_f64().unwrap() > 0.0, "{v}");
+    check_bench_json(&v["raw"], 3000);
+    assert!(v["server_cpu_user_s"].is_number(), "{v}");
+    // Text mode prints both and the ratio.
+    let out = run(
+        &[
+            "bench",
+            "--count",
+            "500",
+            "--concurrency",
+            "8",
+            "--compare-raw",
+            "--compress",
+            "none",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("engine / raw = "), "{text}");
+}
+
+#[test]
+fn bench_against_external_server_and_nowait() {
+    let s = Serve::start(&["--reply", "fixed:10", "--compress", "none"]);
+    let out = run(
+        &[
+            "bench",
+            "--addr",
+            &s.addr,
+            "--count",
+            "1000",
+            "--concurrency",
+            "16",
+            "--compress",
+            "none",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 1000);
+    assert_eq!(v["wire_bytes_in_per_call"].as_f64(), Some(18.0), "{v}");
+    let out = run(
+        &[
+            "bench",
+            "--addr",
+            &s.addr,
+            "--count",
+            "5000",
+            "--concurrency",
+            "4",
+            "--nowait",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    assert_eq!(v["calls"].as_f64(), Some(5000.0), "{v}");
+    assert_eq!(v["nowait"], true);
+    let (status, err) = s.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0));
+    assert!(err.contains("(5000 fire-and-forget)"), "{err}");
+}
+
+#[test]
+fn bench_to_closed_port_fails_with_connect_code() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(&["bench", "--addr", &addr, "--count", "10"], None);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+}
+
+// ---- TLS ----
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).to_str().unwrap().to_string()
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "fastrpc-cli-test-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A CA, a server certificate for localhost/127.0.0.1, a client certificate, an unrelated CA.
+fn make_pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let k = KeyPair::generate().unwrap();
+        let c = p.self_signed(&k).unwrap();
+        (c, k)
+    };
+    let leaf = |sans: &[&str], usage, ca: &(rcgen::Certificate, KeyPair)| {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "leaf");
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![usage];
+        let k = KeyPair::generate().unwrap();
+        let c = p.signed_by(&k, &ca.0, &ca.1).unwrap();
+        (c.pem(), k.serialize_pem())
+    };
+    let root = ca("fastrpc cli test CA");
+    let other = ca("unrelated CA");
+    let (scert, skey) = leaf(
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &root,
+    );
+    let (ccert, ckey) = leaf(&["client"], ExtendedKeyUsagePurpose::ClientAuth, &root);
+    let dir = temp_dir("pki");
+    let w = |f: &str, s: &str| std::fs::write(dir.join(f), s).unwrap();
+    w("ca.pem", &root.0.pem());
+    w("other-ca.pem", &other.0.pem());
+    w("server.pem", &scert);
+    w("server.key", &skey);
+    w("client.pem", &ccert);
+    w("client.key", &ckey);
+    Pki { dir }
+}
+
+#[test]
+fn tls_call_with_and_without_trust() {
+    let pki = make_pki();
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let s = Serve::start(&["--tls-cert", &cert, "--tls-key", &key, "--require-tls"]);
+    let ok = run(
+        &[
+            "call", "--addr", &s.addr, "--name", "foo", "--value", "bar", "--tls", "--tls-ca", &ca,
+        ],
+        None,
+    );
+    assert_eq!(ok.code, 0, "stderr: {}", ok.stderr);
+    assert_eq!(ok.stdout, b"foo:bar");
+
+    // Verified against the name "localhost" too.
+    let ok = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "foo",
+            "--tls",
+            "--tls-ca",
+            &ca,
+            "--tls-server-name",
+            "localhost",
+        ],
+        None,
+    );
+    assert_eq!(ok.code, 0, "stderr: {}", ok.stderr);
+
+    // A CA that did not sign the server's certificate.
+    let other = pki.path("other-ca.pem");
+    let bad = run(
+        &[
+            "call", "--addr", &s.addr, "--name", "foo", "--tls", "--tls-ca", &other,
+        ],
+        None,
+    );
+    assert_eq!(bad.code, 8, "stderr: {}", bad.stderr);
+    assert!(
+        bad.stderr.starts_with("fastrpc call: tls: "),
+        "{}",
+        bad.stderr
+    );
+
+    // No --tls-ca: the system bundle is trusted, which does not know our test CA.
+    let bad = run(&["call", "--addr", &s.addr, "--name", "foo", "--tls"], None);
+    let has_bundle = std::env::var_os("SSL_CERT_FILE").is_some()
+        || [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+        ]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    let want = if has_bundle { 8 } else { 10 };
+    assert_eq!(bad.code, want, "stderr: {}", bad.stderr);
+
+    // --insecure-skip-verify accepts it.
+    let ok = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "i",
+            "--insecure-skip-verify",
+        ],
+        None,
+    );
+    assert_eq!(ok.code, 0, "stderr: {}", ok.stderr);
+    assert_eq!(ok.stdout, b"i:");
+
+    // Plaintext to a --require-tls server fails.
+    let plain = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "foo",
+            "--timeout",
+            "5s",
+        ],
+        None,
+    );
+    assert_ne!(plain.code, 0);
+}
+
+#[test]
+fn mutual_tls() {
+    let pki = make_pki();
+    let ca = pki.path("ca.pem");
+    let s = Serve::start(&[
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+        "--tls-client-ca",
+        &ca,
+        "--compress",
+        "snappy",
+    ]);
+    let ok = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "m",
+            "--value",
+            "tls",
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &pki.path("client.pem"),
+            "--tls-key",
+            &pki.path("client.key"),
+            "--compress",
+            "snappy",
+        ],
+        None,
+    );
+    assert_eq!(ok.code, 0, "stderr: {}", ok.stderr);
+    assert_eq!(ok.stdout, b"m:tls");
+    let no_cert = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--name",
+            "m",
+            "--tls-ca",
+            &ca,
+            "--timeout",
+            "5s",
+        ],
+        None,
+    );
+    assert_ne!(no_cert.code, 0, "a client without certificate must fail");
+}
+
+#[test]
+fn bench_tls_inproc() {
+    let pki = make_pki();
+    let out = run(
+        &[
+            "bench",
+            "--spawn-server",
+            "inproc",
+            "--count",
+            "1000",
+            "--concurrency",
+            "16",
+            "--tls-ca",
+            &pki.path("ca.pem"),
+            "--server-tls-cert",
+            &pki.path("server.pem"),
+            "--server-tls-key",
+            &pki.path("server.key"),
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 1000);
+    assert_eq!(v["tls"], true);
+}
