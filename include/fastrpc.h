@@ -171,7 +171,8 @@ typedef struct fastrpc_client fastrpc_client;
 
 /**
  * Client options, filled by the `fastrpc_client_config_builder_set_*` functions (each
- * returns OK or INVALID_ARGUMENT and may be called from any thread, one at a time per
+ * returns OK or INVALID_ARGUMENT, and the `_file` setters TLS when the file cannot be read;
+ * each may be called from any thread, one at a time per
  * builder). Defaults are the reference's: flate compression, 1000 pending requests, no batch
  * delay, 64 KiB buffers, 1 MiB max frame size, 10 s request timeout, 3 s handshake timeout.
  * Created by `fastrpc_client_config_builder_new`, freed by
@@ -215,7 +216,8 @@ typedef struct fastrpc_server fastrpc_server;
 
 /**
  * Server options, filled by the `fastrpc_server_config_builder_set_*` functions (each
- * returns OK or INVALID_ARGUMENT; any thread, one at a time per builder). Defaults are the
+ * returns OK or INVALID_ARGUMENT, and `tls_cert_files` TLS when a file cannot be read;
+ * any thread, one at a time per builder). Defaults are the
  * reference's: flate compression, concurrency 10000, no batch delay, 64 KiB buffers, 1 MiB
  * max frame size, 3 s handshake timeout. Created by `fastrpc_server_config_builder_new`,
  * freed by `fastrpc_server_config_builder_free`; servers copy it.
@@ -892,10 +894,11 @@ fastrpc_status fastrpc_server_stop(struct fastrpc_server *server,
 
 /**
  * Stops at once (no draining) and frees the server. NULL is allowed. It returns after every
- * handler callback that was running has returned, so the handler's userdata may be freed
- * right after (requests the handlers kept stay valid; their replies are dropped). Any thread
- * but a handler of this server (from there it does not wait). Address and counters stay
- * readable after `fastrpc_server_stop`, until this.
+ * handler callback of this server that was running has returned (later requests are not
+ * handed to the handler), so the handler's userdata may be freed right after. Requests the
+ * handlers kept stay valid; their replies are dropped (reply returns CLOSED). Any thread;
+ * from inside one of this server's own handlers it does not wait for that handler.
+ * Address and counters stay readable after `fastrpc_server_stop`, until this.
  */
 void fastrpc_server_free(struct fastrpc_server *server);
 

@@ -7,5 +7,11 @@ echo "== cargo test (unit, integration, doc tests; examples are built)"
 cargo test --all-targets
 cargo test --doc
 
+echo "== the fastrpc command-line tool"
+cargo test -p fastrpc-cli
+
 echo "== allocation test in release mode (zero allocations per call)"
 cargo test --release --test alloc
+
+echo "== C ABI: C11, C++17, static and shared linking, ASan+UBSan, valgrind"
+./scripts/test-c.sh

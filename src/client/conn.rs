@@ -237,6 +237,7 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
                                         c.resp.extend_from_slice(&data[vs..ve]);
                                         c.state = CellState::Done;
                                         if let Notify::Waker(w) = notify {
+                                            c.in_burst = true;
                                             wakes.push(Wake::Waker(w));
                                         }
                                     }
@@ -256,6 +257,7 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
                     }
                 }
             }
+            st.burst += wakes.len();
             inner.check_drained(&st);
         } else {
             need = 8;

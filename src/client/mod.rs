@@ -118,6 +118,30 @@ impl Inner {
         }
     }
 
+    /// Like [`Inner::deliver`] for paths that run on a caller's thread (a new call
+    /// displacing a queued one, close): completion sinks run on a library thread instead,
+    /// never inside the caller's own call.
+    pub(crate) fn deliver_from_caller(&self, wakes: &mut Vec<Wake>) {
+        let mut sinks = Vec::new();
+        for w in wakes.drain(..) {
+            match w {
+                Wake::Waker(w) => w.wake(),
+                Wake::Sink(s, tag, e) => {
+                    self.counters.errors.add(e.kind(), 1);
+                    sinks.push((s, tag, e));
+                }
+            }
+        }
+        if sinks.is_empty() {
+            return;
+        }
+        self.rt.spawn(async move {
+            for (s, tag, e) in sinks {
+                s.complete(tag, Err(&e));
+            }
+        });
+    }
+
     fn check_sizes(&self, name: &[u8], value: &[u8]) -> Result<(), Error> {
         let max = self.cfg.max_frame_size;
         if name.len() > max || value.len() > max {
@@ -168,7 +192,7 @@ impl Inner {
         drop(st);
         self.counters.calls.fetch_add(1, Relaxed);
         if !wakes.is_empty() {
-            self.deliver(&mut wakes);
+            self.deliver_from_caller(&mut wakes);
         }
         Ok(id)
     }
@@ -189,8 +213,10 @@ impl Inner {
 
     /// After a frame was queued: start the connection task, wake the writer and timekeeper.
     fn after_push(self: &Arc<Self>, st: &mut State, deadline: Option<Instant>) {
-        if let Some(w) = st.writer_waker.take() {
-            w.wake();
+        if st.burst == 0 {
+            if let Some(w) = st.writer_waker.take() {
+                w.wake();
+            }
         }
         if let Some(d) = deadline {
             if st.timer_next.is_none_or(|t| d < t) {
@@ -253,7 +279,7 @@ impl Inner {
         }
         drop(st);
         let _ = n;
-        self.deliver(&mut wakes);
+        self.deliver_from_caller(&mut wakes);
         self.drained.notify_waiters();
     }
 }
@@ -391,7 +417,9 @@ impl Client {
         sink: Arc<dyn Completion>,
         tag: u128,
     ) -> Result<(), Error> {
-        let inner = self.inner();
+        // Our own reference: the sink may run (and the last handle be dropped, say from a C
+        // callback freeing the client) before this returns.
+        let inner = self.inner().clone();
         let r = inner.enqueue(
             name,
             value,

@@ -37,6 +37,8 @@ pub(crate) enum CellState {
 pub(crate) struct Cell {
     pub id: u32,
     pub state: CellState,
+    /// Woken by the reader with others in one burst and not yet collected (see `burst`).
+    pub in_burst: bool,
     pub deadline: Instant,
     pub notify: Notify,
     pub resp: Vec<u8>,
@@ -48,6 +50,7 @@ impl Cell {
         Cell {
             id: 0,
             state: CellState::Free,
+            in_burst: false,
             deadline: Instant::now(),
             notify: Notify::None,
             resp: Vec::new(),
@@ -97,6 +100,12 @@ pub(crate) struct State {
     pub closed: bool,
     /// Tear down now: waiting calls were failed and the connection ends.
     pub shutdown: bool,
+    /// Callers the reader woke with their responses that have not collected them yet. While
+    /// some have not, a new request does not wake the writer: those callers are about to run
+    /// and queue their next requests, and all of them should share one write. (Without this,
+    /// the runtime runs the just-woken writer first and each write carries one frame.) The last
+    /// one to collect wakes the writer.
+    pub burst: usize,
     /// The earliest deadline the timekeeper sleeps towards (None: it waits to be woken).
     pub timer_next: Option<Instant>,
     pub timer_waker: Option<Waker>,
@@ -122,6 +131,7 @@ impl State {
             started: false,
             closed: false,
             shutdown: false,
+            burst: 0,
             timer_next: None,
             timer_waker: None,
         }
@@ -207,7 +217,16 @@ impl State {
             c.state = CellState::Free;
             c.notify = Notify::None;
             c.err = None;
+            let was_in_burst = std::mem::take(&mut c.in_burst);
             self.pending -= 1;
+            if was_in_burst {
+                self.burst -= 1;
+                if self.burst == 0 && !self.entries.is_empty() {
+                    if let Some(w) = self.writer_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
         }
     }
 

@@ -11,7 +11,8 @@ use crate::tls::TlsClientConfig;
 use crate::Compression;
 
 /// Client options, filled by the `fastrpc_client_config_builder_set_*` functions (each
-/// returns OK or INVALID_ARGUMENT and may be called from any thread, one at a time per
+/// returns OK or INVALID_ARGUMENT, and the `_file` setters TLS when the file cannot be read;
+/// each may be called from any thread, one at a time per
 /// builder). Defaults are the reference's: flate compression, 1000 pending requests, no batch
 /// delay, 64 KiB buffers, 1 MiB max frame size, 10 s request timeout, 3 s handshake timeout.
 /// Created by `fastrpc_client_config_builder_new`, freed by

@@ -132,6 +132,12 @@ pub extern "C" fn fastrpc_completion_queue_poll(
         if max == 0 {
             return super::invalid("`max` is 0");
         }
+        if timeout_ms > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            return super::invalid(
+                "a waiting poll from a library thread (inside a callback or handler) would \
+                 block it; poll with timeout 0 there, or from your own thread",
+            );
+        }
         let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
         let mut st = q.lock();
         loop {

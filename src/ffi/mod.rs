@@ -180,6 +180,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Runs `f` and turns a panic into `FASTRPC_STATUS_PANIC` (with the panic's message as the
 /// thread's last error).
 pub(crate) fn boundary(f: impl FnOnce() -> fastrpc_status) -> fastrpc_status {
+    quiet_panics();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(s) => s,
         Err(p) => {
@@ -194,7 +195,20 @@ pub(crate) fn boundary(f: impl FnOnce() -> fastrpc_status) -> fastrpc_status {
 
 /// Like [`boundary`] for functions that return a value: `default` on panic.
 pub(crate) fn boundary_or<T>(default: T, f: impl FnOnce() -> T) -> T {
+    quiet_panics();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(default)
+}
+
+/// A C host gets no Rust panic text on stderr: once the C ABI is used, panic messages go to
+/// the log hook (level error) instead. Panics are still caught and reported as
+/// `FASTRPC_STATUS_PANIC` (or, inside a handler, as the error reply).
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            crate::log::emit(crate::log::Level::Error, &format!("fastrpc panic: {info}"));
+        }));
+    });
 }
 
 /// The body of an exported function returning `fastrpc_status`: panics are caught.

@@ -1,8 +1,9 @@
 //! `fastrpc_server`: listens on an address and serves each request with a C handler
 //! callback, or puts it into a server queue for polling. Graceful stop with a timeout; free.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ pub(crate) struct ServerHandle {
     server: BlockingServer,
     /// Handler callbacks running now: `fastrpc_server_free` waits for them to return, so the
     /// host may free the handler's userdata right after.
-    active: Arc<AtomicUsize>,
+    active: Arc<Active>,
 }
 
 impl Castable for fastrpc_server {
@@ -43,19 +44,48 @@ impl Castable for fastrpc_server {
 pub type fastrpc_handler =
     Option<unsafe extern "C" fn(userdata: *mut c_void, request: *mut fastrpc_request)>;
 
+/// Handler callbacks of one server: how many run now, and whether the server was freed.
+pub(crate) struct Active {
+    running: AtomicUsize,
+    freed: AtomicBool,
+}
+
+impl Active {
+    fn new() -> Arc<Active> {
+        Arc::new(Active {
+            running: AtomicUsize::new(0),
+            freed: AtomicBool::new(false),
+        })
+    }
+}
+
+thread_local! {
+    /// The server whose handler this thread is running (its `Active` address), if any.
+    static IN_HANDLER: Cell<usize> = const { Cell::new(0) };
+}
+
 struct CHandler {
     f: unsafe extern "C" fn(*mut c_void, *mut fastrpc_request),
     userdata: usize,
-    active: Arc<AtomicUsize>,
+    active: Arc<Active>,
 }
 
 impl Handler for CHandler {
     fn handle(&self, call: Call) {
+        // Counted before the freed check (and free sets freed before it counts), so a free
+        // either sees this handler running or this handler sees the free.
+        self.active.running.fetch_add(1, SeqCst);
+        if self.active.freed.load(SeqCst) {
+            self.active.running.fetch_sub(1, SeqCst);
+            return; // `call` dropped: the error reply goes out.
+        }
         let h = super::box_into_raw(request::wrap(call));
-        self.active.fetch_add(1, SeqCst);
+        let me = Arc::as_ptr(&self.active) as usize;
+        let outer = IN_HANDLER.with(|c| c.replace(me));
         // SAFETY: the user promised `f` is a valid handler for `userdata`.
         unsafe { (self.f)(self.userdata as *mut c_void, h) }
-        self.active.fetch_sub(1, SeqCst);
+        IN_HANDLER.with(|c| c.set(outer));
+        self.active.running.fetch_sub(1, SeqCst);
     }
 }
 
@@ -74,7 +104,7 @@ fn start(
     addr: *const c_char,
     out: *mut *mut fastrpc_server,
     handler: impl Handler,
-    active: Arc<AtomicUsize>,
+    active: Arc<Active>,
 ) -> fastrpc_status {
     let b = arg_ref!(builder);
     let addr = arg_try!(unsafe { super::c_str(addr, "addr") });
@@ -107,7 +137,7 @@ pub extern "C" fn fastrpc_server_new(
         let Some(f) = handler else {
             return super::invalid("`handler` is NULL");
         };
-        let active = Arc::new(AtomicUsize::new(0));
+        let active = Active::new();
         let handler = CHandler {
             f,
             userdata: userdata as usize,
@@ -128,13 +158,7 @@ pub extern "C" fn fastrpc_server_new_queued(
 ) -> fastrpc_status {
     ffi_boundary!({
         let q = arg_ref!(queue).queue.clone();
-        start(
-            builder,
-            addr,
-            out,
-            QueueHandler { queue: q },
-            Arc::new(AtomicUsize::new(0)),
-        )
+        start(builder, addr, out, QueueHandler { queue: q }, Active::new())
     })
 }
 
@@ -236,10 +260,11 @@ pub extern "C" fn fastrpc_server_stop(
 }
 
 /// Stops at once (no draining) and frees the server. NULL is allowed. It returns after every
-/// handler callback that was running has returned, so the handler's userdata may be freed
-/// right after (requests the handlers kept stay valid; their replies are dropped). Any thread
-/// but a handler of this server (from there it does not wait). Address and counters stay
-/// readable after `fastrpc_server_stop`, until this.
+/// handler callback of this server that was running has returned (later requests are not
+/// handed to the handler), so the handler's userdata may be freed right after. Requests the
+/// handlers kept stay valid; their replies are dropped (reply returns CLOSED). Any thread;
+/// from inside one of this server's own handlers it does not wait for that handler.
+/// Address and counters stay readable after `fastrpc_server_stop`, until this.
 #[no_mangle]
 pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
     super::boundary_or((), || {
@@ -247,11 +272,12 @@ pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
             return;
         };
         let active = h.active.clone();
+        active.freed.store(true, SeqCst);
         drop(h);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return;
-        }
-        while active.load(SeqCst) > 0 {
+        let me = Arc::as_ptr(&active) as usize;
+        // Inside one of this server's handlers, that handler itself is still running.
+        let own = usize::from(IN_HANDLER.with(|c| c.get()) == me);
+        while active.running.load(SeqCst) > own {
             std::thread::sleep(Duration::from_millis(1));
         }
     })

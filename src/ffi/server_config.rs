@@ -11,7 +11,8 @@ use crate::config::ServerConfig;
 use crate::tls::TlsServerConfig;
 
 /// Server options, filled by the `fastrpc_server_config_builder_set_*` functions (each
-/// returns OK or INVALID_ARGUMENT; any thread, one at a time per builder). Defaults are the
+/// returns OK or INVALID_ARGUMENT, and `tls_cert_files` TLS when a file cannot be read;
+/// any thread, one at a time per builder). Defaults are the
 /// reference's: flate compression, concurrency 10000, no batch delay, 64 KiB buffers, 1 MiB
 /// max frame size, 3 s handshake timeout. Created by `fastrpc_server_config_builder_new`,
 /// freed by `fastrpc_server_config_builder_free`; servers copy it.

@@ -116,6 +116,8 @@ pub extern "C" fn fastrpc_last_error_message(
     out_len: *mut usize,
 ) -> fastrpc_status {
     super::ffi_boundary!({
-        super::with_last_error(|m| unsafe { super::write_text(m, buf, len, out_len) })
+        // Copied out first: write_text records its own error on a bad buffer.
+        let msg = super::with_last_error(|m| m.to_string());
+        unsafe { super::write_text(&msg, buf, len, out_len) }
     })
 }

@@ -120,6 +120,8 @@ pub(crate) async fn serve(
     // which must end the reader too (replies can no longer be delivered).
     let conn_stop = stop.child_token();
     // Aborted with this task (server stop timeout, server drop): the writer holds the socket.
+    // However this task ends (also aborted), later replies are dropped and say CLOSED.
+    let _closed_on_exit = CloseOnDrop(conn.clone());
     let mut writer_task = AbortOnDrop(tokio::spawn(write_loop(
         conn.clone(),
         writer,
@@ -154,6 +156,14 @@ pub(crate) async fn serve(
     conn.lock().closed = true;
 }
 
+struct CloseOnDrop(Arc<ConnShared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -175,6 +185,7 @@ async fn read_loop(
     loop {
         let data = r.data();
         let mut off = 0;
+        let mut frames = 0u64;
         let need = loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -196,6 +207,7 @@ async fn read_loop(
                     slot.value
                         .extend_from_slice(&data[off + p.value.start..off + p.value.end]);
                     off += n;
+                    frames += 1;
                     dispatch(conn, slot, p.id);
                     if cfg.pipeline_requests {
                         wait_idle(conn).await;
@@ -203,6 +215,13 @@ async fn read_loop(
                 }
             }
         };
+        if frames > 0 {
+            server
+                .counters
+                .io
+                .frames_received
+                .fetch_add(frames, Relaxed);
+        }
         r.consume(off);
         let need = need - off;
         let more = tokio::select! {
