@@ -701,6 +701,14 @@ fastrpc_status fastrpc_client_config_builder_set_tls_insecure_skip_verify_for_te
                                                                                            bool on);
 
 /**
+ * Mutual TLS: the client's certificate chain and private key from PEM files (NUL-terminated
+ * paths). Returns OK, INVALID_ARGUMENT, or TLS when a file cannot be read.
+ */
+fastrpc_status fastrpc_client_config_builder_set_tls_client_cert_files(struct fastrpc_client_config_builder *builder,
+                                                                       const char *cert_path,
+                                                                       const char *key_path);
+
+/**
  * Creates a completion queue. `*out` receives a new queue the caller owns (free with
  * `fastrpc_completion_queue_free`). Any thread. Returns OK or INVALID_ARGUMENT.
  */
@@ -1034,6 +1042,13 @@ fastrpc_status fastrpc_server_config_builder_set_tls_client_ca_pem(struct fastrp
  */
 fastrpc_status fastrpc_server_config_builder_set_require_tls(struct fastrpc_server_config_builder *builder,
                                                              bool on);
+
+/**
+ * Mutual TLS: clients must present a certificate signed by one of the CAs in this PEM file.
+ * Returns OK, INVALID_ARGUMENT, or TLS when the file cannot be read.
+ */
+fastrpc_status fastrpc_server_config_builder_set_tls_client_ca_file(struct fastrpc_server_config_builder *builder,
+                                                                    const char *path);
 
 /**
  * Creates a server queue. `*out` receives a new queue the caller owns (free with

@@ -395,3 +395,33 @@ pub extern "C" fn fastrpc_client_config_builder_set_tls_insecure_skip_verify_for
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
+
+/// Mutual TLS: the client's certificate chain and private key from PEM files (NUL-terminated
+/// paths). Returns OK, INVALID_ARGUMENT, or TLS when a file cannot be read.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_tls_client_cert_files(
+    builder: *mut fastrpc_client_config_builder,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let cert = arg_try!(read_pem_file(cert_path, "cert_path"));
+        let key = arg_try!(read_pem_file(key_path, "key_path"));
+        let t = tls(b);
+        t.client_cert_pem = Some(cert);
+        t.client_key_pem = Some(key);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Reads a whole PEM file named by a C string; a failure is TLS with the path in the message.
+pub(crate) fn read_pem_file(path: *const c_char, what: &str) -> Result<Vec<u8>, fastrpc_status> {
+    let p = unsafe { super::c_str(path, what) }?;
+    std::fs::read(p).map_err(|e| {
+        super::fail(&crate::Error::new(
+            crate::ErrorKind::Tls,
+            format!("reading {p}: {e}"),
+        ))
+    })
+}

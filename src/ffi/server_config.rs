@@ -348,3 +348,18 @@ pub extern "C" fn fastrpc_server_config_builder_set_require_tls(
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
+
+/// Mutual TLS: clients must present a certificate signed by one of the CAs in this PEM file.
+/// Returns OK, INVALID_ARGUMENT, or TLS when the file cannot be read.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_file(
+    builder: *mut fastrpc_server_config_builder,
+    path: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let pem = arg_try!(super::client_config::read_pem_file(path, "path"));
+        tls(b).client_ca_pem = Some(pem);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
