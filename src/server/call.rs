@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind};
-use crate::protocol::frame::encode_response;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use crate::protocol::frame::{encode_response, RESPONSE_OVERHEAD};
 
 use super::conn::ConnShared;
 
@@ -69,47 +71,83 @@ impl Call {
     /// [`ErrorKind::Closed`] when the connection is gone (the reply is dropped). Either way the
     /// call is answered and over.
     pub fn reply(mut self, value: &[u8]) -> Result<(), Error> {
-        self.finish(Some(value))
+        self.finish::<NoBuild>(Reply::Bytes(value))
     }
 
-    fn finish(&mut self, value: Option<&[u8]>) -> Result<(), Error> {
+    /// Builds the response in place: `build(name, value, out)` appends the response value
+    /// to `out`, which is the connection's output buffer itself, so the reply is neither
+    /// copied nor allocated. `build` runs under the connection's output lock: keep it to
+    /// appending bytes. It is not run when the reply would be discarded (fire-and-forget, or
+    /// the connection is gone). Errors as [`Call::reply`]; if `build` panics, `error_reply`
+    /// is sent and the panic goes on.
+    pub fn reply_with<F>(mut self, build: F) -> Result<(), Error>
+    where
+        F: FnOnce(&[u8], &[u8], &mut Vec<u8>),
+    {
+        self.finish(Reply::With(build))
+    }
+
+    fn finish<F>(&mut self, reply: Reply<'_, F>) -> Result<(), Error>
+    where
+        F: FnOnce(&[u8], &[u8], &mut Vec<u8>),
+    {
         let Some(slot) = self.slot.take() else {
             return Ok(());
         };
         let conn = self.conn.clone();
         let server = &conn.server;
         let max = server.cfg.max_frame_size;
-        let mut result = Ok(());
-        let value = match value {
-            Some(v) if v.len() > max => {
-                server.counters.errors.add(ErrorKind::TooLarge, 1);
-                result = Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!(
-                        "reply of {} bytes exceeds max_frame_size {max}; error_reply sent instead",
-                        v.len()
-                    ),
-                ));
-                &server.cfg.error_reply[..]
-            }
-            Some(v) => v,
-            None => {
-                server.counters.unanswered.fetch_add(1, Relaxed);
-                &server.cfg.error_reply[..]
-            }
+        let too_large = |n: usize| {
+            server.counters.errors.add(ErrorKind::TooLarge, 1);
+            Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "reply of {n} bytes exceeds max_frame_size {max}; error_reply sent instead"
+                ),
+            ))
         };
+        let mut result = Ok(());
+        let mut panic = None;
         let mut out = conn.lock();
         let mut writer = None;
         if self.id != 0 {
             if out.closed {
-                if result.is_ok() {
-                    result = Err(Error::fixed(
-                        ErrorKind::Closed,
-                        "the connection closed before the reply; it was dropped",
-                    ));
-                }
+                result = Err(Error::fixed(
+                    ErrorKind::Closed,
+                    "the connection closed before the reply; it was dropped",
+                ));
             } else {
-                encode_response(&mut out.buf, self.id, value);
+                match reply {
+                    Reply::Bytes(v) if v.len() > max => {
+                        result = too_large(v.len());
+                        encode_response(&mut out.buf, self.id, &server.cfg.error_reply);
+                    }
+                    Reply::Bytes(v) => encode_response(&mut out.buf, self.id, v),
+                    Reply::Unanswered => {
+                        encode_response(&mut out.buf, self.id, &server.cfg.error_reply)
+                    }
+                    Reply::With(build) => {
+                        let start = out.buf.len();
+                        out.buf.extend_from_slice(&self.id.to_le_bytes());
+                        out.buf.extend_from_slice(&[0; 4]);
+                        let built = catch_unwind(AssertUnwindSafe(|| {
+                            build(&slot.name, &slot.value, &mut out.buf)
+                        }));
+                        let n = out.buf.len() - start - RESPONSE_OVERHEAD;
+                        if let Err(p) = built {
+                            out.buf.truncate(start);
+                            encode_response(&mut out.buf, self.id, &server.cfg.error_reply);
+                            panic = Some(p);
+                        } else if n > max {
+                            out.buf.truncate(start);
+                            result = too_large(n);
+                            encode_response(&mut out.buf, self.id, &server.cfg.error_reply);
+                        } else {
+                            out.buf[start + 4..start + 8]
+                                .copy_from_slice(&(n as u32).to_le_bytes());
+                        }
+                    }
+                }
                 out.frames += 1;
                 writer = out.writer_waker.take();
             }
@@ -132,14 +170,27 @@ impl Call {
         if let Some(w) = reader {
             w.wake();
         }
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
         result
     }
 }
 
+/// What a call is answered with.
+enum Reply<'a, F> {
+    Bytes(&'a [u8]),
+    With(F),
+    Unanswered,
+}
+
+type NoBuild = fn(&[u8], &[u8], &mut Vec<u8>);
+
 impl Drop for Call {
     fn drop(&mut self) {
         if self.slot.is_some() {
-            let _ = self.finish(None);
+            self.conn.server.counters.unanswered.fetch_add(1, Relaxed);
+            let _ = self.finish::<NoBuild>(Reply::Unanswered);
         }
     }
 }
