@@ -1250,22 +1250,21 @@ async fn invalid_configurations_are_refused() {
 #[test]
 fn blocking_client_and_server_from_plain_threads() {
     bounded_thread(|| {
-        let server =
-            BlockingServer::bind("127.0.0.1:0", ServerConfig::default(), |call: Call| {
-                if call.name() == b"hold" {
-                    // Answered from another plain thread, late.
-                    std::thread::spawn(move || {
-                        let rx = HOLD.lock().unwrap().take();
-                        if let Some(rx) = rx {
-                            let _ = rx.recv();
-                        }
-                        let _ = call.reply(b"held");
-                    });
-                } else {
-                    echo(call)
-                }
-            })
-            .unwrap();
+        let server = BlockingServer::bind("127.0.0.1:0", ServerConfig::default(), |call: Call| {
+            if call.name() == b"hold" {
+                // Answered from another plain thread, late.
+                std::thread::spawn(move || {
+                    let rx = HOLD.lock().unwrap().take();
+                    if let Some(rx) = rx {
+                        let _ = rx.recv();
+                    }
+                    let _ = call.reply(b"held");
+                });
+            } else {
+                echo(call)
+            }
+        })
+        .unwrap();
         let client = BlockingClient::new(ClientConfig::new(server.local_addr())).unwrap();
         assert_eq!(client.call(b"n", b"v").unwrap(), b"v");
         let mut out = b"old contents".to_vec();
