@@ -258,3 +258,36 @@ macro_rules! arg_try {
 }
 
 pub(crate) use {arg_mut, arg_out, arg_ref, arg_try, ffi_boundary};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_boundary_becomes_the_panic_status_with_its_message() {
+        let s = boundary(|| panic!("boom in a test"));
+        assert_eq!(s, fastrpc_status::FASTRPC_STATUS_PANIC);
+        with_last_error(|m| {
+            assert_eq!(
+                m,
+                "fastrpc panic: internal error (please report): boom in a test"
+            )
+        });
+        assert_eq!(boundary_or(7u32, || panic!("again")), 7);
+        // The process (and this thread) goes on: the next call works.
+        assert_eq!(
+            boundary(|| fastrpc_status::FASTRPC_STATUS_OK),
+            fastrpc_status::FASTRPC_STATUS_OK
+        );
+    }
+
+    #[test]
+    fn text_is_cut_to_fit_and_nul_terminated() {
+        let mut buf = [0x55 as c_char; 4];
+        let mut n = 0usize;
+        let s = unsafe { write_text("hello", buf.as_mut_ptr(), buf.len(), &mut n) };
+        assert_eq!(s, fastrpc_status::FASTRPC_STATUS_BUFFER_TOO_SMALL);
+        assert_eq!(n, 5);
+        assert_eq!(buf.map(|c| c as u8), [b'h', b'e', b'l', 0]);
+    }
+}
