@@ -15,3 +15,6 @@ cargo test --release --test alloc
 
 echo "== C ABI: C11, C++17, static and shared linking, ASan+UBSan, valgrind"
 ./scripts/test-c.sh
+
+echo "== Go binding (go vet, go test -race); interop with the reference where it can be had"
+./scripts/test-go.sh

@@ -1,0 +1,519 @@
+package fastrpc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestCall(t *testing.T) {
+	s := startServer(t, echo)
+	c := newClient(t, s.Addr())
+	mustEqual(t, call(t, c, "foo", "bar"), []byte("foobar"))
+	mustEqual(t, call(t, c, "", ""), []byte{})
+	mustEqual(t, call(t, c, "name-only", ""), []byte("name-only"))
+
+	// The caller may reuse its buffers at once, and owns the response.
+	name, value := []byte("n"), []byte("v1")
+	r1, err := c.Call(context.Background(), name, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value[1] = '2'
+	r2, err := c.Call(context.Background(), name, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, r1, []byte("nv1"))
+	mustEqual(t, r2, []byte("nv2"))
+
+	st := c.Stats()
+	if st.Calls < 5 || st.Responses < 5 || st.Connects != 1 {
+		t.Fatalf("unexpected client stats: %+v", st)
+	}
+	if ss := s.Stats(); ss.Requests < 5 || ss.ConnectionsAccepted != 1 {
+		t.Fatalf("unexpected server stats: %+v", ss)
+	}
+	if c.PendingRequests() != 0 {
+		t.Fatalf("pending requests: %d", c.PendingRequests())
+	}
+}
+
+func TestLargeValues(t *testing.T) {
+	s := startServer(t, func(_ context.Context, req *Request) ([]byte, error) {
+		return req.Value(), nil
+	})
+	c := newClient(t, s.Addr(), WithCompression(CompressSnappy))
+	for _, n := range []int{0, 1, 1000, 65535, 65536, 65537, 1 << 20} {
+		v := bytes.Repeat([]byte{byte(n)}, n)
+		for i := range v {
+			v[i] ^= byte(i * 7)
+		}
+		got, err := c.Call(context.Background(), []byte("big"), v)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		mustEqual(t, got, v)
+	}
+	// Over the 1 MiB limit: refused at once, the connection is unharmed.
+	_, err := c.Call(context.Background(), []byte("big"), make([]byte, 1<<20+1))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("want ErrTooLarge, got %v", err)
+	}
+	_, err = c.Call(context.Background(), make([]byte, 1<<20+1), nil)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("want ErrTooLarge for the name, got %v", err)
+	}
+	mustEqual(t, call(t, c, "x", "still works"), []byte("still works"))
+}
+
+func TestConcurrentCallers(t *testing.T) {
+	s := startServer(t, echo, WithServerCompression(CompressSnappy))
+	c := newClient(t, s.Addr(), WithCompression(CompressFlate))
+	const callers, each = 500, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for g := 0; g < callers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				name := fmt.Sprintf("caller-%d/", g)
+				value := fmt.Sprintf("call-%d", i)
+				resp, err := c.Call(context.Background(), []byte(name), []byte(value))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if string(resp) != name+value {
+					errs <- fmt.Errorf("caller %d call %d: got %q", g, i, resp)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Responses != callers*each {
+		t.Fatalf("responses %d, want %d", st.Responses, callers*each)
+	}
+}
+
+// slowHandler sleeps d (or until the server closes) before echoing.
+func slowHandler(d time.Duration) Handler {
+	return func(ctx context.Context, req *Request) ([]byte, error) {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+		return echo(ctx, req)
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	s := startServer(t, slowHandler(2*time.Second))
+	c := newClient(t, s.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Call(ctx, []byte("slow"), nil)
+	el := time.Since(start)
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want ErrTimeout and context.DeadlineExceeded, got %v", err)
+	}
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Kind != ErrTimeout {
+		t.Fatalf("want an *Error of kind ErrTimeout, got %#v", err)
+	}
+	if el < 90*time.Millisecond || el > time.Second {
+		t.Fatalf("the call returned after %v, want about 100ms", el)
+	}
+
+	// An expired context fails before anything is sent.
+	_, err = c.Call(ctx, []byte("slow"), nil)
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("expired context: got %v", err)
+	}
+
+	// Without a context deadline, the client's request timeout applies: ErrTimeout only.
+	c2 := newClient(t, s.Addr(), WithRequestTimeout(100*time.Millisecond))
+	start = time.Now()
+	_, err = c2.Call(context.Background(), []byte("slow"), nil)
+	if !errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("request timeout: want ErrTimeout only, got %v", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("request timeout took %v", el)
+	}
+	t.Logf("timeout message: %v", err)
+}
+
+func TestCancel(t *testing.T) {
+	s := startServer(t, slowHandler(300*time.Millisecond))
+	c := newClient(t, s.Addr())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+	}()
+	start := time.Now()
+	_, err := c.Call(ctx, []byte("slow"), nil)
+	if !errors.Is(err, context.Canceled) || err != context.Canceled {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+	if el := time.Since(start); el > 200*time.Millisecond {
+		t.Fatalf("cancel took %v to return", el)
+	}
+	// A cancelled context fails at once.
+	if _, err := c.Call(ctx, []byte("x"), nil); err != context.Canceled {
+		t.Fatalf("cancelled context: got %v", err)
+	}
+	// Many cancelled calls: their late completions are discarded; the client still works.
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			defer cancel()
+			_, _ = c.Call(ctx, []byte("slow"), nil)
+		}()
+	}
+	wg.Wait()
+	time.Sleep(400 * time.Millisecond) // the late responses arrive and are dropped
+	mustEqual(t, call(t, c, "after", "-cancel"), []byte("after-cancel"))
+}
+
+func TestSend(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]bool{}
+	var nowait atomic.Int64
+	s := startServer(t, func(_ context.Context, req *Request) ([]byte, error) {
+		if req.IsNowait() {
+			if req.ID() != 0 {
+				t.Errorf("nowait request with id %d", req.ID())
+			}
+			nowait.Add(1)
+			mu.Lock()
+			got[string(req.Value())] = true
+			mu.Unlock()
+		}
+		return []byte("ignored"), nil
+	})
+	c := newClient(t, s.Addr())
+	const n = 200
+	for i := 0; i < n; i++ {
+		if err := c.Send([]byte("log"), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	// A call after the sends: the server got the sends before it (same connection, in order).
+	mustEqual(t, call(t, c, "x", ""), []byte("ignored"))
+	deadline := time.Now().Add(5 * time.Second)
+	for nowait.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("server got %d distinct fire-and-forget requests, want %d", len(got), n)
+	}
+	if st := c.Stats(); st.Sends != n || st.UnexpectedResponses != 0 {
+		t.Fatalf("client stats: %+v", st)
+	}
+	if st := s.Stats(); st.NowaitRequests != n {
+		t.Fatalf("server stats: nowait %d, want %d", st.NowaitRequests, n)
+	}
+}
+
+func TestCompressionPairs(t *testing.T) {
+	all := []Compression{CompressNone, CompressFlate, CompressSnappy}
+	value := bytes.Repeat([]byte("compressible "), 500)
+	for _, sc := range all {
+		s := startServer(t, echo, WithServerCompression(sc))
+		for _, cc := range all {
+			t.Run(fmt.Sprintf("client=%v/server=%v", cc, sc), func(t *testing.T) {
+				c := newClient(t, s.Addr(), WithCompression(cc))
+				var wg sync.WaitGroup
+				for g := 0; g < 8; g++ {
+					wg.Add(1)
+					go func(g int) {
+						defer wg.Done()
+						for i := 0; i < 20; i++ {
+							v := append([]byte(fmt.Sprintf("%d-%d:", g, i)), value...)
+							resp, err := c.Call(context.Background(), []byte("n"), v)
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							if !bytes.Equal(resp, append([]byte("n"), v...)) {
+								t.Errorf("wrong response of %d bytes", len(resp))
+								return
+							}
+						}
+					}(g)
+				}
+				wg.Wait()
+				io := c.Stats().IO
+				if cc != CompressNone && io.BytesSentWire >= io.BytesSentPlain {
+					t.Errorf("%v: %d wire bytes for %d plain", cc, io.BytesSentWire, io.BytesSentPlain)
+				}
+			})
+		}
+	}
+}
+
+func TestOptionsEndToEnd(t *testing.T) {
+	// Every option at once, with values that still let calls succeed.
+	s := startServer(t, echo,
+		WithServerSniffHeader("sniff!"), WithServerProtocolVersion(7),
+		WithServerCompression(CompressSnappy), WithServerFlateLevel(1),
+		WithConcurrency(100), WithConcurrencyLimitReply([]byte("busy")), WithErrorReply([]byte("err")),
+		WithPipelineRequests(true), WithServerMaxBatchDelay(200*time.Microsecond),
+		WithServerReadTimeout(10*time.Second), WithServerWriteTimeout(10*time.Second),
+		WithServerReadBufferSize(4096), WithServerWriteBufferSize(4096),
+		WithServerMaxFrameSize(1<<16), WithServerHandshakeTimeout(2*time.Second), WithPollers(3))
+	c := newClient(t, s.Addr(),
+		WithSniffHeader("sniff!"), WithProtocolVersion(7), WithCompression(CompressFlate),
+		WithFlateLevel(9), WithMaxPendingRequests(50), WithPrioritizeNewRequests(true),
+		WithMaxBatchDelay(300*time.Microsecond), WithRequestTimeout(5*time.Second),
+		WithReadTimeout(10*time.Second), WithWriteTimeout(10*time.Second),
+		WithReadBufferSize(4096), WithWriteBufferSize(4096), WithMaxFrameSize(1<<16),
+		WithHandshakeTimeout(2*time.Second), WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+	var wg sync.WaitGroup
+	for g := 0; g < 20; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				v := fmt.Sprintf("%d/%d", g, i)
+				resp, err := c.Call(context.Background(), []byte("o:"), []byte(v))
+				if err != nil || string(resp) != "o:"+v {
+					t.Errorf("got %q, %v", resp, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+
+	// A mismatched sniff header or protocol version cannot connect.
+	for _, opt := range []ClientOption{WithSniffHeader("other!"), WithProtocolVersion(8)} {
+		bad := newClient(t, s.Addr(), WithSniffHeader("sniff!"), WithProtocolVersion(7), opt,
+			WithRequestTimeout(2*time.Second))
+		_, err := bad.Call(context.Background(), []byte("x"), nil)
+		if err == nil {
+			t.Fatalf("a mismatched handshake succeeded")
+		}
+		t.Logf("mismatched handshake: %v", err)
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	cases := []ClientOption{
+		WithMaxPendingRequests(-1), WithMaxPendingRequests(0), WithCompression(Compression(9)),
+		WithRequestTimeout(-time.Second), WithFlateLevel(10), WithHandshakeTimeout(0),
+	}
+	for i, o := range cases {
+		_, err := NewClient("127.0.0.1:1", o)
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("case %d: want ErrInvalidArgument, got %v", i, err)
+		} else {
+			t.Logf("case %d: %v", i, err)
+		}
+	}
+	if _, err := NewClient(""); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("empty address: got %v", err)
+	}
+	if _, err := NewServer(echo, WithConcurrency(0)); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("concurrency 0: got %v", err)
+	}
+	if _, err := NewServer(nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("nil handler: got %v", err)
+	}
+	// Garbage certificates: refused when the server is built or started.
+	s, err := NewServer(echo, WithServerTLS([]byte("not a cert"), []byte("not a key")))
+	if err == nil {
+		err = s.Serve("127.0.0.1:0")
+		s.Close()
+	}
+	if !errors.Is(err, ErrTLS) && !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("bad certificate: got %v", err)
+	}
+	// Cannot listen: ErrIO.
+	s1 := startServer(t, echo)
+	s2, err := NewServer(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.Serve(s1.Addr()); !errors.Is(err, ErrIO) {
+		t.Errorf("address in use: want ErrIO, got %v", err)
+	}
+}
+
+func TestOverflow(t *testing.T) {
+	s := startServer(t, slowHandler(300*time.Millisecond))
+	c := newClient(t, s.Addr(), WithMaxPendingRequests(2))
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Call(context.Background(), []byte("slow"), nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for c.PendingRequests() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	_, err := c.Call(context.Background(), []byte("third"), nil)
+	if !errors.Is(err, ErrOverflow) {
+		t.Fatalf("want ErrOverflow, got %v", err)
+	}
+	wg.Wait()
+}
+
+func TestConnectError(t *testing.T) {
+	s := startServer(t, echo)
+	addr := s.Addr()
+	s.Close() // nothing listens there now
+	c := newClient(t, addr)
+	_, err := c.Call(context.Background(), []byte("x"), nil)
+	if !errors.Is(err, ErrConnect) {
+		t.Fatalf("want ErrConnect, got %v", err)
+	}
+	t.Logf("connect error: %v", err)
+	if err := c.Send([]byte("x"), nil); err != nil && !errors.Is(err, ErrConnect) {
+		t.Fatalf("Send: want nil or ErrConnect, got %v", err)
+	}
+}
+
+func TestUnixSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fastrpc.sock")
+	s, err := NewServer(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Serve("unix:" + path); err != nil {
+		t.Fatal(err)
+	}
+	if s.Addr() != "unix:"+path {
+		t.Fatalf("Addr() = %q", s.Addr())
+	}
+	c := newClient(t, s.Addr())
+	mustEqual(t, call(t, c, "unix", "!"), []byte("unix!"))
+}
+
+func TestClientClose(t *testing.T) {
+	s := startServer(t, slowHandler(5*time.Second))
+	c, err := NewClient(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Calls in flight when the client closes complete at once with ErrClosed.
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Call(context.Background(), []byte("slow"), nil)
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for c.PendingRequests() < 50 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	within(t, 2*time.Second, "Close with calls in flight", func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	within(t, 2*time.Second, "the calls", wg.Wait)
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("want ErrClosed, got %v", err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.Call(context.Background(), []byte("x"), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Call after Close: %v", err)
+	}
+	if err := c.Send([]byte("x"), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Send after Close: %v", err)
+	}
+	if c.PendingRequests() != 0 || c.Stats() != (ClientStats{}) {
+		t.Fatalf("a closed client reports activity")
+	}
+}
+
+func TestClientShutdownDrains(t *testing.T) {
+	s := startServer(t, slowHandler(200*time.Millisecond))
+	c, err := NewClient(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			v := fmt.Sprint(i)
+			resp, err := c.Call(context.Background(), []byte("d"), []byte(v))
+			if err != nil || string(resp) != "d"+v {
+				t.Errorf("drained call: %q, %v", resp, err)
+			}
+		}(i)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for c.PendingRequests() < 20 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	wg.Wait()
+}
+
+func TestFinalizerClosesClient(t *testing.T) {
+	s := startServer(t, echo)
+	for i := 0; i < 20; i++ {
+		c, err := NewClient(s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, call(t, c, "f", ""), []byte("f"))
+	}
+	// The 20 clients are unreachable: the finalizers close them and their pollers end.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		if s.Stats().ConnectionsOpen == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open: finalizers did not close the clients", s.Stats().ConnectionsOpen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

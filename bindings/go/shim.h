@@ -1,0 +1,234 @@
+/*
+ * Small C helpers for the Go binding: each one folds several fastrpc calls into one cgo
+ * call (a cgo call costs far more than a C call), and captures fastrpc_last_error_message
+ * on the same OS thread as the failure (a goroutine may change threads between two cgo
+ * calls, and the message is per thread). Nothing here keeps a pointer after returning.
+ */
+#ifndef FASTRPC_GO_SHIM_H
+#define FASTRPC_GO_SHIM_H
+
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Header bug workaround: fastrpc.h 0.1.0 declares the typedef `fastrpc_client_stats` and a
+ * function of the same name (same for the server), which no C or C++ compiler accepts.
+ * These function-like macros rename only the function declarations (a typedef name is never
+ * followed by '('); the functions are then reached through weak aliases below, under
+ * either their current names or the `*_get_stats` names the C examples already use.
+ */
+#define fastrpc_client_stats(client, out) gofrpc_unused_client_stats_decl(client, out)
+#define fastrpc_server_stats(server, out) gofrpc_unused_server_stats_decl(server, out)
+#include "fastrpc.h"
+#undef fastrpc_client_stats
+#undef fastrpc_server_stats
+
+extern fastrpc_status gofrpc_client_stats_v1(const fastrpc_client *, struct fastrpc_client_stats *)
+	__asm__("fastrpc_client_stats") __attribute__((weak));
+extern fastrpc_status gofrpc_client_stats_v2(const fastrpc_client *, struct fastrpc_client_stats *)
+	__asm__("fastrpc_client_get_stats") __attribute__((weak));
+extern fastrpc_status gofrpc_server_stats_v1(const fastrpc_server *, struct fastrpc_server_stats *)
+	__asm__("fastrpc_server_stats") __attribute__((weak));
+extern fastrpc_status gofrpc_server_stats_v2(const fastrpc_server *, struct fastrpc_server_stats *)
+	__asm__("fastrpc_server_get_stats") __attribute__((weak));
+
+static inline fastrpc_status gofrpc_client_stats(const fastrpc_client *c, struct fastrpc_client_stats *out) {
+	if (gofrpc_client_stats_v2) return gofrpc_client_stats_v2(c, out);
+	if (gofrpc_client_stats_v1) return gofrpc_client_stats_v1(c, out);
+	return FASTRPC_STATUS_INVALID_ARGUMENT;
+}
+
+static inline fastrpc_status gofrpc_server_stats(const fastrpc_server *s, struct fastrpc_server_stats *out) {
+	if (gofrpc_server_stats_v2) return gofrpc_server_stats_v2(s, out);
+	if (gofrpc_server_stats_v1) return gofrpc_server_stats_v1(s, out);
+	return FASTRPC_STATUS_INVALID_ARGUMENT;
+}
+
+/* A status and, on failure, a malloc'd copy of the message (the caller frees it). */
+typedef struct {
+	uint32_t status;
+	char *msg;
+} gofrpc_ret;
+
+/* A malloc'd copy of text written by fastrpc_last_error_message or
+ * fastrpc_response_error_message. */
+static inline char *gofrpc_dup_last_error(void) {
+	char small[256];
+	size_t n = 0;
+	fastrpc_last_error_message(small, sizeof small, &n);
+	char *m = (char *)malloc(n + 1);
+	if (m == NULL) return NULL;
+	if (n < sizeof small) {
+		memcpy(m, small, n + 1);
+	} else {
+		fastrpc_last_error_message(m, n + 1, &n);
+	}
+	return m;
+}
+
+static inline char *gofrpc_dup_response_error(const fastrpc_response *r) {
+	char small[256];
+	size_t n = 0;
+	fastrpc_response_error_message(r, small, sizeof small, &n);
+	char *m = (char *)malloc(n + 1);
+	if (m == NULL) return NULL;
+	if (n < sizeof small) {
+		memcpy(m, small, n + 1);
+	} else {
+		fastrpc_response_error_message(r, m, n + 1, &n);
+	}
+	return m;
+}
+
+static inline gofrpc_ret gofrpc_wrap(fastrpc_status st) {
+	gofrpc_ret r;
+	r.status = (uint32_t)st;
+	r.msg = st == FASTRPC_STATUS_OK ? NULL : gofrpc_dup_last_error();
+	return r;
+}
+
+/* ---- client ---- */
+
+static inline gofrpc_ret gofrpc_call_queued(const fastrpc_client *c, const uint8_t *name,
+		size_t name_len, const uint8_t *value, size_t value_len, uint32_t timeout_ms,
+		const fastrpc_completion_queue *q, uint64_t tag) {
+	return gofrpc_wrap(fastrpc_client_call_queued(c, name, name_len, value, value_len,
+		timeout_ms, q, tag));
+}
+
+static inline gofrpc_ret gofrpc_send(const fastrpc_client *c, const uint8_t *name,
+		size_t name_len, const uint8_t *value, size_t value_len) {
+	return gofrpc_wrap(fastrpc_client_send(c, name, name_len, value, value_len));
+}
+
+static inline gofrpc_ret gofrpc_client_new(const fastrpc_client_config_builder *b,
+		fastrpc_client **out) {
+	return gofrpc_wrap(fastrpc_client_new(b, out));
+}
+
+/* One finished call, flattened so Go reads it without further cgo calls. */
+typedef struct {
+	uint64_t tag;
+	const uint8_t *data;
+	size_t len;
+	fastrpc_response *resp;
+	char *msg; /* malloc'd error message when status != OK */
+	uint32_t status;
+} gofrpc_done;
+
+/* Polls up to max completions into done[] (tmp[] is scratch of the same size). */
+static inline fastrpc_status gofrpc_cq_poll(const fastrpc_completion_queue *q,
+		fastrpc_completion *tmp, gofrpc_done *done, size_t max, uint32_t timeout_ms,
+		size_t *n) {
+	size_t k = 0;
+	fastrpc_status st = fastrpc_completion_queue_poll(q, tmp, max, timeout_ms, &k);
+	if (st != FASTRPC_STATUS_OK) {
+		*n = 0;
+		return st;
+	}
+	for (size_t i = 0; i < k; i++) {
+		fastrpc_response *r = tmp[i].response;
+		done[i].tag = tmp[i].tag;
+		done[i].status = (uint32_t)tmp[i].status;
+		done[i].resp = r;
+		done[i].data = fastrpc_response_data(r);
+		done[i].len = fastrpc_response_len(r);
+		done[i].msg = tmp[i].status == FASTRPC_STATUS_OK ? NULL : gofrpc_dup_response_error(r);
+	}
+	*n = k;
+	return st;
+}
+
+static inline void gofrpc_cq_release(gofrpc_done *done, size_t n) {
+	for (size_t i = 0; i < n; i++) {
+		fastrpc_response_free(done[i].resp);
+		free(done[i].msg);
+		done[i].resp = NULL;
+		done[i].msg = NULL;
+	}
+}
+
+/* ---- server ---- */
+
+static inline gofrpc_ret gofrpc_server_new_queued(const fastrpc_server_config_builder *b,
+		const char *addr, const fastrpc_server_queue *q, fastrpc_server **out) {
+	return gofrpc_wrap(fastrpc_server_new_queued(b, addr, q, out));
+}
+
+/* One request, flattened: the views stay valid until the request is answered or freed. */
+typedef struct {
+	fastrpc_request *req;
+	const uint8_t *name;
+	size_t name_len;
+	const uint8_t *value;
+	size_t value_len;
+	uint32_t id;
+} gofrpc_req;
+
+static inline fastrpc_status gofrpc_sq_poll(const fastrpc_server_queue *q,
+		fastrpc_request **tmp, gofrpc_req *out, size_t max, uint32_t timeout_ms, size_t *n) {
+	size_t k = 0;
+	fastrpc_status st = fastrpc_server_queue_poll(q, tmp, max, timeout_ms, &k);
+	if (st != FASTRPC_STATUS_OK) {
+		*n = 0;
+		return st;
+	}
+	for (size_t i = 0; i < k; i++) {
+		fastrpc_request *r = tmp[i];
+		out[i].req = r;
+		out[i].id = fastrpc_request_id(r);
+		out[i].name = NULL;
+		out[i].name_len = 0;
+		out[i].value = NULL;
+		out[i].value_len = 0;
+		fastrpc_request_name(r, &out[i].name, &out[i].name_len);
+		fastrpc_request_value(r, &out[i].value, &out[i].value_len);
+	}
+	*n = k;
+	return st;
+}
+
+/* Answers (when answer is non-zero) and frees the request; freed unanswered, the server
+ * sends its error reply. Returns the status of the answer. */
+static inline gofrpc_ret gofrpc_request_finish(fastrpc_request *r, int answer,
+		const uint8_t *value, size_t value_len) {
+	gofrpc_ret ret = {FASTRPC_STATUS_OK, NULL};
+	if (answer) {
+		ret = gofrpc_wrap(fastrpc_request_reply(r, value, value_len));
+	}
+	fastrpc_request_free(r);
+	return ret;
+}
+
+/* Frees requests taken from the queue without handling them (each gets the error reply). */
+static inline void gofrpc_requests_free(gofrpc_req *reqs, size_t n) {
+	for (size_t i = 0; i < n; i++) {
+		fastrpc_request_free(reqs[i].req);
+		reqs[i].req = NULL;
+	}
+}
+
+/* ---- configuration: builder setters, with the message of a refusal ---- */
+
+static inline char *gofrpc_status_text(uint32_t st) {
+	size_t n = 0;
+	fastrpc_status_message(st, NULL, 0, &n);
+	char *m = (char *)malloc(n + 1);
+	if (m != NULL) fastrpc_status_message(st, m, n + 1, &n);
+	return m;
+}
+
+/* Go's log hook, defined in log.go (//export). */
+extern void gofrpcLog(uint32_t level, char *msg, size_t len);
+
+static inline void gofrpc_log_trampoline(void *userdata, fastrpc_log_level level,
+		const char *message, size_t len) {
+	(void)userdata;
+	gofrpcLog((uint32_t)level, (char *)message, len);
+}
+
+static inline fastrpc_status gofrpc_set_log(uint32_t max_level, int on) {
+	return fastrpc_set_log_callback(on ? gofrpc_log_trampoline : NULL, NULL, max_level);
+}
+
+#endif
