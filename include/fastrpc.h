@@ -42,8 +42,10 @@ enum fastrpc_status
    */
   FASTRPC_STATUS_OVERFLOW = 2,
   /**
-   * Connecting to the server failed (dial or handshake), or the client is backing off
-   * after such a failure.
+   * Connecting to the server failed: the dial failed, or the server hung up during the
+   * handshake (as a server does on a wrong sniff header or version); or the client is
+   * backing off after such a failure. A handshake that times out is TIMEOUT, one answered
+   * wrongly is PROTOCOL, a failed TLS handshake is TLS.
    */
   FASTRPC_STATUS_CONNECT = 3,
   /**
@@ -114,7 +116,7 @@ enum fastrpc_log_level
    */
   FASTRPC_LOG_WARN = 2,
   /**
-   * Connections opening and closing.
+   * Connection events (for example a write to a peer that failed).
    */
   FASTRPC_LOG_INFO = 3,
   /**

@@ -11,7 +11,7 @@ pub enum Level {
     Error = 1,
     /// Something unusual (a handler panicked, a reply was too large, ...).
     Warn = 2,
-    /// Connections opening and closing.
+    /// Connection events (for example a write to a peer that failed).
     Info = 3,
     /// Details for debugging.
     Debug = 4,

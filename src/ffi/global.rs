@@ -37,7 +37,7 @@ pub enum fastrpc_log_level {
     FASTRPC_LOG_ERROR = 1,
     /// Something unusual.
     FASTRPC_LOG_WARN = 2,
-    /// Connections opening and closing.
+    /// Connection events (for example a write to a peer that failed).
     FASTRPC_LOG_INFO = 3,
     /// Details.
     FASTRPC_LOG_DEBUG = 4,

@@ -18,8 +18,10 @@ pub enum fastrpc_status {
     /// `max_pending_requests` calls already wait (or this queued call made room for a newer
     /// one under `prioritize_new_requests`).
     FASTRPC_STATUS_OVERFLOW = 2,
-    /// Connecting to the server failed (dial or handshake), or the client is backing off
-    /// after such a failure.
+    /// Connecting to the server failed: the dial failed, or the server hung up during the
+    /// handshake (as a server does on a wrong sniff header or version); or the client is
+    /// backing off after such a failure. A handshake that times out is TIMEOUT, one answered
+    /// wrongly is PROTOCOL, a failed TLS handshake is TLS.
     FASTRPC_STATUS_CONNECT = 3,
     /// The connection failed while the call was in flight.
     FASTRPC_STATUS_CONNECTION = 4,
