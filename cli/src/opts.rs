@@ -115,6 +115,9 @@ pub struct ProtoOpts {
     /// Compression of what this side sends: none, flate or snappy.
     #[arg(long, default_value = "flate", value_parser = parse_compression)]
     pub compress: Compression,
+    /// DEFLATE level 0-9 with --compress flate (6: the reference's default; 1 is fastest).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9), value_name = "N")]
+    pub flate_level: u32,
     /// Sniff header written first on each connection (both sides must use the same).
     #[arg(long, default_value = "")]
     pub sniff: String,
@@ -233,6 +236,7 @@ pub fn client_config(
 ) -> Result<ClientConfig, Error> {
     let mut cfg = ClientConfig::new(addr);
     cfg.compress_type = proto.compress;
+    cfg.flate_level = proto.flate_level;
     cfg.sniff_header = proto.sniff.as_bytes().to_vec();
     cfg.protocol_version = proto.protocol_version;
     cfg.tls = tls.config()?;
@@ -243,6 +247,7 @@ pub fn client_config(
 pub fn server_config(proto: &ProtoOpts, tls: &ServerTlsOpts) -> Result<ServerConfig, Error> {
     let mut cfg = ServerConfig::default();
     cfg.compress_type = proto.compress;
+    cfg.flate_level = proto.flate_level;
     cfg.sniff_header = proto.sniff.as_bytes().to_vec();
     cfg.protocol_version = proto.protocol_version;
     cfg.tls = tls.config()?;
