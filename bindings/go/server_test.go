@@ -62,6 +62,11 @@ func TestReplyTooLarge(t *testing.T) {
 	}, WithErrorReply([]byte("too big")), WithErrorHandler(func(_ *Request, err error) { refused.Store(err) }))
 	c := newClient(t, s.Addr())
 	mustEqual(t, call(t, c, "x", ""), []byte("too big"))
+	// The error handler runs after the (error) reply went out: wait for it, bounded.
+	deadline := time.Now().Add(5 * time.Second)
+	for refused.Load() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if err, _ := refused.Load().(error); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("error handler: want ErrTooLarge, got %v", err)
 	}
