@@ -269,7 +269,8 @@ fn parse_opts() -> Opts {
     // (every benchmark briefly, so they keep working), not a measurement.
     let smoke = !std::env::args().any(|a| a == "--bench");
     let benchtime = benchtime.unwrap_or(if smoke {
-        Duration::from_millis(20)
+        // Long enough for the slowest shape (flate, 1000 callers) in an unoptimised build.
+        Duration::from_millis(500)
     } else if quick {
         Duration::from_millis(300)
     } else {
