@@ -1648,7 +1648,10 @@ async fn server_write_timeout_closes_a_client_that_does_not_read() {
             server.stats().connections_open == 0
         })
         .await;
-        assert_eq!(server.stats().requests, 24);
+        // Back-pressure: once the unwritten replies reached the high-water mark (1 MiB here),
+        // the server read no more requests; 24 MiB of replies cannot fit in socket buffers.
+        let read = server.stats().requests;
+        assert!((1..24).contains(&read), "requests read: {read}");
         until_closed(&mut raw).await;
     })
     .await

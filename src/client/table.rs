@@ -298,8 +298,10 @@ impl State {
     }
 
     /// Moves the queue into `batch` for the writer: live frames only, their calls marked
-    /// sent. Returns the number of frames.
+    /// sent. Returns the number of frames. Whatever `batch` held before is discarded (the
+    /// unsent rest of a write that failed must not reach the next connection).
     pub(crate) fn take_batch(&mut self, batch: &mut Vec<u8>) -> usize {
+        batch.clear();
         std::mem::swap(&mut self.queue, batch);
         let mut start = 0;
         let mut write_at = 0;
@@ -416,5 +418,27 @@ mod tests {
         assert_eq!(batch, want);
         assert_eq!(s.cell(a).unwrap().state, CellState::Sent);
         assert!(s.queue.is_empty() && s.entries.is_empty());
+    }
+
+    #[test]
+    fn take_batch_discards_the_bytes_of_a_failed_write() {
+        let mut s = State::new(8, 0);
+        // A batch whose write failed: its bytes are still in the writer's buffer.
+        let mut batch = Vec::new();
+        frame::encode_request(&mut batch, 7, b"doomed", b"x");
+        let a = s.alloc(far(), Notify::None);
+        s.push_frame(a, b"fresh", b"1");
+        assert_eq!(s.take_batch(&mut batch), 1);
+        let mut want = Vec::new();
+        frame::encode_request(&mut want, a, b"fresh", b"1");
+        assert_eq!(batch, want);
+        // And the queue the next requests go into starts empty.
+        assert!(s.queue.is_empty());
+        let b = s.alloc(far(), Notify::None);
+        s.push_frame(b, b"next", b"2");
+        assert_eq!(s.take_batch(&mut batch), 1);
+        want.clear();
+        frame::encode_request(&mut want, b, b"next", b"2");
+        assert_eq!(batch, want);
     }
 }

@@ -154,6 +154,11 @@ impl Call {
         }
         out.pool.push(slot);
         out.outstanding -= 1;
+        if writer.is_none() && out.reading_done && out.outstanding == 0 {
+            // The last call of a connection whose reader is done: the writer may end now
+            // (nothing else would wake it when this reply adds no frame).
+            writer = out.writer_waker.take();
+        }
         let reader = if out.outstanding == 0 || !out.pipeline {
             out.reader_waker.take()
         } else {

@@ -38,6 +38,17 @@ pub(crate) struct Out {
     pub outstanding: usize,
     pub pipeline: bool,
     pub pool: Vec<Slot>,
+    /// While `buf` holds this many bytes of responses the writer has not taken, the reader
+    /// reads no more requests: a client that never reads cannot make the server buffer
+    /// without bound. It is [`out_high_water`] of the configuration.
+    pub high_water: usize,
+}
+
+/// How many bytes of unwritten responses pause a connection's reader: eight write buffers,
+/// at least 1 MiB. (A handler's reply is checked before the next request is read, so `buf`
+/// may exceed it by one reply, plus replies from handlers still running elsewhere.)
+pub(crate) fn out_high_water(write_buffer_size: usize) -> usize {
+    write_buffer_size.saturating_mul(8).max(1 << 20)
 }
 
 pub(crate) struct ConnShared {
@@ -112,6 +123,7 @@ pub(crate) async fn serve(
             outstanding: 0,
             pipeline: cfg.pipeline_requests,
             pool: Vec::new(),
+            high_water: out_high_water(cfg.write_buffer_size),
         }),
         server: server.clone(),
         peer,
@@ -208,9 +220,16 @@ async fn read_loop(
                         .extend_from_slice(&data[off + p.value.start..off + p.value.end]);
                     off += n;
                     frames += 1;
-                    dispatch(conn, slot, p.id);
+                    let backlog = dispatch(conn, slot, p.id);
                     if cfg.pipeline_requests {
                         wait_idle(conn).await;
+                    }
+                    if backlog {
+                        tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = wait_backlog(conn) => {}
+                        }
                     }
                 }
             }
@@ -236,7 +255,8 @@ async fn read_loop(
 }
 
 /// Runs the handler for one request, or answers at once when the concurrency limit is hit.
-fn dispatch(conn: &Arc<ConnShared>, slot: Slot, id: u32) {
+/// Returns true when the responses waiting for the writer had reached the high-water mark.
+fn dispatch(conn: &Arc<ConnShared>, slot: Slot, id: u32) -> bool {
     let server = &conn.server;
     let c = &server.counters;
     if id == 0 {
@@ -254,14 +274,19 @@ fn dispatch(conn: &Arc<ConnShared>, slot: Slot, id: u32) {
             out.frames += 1;
         }
         out.pool.push(slot);
+        let backlog = out.buf.len() >= out.high_water;
         let w = out.writer_waker.take();
         drop(out);
         if let Some(w) = w {
             w.wake();
         }
-        return;
+        return backlog;
     }
-    conn.lock().outstanding += 1;
+    let backlog = {
+        let mut out = conn.lock();
+        out.outstanding += 1;
+        out.buf.len() >= out.high_water
+    };
     let call = Call {
         conn: conn.clone(),
         slot: Some(slot),
@@ -281,6 +306,21 @@ fn dispatch(conn: &Arc<ConnShared>, slot: Slot, id: u32) {
             );
         }
     }
+    backlog
+}
+
+/// Waits until the writer has taken the responses waiting for it (or the connection ended):
+/// the back-pressure that stops a client that never reads from growing the server's memory.
+async fn wait_backlog(conn: &ConnShared) {
+    poll_fn(|cx| {
+        let mut out = conn.lock();
+        if out.buf.len() < out.high_water || out.closed {
+            return Poll::Ready(());
+        }
+        out.reader_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
 }
 
 /// Pipelined mode: waits until this connection's running call is answered.
@@ -336,11 +376,20 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
             })
             .await;
         }
-        let frames = {
+        let (frames, reader) = {
             let mut out = conn.lock();
             std::mem::swap(&mut out.buf, &mut batch);
-            std::mem::take(&mut out.frames)
+            let reader = if batch.len() >= out.high_water {
+                out.reader_waker.take()
+            } else {
+                None
+            };
+            (std::mem::take(&mut out.frames), reader)
         };
+        if let Some(r) = reader {
+            // The reader may be paused on the backlog just taken.
+            r.wake();
+        }
         if let Err(e) = w.write_batch(&batch, frames).await {
             conn.server.counters.errors.add(e.kind(), 1);
             if log::enabled(Level::Info) {
