@@ -18,3 +18,6 @@ echo "== C ABI: C11, C++17, static and shared linking, ASan+UBSan, valgrind"
 
 echo "== Go binding (go vet, go test -race); interop with the reference where it can be had"
 ./scripts/test-go.sh
+
+echo "== robustness: fuzz replay, bad-input catalogue and faults (release), C ABI soak under ASan"
+SOAK_SECONDS=${SOAK_SECONDS:-60} ./scripts/test-robustness.sh

@@ -108,14 +108,17 @@ impl FrameReader {
             self.buf.truncate(have);
             self.start = 0;
         }
+        // Grown only for a frame larger than any before, and then to exactly the frame plus
+        // one read or decode step: the buffer never holds more than that (a doubling `reserve`
+        // would allocate up to twice the largest frame).
         if self.buf.capacity() < need {
-            self.buf.reserve(need - self.buf.len());
+            let step = self.read_size.max(DECODE_ROOM);
+            self.buf.reserve_exact(need + step - self.buf.len());
         }
         while self.buf.len() < need {
             let got = match self.decoder.as_mut() {
                 None => {
-                    let want = (need - self.buf.len()).max(self.read_size);
-                    self.buf.reserve(want);
+                    // Reads into the spare capacity, never past it (len < need <= capacity).
                     let n = read_some(&mut self.rd, &mut self.buf, self.deadline).await?;
                     self.stats.received_wire.fetch_add(n as u64, Relaxed);
                     self.stats.received_plain.fetch_add(n as u64, Relaxed);
@@ -123,7 +126,9 @@ impl FrameReader {
                 }
                 Some(dec) => {
                     if self.raw_pos < self.raw.len() || self.decoder_pending {
-                        let room = (need - self.buf.len()).max(DECODE_ROOM);
+                        // Within the spare capacity, so the decoder never grows the buffer.
+                        let spare = self.buf.capacity() - self.buf.len();
+                        let room = (need - self.buf.len()).max(DECODE_ROOM).min(spare);
                         let p = dec.decode(&self.raw[self.raw_pos..], &mut self.buf, room)?;
                         self.raw_pos += p.consumed;
                         if self.raw_pos == self.raw.len() {

@@ -181,6 +181,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// thread's last error).
 pub(crate) fn boundary(f: impl FnOnce() -> fastrpc_status) -> fastrpc_status {
     quiet_panics();
+    let _inside = InBoundary::enter();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(s) => s,
         Err(p) => {
@@ -196,19 +197,50 @@ pub(crate) fn boundary(f: impl FnOnce() -> fastrpc_status) -> fastrpc_status {
 /// Like [`boundary`] for functions that return a value: `default` on panic.
 pub(crate) fn boundary_or<T>(default: T, f: impl FnOnce() -> T) -> T {
     quiet_panics();
+    let _inside = InBoundary::enter();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(default)
 }
 
-/// A C host gets no Rust panic text on stderr: once the C ABI is used, panic messages go to
-/// the log hook (level error) instead. Panics are still caught and reported as
-/// `FASTRPC_STATUS_PANIC` (or, inside a handler, as the error reply).
+/// A C host gets no Rust panic text on stderr: panics inside the library (in a C ABI call or
+/// on the library's own `fastrpc-worker` threads) go to the log hook (level error) instead,
+/// and are still caught and reported as `FASTRPC_STATUS_PANIC` (or, inside a handler, as the
+/// error reply). Every other panic of the process goes to the hook that was installed before,
+/// so a Rust program that also uses the C ABI keeps its own panic messages.
 fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            crate::log::emit(crate::log::Level::Error, &format!("fastrpc panic: {info}"));
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = IN_BOUNDARY.with(|d| d.get() > 0)
+                || std::thread::current().name() == Some("fastrpc-worker");
+            if ours {
+                crate::log::emit(crate::log::Level::Error, &format!("fastrpc panic: {info}"));
+            } else {
+                previous(info);
+            }
         }));
     });
+}
+
+thread_local! {
+    /// How many C ABI calls this thread is inside (a callback may call back in).
+    static IN_BOUNDARY: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as inside a C ABI call while alive.
+struct InBoundary;
+
+impl InBoundary {
+    fn enter() -> InBoundary {
+        IN_BOUNDARY.with(|d| d.set(d.get() + 1));
+        InBoundary
+    }
+}
+
+impl Drop for InBoundary {
+    fn drop(&mut self) {
+        IN_BOUNDARY.with(|d| d.set(d.get().saturating_sub(1)));
+    }
 }
 
 /// The body of an exported function returning `fastrpc_status`: panics are caught.

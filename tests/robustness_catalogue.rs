@@ -162,8 +162,14 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Process-wide things that are created once and kept (the library's own runtime used by the
 /// C ABI, TLS provider state, the log hook): started before any baseline is taken.
 fn warm_up() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    // Not a `Once`: if the warm-up fails (and fails its test), the next case tries again
+    // instead of every later case failing on a poisoned `Once`.
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    {
         fastrpc::log::set_hook(
             fastrpc::log::Level::Info,
             Some(Box::new(|_, m| logs().push(m.to_string()))),
@@ -195,14 +201,12 @@ fn warm_up() {
                 c.call(b"w", b"w").await.unwrap();
             }
         });
-        // The C ABI's first call replaces the process's panic hook with one that sends panic
-        // messages to the log hook (src/ffi/mod.rs quiet_panics), which would hide this
-        // test's own assertion messages: put the default hook back.
-        let default_hook = std::panic::take_hook();
+        // The C ABI's first call installs its panic hook (library panics to the log hook,
+        // every other panic, such as this test's assertions, to the previous hook).
         ffi_warm_up();
-        std::panic::set_hook(default_hook);
         logs().clear();
-    });
+    }
+    *done = true;
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -45,7 +45,8 @@ pub struct LimitAlloc;
 fn check(size: usize) {
     // `try_with`: during thread teardown the thread-local may be gone; count those.
     let skip = EXEMPT.try_with(|e| e.get() > 0).unwrap_or(false);
-    if skip {
+    // Reporting a panic (symbolizing a backtrace) allocates freely; the finding is the panic.
+    if skip || std::thread::panicking() {
         return;
     }
     MAX_SEEN.fetch_max(size, Relaxed);

@@ -98,6 +98,8 @@ pub fn libfuzzer_run(target: &str, data: &[u8]) {
         return;
     }
     if let Err(e) = targets::run(target, data) {
+        // The report (message, backtrace) is not the engine's allocation.
+        alloc_limit::set_limit(usize::MAX);
         panic!("fastrpc-fuzz {target}: {e}");
     }
 }

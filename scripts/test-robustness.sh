@@ -54,7 +54,7 @@ fuzz_replay() {
 }
 
 rust_tests() {
-    cargo test --release --test robustness_catalogue --test robustness_faults
+    cargo test --release --no-fail-fast --test robustness_catalogue --test robustness_faults
 }
 
 soak() {
