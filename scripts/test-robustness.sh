@@ -45,11 +45,12 @@ step() {
     fi
 }
 
-# The fuzz crate is its own workspace; it shares the main target directory so that the
-# dependencies built for the tests are reused.
+# The fuzz crate is its own workspace, built in its own target directory (fuzz/target): two
+# workspaces sharing one can overwrite each other's build of the fastrpc crate, and a test
+# binary linked in between may carry two copies of tokio.
 fuzz_replay() {
-    (cd fuzz && cargo build --release --bin replay --target-dir "$ROOT/target") || return 1
-    "$ROOT/target/release/replay" --mutations "$FUZZ_MUTATIONS" --seed "$FUZZ_SEED" \
+    (cd fuzz && cargo build --release --bin replay) || return 1
+    "$ROOT/fuzz/target/release/replay" --mutations "$FUZZ_MUTATIONS" --seed "$FUZZ_SEED" \
         --max-seconds "$FUZZ_TARGET_SECONDS"
 }
 
