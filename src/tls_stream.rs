@@ -12,6 +12,9 @@
 //! update too is answered before our next record (RFC 8446 section 4.6.3); the write half
 //! also updates its own key before the cipher's confidentiality limit. Writes never raise
 //! SIGPIPE (see [`crate::transport`]).
+//!
+//! (rustls' unbuffered API alone would not do: in 0.23 it still allocates a Vec per record in
+//! each direction, so it is used for the handshake only.)
 
 use std::io;
 use std::pin::Pin;
@@ -214,7 +217,7 @@ pub(crate) async fn accept(
     handshake(sock, conn).await
 }
 
-/// Encodes the record `encode` holds at the end of `out`.
+/// Appends the record `enc` holds to `out`.
 fn encode_into<D>(
     enc: &mut rustls::unbuffered::EncodeTlsData<'_, D>,
     out: &mut Vec<u8>,
