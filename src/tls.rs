@@ -1,6 +1,6 @@
 //! TLS configuration: the client and server options ([`TlsClientConfig`], [`TlsServerConfig`]),
 //! PEM loading with precise error messages, and the crate-internal builders that turn them
-//! into `tokio_rustls` connectors and acceptors (always on the `ring` provider, with rustls'
+//! into rustls client and server configurations (always on the `ring` provider, with rustls'
 //! safe default protocol versions).
 //!
 //! TLS runs over the TCP or Unix socket after the plaintext fastrpc handshake, exactly like
@@ -190,11 +190,18 @@ impl fmt::Debug for TlsServerConfig {
     }
 }
 
-/// Builds the connector for `cfg`: verifies the server against `ca_pem` (or accepts anything
-/// when the insecure flag is set), presents our certificate when one is configured.
-pub(crate) fn client_connector(cfg: &TlsClientConfig) -> Result<tokio_rustls::TlsConnector, Error> {
+/// Builds the rustls configuration for `cfg`: verifies the server against `ca_pem` (or accepts
+/// anything when the insecure flag is set), presents our certificate when one is configured.
+/// Secret extraction is on: after the handshake the record layer is ours
+/// ([`crate::tls_stream`]).
+pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
-        return Ok(tokio_rustls::TlsConnector::from(Arc::clone(rc)));
+        if rc.enable_secret_extraction {
+            return Ok(Arc::clone(rc));
+        }
+        let mut c = rustls::ClientConfig::clone(rc);
+        c.enable_secret_extraction = true;
+        return Ok(Arc::new(c));
     }
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(provider))
@@ -215,7 +222,7 @@ pub(crate) fn client_connector(cfg: &TlsClientConfig) -> Result<tokio_rustls::Tl
         })?;
         builder.with_root_certificates(root_store(ca, "CA PEM")?)
     };
-    let config =
+    let mut config =
         match (&cfg.client_cert_pem, &cfg.client_key_pem) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
@@ -234,7 +241,8 @@ pub(crate) fn client_connector(cfg: &TlsClientConfig) -> Result<tokio_rustls::Tl
                  needs both",
             )),
         };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
 }
 
 /// The name to verify the server against: `cfg.server_name` if set, else `addr_host` (the host
@@ -263,11 +271,17 @@ pub(crate) fn server_name(
     })
 }
 
-/// Builds the acceptor for `cfg`: presents `cert_pem`/`key_pem`, and requires client
-/// certificates signed by `client_ca_pem` when that is set.
-pub(crate) fn server_acceptor(cfg: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, Error> {
+/// Builds the rustls configuration for `cfg`: presents `cert_pem`/`key_pem`, and requires
+/// client certificates signed by `client_ca_pem` when that is set. Secret extraction is on,
+/// as for the client.
+pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
-        return Ok(tokio_rustls::TlsAcceptor::from(Arc::clone(rc)));
+        if rc.enable_secret_extraction {
+            return Ok(Arc::clone(rc));
+        }
+        let mut c = rustls::ServerConfig::clone(rc);
+        c.enable_secret_extraction = true;
+        return Ok(Arc::new(c));
     }
     if cfg.cert_pem.is_empty() {
         return Err(Error::invalid(
@@ -300,10 +314,11 @@ pub(crate) fn server_acceptor(cfg: &TlsServerConfig) -> Result<tokio_rustls::Tls
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| cert_key_error(e, "server"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
 }
 
 /// The crate's one crypto provider: rustls' `ring` provider, built once.
@@ -470,6 +485,7 @@ impl fmt::Debug for Opaque {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::RawStream;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -560,45 +576,51 @@ mod tests {
         client: &TlsClientConfig,
         host: &str,
     ) -> (Result<u8, Error>, Result<(), Error>) {
-        let acceptor = server_acceptor(server).expect("server acceptor");
-        let connector = client_connector(client).expect("client connector");
+        let server_config = server_config(server).expect("server config");
+        let client_config = client_config(client).expect("client config");
         let name = server_name(client, host).expect("server name");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server_task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut s = acceptor
-                .accept(tcp)
+            let s = crate::tls_stream::accept(RawStream::Tcp(tcp), server_config)
                 .await
-                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server TLS handshake"))?;
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("server TLS handshake: {e}")))?;
+            let (mut rd, mut wr) = s.split();
             let mut b = [0u8; 1];
-            s.read_exact(&mut b)
+            rd.read_exact(&mut b)
                 .await
                 .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server read"))?;
-            s.write_all(&[b[0].wrapping_add(1)])
+            wr.write_all(&[b[0].wrapping_add(1)])
                 .await
                 .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server write"))?;
-            s.flush()
+            wr.shutdown()
                 .await
-                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server flush"))?;
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "server shutdown"))?;
             Ok::<(), Error>(())
         });
         let client_res = async {
             let tcp = TcpStream::connect(addr).await.unwrap();
-            let mut s = connector
-                .connect(name, tcp)
+            let s = crate::tls_stream::connect(RawStream::Tcp(tcp), client_config, name)
                 .await
-                .map_err(|e| Error::from_io(&e, ErrorKind::Connect, "client TLS handshake"))?;
-            s.write_all(&[41])
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("client TLS handshake: {e}")))?;
+            let (mut rd, mut wr) = s.split();
+            wr.write_all(&[41])
                 .await
                 .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client write"))?;
-            s.flush()
+            wr.flush()
                 .await
                 .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client flush"))?;
             let mut b = [0u8; 1];
-            s.read_exact(&mut b)
+            rd.read_exact(&mut b)
                 .await
                 .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client read"))?;
+            // The server's close_notify reads as a clean end of stream.
+            let mut rest = Vec::new();
+            rd.read_to_end(&mut rest)
+                .await
+                .map_err(|e| Error::from_io(&e, ErrorKind::Connection, "client read to end"))?;
+            assert!(rest.is_empty());
             Ok::<u8, Error>(b[0])
         }
         .await;
@@ -737,8 +759,8 @@ mod tests {
                 assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
                 assert!(e.message().contains(want), "{e:?} does not contain {want:?}");
             };
-            let srv = |c: &str, k: &str| server_acceptor(&server_cfg(c, k)).map(|_| ());
-            let cli = |cfg: &TlsClientConfig| client_connector(cfg).map(|_| ());
+            let srv = |c: &str, k: &str| server_config(&server_cfg(c, k)).map(|_| ());
+            let cli = |cfg: &TlsClientConfig| client_config(cfg).map(|_| ());
 
             // Server certificate and key.
             tls_msg(srv("garbage", &p.server_key), "no certificate found in server certificate PEM");
@@ -762,7 +784,7 @@ mod tests {
             invalid(srv(&p.server_cert, ""), "key_pem is empty");
             let mut s = server_cfg(&p.server_cert, &p.server_key);
             s.client_ca_pem = Some(b"nothing".to_vec());
-            tls_msg(server_acceptor(&s).map(|_| ()), "no certificate found in client CA PEM");
+            tls_msg(server_config(&s).map(|_| ()), "no certificate found in client CA PEM");
 
             // Client side.
             tls_msg(cli(&client_cfg("nothing here")), "no certificate found in CA PEM");

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::error::{Error, ErrorKind};
+use crate::tls_stream::{TlsReader, TlsStream, TlsWriter};
 
 /// Where to connect or listen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +96,11 @@ pub(crate) async fn connect(addr: &Addr) -> Result<RawStream, Error> {
     }
 }
 
-fn unix_send(s: &UnixStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+pub(crate) fn unix_send(
+    s: &UnixStream,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
     loop {
         ready!(s.poll_write_ready(cx))?;
         let r = s.try_io(Interest::WRITABLE, || {
@@ -161,48 +166,88 @@ impl AsyncWrite for RawStream {
     }
 }
 
+impl RawStream {
+    /// Shuts the write direction (FIN), through `&self`; best effort.
+    pub(crate) fn shutdown_write(&self) {
+        let fd = match self {
+            RawStream::Tcp(s) => s.as_raw_fd(),
+            RawStream::Unix(s) => s.as_raw_fd(),
+        };
+        // SAFETY: the fd is open for the life of `self`.
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    }
+}
+
 /// A connection after the handshake: plain, or TLS over the same socket.
 pub(crate) enum Stream {
     Plain(RawStream),
-    Tls(Box<tokio_rustls::TlsStream<RawStream>>),
+    Tls(Box<TlsStream>),
 }
 
-impl AsyncRead for Stream {
+impl Stream {
+    /// Splits into the halves the reader and the writer tasks own.
+    pub(crate) fn split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            Stream::Tls(t) => {
+                let (r, w) = t.split();
+                (ReadHalf::Tls(Box::new(r)), WriteHalf::Tls(Box::new(w)))
+            }
+        }
+    }
+}
+
+/// The read half of a [`Stream`].
+pub(crate) enum ReadHalf {
+    Plain(tokio::io::ReadHalf<RawStream>),
+    Tls(Box<TlsReader>),
+}
+
+/// The write half of a [`Stream`].
+pub(crate) enum WriteHalf {
+    Plain(tokio::io::WriteHalf<RawStream>),
+    Tls(Box<TlsWriter>),
+}
+
+impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ReadHalf::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for WriteHalf {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            WriteHalf::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            WriteHalf::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            WriteHalf::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

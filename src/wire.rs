@@ -9,20 +9,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::compress::{Compression, Decoder, Encoder};
 use crate::error::{Error, ErrorKind};
 use crate::stats::IoCounters;
-use crate::transport::Stream;
+use crate::transport::{ReadHalf, WriteHalf};
 
 /// Room a decoder is offered at least, so a whole snappy chunk always fits.
 const DECODE_ROOM: usize = 64 * 1024;
 
 /// The read side of a connection.
 pub(crate) struct FrameReader {
-    rd: ReadHalf<Stream>,
+    rd: ReadHalf,
     decoder: Option<Decoder>,
     /// Compressed bytes read from the socket, `raw[raw_pos..]` not yet decoded.
     raw: Vec<u8>,
@@ -40,7 +40,7 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     pub(crate) fn new(
-        rd: ReadHalf<Stream>,
+        rd: ReadHalf,
         compression: Compression,
         read_size: usize,
         read_timeout: Option<Duration>,
@@ -169,7 +169,7 @@ impl FrameReader {
 }
 
 async fn read_some(
-    rd: &mut ReadHalf<Stream>,
+    rd: &mut ReadHalf,
     into: &mut Vec<u8>,
     deadline: Option<Instant>,
 ) -> Result<usize, Error> {
@@ -190,7 +190,7 @@ async fn read_some(
 
 /// The write side of a connection.
 pub(crate) struct FrameWriter {
-    wr: WriteHalf<Stream>,
+    wr: WriteHalf,
     encoder: Option<Encoder>,
     wire: Vec<u8>,
     write_timeout: Option<Duration>,
@@ -199,7 +199,7 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     pub(crate) fn new(
-        wr: WriteHalf<Stream>,
+        wr: WriteHalf,
         compression: Compression,
         flate_level: u32,
         write_size: usize,

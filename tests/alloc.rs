@@ -1,13 +1,17 @@
 //! Zero heap allocations per call in steady state, client and server together: a counting
 //! global allocator watches 10,000+ calls after warm-up, for none and snappy compression,
-//! with one caller and with many concurrent callers.
+//! with one caller and with many concurrent callers, in plaintext and over TLS.
+
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastrpc::{Call, Client, ClientConfig, Compression, Server, ServerConfig};
+use fastrpc::{
+    Call, Client, ClientConfig, Compression, Server, ServerConfig, TlsClientConfig, TlsServerConfig,
+};
 
 struct Counting;
 
@@ -51,17 +55,32 @@ fn echo_no_alloc(call: Call) {
 /// returns the (allocations, bytes) of each.
 async fn measure(
     compression: Compression,
+    tls: bool,
     callers: usize,
     calls_each: usize,
     windows: usize,
 ) -> Vec<(u64, u64)> {
     let mut scfg = ServerConfig::default();
     scfg.compress_type = compression;
+    let pki = common::certs::test_pki();
+    if tls {
+        scfg.tls = Some(TlsServerConfig {
+            cert_pem: pki.server_cert_pem.as_bytes().to_vec(),
+            key_pem: pki.server_key_pem.as_bytes().to_vec(),
+            ..Default::default()
+        });
+    }
     let server = Server::bind("127.0.0.1:0", scfg, echo_no_alloc)
         .await
         .unwrap();
     let mut ccfg = ClientConfig::new(server.local_addr());
     ccfg.compress_type = compression;
+    if tls {
+        ccfg.tls = Some(TlsClientConfig {
+            ca_pem: Some(pki.ca_pem.as_bytes().to_vec()),
+            ..Default::default()
+        });
+    }
     let client = Client::new(ccfg).unwrap();
     // tokio allocates once per worker thread the first time a task there runs out of its
     // cooperative budget (the worker's deferred-wake list grows). Make that happen now, on
@@ -136,24 +155,25 @@ async fn measure(
     results
 }
 
-async fn check(compression: Compression, callers: usize) {
+async fn check(compression: Compression, tls: bool, callers: usize) {
     let calls_each = 10_000 / callers + 1;
     let calls = (calls_each * callers) as u64;
     // Three windows of 10,000+ calls each. A per-call allocation shows thousands of times in
     // every window. The only allocations allowed are tokio's one-offs (a worker's first
     // cooperative-budget exhaustion, see measure): at most one per worker thread (2) in all,
     // so at least one window must be entirely clean.
-    let w = measure(compression, callers, calls_each, 3).await;
+    let w = measure(compression, tls, callers, calls_each, 3).await;
+    let tls = if tls { " over TLS" } else { "" };
     for (i, (allocs, bytes)) in w.iter().enumerate() {
         println!(
-            "{compression} x{callers}, window {}: {allocs} allocations ({bytes} bytes) over {calls} calls",
+            "{compression}{tls} x{callers}, window {}: {allocs} allocations ({bytes} bytes) over {calls} calls",
             i + 1
         );
     }
     let total: u64 = w.iter().map(|x| x.0).sum();
     assert!(
         w.iter().any(|x| x.0 == 0) && total <= WORKERS as u64,
-        "{compression} with {callers} callers: allocations per window of {calls} calls after \
+        "{compression}{tls} with {callers} callers: allocations per window of {calls} calls after \
          warm-up: {w:?}"
     );
 }
@@ -161,6 +181,10 @@ async fn check(compression: Compression, callers: usize) {
 const WORKERS: usize = 2;
 
 fn run(compression: Compression, callers: usize) {
+    run_on(compression, false, callers)
+}
+
+fn run_on(compression: Compression, tls: bool, callers: usize) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -168,7 +192,7 @@ fn run(compression: Compression, callers: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), check(compression, callers))
+        tokio::time::timeout(Duration::from_secs(60), check(compression, tls, callers))
             .await
             .unwrap()
     });
@@ -197,4 +221,26 @@ fn no_allocation_per_call_snappy_many_callers() {
 #[test]
 fn no_allocation_per_call_flate_many_callers() {
     run(Compression::Flate, 64);
+}
+
+// TLS: records are sealed into and opened in buffers the connection reuses (src/tls_record.rs).
+
+#[test]
+fn no_allocation_per_call_tls_none_one_caller() {
+    run_on(Compression::None, true, 1);
+}
+
+#[test]
+fn no_allocation_per_call_tls_snappy_one_caller() {
+    run_on(Compression::Snappy, true, 1);
+}
+
+#[test]
+fn no_allocation_per_call_tls_none_many_callers() {
+    run_on(Compression::None, true, 64);
+}
+
+#[test]
+fn no_allocation_per_call_tls_snappy_many_callers() {
+    run_on(Compression::Snappy, true, 64);
 }

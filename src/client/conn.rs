@@ -71,7 +71,7 @@ async fn manager(inner: Arc<Inner>) {
             Ok((stream, server_compression)) => {
                 backoff = inner.cfg.reconnect_backoff_min;
                 inner.counters.connects.fetch_add(1, Relaxed);
-                let (rd, wr) = tokio::io::split(stream);
+                let (rd, wr) = stream.split();
                 let cfg = &inner.cfg;
                 let reader = FrameReader::new(
                     rd,

@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     pub cfg: ClientConfig,
     pub addr: Addr,
     pub tls: Option<(
-        tokio_rustls::TlsConnector,
+        Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
     pub state: Mutex<State>,
@@ -317,7 +317,7 @@ impl Client {
         let tls = match &config.tls {
             None => None,
             Some(t) => Some((
-                crate::tls::client_connector(t)?,
+                crate::tls::client_config(t)?,
                 crate::tls::server_name(t, addr.host())?,
             )),
         };

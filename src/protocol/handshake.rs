@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::compress::Compression;
 use crate::error::{Error, ErrorKind};
+use crate::tls_stream;
 use crate::transport::{RawStream, Stream};
 
 /// The bytes one side writes: its sniff header, then version, compression code and TLS flag.
@@ -107,7 +108,7 @@ pub(crate) async fn client(
     mut s: RawStream,
     p: Params<'_>,
     tls: Option<(
-        tokio_rustls::TlsConnector,
+        std::sync::Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
 ) -> Result<(Stream, Compression), Error> {
@@ -130,15 +131,11 @@ pub(crate) async fn client(
                 "the server requires TLS: configure TLS on the client",
             )),
             (true, true) => {
-                let (connector, name) = tls.expect("want_tls");
-                let t = connector
-                    .connect(name, s)
+                let (config, name) = tls.expect("want_tls");
+                let t = tls_stream::connect(s, config, name)
                     .await
                     .map_err(|e| tls_error("TLS handshake with the server failed", &e))?;
-                Ok((
-                    Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(t))),
-                    h.compression,
-                ))
+                Ok((Stream::Tls(Box::new(t)), h.compression))
             }
             (false, false) => Ok((Stream::Plain(s), h.compression)),
         }
@@ -150,7 +147,7 @@ pub(crate) async fn client(
 
 /// How a server treats TLS in the handshake.
 pub(crate) struct ServerTls<'a> {
-    pub acceptor: Option<&'a tokio_rustls::TlsAcceptor>,
+    pub config: Option<&'a std::sync::Arc<rustls::ServerConfig>>,
     pub require: bool,
 }
 
@@ -163,7 +160,7 @@ pub(crate) async fn server(
     let fut = async move {
         let h = read_header(&mut s, p.sniff_header, p.version, "client").await?;
         let mut hdr = Vec::with_capacity(p.sniff_header.len() + 3);
-        match (h.tls, tls.acceptor) {
+        match (h.tls, tls.config) {
             (true, None) => {
                 encode_header(&mut hdr, p.sniff_header, p.version, p.compression, false);
                 let _ = s.write_all(&hdr).await;
@@ -182,19 +179,15 @@ pub(crate) async fn server(
                     "refused a plaintext client: this server requires TLS",
                 ))
             }
-            (true, Some(acceptor)) => {
+            (true, Some(config)) => {
                 encode_header(&mut hdr, p.sniff_header, p.version, p.compression, true);
                 s.write_all(&hdr).await.map_err(|e| {
                     Error::from_io(&e, ErrorKind::Io, "cannot write the handshake header")
                 })?;
-                let t = acceptor
-                    .accept(s)
+                let t = tls_stream::accept(s, config.clone())
                     .await
                     .map_err(|e| tls_error("TLS handshake with the client failed", &e))?;
-                Ok((
-                    Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(t))),
-                    h.compression,
-                ))
+                Ok((Stream::Tls(Box::new(t)), h.compression))
             }
             (false, _) => {
                 encode_header(&mut hdr, p.sniff_header, p.version, p.compression, false);
@@ -210,7 +203,7 @@ pub(crate) async fn server(
         .map_err(|_| timed_out("the server", p.timeout))?
 }
 
-fn tls_error(what: &str, e: &std::io::Error) -> Error {
+fn tls_error(what: &str, e: &tls_stream::HandshakeError) -> Error {
     Error::new(ErrorKind::Tls, format!("{what}: {e}"))
 }
 

@@ -79,7 +79,7 @@ pub(crate) async fn serve(
         timeout: cfg.handshake_timeout,
     };
     let tls = handshake::ServerTls {
-        acceptor: server.tls.as_ref(),
+        config: server.tls.as_ref(),
         require: cfg.tls.as_ref().is_some_and(|t| t.require_tls),
     };
     let (stream, client_compression) = tokio::select! {
@@ -96,7 +96,7 @@ pub(crate) async fn serve(
         },
         _ = stop.cancelled() => return,
     };
-    let (rd, wr) = tokio::io::split(stream);
+    let (rd, wr) = stream.split();
     let reader = FrameReader::new(
         rd,
         client_compression,

@@ -67,7 +67,7 @@ pub(crate) struct Counters {
 pub(crate) struct ServerInner {
     pub cfg: ServerConfig,
     pub handler: Box<dyn Handler>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub running: AtomicUsize,
     pub counters: Counters,
     conns: Mutex<Conns>,
@@ -100,7 +100,7 @@ impl Server {
         config.validate()?;
         let addr = Addr::parse(addr)?;
         let tls = match &config.tls {
-            Some(t) => Some(crate::tls::server_acceptor(t)?),
+            Some(t) => Some(crate::tls::server_config(t)?),
             None => None,
         };
         let listener = Listener::bind(&addr).await?;
