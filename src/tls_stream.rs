@@ -39,6 +39,13 @@ use crate::transport::RawStream;
 const READ_BUF: usize = 4 * (HEADER + MAX_PAYLOAD);
 /// The most plaintext sealed per `poll_write`: the output buffer stays about this size.
 const WRITE_CHUNK: usize = 16 * MAX_PLAIN;
+/// The largest handshake flight buffered (a long certificate chain fits many times over).
+const MAX_HANDSHAKE_BUF: usize = 1 << 20;
+/// The largest post-handshake message accepted (session tickets are a few hundred bytes).
+const MAX_POST_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+/// KeyUpdates accepted in a row without application data between them (rustls bounds them
+/// too): a peer cannot keep us computing new keys for nothing.
+const MAX_KEY_UPDATES_IN_A_ROW: u32 = 32;
 
 /// The rustls connection that computes new secrets and stores tickets after the handshake.
 enum Kernel {
@@ -103,6 +110,7 @@ impl TlsStream {
             early_plain: self.early_plain,
             early_pos: 0,
             hs: Vec::new(),
+            key_updates: 0,
             eof: false,
         };
         let writer = TlsWriter {
@@ -335,6 +343,11 @@ async fn handshake<C: Unbuffered>(
         if read {
             if end == buf.len() {
                 // A handshake message larger than the buffer (a long certificate chain).
+                if buf.len() >= MAX_HANDSHAKE_BUF {
+                    return Err(HandshakeError::Tls(rustls::Error::General(format!(
+                        "the peer's TLS handshake messages exceed {MAX_HANDSHAKE_BUF} bytes"
+                    ))));
+                }
                 buf.resize(buf.len() * 2, 0);
             }
             let n = sock
@@ -382,6 +395,8 @@ pub(crate) struct TlsReader {
     early_pos: usize,
     /// A post-handshake handshake message split over records.
     hs: Vec<u8>,
+    /// KeyUpdates received since the last application data.
+    key_updates: u32,
     /// The peer sent close_notify.
     eof: bool,
 }
@@ -408,7 +423,10 @@ impl TlsReader {
         let (typ, r) = self.rx.open(rec).map_err(invalid)?;
         let (a, b) = (at + r.start, at + r.end);
         match typ {
-            APPLICATION_DATA => self.plain = a..b,
+            APPLICATION_DATA => {
+                self.plain = a..b;
+                self.key_updates = 0;
+            }
             ALERT => {
                 let &[_level, desc] = &self.buf[a..b] else {
                     return Err(general("received a malformed TLS alert"));
@@ -434,6 +452,12 @@ impl TlsReader {
         while self.hs.len() - at >= 4 {
             let m = &self.hs[at..];
             let len = u32::from_be_bytes([0, m[1], m[2], m[3]]) as usize;
+            if len > MAX_POST_HANDSHAKE_MESSAGE {
+                return Err(general(
+                    "received a post-handshake TLS message over 64 KiB (session tickets and \
+                     KeyUpdates are small)",
+                ));
+            }
             if m.len() < 4 + len {
                 break;
             }
@@ -457,6 +481,12 @@ impl TlsReader {
                     };
                     if at != self.hs.len() {
                         return Err(general("a TLS KeyUpdate did not end its record"));
+                    }
+                    self.key_updates += 1;
+                    if self.key_updates > MAX_KEY_UPDATES_IN_A_ROW {
+                        return Err(general(
+                            "the peer sent more than 32 TLS KeyUpdates without data between them",
+                        ));
                     }
                     let (seq, secrets) = kernel.update_rx().map_err(invalid)?;
                     let suite = match &*kernel {
@@ -827,6 +857,62 @@ mod tests {
         wr.write_all(b"z").await.unwrap();
         wr.flush().await.unwrap();
         tokio::task::spawn_blocking(move || server.join().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// A stock rustls client that sends KeyUpdates without end: our server reads through 32 of
+    /// them (and data after a run of them), then refuses the 33rd in a row.
+    #[tokio::test]
+    async fn a_flood_of_key_updates_is_refused() {
+        let suite = cs::TLS13_AES_128_GCM_SHA256;
+        let p = pki();
+        let (scfg, ccfg) = (server_cfg(&p, suite), client_cfg(&p, suite));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // The client keeps its socket until the server has read (a close with unread
+        // session tickets would reset the connection).
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            let conn = rustls::ClientConnection::new(ccfg, name()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock).unwrap();
+            }
+            // 32 in a row, then data: accepted.
+            for _ in 0..32 {
+                s.conn.refresh_traffic_keys().unwrap();
+                s.flush().unwrap();
+            }
+            s.write_all(b"ok").unwrap();
+            s.flush().unwrap();
+            // 40 more in a row: refused at the 33rd.
+            for _ in 0..40 {
+                s.conn.refresh_traffic_keys().unwrap();
+                let _ = s.flush();
+            }
+            let _ = s.write_all(b"never");
+            let _ = s.flush();
+            let _ = done_rx.recv();
+        });
+        let (tcp, _) = l.accept().await.unwrap();
+        let t = accept(RawStream::Tcp(tcp), scfg)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut rd, _wr) = t.split();
+        let mut ok = [0u8; 2];
+        rd.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"ok");
+        let mut rest = [0u8; 5];
+        let e = rd.read_exact(&mut rest).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("more than 32 TLS KeyUpdates without data between them"),
+            "{e}"
+        );
+        done_tx.send(()).unwrap();
+        tokio::task::spawn_blocking(move || client.join().unwrap())
             .await
             .unwrap();
     }
