@@ -96,19 +96,6 @@ fn fd_count() -> usize {
         .unwrap_or(0)
 }
 
-fn rss_kb() -> u64 {
-    // SAFETY: malloc_trim only releases free memory back to the system.
-    unsafe { libc::malloc_trim(0) };
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
-        })
-        .unwrap_or(0)
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Snapshot {
     fds: usize,
@@ -120,7 +107,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         fds: fd_count(),
         heap: LIVE.load(SeqCst),
-        rss_kb: rss_kb(),
+        rss_kb: common::rss_kb(),
     }
 }
 
@@ -259,7 +246,7 @@ where
                 || t.elapsed() > Duration::from_secs(10)
             {
                 break Snapshot {
-                    rss_kb: rss_kb(),
+                    rss_kb: common::rss_kb(),
                     ..s
                 };
             }

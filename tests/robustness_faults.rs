@@ -15,6 +15,8 @@
 //! The tests take a process-wide lock so that their latency and memory measurements do not
 //! share the machine's two cores with each other.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -50,19 +52,6 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn rss_kb() -> u64 {
-    // SAFETY: malloc_trim only gives free memory back.
-    unsafe { libc::malloc_trim(0) };
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// Deterministic bytes of length `n` for `seed`: pseudo-random (incompressible) with a
@@ -546,7 +535,7 @@ fn overload_fails_fast_and_recovers() {
         cfg.compress_type = Compression::Snappy;
         let client = Client::new(cfg).unwrap();
         assert_eq!(client.call(b"fast", b"warm").await.unwrap(), b"warm");
-        let rss0 = rss_kb();
+        let rss0 = common::rss_kb();
         let start = Arc::new(tokio::sync::Barrier::new(CALLS + 1));
         let mut tasks = Vec::with_capacity(CALLS);
         for i in 0..CALLS {
@@ -583,10 +572,10 @@ fn overload_fails_fast_and_recovers() {
                 overflow_latencies.push(took);
             }
             if n % 2000 == 0 {
-                rss_peak = rss_peak.max(rss_kb());
+                rss_peak = rss_peak.max(common::rss_kb());
             }
         }
-        rss_peak = rss_peak.max(rss_kb());
+        rss_peak = rss_peak.max(common::rss_kb());
         overflow_latencies.sort();
         let max = *overflow_latencies.last().unwrap();
         let p99 = overflow_latencies[overflow_latencies.len() * 99 / 100];

@@ -2,3 +2,18 @@
 #![allow(dead_code)]
 
 pub mod certs;
+
+/// This process's resident memory in KiB (VmRSS), after giving free heap memory back to the
+/// system so that it measures what is in use.
+pub fn rss_kb() -> u64 {
+    // SAFETY: malloc_trim only releases free memory back to the system.
+    unsafe { libc::malloc_trim(0) };
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
