@@ -40,7 +40,8 @@ pub struct ClientConfig {
     /// sent) instead of the new one.
     pub prioritize_new_requests: bool,
     /// Longest time a queued request waits for others to share its write. 0 (the default):
-    /// send as soon as the writer is free.
+    /// send as soon as the writer is free. Kept to within microseconds on Linux (a timerfd
+    /// per connection while a delay is set), not rounded up to tokio's 1 ms timer tick.
     pub max_batch_delay: Duration,
     /// The deadline of calls that do not give their own. 10 s by default (the reference has
     /// no default: each call gives one).
@@ -165,6 +166,7 @@ pub struct ServerConfig {
     /// Run each connection's requests one after another, in order.
     pub pipeline_requests: bool,
     /// Longest time a ready response waits for others to share its write. 0 by default.
+    /// Kept to within microseconds on Linux, as the client's.
     pub max_batch_delay: Duration,
     /// Longest time to read one whole request frame; also how long an idle connection
     /// lives. Zero (the default) is unlimited.

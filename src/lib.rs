@@ -34,6 +34,7 @@
 pub mod client;
 pub mod compress;
 pub mod config;
+mod delay;
 pub mod error;
 pub mod ffi;
 pub mod log;

@@ -56,12 +56,14 @@ fn echo_no_alloc(call: Call) {
 async fn measure(
     compression: Compression,
     tls: bool,
+    delay: Duration,
     callers: usize,
     calls_each: usize,
     windows: usize,
 ) -> Vec<(u64, u64)> {
     let mut scfg = ServerConfig::default();
     scfg.compress_type = compression;
+    scfg.max_batch_delay = delay;
     let pki = common::certs::test_pki();
     if tls {
         scfg.tls = Some(TlsServerConfig {
@@ -75,6 +77,7 @@ async fn measure(
         .unwrap();
     let mut ccfg = ClientConfig::new(server.local_addr());
     ccfg.compress_type = compression;
+    ccfg.max_batch_delay = delay;
     if tls {
         ccfg.tls = Some(TlsClientConfig {
             ca_pem: Some(pki.ca_pem.as_bytes().to_vec()),
@@ -155,15 +158,22 @@ async fn measure(
     results
 }
 
-async fn check(compression: Compression, tls: bool, callers: usize) {
+async fn check(compression: Compression, tls: bool, delay: Duration, callers: usize) {
     let calls_each = 10_000 / callers + 1;
     let calls = (calls_each * callers) as u64;
     // Three windows of 10,000+ calls each. A per-call allocation shows thousands of times in
     // every window. The only allocations allowed are tokio's one-offs (a worker's first
     // cooperative-budget exhaustion, see measure): at most one per worker thread (2) in all,
     // so at least one window must be entirely clean.
-    let w = measure(compression, tls, callers, calls_each, 3).await;
-    let tls = if tls { " over TLS" } else { "" };
+    let w = measure(compression, tls, delay, callers, calls_each, 3).await;
+    let tls = match (tls, delay.is_zero()) {
+        (false, true) => String::new(),
+        (true, true) => " over TLS".to_string(),
+        (t, false) => format!(
+            "{} with {delay:?} batch delays",
+            if t { " over TLS" } else { "" }
+        ),
+    };
     for (i, (allocs, bytes)) in w.iter().enumerate() {
         println!(
             "{compression}{tls} x{callers}, window {}: {allocs} allocations ({bytes} bytes) over {calls} calls",
@@ -185,6 +195,10 @@ fn run(compression: Compression, callers: usize) {
 }
 
 fn run_on(compression: Compression, tls: bool, callers: usize) {
+    run_with(compression, tls, Duration::ZERO, callers)
+}
+
+fn run_with(compression: Compression, tls: bool, delay: Duration, callers: usize) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -192,9 +206,12 @@ fn run_on(compression: Compression, tls: bool, callers: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), check(compression, tls, callers))
-            .await
-            .unwrap()
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            check(compression, tls, delay, callers),
+        )
+        .await
+        .unwrap()
     });
 }
 
@@ -243,4 +260,10 @@ fn no_allocation_per_call_tls_none_many_callers() {
 #[test]
 fn no_allocation_per_call_tls_snappy_many_callers() {
     run_on(Compression::Snappy, true, 64);
+}
+
+/// Batch delays on both sides (the writers' timers are armed once per batch).
+#[test]
+fn no_allocation_per_call_with_batch_delays() {
+    run_with(Compression::Snappy, false, Duration::from_micros(50), 64)
 }

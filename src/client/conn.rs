@@ -12,6 +12,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::config::limit;
+use crate::delay::DelayTimer;
 use crate::error::{Error, ErrorKind};
 use crate::protocol::frame::{parse_response, Parse};
 use crate::protocol::handshake;
@@ -146,6 +147,7 @@ async fn connect(
 /// Writes batches until the connection fails or the client closes. Returns the cause.
 async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>) -> Error {
     let delay = inner.cfg.max_batch_delay;
+    let mut timer = (!delay.is_zero()).then(DelayTimer::new);
     loop {
         let ready = poll_fn(|cx| {
             let mut st = inner.lock();
@@ -172,8 +174,8 @@ async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>)
             }
             return e;
         }
-        if !delay.is_zero() {
-            batch_delay(inner, delay).await;
+        if let Some(t) = timer.as_mut() {
+            batch_delay(inner, t, delay).await;
         }
         let frames = {
             let mut st = inner.lock();
@@ -188,13 +190,11 @@ async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>)
 
 /// Waits up to `delay` for more frames to share the batch, less when the batch fills the
 /// write buffer first.
-async fn batch_delay(inner: &Inner, delay: Duration) {
+async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
     let full = inner.cfg.write_buffer_size;
-    let until = tokio::time::Instant::now() + delay;
-    let sleep = tokio::time::sleep_until(until);
-    tokio::pin!(sleep);
+    timer.start(delay);
     poll_fn(|cx| {
-        if sleep.as_mut().poll(cx).is_ready() {
+        if timer.poll_elapsed(cx).is_ready() {
             return Poll::Ready(());
         }
         let mut st = inner.lock();

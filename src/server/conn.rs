@@ -6,7 +6,7 @@
 //! wake the writer. The reader stops on a protocol error (the connection closes), on the
 //! peer's EOF (responses still pending are flushed first), or on a graceful stop.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,7 @@ use std::task::{Poll, Waker};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::limit;
+use crate::delay::DelayTimer;
 use crate::error::{Error, ErrorKind};
 use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
@@ -341,6 +342,7 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
     let delay = conn.server.cfg.max_batch_delay;
     let full = conn.server.cfg.write_buffer_size;
     let mut batch: Vec<u8> = Vec::with_capacity(full);
+    let mut timer = (!delay.is_zero()).then(DelayTimer::new);
     loop {
         let go = poll_fn(|cx| {
             let mut out = conn.lock();
@@ -360,11 +362,10 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
         if !go {
             break;
         }
-        if !delay.is_zero() {
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
+        if let Some(timer) = timer.as_mut() {
+            timer.start(delay);
             poll_fn(|cx| {
-                if sleep.as_mut().poll(cx).is_ready() {
+                if timer.poll_elapsed(cx).is_ready() {
                     return Poll::Ready(());
                 }
                 let mut out = conn.lock();
