@@ -1062,6 +1062,84 @@ fn srv_garbage_instead_of_tls_client_hello() {
     });
 }
 
+/// A TLS client (stock rustls, blocking, on its own thread) that finishes the fastrpc and TLS
+/// handshakes with the server, then writes `raw` straight to the socket, past rustls: records
+/// the server's record layer must refuse. `half_close` then closes the write side.
+fn tls_client_then_raw(port: u16, ca_pem: String, raw: Vec<u8>, half_close: bool) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&hello(1, 1)).unwrap();
+    let mut got = [0u8; 6];
+    tcp.read_exact(&mut got).unwrap();
+    assert_eq!(got.to_vec(), hello(1, 1), "the server agrees to TLS");
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    tcp.write_all(&raw).unwrap();
+    if half_close {
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    // Until the server closes (it refuses the records).
+    let mut sink = [0u8; 4096];
+    while matches!(tcp.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// After a good TLS handshake: a record whose authentication tag does not verify, a record
+/// longer than TLS allows, and a record cut short by the peer's close. Each is refused by the
+/// server's record layer with a TLS error naming it, and the server serves on.
+#[test]
+fn srv_tls_records_tampered_after_the_handshake() {
+    case("srv_tls_records_tampered_after_the_handshake", || async {
+        let pki = common::certs::test_pki();
+        let mut cfg = server_config();
+        cfg.tls = Some(tls_server(&pki, false));
+        let srv = serve(cfg).await;
+        let port: u16 = srv.addr().rsplit(':').next().unwrap().parse().unwrap();
+        let mut forged = vec![23, 3, 3, 0, 40];
+        forged.extend((0..40u8).map(|i| i.wrapping_mul(37)));
+        let cases: [(Vec<u8>, bool, &str); 3] = [
+            (forged, false, "cannot decrypt peer's message"),
+            (
+                vec![23, 3, 3, 0xff, 0xff, 0, 0, 0],
+                false,
+                "received a TLS record longer than TLS allows",
+            ),
+            (
+                vec![23, 3, 3, 0, 100, 1, 2, 3],
+                true,
+                "the peer closed the connection in the middle of a TLS record",
+            ),
+        ];
+        for (raw, half_close, fragment) in cases {
+            let before = srv.errors();
+            let ca = pki.ca_pem.clone();
+            let client =
+                tokio::task::spawn_blocking(move || tls_client_then_raw(port, ca, raw, half_close));
+            expect_server_errors(&srv, before, ErrorKind::Tls, 1, fragment).await;
+            client.await.unwrap();
+            srv.no_connections().await;
+        }
+        assert_eq!(srv.calls.load(SeqCst), 0, "a handler ran");
+        srv.still_serves().await;
+        srv.stop().await;
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Server: stalls, floods and peers that never read.
 
