@@ -54,17 +54,28 @@ enum Kernel {
 }
 
 impl Kernel {
-    fn update_tx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Kernel::Client(k) => k.update_tx_secret(),
-            Kernel::Server(k) => k.update_tx_secret(),
-        }
+    /// The key our next records are sealed with, after a KeyUpdate of ours.
+    fn next_tx_key(&mut self) -> Result<RecordKey, rustls::Error> {
+        let (seq, secrets) = match self {
+            Kernel::Client(k) => k.update_tx_secret()?,
+            Kernel::Server(k) => k.update_tx_secret()?,
+        };
+        RecordKey::new(secrets, seq, self.suite())
     }
 
-    fn update_rx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+    /// The key the peer's next records are opened with, after a KeyUpdate of theirs.
+    fn next_rx_key(&mut self) -> Result<RecordKey, rustls::Error> {
+        let (seq, secrets) = match self {
+            Kernel::Client(k) => k.update_rx_secret()?,
+            Kernel::Server(k) => k.update_rx_secret()?,
+        };
+        RecordKey::new(secrets, seq, self.suite())
+    }
+
+    fn suite(&self) -> SupportedCipherSuite {
         match self {
-            Kernel::Client(k) => k.update_rx_secret(),
-            Kernel::Server(k) => k.update_rx_secret(),
+            Kernel::Client(k) => k.negotiated_cipher_suite(),
+            Kernel::Server(k) => k.negotiated_cipher_suite(),
         }
     }
 }
@@ -488,12 +499,7 @@ impl TlsReader {
                             "the peer sent more than 32 TLS KeyUpdates without data between them",
                         ));
                     }
-                    let (seq, secrets) = kernel.update_rx().map_err(invalid)?;
-                    let suite = match &*kernel {
-                        Kernel::Client(k) => k.negotiated_cipher_suite(),
-                        Kernel::Server(k) => k.negotiated_cipher_suite(),
-                    };
-                    self.rx = RecordKey::new(secrets, seq, suite).map_err(invalid)?;
+                    self.rx = kernel.next_rx_key().map_err(invalid)?;
                     if request {
                         self.shared.update_requested.store(true, Ordering::Release);
                     }
@@ -604,12 +610,7 @@ impl TlsWriter {
                 .seal(HANDSHAKE, &[24, 0, 0, 1, 0], &mut self.out)
                 .map_err(invalid)?;
             let mut kernel = self.shared.kernel.lock().unwrap_or_else(|e| e.into_inner());
-            let (seq, secrets) = kernel.update_tx().map_err(invalid)?;
-            let suite = match &*kernel {
-                Kernel::Client(k) => k.negotiated_cipher_suite(),
-                Kernel::Server(k) => k.negotiated_cipher_suite(),
-            };
-            self.tx = RecordKey::new(secrets, seq, suite).map_err(invalid)?;
+            self.tx = kernel.next_tx_key().map_err(invalid)?;
         }
         // One reservation for the whole chunk: none at all once the buffer has grown.
         let records = plain.len().div_ceil(MAX_PLAIN) + 2;
