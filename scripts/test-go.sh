@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The Go binding's checks: builds libfastrpc (cargo build --release --lib), then runs go vet
-# and go test -race in bindings/go and in bindings/go/interop (the interop suite against the
-# reference, github.com/valyala/fastrpc; see bindings/go/INTEROP.md), and the example.
+# and go test -race in bindings/go, in bindings/go/codec (our streams against Go's
+# compress/flate and github.com/golang/snappy, the reference's codecs; no reference needed)
+# and in bindings/go/interop (the live interop suite against the reference,
+# github.com/valyala/fastrpc, when it can be had; see bindings/go/INTEROP.md), and the example.
 # Every step is bounded in time.
+#
+# Its last line says whether the live interop suite ran: `interop: ran` or
+# `interop: SKIPPED (reason)`. If FASTRPC_SUMMARY names a file, one line is appended to it:
+# `go-interop: passed`, `go-interop: failed` or `go-interop: skipped: <reason>`.
 #
 #   ./scripts/test-go.sh
 #   FASTRPC_REFERENCE_DIR=/path/to/valyala/fastrpc ./scripts/test-go.sh   # reference from a checkout
@@ -14,10 +20,21 @@ root=$(pwd)
 
 step() { printf '\n### %s\n' "$*"; }
 
-command -v go >/dev/null || { echo "go is not installed" >&2; exit 1; }
 export CGO_ENABLED=1
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
 extra=(${GO_TEST_FLAGS:-})
+
+tmp=""
+on_exit() {
+  [ -z "$tmp" ] || rm -rf "$tmp"
+  if [ -z "$status_done" ]; then
+    echo "interop: SKIPPED (an earlier step of scripts/test-go.sh failed)"
+    [ -z "${FASTRPC_SUMMARY:-}" ] || echo "go-interop: skipped: an earlier step of scripts/test-go.sh failed" >> "$FASTRPC_SUMMARY"
+  fi
+}
+status_done=""
+trap on_exit EXIT
+command -v go >/dev/null || { echo "go is not installed" >&2; exit 1; }
 
 step "building libfastrpc (cargo build --release --lib)"
 timeout 900 cargo build --release --lib
@@ -37,9 +54,29 @@ step "bindings/go: go vet, go test -race"
 step "bindings/go: the example (go run ./example)"
 (cd bindings/go && timeout 120 go run ./example)
 
+step "bindings/go/codec: our streams against Go's compress/flate and golang/snappy (go vet, go test -race)"
+(cd bindings/go/codec && timeout 300 go vet ./... && timeout 400 go test -race -timeout 5m -count=1 "${extra[@]}" ./...)
+
+# The live interop suite's outcome: the line printed last, and the summary file's line.
+# Written once; if the script stops before (an earlier step failed), the EXIT trap says so.
+interop_status() { # passed | failed:<reason> | skipped:<reason>
+  case "$1" in
+    passed) echo "interop: ran" ;;
+    failed:*) echo "interop: FAILED (${1#failed:})" ;;
+    skipped:*) echo "interop: SKIPPED (${1#skipped:})" ;;
+  esac
+  if [ -n "${FASTRPC_SUMMARY:-}" ]; then
+    case "$1" in
+      passed) echo "go-interop: passed" >> "$FASTRPC_SUMMARY" ;;
+      failed:*) echo "go-interop: failed: ${1#failed:}" >> "$FASTRPC_SUMMARY" ;;
+      skipped:*) echo "go-interop: skipped: ${1#skipped:}" >> "$FASTRPC_SUMMARY" ;;
+    esac
+  fi
+  status_done=1
+}
+
 step "bindings/go/interop: against the reference (github.com/valyala/fastrpc)"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 cp bindings/go/interop/go.mod "$tmp/go.mod"
 cp bindings/go/interop/go.sum "$tmp/go.sum"
 modfile=(-modfile="$tmp/go.mod")
@@ -62,10 +99,29 @@ else
   echo "SKIPPED: the reference module is not available here:" >&2
   echo "$out" | sed 's/^/    /' >&2
   echo "    Set FASTRPC_REFERENCE_DIR to a checkout of github.com/valyala/fastrpc (see bindings/go/INTEROP.md)." >&2
-  if [ -n "${FASTRPC_REQUIRE_INTEROP:-}" ]; then exit 1; fi
+  if [ -n "${FASTRPC_REQUIRE_INTEROP:-}" ]; then
+    interop_status "failed:FASTRPC_REQUIRE_INTEROP is set and the reference is not available"
+    exit 1
+  fi
+  interop_status "skipped:FASTRPC_REFERENCE_DIR is not set and the module proxy does not serve github.com/valyala/fastrpc (the recorded conversations are replayed instead: cargo test reference)"
   exit 0
 fi
 echo "reference: $ref"
-(cd bindings/go/interop \
+# The recorder of tests/data/reference builds only with the reference: check it still does.
+vet_recorder() {
+  [ -n "${FASTRPC_REFERENCE_DIR:-}" ] || return 0
+  cp tests/reference/recorder/go.mod "$tmp/recorder.mod" && cp tests/reference/recorder/go.sum "$tmp/recorder.sum" \
+    && (cd tests/reference/recorder && go mod edit -modfile="$tmp/recorder.mod" \
+      -require=github.com/valyala/fastrpc@v0.0.0-00010101000000-000000000000 \
+      -replace=github.com/valyala/fastrpc="$dir" \
+      && timeout 300 go vet -modfile="$tmp/recorder.mod" ./...)
+}
+if (cd bindings/go/interop \
   && timeout 300 go vet "${modfile[@]}" ./... \
-  && timeout 400 go test "${modfile[@]}" -race -timeout 5m -count=1 "${extra[@]}" ./...)
+  && timeout 400 go test "${modfile[@]}" -race -timeout 5m -count=1 "${extra[@]}" ./...) \
+  && vet_recorder; then
+  interop_status passed
+else
+  interop_status "failed:the interop suite against $ref failed"
+  exit 1
+fi
