@@ -4,7 +4,7 @@
 //! connection with out-of-order responses, batched into few writes, compressed (flate or
 //! snappy) and optionally encrypted (TLS), with no memory allocation per call once warm.
 //! The wire format is that of the Go library valyala/fastrpc with its `tlv` messages
-//! (`shared/PROTOCOL.md`): our client talks to its servers and our server to its clients.
+//! (`docs/PROTOCOL.md`): our client talks to its servers and our server to its clients.
 //!
 //! ```no_run
 //! use fastrpc::{Client, ClientConfig, Server, ServerConfig, Call};

@@ -3,7 +3,7 @@
 //! with sync flushes; snap::raw plus its own Snappy framing-format chunks with masked
 //! CRC-32C), never through fastrpc's own compress module.
 //!
-//! The contract is shared/PROTOCOL.md: handshake `sniff, [version, compress, want_tls]` each
+//! The contract is docs/PROTOCOL.md: handshake `sniff, [version, compress, want_tls]` each
 //! way; request frames `id, name len, name, value len, value`; response frames `id, value len,
 //! value`; all u32 little-endian; compression codes flate 0, none 1, snappy 2.
 

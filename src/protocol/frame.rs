@@ -1,4 +1,4 @@
-//! Request and response frames inside the decompressed stream (PROTOCOL.md section 2):
+//! Request and response frames inside the decompressed stream (docs/PROTOCOL.md section 2):
 //! encoding by appending to a buffer, and a cheap "is a whole frame here?" parse that says
 //! how many bytes are still missing instead of reading more.
 //!

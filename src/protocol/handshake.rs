@@ -1,4 +1,4 @@
-//! The plaintext connection handshake (PROTOCOL.md section 1), then TLS when agreed.
+//! The plaintext connection handshake (docs/PROTOCOL.md section 1), then TLS when agreed.
 //!
 //! Client: sniff header + `[version, client_compress, want_tls]`, then reads the server's.
 //! Server: reads and checks the client's, answers with its own. A server without TLS that is

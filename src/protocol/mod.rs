@@ -1,4 +1,4 @@
-//! The wire contract of PROTOCOL.md: the plaintext connection handshake and the frames.
+//! The wire contract of docs/PROTOCOL.md: the plaintext connection handshake and the frames.
 
 pub mod frame;
 pub mod handshake;
