@@ -166,6 +166,23 @@ impl FrameReader {
         }
         Ok(true)
     }
+
+    /// Reads and discards everything until the peer closes its side or the read fails: a
+    /// server that stops gracefully must not close a socket holding unread bytes (that
+    /// resets the connection and loses responses the peer has not read yet). Reuses the
+    /// frame buffer; allocates nothing.
+    pub(crate) async fn discard_to_eof(&mut self) {
+        loop {
+            self.buf.clear();
+            self.start = 0;
+            match self.rd.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    self.stats.received_wire.fetch_add(n as u64, Relaxed);
+                }
+            }
+        }
+    }
 }
 
 async fn read_some(

@@ -98,7 +98,7 @@ pub(crate) async fn serve(
         _ = stop.cancelled() => return,
     };
     let (rd, wr) = stream.split();
-    let reader = FrameReader::new(
+    let mut reader = FrameReader::new(
         rd,
         client_compression,
         cfg.read_buffer_size,
@@ -140,9 +140,9 @@ pub(crate) async fn serve(
         writer,
         conn_stop.clone(),
     )));
-    let read_result = read_loop(&conn, reader, &conn_stop).await;
+    let read_result = read_loop(&conn, &mut reader, &conn_stop).await;
     let fatal = match &read_result {
-        Ok(()) => false,
+        Ok(_) => false,
         Err(e) => {
             server.counters.errors.add(e.kind(), 1);
             if log::enabled(Level::Warn) {
@@ -166,7 +166,23 @@ pub(crate) async fn serve(
     }
     let _ = (&mut writer_task.0).await;
     // Later replies from handlers still holding calls are dropped.
-    conn.lock().closed = true;
+    let write_failed = std::mem::replace(&mut conn.lock().closed, true);
+    if matches!(read_result, Ok(ReadEnd::Stopped)) && !write_failed {
+        // A graceful stop: the writer has flushed every answered response and half-closed
+        // the connection. Closing a socket that still holds unread requests would reset it,
+        // and the client's kernel would drop the responses it has not read yet; so keep
+        // reading, and discarding, until the client closes its side. Bounded by the stop
+        // timeout, which aborts this task.
+        reader.discard_to_eof().await;
+    }
+}
+
+/// Why the reader stopped without an error.
+enum ReadEnd {
+    /// The peer closed its side.
+    Eof,
+    /// The server is stopping, or the writer failed.
+    Stopped,
 }
 
 struct CloseOnDrop(Arc<ConnShared>);
@@ -188,9 +204,9 @@ impl Drop for AbortOnDrop {
 /// Reads requests and dispatches them until EOF, a failure, or a graceful stop.
 async fn read_loop(
     conn: &Arc<ConnShared>,
-    mut r: FrameReader,
+    r: &mut FrameReader,
     stop: &CancellationToken,
-) -> Result<(), Error> {
+) -> Result<ReadEnd, Error> {
     let server = &conn.server;
     let cfg = &server.cfg;
     let limit = cfg.max_frame_size;
@@ -201,7 +217,7 @@ async fn read_loop(
         let mut frames = 0u64;
         let need = loop {
             if stop.is_cancelled() {
-                return Ok(());
+                return Ok(ReadEnd::Stopped);
             }
             match parse_request(&data[off..], limit)? {
                 Parse::Incomplete(k) => break off + k,
@@ -228,7 +244,7 @@ async fn read_loop(
                     if backlog {
                         tokio::select! {
                             biased;
-                            _ = stop.cancelled() => return Ok(()),
+                            _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
                             _ = wait_backlog(conn) => {}
                         }
                     }
@@ -246,11 +262,11 @@ async fn read_loop(
         let need = need - off;
         let more = tokio::select! {
             biased;
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
             m = r.fill(need) => m?,
         };
         if !more {
-            return Ok(());
+            return Ok(ReadEnd::Eof);
         }
     }
 }
