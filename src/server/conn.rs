@@ -21,7 +21,7 @@ use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
 use crate::protocol::handshake;
 use crate::transport::RawStream;
-use crate::wire::{FrameReader, FrameWriter};
+use crate::wire::{Fill, FrameReader, FrameWriter, IDLE_RELEASE};
 
 use super::call::{Call, Slot};
 use super::ServerInner;
@@ -260,13 +260,21 @@ async fn read_loop(
         }
         r.consume(off);
         let need = need - off;
-        let more = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
-            m = r.fill(need) => m?,
-        };
-        if !more {
-            return Ok(ReadEnd::Eof);
+        loop {
+            let fill = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
+                f = r.fill_or_idle(need) => f?,
+            };
+            match fill {
+                Fill::Ready => break,
+                Fill::Eof => return Ok(ReadEnd::Eof),
+                Fill::Idle => {
+                    // Quiet: the reader gave back its buffers; so do the request slots.
+                    local_pool = Vec::new();
+                    conn.lock().pool = Vec::new();
+                }
+            }
         }
     }
 }
@@ -359,8 +367,10 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
     let full = conn.server.cfg.write_buffer_size;
     let mut batch: Vec<u8> = Vec::with_capacity(full);
     let mut timer = (!delay.is_zero()).then(DelayTimer::new);
+    // Buffers and compressor state are held (since the last write) and not yet given back.
+    let mut holding = false;
     loop {
-        let go = poll_fn(|cx| {
+        let work = poll_fn(|cx| {
             let mut out = conn.lock();
             if out.closed {
                 return Poll::Ready(false);
@@ -373,11 +383,30 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
             }
             out.writer_waker = Some(cx.waker().clone());
             Poll::Pending
-        })
-        .await;
+        });
+        let go = if holding {
+            tokio::select! {
+                biased;
+                go = work => go,
+                _ = tokio::time::sleep(IDLE_RELEASE) => {
+                    // Quiet for a while: give back what an idle connection can do without.
+                    holding = false;
+                    w.release_idle();
+                    batch = Vec::new();
+                    let mut out = conn.lock();
+                    if out.buf.is_empty() {
+                        out.buf = Vec::new();
+                    }
+                    continue;
+                }
+            }
+        } else {
+            work.await
+        };
         if !go {
             break;
         }
+        holding = true;
         if let Some(timer) = timer.as_mut() {
             timer.start(delay);
             poll_fn(|cx| {
