@@ -504,8 +504,8 @@ fastrpc_status fastrpc_client_call_async(const struct fastrpc_client *client,
  * means the configured request timeout. Name and value are copied before this returns. Any
  * thread, including inside callbacks.
  *
- * Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
- * INVALID_ARGUMENT — then none will.
+ * Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED (the client
+ * was closed, or the queue was shut down), TOO_LARGE, INVALID_ARGUMENT — then none will.
  */
 fastrpc_status fastrpc_client_call_queued(const struct fastrpc_client *client,
                                           const uint8_t *name,
@@ -556,6 +556,12 @@ fastrpc_status fastrpc_client_close(const struct fastrpc_client *client,
  * Closes the client (failing waiting calls with CLOSED at once) and frees it. NULL is
  * allowed. The pointer is invalid afterwards. Any thread, including inside this client's
  * own callbacks; no other thread may be using the handle at the same time.
+ *
+ * It returns only after every callback of this client has run and returned (the CLOSED
+ * callbacks of the calls it cancels included), so the callbacks' userdata may be freed
+ * right after it. Called from inside one of this client's own callbacks, it waits for all
+ * the others, and the calling callback is the last of the client to run. Completions of
+ * queued calls go to their queue as usual (CLOSED), possibly after this returns.
  */
 void fastrpc_client_free(struct fastrpc_client *client);
 
@@ -733,7 +739,8 @@ fastrpc_status fastrpc_completion_queue_poll(const struct fastrpc_completion_que
 
 /**
  * Shuts the queue down: pollers wake, and once it is empty poll returns CLOSED. Calls still
- * in flight still complete into it. Any thread, including inside callbacks.
+ * in flight still complete into it; new calls for it are refused
+ * (`fastrpc_client_call_queued` returns CLOSED). Any thread, including inside callbacks.
  */
 fastrpc_status fastrpc_completion_queue_shutdown(const struct fastrpc_completion_queue *queue);
 

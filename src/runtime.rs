@@ -1,13 +1,26 @@
 //! The library's own tokio runtime, created lazily on first use, for callers that are not
 //! inside a runtime (the blocking facades, the C ABI). Its size can be set before first use.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use once_cell::sync::OnceCell;
 use tokio::runtime::{Handle, Runtime};
 
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 static RUNTIME: OnceCell<Runtime> = OnceCell::new();
+/// Set in a child process created by `fork` after the library's runtime had started: the
+/// child has none of the runtime's threads, so nothing that needs them can work there.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forked_child() {
+    FORKED.store(true, Ordering::SeqCst);
+}
+
+/// True in a child process forked after the library's runtime started (its threads did not
+/// survive the fork).
+pub(crate) fn forked() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
 
 /// Sets the number of worker threads of the library's runtime. Returns false when the
 /// runtime already runs (the call then changes nothing). 0 means the default: the number of
@@ -34,6 +47,8 @@ pub fn global() -> &'static Runtime {
             0 => default_workers(),
             n => n,
         };
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .thread_name("fastrpc-worker")

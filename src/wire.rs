@@ -20,6 +20,21 @@ use crate::transport::{ReadHalf, WriteHalf};
 /// Room a decoder is offered at least, so a whole snappy chunk always fits.
 const DECODE_ROOM: usize = 64 * 1024;
 
+/// How long a connection goes without traffic in a direction before that direction gives
+/// back the buffers and compressor state it can do without (they come back with the next
+/// frame): what keeps idle connections cheap (docs/RELIABILITY.md).
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// What [`FrameReader::fill_or_idle`] found.
+pub(crate) enum Fill {
+    /// [`FrameReader::data`] holds at least the bytes asked for.
+    Ready,
+    /// The peer closed the stream cleanly between frames.
+    Eof,
+    /// Nothing came for [`IDLE_RELEASE`] between frames: the reader gave back its buffers.
+    Idle,
+}
+
 /// The read side of a connection.
 pub(crate) struct FrameReader {
     rd: ReadHalf,
@@ -35,6 +50,8 @@ pub(crate) struct FrameReader {
     deadline: Option<Instant>,
     /// The decoder may hold decoded bytes it could not hand out for lack of room.
     decoder_pending: bool,
+    /// The buffers were given back after an idle spell and nothing has come since.
+    released: bool,
     stats: Arc<IoCounters>,
 }
 
@@ -66,6 +83,7 @@ impl FrameReader {
             read_timeout,
             deadline: None,
             decoder_pending: false,
+            released: false,
             stats,
         }
     }
@@ -94,9 +112,34 @@ impl FrameReader {
     /// Reads until [`Self::data`] holds at least `need` bytes. Returns Ok(false) when the
     /// peer closed the stream cleanly between frames.
     pub(crate) async fn fill(&mut self, need: usize) -> Result<bool, Error> {
+        match self.fill_inner(need, false).await? {
+            Fill::Eof => Ok(false),
+            _ => Ok(true),
+        }
+    }
+
+    /// Like [`Self::fill`], but when the stream is between frames and nothing arrives for
+    /// [`IDLE_RELEASE`], gives back the read buffers and the decoder's spare buffers and
+    /// returns [`Fill::Idle`] (once per quiet spell); the caller then calls again.
+    pub(crate) async fn fill_or_idle(&mut self, need: usize) -> Result<Fill, Error> {
+        self.fill_inner(need, true).await
+    }
+
+    fn release_idle(&mut self) {
+        self.buf = Vec::new();
+        self.start = 0;
+        self.raw = Vec::new();
+        self.raw_pos = 0;
+        if let Some(d) = self.decoder.as_mut() {
+            d.release_idle();
+        }
+        self.released = true;
+    }
+
+    async fn fill_inner(&mut self, need: usize, idle: bool) -> Result<Fill, Error> {
         let have = self.buf.len() - self.start;
         if have >= need {
-            return Ok(true);
+            return Ok(Fill::Ready);
         }
         if have == 0 || self.deadline.is_none() {
             // A new frame starts: the read timeout bounds the whole frame.
@@ -107,6 +150,26 @@ impl FrameReader {
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(have);
             self.start = 0;
+        }
+        if self.released {
+            // The buffers were given back: wait for the next bytes in a small buffer on the
+            // stack, so a connection that stays quiet holds none.
+            let mut first = [0u8; 512];
+            let n = read_slice(&mut self.rd, &mut first, self.deadline).await?;
+            self.released = false;
+            if n == 0 {
+                return Ok(Fill::Eof);
+            }
+            self.stats.received_wire.fetch_add(n as u64, Relaxed);
+            if self.decoder.is_some() {
+                self.raw.reserve(self.read_size);
+                self.raw.extend_from_slice(&first[..n]);
+            } else {
+                self.stats.received_plain.fetch_add(n as u64, Relaxed);
+                let step = self.read_size.max(DECODE_ROOM);
+                self.buf.reserve_exact(need.max(n) + step);
+                self.buf.extend_from_slice(&first[..n]);
+            }
         }
         // Grown only for a frame larger than any before, and then to exactly the frame plus
         // one read or decode step: the buffer never holds more than that (a doubling `reserve`
@@ -119,7 +182,12 @@ impl FrameReader {
             let got = match self.decoder.as_mut() {
                 None => {
                     // Reads into the spare capacity, never past it (len < need <= capacity).
-                    let n = read_some(&mut self.rd, &mut self.buf, self.deadline).await?;
+                    let between = idle && self.buf.is_empty();
+                    let read = read_some(&mut self.rd, &mut self.buf, self.deadline);
+                    let Some(n) = idle_race(read, between).await? else {
+                        self.release_idle();
+                        return Ok(Fill::Idle);
+                    };
                     self.stats.received_wire.fetch_add(n as u64, Relaxed);
                     self.stats.received_plain.fetch_add(n as u64, Relaxed);
                     n
@@ -148,8 +216,14 @@ impl FrameReader {
                         self.raw.drain(..self.raw_pos);
                         self.raw_pos = 0;
                     }
+                    let between =
+                        idle && self.buf.is_empty() && self.raw.is_empty() && !self.decoder_pending;
                     self.raw.reserve(self.read_size);
-                    let n = read_some(&mut self.rd, &mut self.raw, self.deadline).await?;
+                    let read = read_some(&mut self.rd, &mut self.raw, self.deadline);
+                    let Some(n) = idle_race(read, between).await? else {
+                        self.release_idle();
+                        return Ok(Fill::Idle);
+                    };
                     self.stats.received_wire.fetch_add(n as u64, Relaxed);
                     n
                 }
@@ -157,15 +231,71 @@ impl FrameReader {
             if got == 0 {
                 let have = self.buf.len();
                 if have == 0 && self.raw_pos == self.raw.len() {
-                    return Ok(false);
+                    return Ok(Fill::Eof);
                 }
                 return Err(Error::protocol(format!(
                     "the peer closed the stream in the middle of a frame ({have} of {need} bytes)"
                 )));
             }
         }
-        Ok(true)
+        Ok(Fill::Ready)
     }
+
+    /// Reads and discards everything until the peer closes its side or the read fails: a
+    /// server that stops gracefully must not close a socket holding unread bytes (that
+    /// resets the connection and loses responses the peer has not read yet). Reuses the
+    /// frame buffer; allocates nothing.
+    pub(crate) async fn discard_to_eof(&mut self) {
+        loop {
+            self.buf.clear();
+            self.start = 0;
+            match self.rd.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    self.stats.received_wire.fetch_add(n as u64, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `read`; when `race` is set and nothing has arrived within [`IDLE_RELEASE`], gives up
+/// on it (reads are cancel-safe: nothing was taken) and returns None.
+async fn idle_race(
+    read: impl std::future::Future<Output = Result<usize, Error>>,
+    race: bool,
+) -> Result<Option<usize>, Error> {
+    if !race {
+        return read.await.map(Some);
+    }
+    tokio::select! {
+        biased;
+        r = read => r.map(Some),
+        _ = tokio::time::sleep(IDLE_RELEASE) => Ok(None),
+    }
+}
+
+/// Reads once into `into`, bounded by `deadline`.
+async fn read_slice(
+    rd: &mut ReadHalf,
+    into: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<usize, Error> {
+    let r = match deadline {
+        None => rd.read(into).await,
+        Some(d) => match tokio::time::timeout_at(d, rd.read(into)).await {
+            Ok(r) => r,
+            Err(_) => return Err(read_timeout()),
+        },
+    };
+    r.map_err(|e| Error::from_io(&e, ErrorKind::Connection, "read failed"))
+}
+
+fn read_timeout() -> Error {
+    Error::fixed(
+        ErrorKind::Timeout,
+        "read timeout: the peer sent no whole frame within read_timeout",
+    )
 }
 
 async fn read_some(
@@ -177,12 +307,7 @@ async fn read_some(
         None => rd.read_buf(into).await,
         Some(d) => match tokio::time::timeout_at(d, rd.read_buf(into)).await {
             Ok(r) => r,
-            Err(_) => {
-                return Err(Error::fixed(
-                    ErrorKind::Timeout,
-                    "read timeout: the peer sent no whole frame within read_timeout",
-                ))
-            }
+            Err(_) => return Err(read_timeout()),
         },
     };
     r.map_err(|e| Error::from_io(&e, ErrorKind::Connection, "read failed"))
@@ -260,6 +385,15 @@ impl FrameWriter {
         s.flushes.fetch_add(1, Relaxed);
         s.frames_sent.fetch_add(frames as u64, Relaxed);
         Ok(())
+    }
+
+    /// Gives back what an idle connection can do without (the compressor's state and the
+    /// wire buffer); both come back with the next batch. See [`IDLE_RELEASE`].
+    pub(crate) fn release_idle(&mut self) {
+        if let Some(e) = self.encoder.as_mut() {
+            e.release_idle();
+        }
+        self.wire = Vec::new();
     }
 
     /// Closes the write direction (TLS close_notify, then FIN), best effort.

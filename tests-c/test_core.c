@@ -38,7 +38,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static fastrpc_response *new_response(void) {
@@ -1755,6 +1758,124 @@ static void test_completion_queue_freed_with_calls_in_flight(void) {
 }
 
 /* =====================================================================================
+ * Lifetimes: free waits for callbacks, a shut-down queue refuses calls, fork.
+ * ===================================================================================== */
+
+/* Userdata that lives on the heap: freed by the test right after fastrpc_client_free, so a
+ * callback that ran later would be a use-after-free (ASan, valgrind) and a short count. */
+struct slow_cb_data {
+    long ran;
+    long closed;
+};
+
+static void slow_cb(void *userdata, fastrpc_status status, fastrpc_response *response) {
+    struct slow_cb_data *d = (struct slow_cb_data *)userdata;
+    struct timespec pause = {0, 2000000};
+    nanosleep(&pause, NULL); /* a callback that takes its time: free must still wait for it */
+    if (status == FASTRPC_STATUS_CLOSED) TH_ADD(&d->closed, 1);
+    TH_ADD(&d->ran, 1);
+    fastrpc_response_free(response);
+}
+
+static void test_free_waits_for_callbacks(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    enum { N = 32 };
+    struct slow_cb_data *d = (struct slow_cb_data *)calloc(1, sizeof *d);
+    REQUIRE(d != NULL);
+    for (int i = 0; i < N; i++)
+        CHECK_STATUS(fastrpc_client_call_async(c, TH_B("hold"), 4, NULL, 0, th_ms(20000),
+                                               slow_cb, d),
+                     FASTRPC_STATUS_OK);
+    CHECK(th_handler_wait_held(&h, N, th_ms(10000)));
+    fastrpc_client_free(c);
+    /* Every callback has run and returned: the CLOSED ones of the cancelled calls. */
+    CHECK(TH_LOAD(&d->ran) == N);
+    CHECK(TH_LOAD(&d->closed) == N);
+    free(d);
+    th_handler_release_all(&h);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
+static void test_queue_shutdown_refuses_calls(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    fastrpc_completion_queue *q = NULL;
+    REQUIRE_STATUS(fastrpc_completion_queue_new(&q), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_completion_queue_shutdown(q), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(c, TH_B("x"), 1, NULL, 0, th_ms(10000), q, 1),
+                 FASTRPC_STATUS_CLOSED);
+    CHECK(strstr(th_last_error(), "completion queue was shut down") != NULL);
+    CHECK(fastrpc_client_pending_requests(c) == 0);
+    fastrpc_completion out[1];
+    size_t n = 7;
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 1, 0, &n), FASTRPC_STATUS_CLOSED);
+    fastrpc_completion_queue_free(q);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
+/* A child forked after the library's threads started gets a clear error at once instead of
+ * waiting forever for threads it does not have. */
+static void test_fork_child_fails_fast(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    fastrpc_response *r = new_response();
+    REQUIRE(r != NULL);
+    CHECK_STATUS(th_call(c, "before", "fork", th_ms(10000), r), FASTRPC_STATUS_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        /* The child: exit code 0 when the call failed at once with the fork message. */
+        int64_t t0 = th_now_ms();
+        fastrpc_status st = fastrpc_client_call(c, TH_B("child"), 5, NULL, 0, 300, r);
+        int64_t took = th_now_ms() - t0;
+        int ok = st == FASTRPC_STATUS_INVALID_ARGUMENT && took < 250 &&
+                 strstr(th_last_error(), "fork") != NULL;
+        fastrpc_status st2 = fastrpc_client_call_async(c, TH_B("child"), 5, NULL, 0, 300,
+                                                       th_async_cb, NULL);
+        ok = ok && st2 == FASTRPC_STATUS_INVALID_ARGUMENT;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    pid_t got = 0;
+    int64_t end = th_now_ms() + th_ms(10000);
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && th_now_ms() < end) th_pause();
+    if (got == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        th_fail(__FILE__, __LINE__, "the forked child hung on its first call");
+    } else {
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    /* The parent goes on as before. */
+    CHECK_STATUS(th_call(c, "after", "fork", th_ms(10000), r), FASTRPC_STATUS_OK);
+    CHECK(th_response_is(r, "after:fork"));
+    fastrpc_response_free(r);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
+/* =====================================================================================
  * Every status code.
  * ===================================================================================== */
 
@@ -2510,6 +2631,9 @@ int main(int argc, char **argv) {
     th_run("callbacks_on_library_threads", test_callbacks_on_library_threads);
     th_run("completion_queue_freed_with_calls_in_flight",
            test_completion_queue_freed_with_calls_in_flight);
+    th_run("free_waits_for_callbacks", test_free_waits_for_callbacks);
+    th_run("queue_shutdown_refuses_calls", test_queue_shutdown_refuses_calls);
+    th_run("fork_child_fails_fast", test_fork_child_fails_fast);
     th_run("status_timeout", test_status_timeout);
     th_run("status_overflow", test_status_overflow);
     th_run("status_connect", test_status_connect);

@@ -977,8 +977,11 @@ async fn reconnect_backoff_min_and_max() {
         }
         let waits: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
         let longest = *waits.iter().max().unwrap();
+        // The waits are observed by a loop that polls every 2 ms on a shared machine, so an
+        // observation can come late by a scheduling delay (70 ms seen under a parallel build);
+        // an unclamped doubling would show waits of 400 ms and more.
         assert!(
-            longest <= backoff + Duration::from_millis(40),
+            longest <= backoff + Duration::from_millis(150),
             "a wait between connect attempts exceeded reconnect_backoff_max {backoff:?}: {waits:?}"
         );
 

@@ -10,17 +10,28 @@ use crate::error::{Error, ErrorKind};
 /// inflater to make good progress, small enough that a tiny input never reserves `room`.
 const DECODE_STEP: usize = 32 * 1024;
 
-/// One direction's DEFLATE compressor, a single stream for the connection's life.
+/// One direction's DEFLATE compressor, a single stream for the connection's life. Its
+/// state (about 256 KiB at level 6) is made on the first batch and dropped by
+/// [`FlateEncoder::release`] while the connection idles: after a sync flush the stream is at
+/// a block boundary, and a fresh compressor simply goes on with new blocks (which refer back
+/// only to what it wrote itself), so the peer's inflater sees one valid stream.
 pub(crate) struct FlateEncoder {
-    z: Compress,
+    z: Option<Compress>,
+    level: u32,
 }
 
 impl FlateEncoder {
     /// A compressor at `level` (0 = store, 1 = fastest ... 9 = smallest; above 9 means 9).
     pub(crate) fn new(level: u32) -> FlateEncoder {
         FlateEncoder {
-            z: Compress::new(flate2::Compression::new(level.min(9)), false),
+            z: None,
+            level: level.min(9),
         }
+    }
+
+    /// Drops the compressor state until the next batch (see the type's comment).
+    pub(crate) fn release(&mut self) {
+        self.z = None;
     }
 
     /// Compresses `input`, appending to `out`, and ends with a sync flush.
@@ -31,14 +42,17 @@ impl FlateEncoder {
         // Worst case of DEFLATE is stored blocks: 5 bytes per 64 KiB plus the flush marker.
         // Reserving that up front means the flush almost never needs a second round.
         out.reserve(input.len() + input.len() / 8 + 64);
+        let level = self.level;
+        let z = self
+            .z
+            .get_or_insert_with(|| Compress::new(flate2::Compression::new(level), false));
         let mut pos = 0;
         loop {
             if out.len() == out.capacity() {
                 out.reserve(4096);
             }
-            let before = self.z.total_in();
-            self.z
-                .compress_vec(&input[pos..], out, FlushCompress::Sync)
+            let before = z.total_in();
+            z.compress_vec(&input[pos..], out, FlushCompress::Sync)
                 .map_err(|e| {
                     Error::new(
                         ErrorKind::Io,
@@ -48,7 +62,7 @@ impl FlateEncoder {
                         ),
                     )
                 })?;
-            pos += (self.z.total_in() - before) as usize;
+            pos += (z.total_in() - before) as usize;
             // The flush is complete once all input is in and the compressor stopped with
             // output space left over.
             if pos == input.len() && out.len() < out.capacity() {

@@ -96,6 +96,17 @@ impl Encoder {
         Encoder { inner }
     }
 
+    /// Frees what the stream can do without while its connection idles (the flate
+    /// compressor's state, snappy's buffers); it comes back with the next batch, and the
+    /// stream goes on unchanged for the peer.
+    pub(crate) fn release_idle(&mut self) {
+        match &mut self.inner {
+            EncoderInner::None => {}
+            EncoderInner::Flate(e) => e.release(),
+            EncoderInner::Snappy(e) => e.release(),
+        }
+    }
+
     /// Compresses all of `input` and APPENDS the encoded bytes to `out`, ending at a point where
     /// the peer can decode everything sent so far (flate: a sync flush, i.e. the empty stored
     /// block `00 00 ff ff` ends the output; snappy: complete chunks, after the stream identifier
@@ -142,6 +153,14 @@ impl Decoder {
             Compression::Snappy => DecoderInner::Snappy(Box::new(snappy::SnappyDecoder::new())),
         };
         Decoder { inner }
+    }
+
+    /// Frees buffers the stream can do without between chunks (snappy). The flate inflater
+    /// keeps its 32 KiB window: the peer's next block may refer back into it.
+    pub(crate) fn release_idle(&mut self) {
+        if let DecoderInner::Snappy(d) = &mut self.inner {
+            d.release();
+        }
     }
 
     /// Decodes from `input`, APPENDING plain bytes to `out`, never appending more than `room`
@@ -427,6 +446,58 @@ mod tests {
     fn data_file(name: &str) -> Vec<u8> {
         let path = format!("{}/tests/data/compress/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Releasing the idle state between batches leaves one valid stream: our decoder,
+    /// released between its reads too, and an independent one (flate2's raw inflater over
+    /// the whole stream; snap's frame reader) decode exactly what was sent.
+    #[test]
+    fn release_idle_between_batches_keeps_one_stream() {
+        let text: Vec<u8> = (0..40_000u32)
+            .map(|i| b"idle release "[i as usize % 13])
+            .collect();
+        let batches: Vec<&[u8]> = vec![&text[..5000], &text[100..30_000], b"x", &text];
+        let want: Vec<u8> = batches.concat();
+        for c in [Compression::Flate, Compression::Snappy] {
+            let mut e = Encoder::new(c, 6);
+            let mut d = Decoder::new(c);
+            let mut stream = Vec::new();
+            let mut got = Vec::new();
+            for b in &batches {
+                let start = stream.len();
+                e.encode(b, &mut stream).unwrap();
+                e.release_idle();
+                let mut input = &stream[start..];
+                loop {
+                    let p = d.decode(input, &mut got, 1 << 20).unwrap();
+                    input = &input[p.consumed..];
+                    if input.is_empty() && p.produced == 0 {
+                        break;
+                    }
+                }
+                d.release_idle();
+            }
+            assert_eq!(got, want, "{c}: our decoder");
+            let independent = match c {
+                Compression::Flate => {
+                    let mut z = flate2::Decompress::new(false);
+                    let mut out = Vec::with_capacity(want.len() + 1024);
+                    z.decompress_vec(&stream, &mut out, flate2::FlushDecompress::Sync)
+                        .unwrap();
+                    out
+                }
+                _ => {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut snap::read::FrameDecoder::new(&stream[..]),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                }
+            };
+            assert_eq!(independent, want, "{c}: an independent decoder");
+        }
     }
 
     #[test]

@@ -52,6 +52,13 @@ impl SnappyEncoder {
         }
     }
 
+    /// Drops the scratch buffer and the hash table until the next batch (chunks are
+    /// independent: nothing carries over).
+    pub(crate) fn release(&mut self) {
+        self.scratch = Vec::new();
+        self.raw = snap::raw::Encoder::new();
+    }
+
     /// Appends `input` to `out` as complete chunks (after the stream identifier, the first time).
     pub(crate) fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         if input.is_empty() {
@@ -124,6 +131,17 @@ impl SnappyDecoder {
             plain: Vec::new(),
             plain_pos: 0,
             plain_end: 0,
+        }
+    }
+
+    /// Drops the chunk buffers when no chunk is under way (between chunks nothing carries
+    /// over): they come back with the next chunk that needs them.
+    pub(crate) fn release(&mut self) {
+        if self.state == State::Header && self.hdr_len == 0 && self.plain_pos == self.plain_end {
+            self.plain = Vec::new();
+            self.plain_pos = 0;
+            self.plain_end = 0;
+            self.body = Vec::new();
         }
     }
 

@@ -2,16 +2,18 @@
 //! blocking (`fastrpc_client_call`), callback (`fastrpc_client_call_async`) and completion
 //! queue (`fastrpc_client_call_queued`), plus fire-and-forget, stats, close and free.
 
+use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-
-use once_cell::sync::Lazy;
 
 use super::client_config::fastrpc_client_config_builder;
 use super::completion_queue::{self, fastrpc_completion_queue};
 use super::response::{self, fastrpc_response};
-use super::{arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
+use super::{
+    arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, not_forked, Castable,
+};
 use crate::client::{BlockingClient, CloseMode, Completion};
 use crate::error::Error;
 use crate::stats::{ErrorCounts, IoStats};
@@ -28,6 +30,7 @@ pub struct fastrpc_client {
 
 pub(crate) struct ClientHandle {
     client: BlockingClient,
+    callbacks: Arc<Callbacks>,
 }
 
 impl Castable for fastrpc_client {
@@ -54,10 +57,73 @@ pub type fastrpc_call_callback = Option<
     ),
 >;
 
-/// Runs C callbacks: the tag carries the function pointer and the userdata.
-struct CallbackSink;
+/// Runs one client's C callbacks (the tag carries the function pointer and the userdata),
+/// and counts the calls whose callback has not yet returned, so that `fastrpc_client_free`
+/// can wait for them: after it returns, no callback of that client runs.
+struct Callbacks {
+    /// Calls submitted with a callback whose callback has not returned yet.
+    live: AtomicUsize,
+    /// Someone waits in `wait_idle` (so a completion that brings `live` to its mark takes the
+    /// lock and notifies; otherwise completions touch no lock).
+    waiting: AtomicBool,
+    lock: Mutex<()>,
+    idle: Condvar,
+}
 
-impl Completion for CallbackSink {
+thread_local! {
+    /// The `Callbacks` whose callback runs on this thread now (its address), if any.
+    static RUNNING: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Callbacks {
+    fn new() -> Arc<Callbacks> {
+        Arc::new(Callbacks {
+            live: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            idle: Condvar::new(),
+        })
+    }
+
+    fn finished(&self) {
+        let left = self.live.fetch_sub(1, SeqCst) - 1;
+        if left <= 1 && self.waiting.load(SeqCst) {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until every callback has returned, except the one running on this thread when
+    /// it is one of this client's.
+    fn wait_idle(&self) {
+        let own = RUNNING.with(|r| r.get()) == self as *const Callbacks as usize;
+        let mark = usize::from(own);
+        let wait = || {
+            self.waiting.store(true, SeqCst);
+            let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while self.live.load(SeqCst) > mark {
+                g = self
+                    .idle
+                    .wait_timeout(g, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        };
+        if self.live.load(SeqCst) <= mark {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            // On a library thread (inside a callback): let the runtime move its other work
+            // to another thread while this one waits, so the callbacks waited for can run.
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+}
+
+impl Completion for Callbacks {
     fn complete(&self, tag: u128, result: Result<&[u8], &Error>) {
         let f = (tag >> 64) as usize;
         let userdata = tag as u64 as usize as *mut c_void;
@@ -74,11 +140,12 @@ impl Completion for CallbackSink {
         // SAFETY: `f` was a non-NULL fastrpc_call_callback when the call was submitted.
         let cb: unsafe extern "C" fn(*mut c_void, fastrpc_status, *mut fastrpc_response) =
             unsafe { std::mem::transmute(f) };
+        let outer = RUNNING.with(|c| c.replace(self as *const Callbacks as usize));
         unsafe { cb(userdata, status, super::box_into_raw(r)) };
+        RUNNING.with(|c| c.set(outer));
+        self.finished();
     }
 }
-
-static CALLBACKS: Lazy<Arc<dyn Completion>> = Lazy::new(|| Arc::new(CallbackSink));
 
 fn timeout(client: &BlockingClient, timeout_ms: u32) -> Duration {
     if timeout_ms == 0 {
@@ -100,11 +167,13 @@ pub extern "C" fn fastrpc_client_new(
     out: *mut *mut fastrpc_client,
 ) -> fastrpc_status {
     ffi_boundary!({
+        not_forked!();
         let b = arg_ref!(builder);
         arg_out!(out);
         match BlockingClient::new(b.cfg.clone()) {
             Ok(client) => {
-                unsafe { *out = super::into_raw(ClientHandle { client }) };
+                let callbacks = Callbacks::new();
+                unsafe { *out = super::into_raw(ClientHandle { client, callbacks }) };
                 fastrpc_status::FASTRPC_STATUS_OK
             }
             Err(e) => super::fail(&e),
@@ -132,6 +201,7 @@ pub extern "C" fn fastrpc_client_call(
     response: *mut fastrpc_response,
 ) -> fastrpc_status {
     ffi_boundary!({
+        not_forked!();
         let c = &arg_ref!(client).client;
         let r = arg_mut!(response);
         let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
@@ -169,7 +239,9 @@ pub extern "C" fn fastrpc_client_call_async(
     userdata: *mut c_void,
 ) -> fastrpc_status {
     ffi_boundary!({
-        let c = &arg_ref!(client).client;
+        not_forked!();
+        let h = arg_ref!(client);
+        let c = &h.client;
         let Some(f) = callback else {
             return super::invalid("`callback` is NULL");
         };
@@ -177,9 +249,14 @@ pub extern "C" fn fastrpc_client_call_async(
         let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
         let tag = ((f as usize as u128) << 64) | (userdata as usize as u64 as u128);
         let t = timeout(c, timeout_ms);
-        match c.client().submit(name, value, t, CALLBACKS.clone(), tag) {
+        let callbacks = &h.callbacks;
+        callbacks.live.fetch_add(1, SeqCst);
+        match c.client().submit(name, value, t, callbacks.clone(), tag) {
             Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
-            Err(e) => super::fail(&e),
+            Err(e) => {
+                callbacks.finished();
+                super::fail(&e)
+            }
         }
     })
 }
@@ -189,8 +266,8 @@ pub extern "C" fn fastrpc_client_call_async(
 /// means the configured request timeout. Name and value are copied before this returns. Any
 /// thread, including inside callbacks.
 ///
-/// Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
-/// INVALID_ARGUMENT — then none will.
+/// Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED (the client
+/// was closed, or the queue was shut down), TOO_LARGE, INVALID_ARGUMENT — then none will.
 #[no_mangle]
 pub extern "C" fn fastrpc_client_call_queued(
     client: *const fastrpc_client,
@@ -203,8 +280,15 @@ pub extern "C" fn fastrpc_client_call_queued(
     tag: u64,
 ) -> fastrpc_status {
     ffi_boundary!({
+        not_forked!();
         let c = &arg_ref!(client).client;
         let q = arg_ref!(queue);
+        if q.queue.is_shut() {
+            return super::fail(&Error::fixed(
+                crate::ErrorKind::Closed,
+                "the completion queue was shut down: it takes no new calls",
+            ));
+        }
         let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
         let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
         let t = timeout(c, timeout_ms);
@@ -231,6 +315,7 @@ pub extern "C" fn fastrpc_client_send(
     value_len: usize,
 ) -> fastrpc_status {
     ffi_boundary!({
+        not_forked!();
         let c = &arg_ref!(client).client;
         let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
         let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
@@ -399,11 +484,20 @@ pub extern "C" fn fastrpc_client_close(
 /// Closes the client (failing waiting calls with CLOSED at once) and frees it. NULL is
 /// allowed. The pointer is invalid afterwards. Any thread, including inside this client's
 /// own callbacks; no other thread may be using the handle at the same time.
+///
+/// It returns only after every callback of this client has run and returned (the CLOSED
+/// callbacks of the calls it cancels included), so the callbacks' userdata may be freed
+/// right after it. Called from inside one of this client's own callbacks, it waits for all
+/// the others, and the calling callback is the last of the client to run. Completions of
+/// queued calls go to their queue as usual (CLOSED), possibly after this returns.
 #[no_mangle]
 pub extern "C" fn fastrpc_client_free(client: *mut fastrpc_client) {
     super::boundary_or((), || {
         if let Some(h) = unsafe { super::from_raw(client) } {
             h.client.client().close_now_for_ffi();
+            if !crate::runtime::forked() {
+                h.callbacks.wait_idle();
+            }
             drop(h);
         }
     })

@@ -3,6 +3,7 @@
 //! other runtimes (one foreign call per batch, no thread per call in flight).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct fastrpc_completion {
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
+    /// Set by shutdown (and free): `fastrpc_client_call_queued` then refuses new calls.
+    shut: AtomicBool,
 }
 
 struct QueueState {
@@ -44,6 +47,17 @@ struct QueueState {
 }
 
 impl Queue {
+    /// Shut down: it takes no new calls.
+    pub(crate) fn is_shut(&self) -> bool {
+        self.shut.load(Relaxed)
+    }
+
+    fn shut_down(&self) {
+        self.shut.store(true, Relaxed);
+        self.lock().shut = true;
+        self.ready.notify_all();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -89,6 +103,7 @@ impl Drop for QueueHandle {
     fn drop(&mut self) {
         // Calls still in flight keep the queue alive and complete into it; their responses
         // are freed with it. Wake anyone still polling.
+        self.queue.shut.store(true, Relaxed);
         let mut st = self.queue.lock();
         st.shut = true;
         for (_, r) in st.items.drain(..) {
@@ -114,6 +129,7 @@ pub extern "C" fn fastrpc_completion_queue_new(
                 waiters: 0,
             }),
             ready: Condvar::new(),
+            shut: AtomicBool::new(false),
         });
         unsafe { *out = super::into_raw(QueueHandle { queue }) };
         fastrpc_status::FASTRPC_STATUS_OK
@@ -196,15 +212,14 @@ pub extern "C" fn fastrpc_completion_queue_poll(
 }
 
 /// Shuts the queue down: pollers wake, and once it is empty poll returns CLOSED. Calls still
-/// in flight still complete into it. Any thread, including inside callbacks.
+/// in flight still complete into it; new calls for it are refused
+/// (`fastrpc_client_call_queued` returns CLOSED). Any thread, including inside callbacks.
 #[no_mangle]
 pub extern "C" fn fastrpc_completion_queue_shutdown(
     queue: *const fastrpc_completion_queue,
 ) -> fastrpc_status {
     ffi_boundary!({
-        let q = &arg_ref!(queue).queue;
-        q.lock().shut = true;
-        q.ready.notify_all();
+        arg_ref!(queue).queue.shut_down();
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }

@@ -250,6 +250,19 @@ macro_rules! ffi_boundary {
     };
 }
 
+/// Returns INVALID_ARGUMENT at once in a child process forked after the library's threads
+/// started: they did not survive the fork, and a call would wait for them forever.
+macro_rules! not_forked {
+    () => {
+        if $crate::runtime::forked() {
+            return $crate::ffi::invalid(
+                "fastrpc cannot be used in a child process after fork(): the library's \
+                 threads did not survive it (create fastrpc objects after fork, or exec)",
+            );
+        }
+    };
+}
+
 /// Borrows the object behind a pointer argument, or returns INVALID_ARGUMENT naming it.
 macro_rules! arg_ref {
     ($p:ident) => {
@@ -289,7 +302,7 @@ macro_rules! arg_try {
     };
 }
 
-pub(crate) use {arg_mut, arg_out, arg_ref, arg_try, ffi_boundary};
+pub(crate) use {arg_mut, arg_out, arg_ref, arg_try, ffi_boundary, not_forked};
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use super::client::{fastrpc_error_counts, fastrpc_io_stats};
 use super::request::{self, fastrpc_request};
 use super::server_config::fastrpc_server_config_builder;
 use super::server_queue::fastrpc_server_queue;
-use super::{arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
+use super::{arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, not_forked, Castable};
 use crate::server::{BlockingServer, Call, Handler};
 
 /// A listening server. Created by `fastrpc_server_new` or `fastrpc_server_new_queued`;
@@ -134,6 +134,7 @@ pub extern "C" fn fastrpc_server_new(
     out: *mut *mut fastrpc_server,
 ) -> fastrpc_status {
     ffi_boundary!({
+        not_forked!();
         let Some(f) = handler else {
             return super::invalid("`handler` is NULL");
         };
@@ -157,6 +158,7 @@ pub extern "C" fn fastrpc_server_new_queued(
     out: *mut *mut fastrpc_server,
 ) -> fastrpc_status {
     ffi_boundary!({
+        not_forked!();
         let q = arg_ref!(queue).queue.clone();
         start(builder, addr, out, QueueHandler { queue: q }, Active::new())
     })

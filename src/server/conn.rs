@@ -21,7 +21,7 @@ use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
 use crate::protocol::handshake;
 use crate::transport::RawStream;
-use crate::wire::{FrameReader, FrameWriter};
+use crate::wire::{Fill, FrameReader, FrameWriter, IDLE_RELEASE};
 
 use super::call::{Call, Slot};
 use super::ServerInner;
@@ -98,7 +98,7 @@ pub(crate) async fn serve(
         _ = stop.cancelled() => return,
     };
     let (rd, wr) = stream.split();
-    let reader = FrameReader::new(
+    let mut reader = FrameReader::new(
         rd,
         client_compression,
         cfg.read_buffer_size,
@@ -140,9 +140,9 @@ pub(crate) async fn serve(
         writer,
         conn_stop.clone(),
     )));
-    let read_result = read_loop(&conn, reader, &conn_stop).await;
+    let read_result = read_loop(&conn, &mut reader, &conn_stop).await;
     let fatal = match &read_result {
-        Ok(()) => false,
+        Ok(_) => false,
         Err(e) => {
             server.counters.errors.add(e.kind(), 1);
             if log::enabled(Level::Warn) {
@@ -166,7 +166,23 @@ pub(crate) async fn serve(
     }
     let _ = (&mut writer_task.0).await;
     // Later replies from handlers still holding calls are dropped.
-    conn.lock().closed = true;
+    let write_failed = std::mem::replace(&mut conn.lock().closed, true);
+    if matches!(read_result, Ok(ReadEnd::Stopped)) && !write_failed {
+        // A graceful stop: the writer has flushed every answered response and half-closed
+        // the connection. Closing a socket that still holds unread requests would reset it,
+        // and the client's kernel would drop the responses it has not read yet; so keep
+        // reading, and discarding, until the client closes its side. Bounded by the stop
+        // timeout, which aborts this task.
+        reader.discard_to_eof().await;
+    }
+}
+
+/// Why the reader stopped without an error.
+enum ReadEnd {
+    /// The peer closed its side.
+    Eof,
+    /// The server is stopping, or the writer failed.
+    Stopped,
 }
 
 struct CloseOnDrop(Arc<ConnShared>);
@@ -188,9 +204,9 @@ impl Drop for AbortOnDrop {
 /// Reads requests and dispatches them until EOF, a failure, or a graceful stop.
 async fn read_loop(
     conn: &Arc<ConnShared>,
-    mut r: FrameReader,
+    r: &mut FrameReader,
     stop: &CancellationToken,
-) -> Result<(), Error> {
+) -> Result<ReadEnd, Error> {
     let server = &conn.server;
     let cfg = &server.cfg;
     let limit = cfg.max_frame_size;
@@ -201,7 +217,7 @@ async fn read_loop(
         let mut frames = 0u64;
         let need = loop {
             if stop.is_cancelled() {
-                return Ok(());
+                return Ok(ReadEnd::Stopped);
             }
             match parse_request(&data[off..], limit)? {
                 Parse::Incomplete(k) => break off + k,
@@ -228,7 +244,7 @@ async fn read_loop(
                     if backlog {
                         tokio::select! {
                             biased;
-                            _ = stop.cancelled() => return Ok(()),
+                            _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
                             _ = wait_backlog(conn) => {}
                         }
                     }
@@ -244,13 +260,21 @@ async fn read_loop(
         }
         r.consume(off);
         let need = need - off;
-        let more = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(()),
-            m = r.fill(need) => m?,
-        };
-        if !more {
-            return Ok(());
+        loop {
+            let fill = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
+                f = r.fill_or_idle(need) => f?,
+            };
+            match fill {
+                Fill::Ready => break,
+                Fill::Eof => return Ok(ReadEnd::Eof),
+                Fill::Idle => {
+                    // Quiet: the reader gave back its buffers; so do the request slots.
+                    local_pool = Vec::new();
+                    conn.lock().pool = Vec::new();
+                }
+            }
         }
     }
 }
@@ -343,8 +367,10 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
     let full = conn.server.cfg.write_buffer_size;
     let mut batch: Vec<u8> = Vec::with_capacity(full);
     let mut timer = (!delay.is_zero()).then(DelayTimer::new);
+    // Buffers and compressor state are held (since the last write) and not yet given back.
+    let mut holding = false;
     loop {
-        let go = poll_fn(|cx| {
+        let work = poll_fn(|cx| {
             let mut out = conn.lock();
             if out.closed {
                 return Poll::Ready(false);
@@ -357,11 +383,30 @@ async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: Cancellatio
             }
             out.writer_waker = Some(cx.waker().clone());
             Poll::Pending
-        })
-        .await;
+        });
+        let go = if holding {
+            tokio::select! {
+                biased;
+                go = work => go,
+                _ = tokio::time::sleep(IDLE_RELEASE) => {
+                    // Quiet for a while: give back what an idle connection can do without.
+                    holding = false;
+                    w.release_idle();
+                    batch = Vec::new();
+                    let mut out = conn.lock();
+                    if out.buf.is_empty() {
+                        out.buf = Vec::new();
+                    }
+                    continue;
+                }
+            }
+        } else {
+            work.await
+        };
         if !go {
             break;
         }
+        holding = true;
         if let Some(timer) = timer.as_mut() {
             timer.start(delay);
             poll_fn(|cx| {
