@@ -110,6 +110,9 @@ impl Call {
         let mut panic = None;
         let mut out = conn.lock();
         let mut writer = None;
+        // A response frame went into the output (not a fire-and-forget, not a closed
+        // connection): what the `responses` counter counts.
+        let queued = self.id != 0 && !out.closed;
         if self.id != 0 {
             if out.closed {
                 result = Err(Error::fixed(
@@ -166,7 +169,7 @@ impl Call {
         };
         drop(out);
         server.running.fetch_sub(1, Relaxed);
-        if self.id != 0 {
+        if queued {
             server.counters.responses.fetch_add(1, Relaxed);
         }
         if let Some(w) = writer {
@@ -194,7 +197,10 @@ type NoBuild = fn(&[u8], &[u8], &mut Vec<u8>);
 impl Drop for Call {
     fn drop(&mut self) {
         if self.slot.is_some() {
-            self.conn.server.counters.unanswered.fetch_add(1, Relaxed);
+            if self.id != 0 {
+                // A fire-and-forget request wants no answer: dropping it is its normal end.
+                self.conn.server.counters.unanswered.fetch_add(1, Relaxed);
+            }
             let _ = self.finish::<NoBuild>(Reply::Unanswered);
         }
     }

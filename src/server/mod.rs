@@ -28,13 +28,15 @@ pub struct ServerStats {
     pub requests: u64,
     /// Fire-and-forget requests.
     pub nowait_requests: u64,
-    /// Responses queued for sending (handler replies and error replies).
+    /// Responses queued for sending (handler replies and error replies; not replies dropped
+    /// because their connection had closed).
     pub responses: u64,
     /// Requests answered with `concurrency_limit_reply` instead of running the handler.
     pub concurrency_limit_replies: u64,
     /// Handlers that panicked (each such request got `error_reply`).
     pub handler_panics: u64,
-    /// Calls dropped unanswered (each got `error_reply`).
+    /// Calls dropped unanswered (each got `error_reply`); fire-and-forget requests, which
+    /// want no answer, are not counted.
     pub unanswered: u64,
     /// Handlers running now (started and not yet answered).
     pub running: u64,
