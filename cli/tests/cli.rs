@@ -583,6 +583,66 @@ fn bench_to_closed_port_fails_with_connect_code() {
     assert!(out.stderr.contains(&addr), "{}", out.stderr);
 }
 
+/// A server that goes away in the middle of a timed run: callers back off (1 ms doubling to
+/// 100 ms) instead of retrying in a hot loop, and the run, whose calls mostly failed, exits
+/// with the code of its most frequent error (connect).
+#[test]
+fn bench_backs_off_and_fails_when_the_server_goes_away() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let server = fastrpc::BlockingServer::bind(
+        "127.0.0.1:0",
+        fastrpc::ServerConfig::default(),
+        move |call: fastrpc::Call| {
+            h.fetch_add(1, SeqCst);
+            let _ = call.reply(b"ok");
+        },
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let child = Command::new(BIN)
+        .args([
+            "bench",
+            "--addr",
+            &addr,
+            "--duration",
+            "3s",
+            "--concurrency",
+            "64",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while handled.load(SeqCst) < 2000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the bench made no calls"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Gone at once: the connection closes and new connects are refused.
+    drop(server);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("calls failed (more than 1%)"), "{stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    let errors = v["errors"].as_f64().unwrap();
+    // At most about 40 attempts per caller in 3 s with the backoff (7 in the first 127 ms,
+    // then one per 100 ms); the old 1 ms pause made about 3000.
+    assert!(
+        errors > 0.0 && errors <= 64.0 * 60.0,
+        "{errors} errors: {v}"
+    );
+}
+
 // ---- TLS ----
 
 struct Pki {
