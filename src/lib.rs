@@ -43,7 +43,6 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tls;
-mod tls_record;
 mod tls_stream;
 pub mod transport;
 mod wire;

@@ -192,16 +192,9 @@ impl fmt::Debug for TlsServerConfig {
 
 /// Builds the rustls configuration for `cfg`: verifies the server against `ca_pem` (or accepts
 /// anything when the insecure flag is set), presents our certificate when one is configured.
-/// Secret extraction is on: after the handshake the record layer is ours
-/// ([`crate::tls_stream`]).
 pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
-        if rc.enable_secret_extraction {
-            return Ok(Arc::clone(rc));
-        }
-        let mut c = rustls::ClientConfig::clone(rc);
-        c.enable_secret_extraction = true;
-        return Ok(Arc::new(c));
+        return Ok(Arc::clone(rc));
     }
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(provider))
@@ -222,7 +215,7 @@ pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientC
         })?;
         builder.with_root_certificates(root_store(ca, "CA PEM")?)
     };
-    let mut config =
+    let config =
         match (&cfg.client_cert_pem, &cfg.client_key_pem) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
@@ -241,7 +234,6 @@ pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientC
                  needs both",
             )),
         };
-    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -272,16 +264,10 @@ pub(crate) fn server_name(
 }
 
 /// Builds the rustls configuration for `cfg`: presents `cert_pem`/`key_pem`, and requires
-/// client certificates signed by `client_ca_pem` when that is set. Secret extraction is on,
-/// as for the client.
+/// client certificates signed by `client_ca_pem` when that is set.
 pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
-        if rc.enable_secret_extraction {
-            return Ok(Arc::clone(rc));
-        }
-        let mut c = rustls::ServerConfig::clone(rc);
-        c.enable_secret_extraction = true;
-        return Ok(Arc::new(c));
+        return Ok(Arc::clone(rc));
     }
     if cfg.cert_pem.is_empty() {
         return Err(Error::invalid(
@@ -314,10 +300,9 @@ pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerC
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| cert_key_error(e, "server"))?;
-    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
