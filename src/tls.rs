@@ -134,13 +134,17 @@ pub struct TlsServerConfig {
     /// unless `rustls` is set.
     pub key_pem: Vec<u8>,
     /// Mutual TLS: when set, clients must present a certificate signed by one of these PEM
-    /// CA certificates.
+    /// CA certificates, and every connection must complete TLS with one: clients that do not
+    /// ask for TLS are refused whatever `require_tls` says.
     pub client_ca_pem: Option<Vec<u8>>,
-    /// Refuse clients that do not ask for TLS in the fastrpc handshake (otherwise such
-    /// clients are served in plaintext).
+    /// Refuse clients that do not ask for TLS in the fastrpc handshake. When `false`, such
+    /// clients are served in plaintext, but only if neither `client_ca_pem` nor `rustls` is
+    /// set: both imply that TLS is required.
     pub require_tls: bool,
-    /// A ready rustls configuration. When set it overrides `cert_pem`, `key_pem` and
-    /// `client_ca_pem`.
+    /// A ready rustls configuration. When set it overrides `cert_pem` and `key_pem`
+    /// (`client_ca_pem` must then be unset: client verification is part of the rustls
+    /// configuration). It always means TLS is required, since it may ask for client
+    /// certificates.
     pub rustls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -172,6 +176,29 @@ impl TlsServerConfig {
             client_ca_pem,
             ..Default::default()
         })
+    }
+}
+
+impl TlsServerConfig {
+    /// Why a client that does not ask for TLS is refused (the message the server logs), or
+    /// `None` when this configuration lets such a client be served in plaintext: only when
+    /// nothing about clients is promised (no client CA, no custom rustls configuration).
+    pub(crate) fn plaintext_refusal(&self) -> Option<&'static str> {
+        if self.client_ca_pem.is_some() {
+            Some(
+                "refused a plaintext client: this server requires mutual TLS (TLS with a client \
+                 certificate)",
+            )
+        } else if self.rustls.is_some() {
+            Some(
+                "refused a plaintext client: this server requires TLS (a custom rustls \
+                 configuration always does: it may ask for client certificates)",
+            )
+        } else if self.require_tls {
+            Some("refused a plaintext client: this server requires TLS")
+        } else {
+            None
+        }
     }
 }
 
@@ -267,6 +294,12 @@ pub(crate) fn server_name(
 /// client certificates signed by `client_ca_pem` when that is set.
 pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
+        if cfg.client_ca_pem.is_some() {
+            return Err(Error::invalid(
+                "TlsServerConfig: client_ca_pem cannot be combined with rustls (it would be \
+                 ignored); configure client certificate verification in the rustls configuration",
+            ));
+        }
         return Ok(Arc::clone(rc));
     }
     if cfg.cert_pem.is_empty() {

@@ -148,7 +148,8 @@ pub(crate) async fn client(
 /// How a server treats TLS in the handshake.
 pub(crate) struct ServerTls<'a> {
     pub config: Option<&'a std::sync::Arc<rustls::ServerConfig>>,
-    pub require: bool,
+    /// Plaintext clients are refused, with this message (TLS required, or mutual TLS).
+    pub refuse_plaintext: Option<&'static str>,
 }
 
 /// Runs the server side. Returns the stream to use and the client's compression.
@@ -170,13 +171,13 @@ pub(crate) async fn server(
                     "the client asked for TLS but this server has no TLS configured",
                 ))
             }
-            (false, _) if tls.require => {
+            (false, _) if tls.refuse_plaintext.is_some() => {
                 encode_header(&mut hdr, p.sniff_header, p.version, p.compression, true);
                 let _ = s.write_all(&hdr).await;
                 let _ = s.shutdown().await;
                 Err(Error::new(
                     ErrorKind::Tls,
-                    "refused a plaintext client: this server requires TLS",
+                    tls.refuse_plaintext.unwrap_or_default(),
                 ))
             }
             (true, Some(config)) => {

@@ -81,7 +81,7 @@ pub(crate) async fn serve(
     };
     let tls = handshake::ServerTls {
         config: server.tls.as_ref(),
-        require: cfg.tls.as_ref().is_some_and(|t| t.require_tls),
+        refuse_plaintext: cfg.tls.as_ref().and_then(|t| t.plaintext_refusal()),
     };
     let (stream, client_compression) = tokio::select! {
         r = handshake::server(raw, p, tls) => match r {
