@@ -37,6 +37,8 @@ pub mod config;
 mod delay;
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod guard;
 pub mod log;
 pub mod protocol;
 pub mod runtime;
