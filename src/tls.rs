@@ -431,6 +431,165 @@ fn cert_key_error(e: rustls::Error, side: &str) -> Error {
     }
 }
 
+/// Which end of a TLS connection we are, for messages about the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    fn peer(self) -> &'static str {
+        match self {
+            Side::Client => "server",
+            Side::Server => "client",
+        }
+    }
+
+    /// The option that lists the CAs we trust for the peer's certificate.
+    fn trust_option(self) -> &'static str {
+        match self {
+            Side::Client => "ca_pem",
+            Side::Server => "client_ca_pem",
+        }
+    }
+}
+
+/// A rustls failure in words a user understands: certificate problems (self-signed, unknown
+/// CA, wrong name, expired, not yet valid, missing client certificate) and the peer's alerts
+/// about ours. Anything else keeps rustls's own wording.
+pub(crate) fn describe(e: &rustls::Error, side: Side) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let peer = side.peer();
+    match e {
+        E::InvalidCertificate(c) => {
+            let problem = match c {
+                C::UnknownIssuer => format!(
+                    "is not signed by a trusted CA (unknown issuer: neither it nor its issuer is \
+                     in {}); a self-signed certificate also gives this",
+                    side.trust_option()
+                ),
+                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => format!(
+                    "is a CA certificate, which cannot serve as the {peer}'s own certificate: a \
+                     self-signed certificate made with `openssl req -x509` is one; issue a {peer} \
+                     certificate from that CA instead"
+                ),
+                C::NotValidForNameContext {
+                    expected,
+                    presented,
+                } => format!(
+                    "is not valid for the name {:?} (it names {})",
+                    expected.to_str(),
+                    if presented.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        presented.join(", ")
+                    }
+                ),
+                C::NotValidForName => "is not valid for the name connected to".to_string(),
+                C::ExpiredContext { not_after, .. } => format!(
+                    "has expired: it was valid until {}",
+                    utc(not_after.as_secs())
+                ),
+                C::Expired => "has expired".to_string(),
+                C::NotValidYetContext { not_before, .. } => format!(
+                    "is not valid yet: it is valid from {} (check the clocks)",
+                    utc(not_before.as_secs())
+                ),
+                C::NotValidYet => "is not valid yet (check the clocks)".to_string(),
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+                    "is not meant for a TLS {peer} (its extended key usage does not allow it)"
+                ),
+                C::BadSignature => "has a signature that does not verify".to_string(),
+                C::Revoked => "has been revoked".to_string(),
+                C::BadEncoding => "is malformed".to_string(),
+                other => format!("is invalid ({other:?})"),
+            };
+            format!("the {peer}'s certificate {problem}")
+        }
+        E::NoCertificatesPresented => match side {
+            Side::Server => "the client presented no certificate, but this server requires one \
+                             (mutual TLS: client_ca_pem is set)"
+                .to_string(),
+            Side::Client => "the server presented no certificate".to_string(),
+        },
+        E::AlertReceived(a) => match a {
+            A::CertificateRequired => format!(
+                "the {peer} requires a client certificate (mutual TLS) and none was sent: set \
+                 client_cert_pem and client_key_pem"
+            ),
+            A::UnknownCA => format!(
+                "the {peer} does not trust our certificate: it is not signed by a CA the {peer} \
+                 trusts (TLS alert unknown_ca)"
+            ),
+            A::BadCertificate => {
+                format!("the {peer} rejected our certificate (TLS alert bad_certificate)")
+            }
+            A::CertificateUnknown => {
+                format!("the {peer} rejected our certificate (TLS alert certificate_unknown)")
+            }
+            A::CertificateExpired => format!(
+                "the {peer} says our certificate has expired or is not valid yet (TLS alert \
+                 certificate_expired)"
+            ),
+            A::HandshakeFailure => format!(
+                "the {peer} refused the TLS handshake (TLS alert handshake_failure): no protocol \
+                 version, cipher suite or certificate that both sides accept"
+            ),
+            other => format!("the {peer} ended the TLS connection with alert {other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A rustls failure on an established connection, carried in an `io::Error`: shown in words
+/// ([`describe`]), with rustls's error as its source.
+#[derive(Debug)]
+pub(crate) struct TlsFailure {
+    pub error: rustls::Error,
+    pub text: String,
+}
+
+impl TlsFailure {
+    pub(crate) fn new(error: rustls::Error, side: Side) -> TlsFailure {
+        let text = describe(&error, side);
+        TlsFailure { error, text }
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Seconds since the Unix epoch as "YYYY-MM-DD hh:mm:ss UTC".
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Accepts every server certificate, but still verifies the handshake signatures with the
 /// provider's algorithms. Only reachable through `insecure_skip_verify_for_testing_only`.
 #[derive(Debug)]
@@ -891,6 +1050,13 @@ mod tests {
             std::fs::remove_dir_all(&dir).unwrap();
         })
         .await
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use rustls::pki_types::ServerName;
 use rustls::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::tls::{Side, TlsFailure};
 use crate::transport::RawStream;
 
 /// The read half's ciphertext buffer: several whole records per socket read.
@@ -259,7 +260,12 @@ impl TlsReader {
     /// rustls failed on the peer's bytes: marks the connection failed and sends the alert
     /// rustls queued, unless the write half is writing (it sends the alert next).
     fn fail(&self, mut st: MutexGuard<'_, State>, e: rustls::Error) -> io::Error {
-        st.failed = Some(e.to_string());
+        let side = match st.conn {
+            Connection::Client(_) => Side::Client,
+            Connection::Server(_) => Side::Server,
+        };
+        let e = TlsFailure::new(e, side);
+        st.failed = Some(e.text.clone());
         if !self.shared.writing.load(Ordering::Acquire) {
             let mut alert = Vec::new();
             take_records(&mut st.conn, &mut alert);
