@@ -24,7 +24,7 @@
 //! of received plaintext, 64 KiB of sealed records: we drain them on each call). The handshake
 //! reads in [`HANDSHAKE_READ`] byte steps.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,10 +211,9 @@ impl TlsReader {
         let mut st = self.shared.lock();
         let mut copied = false;
         loop {
-            match st.conn.reader().read(out.initialize_unfilled()) {
-                Ok(0) => return Poll::Ready(Ok(())), // close_notify, or `out` is full
-                Ok(n) => {
-                    out.advance(n);
+            match copy_plain(&mut st.conn, out) {
+                Ok(0) => return Poll::Ready(Ok(())), // close_notify
+                Ok(_) => {
                     copied = true;
                     if out.remaining() == 0 {
                         return Poll::Ready(Ok(()));
@@ -226,13 +225,10 @@ impl TlsReader {
             if self.start == self.end {
                 if self.eof {
                     // Tells rustls the transport ended: its reader then says whether that was
-                    // after close_notify (Ok(0)) or a truncation (UnexpectedEof).
+                    // after close_notify (end of stream) or a truncation (UnexpectedEof).
                     let _ = st.conn.read_tls(&mut &[][..]);
-                    return match st.conn.reader().read(out.initialize_unfilled()) {
-                        Ok(n) => {
-                            out.advance(n);
-                            Poll::Ready(Ok(()))
-                        }
+                    return match copy_plain(&mut st.conn, out) {
+                        Ok(_) => Poll::Ready(Ok(())),
                         // The error comes with the next call.
                         Err(_) if copied => Poll::Ready(Ok(())),
                         Err(e) => Poll::Ready(Err(e)),
@@ -274,6 +270,32 @@ impl TlsReader {
         }
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
+}
+
+/// Copies what plaintext rustls holds into `out`, chunk by chunk (without zeroing `out`'s
+/// free space first, as `Read::read` would need). Ok(0) with room in `out`: the peer's
+/// close_notify came and nothing is left; Err(WouldBlock): nothing yet; UnexpectedEof: the
+/// transport ended without close_notify.
+fn copy_plain(conn: &mut Connection, out: &mut ReadBuf<'_>) -> io::Result<usize> {
+    let mut total = 0;
+    let mut rd = conn.reader();
+    while out.remaining() > 0 {
+        let n = match rd.fill_buf() {
+            Ok(chunk) => {
+                let n = chunk.len().min(out.remaining());
+                out.put_slice(&chunk[..n]);
+                n
+            }
+            Err(_) if total > 0 => break,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        rd.consume(n);
+        total += n;
+    }
+    Ok(total)
 }
 
 impl AsyncRead for TlsReader {

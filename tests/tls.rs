@@ -184,7 +184,11 @@ async fn tls_with_the_wrong_ca_fails() {
             Compression::Flate,
         );
         let e = assert_kind(cl.call(b"n", b"").await, ErrorKind::Tls);
-        assert!(e.message().contains("is not signed by a trusted CA (unknown issuer"), "{e}");
+        assert!(
+            e.message()
+                .contains("is not signed by a trusted CA (unknown issuer"),
+            "{e}"
+        );
         assert!(e.message().contains("TLS handshake"), "{e}");
         wait_until("the server counted the failed handshake", || {
             server.stats().handshake_failures == 1
