@@ -2,7 +2,8 @@
 //!
 //! Fast RPC over one connection: many concurrent calls multiplexed on one TCP (or Unix)
 //! connection with out-of-order responses, batched into few writes, compressed (flate or
-//! snappy) and optionally encrypted (TLS), with no memory allocation per call once warm.
+//! snappy) and optionally encrypted (TLS, through rustls), with no memory allocation per call
+//! once warm (with TLS, rustls allocates one buffer per record).
 //! The wire format is that of the Go library valyala/fastrpc with its `tlv` messages
 //! (`shared/PROTOCOL.md`): our client talks to its servers and our server to its clients.
 //!
