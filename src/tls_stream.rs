@@ -17,7 +17,8 @@
 //!
 //! When rustls reports a fatal error on the read side it queues an alert; the read half sends
 //! it at once unless the write half is in the middle of a write (then the write half sends it
-//! next), and the write half refuses further data.
+//! next), and the write half refuses further data. Data rustls decrypted before the failure
+//! is handed out first, the error with the next read.
 //!
 //! Bounds: the read half's buffer is [`READ_BUF`] bytes; rustls's own buffers are bounded by
 //! rustls (a 64 KiB handshake message at most while joining one, one record otherwise, 16 KiB
@@ -182,6 +183,7 @@ impl TlsStream {
             start: 0,
             end,
             eof: false,
+            error: None,
         };
         let writer = TlsWriter {
             shared,
@@ -201,6 +203,8 @@ pub(crate) struct TlsReader {
     end: usize,
     /// The socket reached its end.
     eof: bool,
+    /// rustls failed after handing out data: the error for the next call.
+    error: Option<io::Error>,
 }
 
 impl TlsReader {
@@ -248,14 +252,21 @@ impl TlsReader {
                 Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
             }
             if let Err(e) = st.conn.process_new_packets() {
-                return Poll::Ready(Err(self.fail(st, e)));
+                let err = self.fail(&mut st, e);
+                // What rustls decrypted before the failure is handed out first; the error
+                // comes with the next call.
+                if copy_plain(&mut st.conn, out).is_ok_and(|n| n > 0) || copied {
+                    self.error = Some(err);
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Ready(Err(err));
             }
         }
     }
 
     /// rustls failed on the peer's bytes: marks the connection failed and sends the alert
     /// rustls queued, unless the write half is writing (it sends the alert next).
-    fn fail(&self, mut st: MutexGuard<'_, State>, e: rustls::Error) -> io::Error {
+    fn fail(&self, st: &mut State, e: rustls::Error) -> io::Error {
         let side = match st.conn {
             Connection::Client(_) => Side::Client,
             Connection::Server(_) => Side::Server,
@@ -305,6 +316,9 @@ impl AsyncRead for TlsReader {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
+        if let Some(e) = me.error.take() {
+            return Poll::Ready(Err(e));
+        }
         if out.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -474,6 +488,247 @@ impl std::fmt::Display for HandshakeError {
         match self {
             HandshakeError::Tls(e) => e.fmt(f),
             HandshakeError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Our plumbing against stock rustls (blocking, over std sockets) on each suite of the
+    //! ring provider, TLS 1.2 and 1.3: multi-record transfers both ways, KeyUpdate both ways
+    //! (the answer rustls queues on our read side goes out with our next write),
+    //! close_notify both ways, and rustls's own limit on KeyUpdates in a row.
+    use super::*;
+    use rustls::crypto::ring::{cipher_suite as cs, default_provider};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    struct Pki {
+        cert: CertificateDer<'static>,
+        key: Vec<u8>,
+    }
+
+    fn pki() -> Pki {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let c = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&k)
+            .unwrap();
+        Pki {
+            cert: c.der().clone(),
+            key: k.serialize_der(),
+        }
+    }
+
+    fn provider(suite: rustls::SupportedCipherSuite) -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..default_provider()
+        })
+    }
+
+    fn versions(
+        suite: rustls::SupportedCipherSuite,
+    ) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static V12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+        static V13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match suite {
+            rustls::SupportedCipherSuite::Tls12(_) => &V12,
+            rustls::SupportedCipherSuite::Tls13(_) => &V13,
+        }
+    }
+
+    fn server_cfg(p: &Pki, suite: rustls::SupportedCipherSuite) -> Arc<rustls::ServerConfig> {
+        let c = rustls::ServerConfig::builder_with_provider(provider(suite))
+            .with_protocol_versions(versions(suite))
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![p.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key.clone())),
+            )
+            .unwrap();
+        Arc::new(c)
+    }
+
+    fn client_cfg(p: &Pki, suite: rustls::SupportedCipherSuite) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(p.cert.clone()).unwrap();
+        let c = rustls::ClientConfig::builder_with_provider(provider(suite))
+            .with_protocol_versions(versions(suite))
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(c)
+    }
+
+    const N: usize = 600 * 1024;
+
+    fn data() -> Vec<u8> {
+        (0..N).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    fn name() -> ServerName<'static> {
+        ServerName::try_from("localhost").unwrap()
+    }
+
+    /// Our server, a stock rustls client: the client sends N bytes with a KeyUpdate in the
+    /// middle (TLS 1.3), our server echoes them in one write and closes.
+    async fn ours_serving_stock(suite: rustls::SupportedCipherSuite) {
+        let p = pki();
+        let (scfg, ccfg) = (server_cfg(&p, suite), client_cfg(&p, suite));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            let conn = rustls::ClientConnection::new(ccfg, name()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let d = data();
+            s.write_all(&d[..N / 2]).unwrap();
+            if matches!(suite, rustls::SupportedCipherSuite::Tls13(_)) {
+                s.conn.refresh_traffic_keys().unwrap();
+            }
+            s.write_all(&d[N / 2..]).unwrap();
+            s.flush().unwrap();
+            let mut back = Vec::new();
+            // Ends cleanly only on close_notify.
+            s.read_to_end(&mut back).unwrap();
+            assert!(back == d, "echo differs");
+        });
+        let (tcp, _) = l.accept().await.unwrap();
+        let t = accept(RawStream::Tcp(tcp), scfg)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut rd, mut wr) = t.split();
+        let mut got = vec![0u8; N];
+        rd.read_exact(&mut got).await.unwrap();
+        wr.write_all(&got).await.unwrap();
+        wr.shutdown().await.unwrap();
+        tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// A stock rustls server, our client: the server echoes with a KeyUpdate in the middle
+    /// (TLS 1.3) and sends close_notify, then reads the byte our client sends afterwards
+    /// (after our answering KeyUpdate).
+    async fn ours_calling_stock(suite: rustls::SupportedCipherSuite) {
+        let p = pki();
+        let (scfg, ccfg) = (server_cfg(&p, suite), client_cfg(&p, suite));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = l.accept().unwrap();
+            let conn = rustls::ServerConnection::new(scfg).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut got = vec![0u8; N];
+            s.read_exact(&mut got).unwrap();
+            s.write_all(&got[..N / 3]).unwrap();
+            if matches!(suite, rustls::SupportedCipherSuite::Tls13(_)) {
+                s.conn.refresh_traffic_keys().unwrap();
+            }
+            s.write_all(&got[N / 3..]).unwrap();
+            s.conn.send_close_notify();
+            s.flush().unwrap();
+            let mut last = [0u8; 1];
+            s.read_exact(&mut last).unwrap();
+            assert_eq!(last[0], b'z');
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let t = connect(RawStream::Tcp(tcp), ccfg, name())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut rd, mut wr) = t.split();
+        let d = data();
+        wr.write_all(&d).await.unwrap();
+        wr.flush().await.unwrap();
+        let mut back = Vec::new();
+        rd.read_to_end(&mut back).await.unwrap();
+        assert!(back == d, "echo differs");
+        wr.write_all(b"z").await.unwrap();
+        wr.flush().await.unwrap();
+        tokio::task::spawn_blocking(move || server.join().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// A stock rustls client that sends KeyUpdates without end: our server (that is, its
+    /// rustls) reads through 32 of them (and data after a run of them), then refuses the 33rd
+    /// in a row.
+    #[tokio::test]
+    async fn a_flood_of_key_updates_is_refused() {
+        let suite = cs::TLS13_AES_128_GCM_SHA256;
+        let p = pki();
+        let (scfg, ccfg) = (server_cfg(&p, suite), client_cfg(&p, suite));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // The client keeps its socket until the server has read (a close with unread
+        // session tickets would reset the connection).
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            let conn = rustls::ClientConnection::new(ccfg, name()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock).unwrap();
+            }
+            // 32 in a row, then data: accepted.
+            for _ in 0..32 {
+                s.conn.refresh_traffic_keys().unwrap();
+                s.flush().unwrap();
+            }
+            s.write_all(b"ok").unwrap();
+            s.flush().unwrap();
+            // 40 more in a row: refused at the 33rd.
+            for _ in 0..40 {
+                s.conn.refresh_traffic_keys().unwrap();
+                let _ = s.flush();
+            }
+            let _ = s.write_all(b"never");
+            let _ = s.flush();
+            let _ = done_rx.recv();
+        });
+        let (tcp, _) = l.accept().await.unwrap();
+        let t = accept(RawStream::Tcp(tcp), scfg)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut rd, _wr) = t.split();
+        let mut ok = [0u8; 2];
+        rd.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"ok");
+        let mut rest = [0u8; 5];
+        let e = rd.read_exact(&mut rest).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("peer misbehaved: TooManyKeyUpdateRequests"),
+            "{e}"
+        );
+        done_tx.send(()).unwrap();
+        tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap();
+    }
+
+    const SUITES: [rustls::SupportedCipherSuite; 6] = [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+
+    #[tokio::test]
+    async fn interop_with_stock_rustls_on_every_suite() {
+        for suite in SUITES {
+            tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                ours_serving_stock(suite).await;
+                ours_calling_stock(suite).await;
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{suite:?} timed out"));
         }
     }
 }
