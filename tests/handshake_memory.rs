@@ -57,9 +57,9 @@ const CLIENT_BYTES: i64 = 8 * 1024;
 /// The largest handshake message body rustls accepts is 0xffff bytes; stay just under.
 const HELLO_BODY: usize = 65_520;
 
-/// Sends a `HELLO_BODY`-byte "ClientHello" in 1-byte handshake records, then reads until the
-/// server closes. Returns how many records were written before the server closed.
-async fn one_byte_record_hello(addr: String) -> usize {
+/// Sends a `HELLO_BODY`-byte "ClientHello" in 1-byte handshake records (until the server,
+/// which refuses it part way, closes), then reads until the server closes.
+async fn one_byte_record_hello(addr: String) {
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     // fastrpc handshake: empty sniff header, version 0, compression none, want_tls.
@@ -73,7 +73,6 @@ async fn one_byte_record_hello(addr: String) -> usize {
         .chain(std::iter::repeat_n(0u8, HELLO_BODY));
     let mut chunk = Vec::with_capacity(4096);
     let mut done = false;
-    let mut records = 0;
     while !done {
         chunk.clear();
         while chunk.len() + 6 <= 4096 {
@@ -86,14 +85,12 @@ async fn one_byte_record_hello(addr: String) -> usize {
             }
         }
         if s.write_all(&chunk).await.is_err() {
-            return records;
+            return; // refused and closed while we were still sending
         }
-        records += chunk.len() / 6;
     }
     // The server refuses the hello (an alert) and closes.
     let mut sink = [0u8; 512];
     while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-    records
 }
 
 #[test]
@@ -129,11 +126,11 @@ fn unauthenticated_handshake_memory_is_bounded_with_one_byte_records() {
             })),
         );
         // Warm up: one connection, so one-off allocations are not counted.
-        assert_eq!(one_byte_record_hello(addr.clone()).await, 4 + HELLO_BODY);
+        one_byte_record_hello(addr.clone()).await;
         // One connection alone: the most one connection makes the server hold.
         let base = LIVE.load(SeqCst);
         PEAK.store(base, SeqCst);
-        assert_eq!(one_byte_record_hello(addr.clone()).await, 4 + HELLO_BODY);
+        one_byte_record_hello(addr.clone()).await;
         let one = PEAK.load(SeqCst) - base;
         println!(
             "one connection with 1-byte records: peak live heap {one} bytes over the baseline"
@@ -150,7 +147,7 @@ fn unauthenticated_handshake_memory_is_bounded_with_one_byte_records() {
                 .map(|_| tokio::spawn(one_byte_record_hello(addr.clone())))
                 .collect();
             for t in tasks {
-                assert_eq!(t.await.unwrap(), 4 + HELLO_BODY, "the server closed early");
+                t.await.unwrap();
             }
         };
         tokio::time::timeout(Duration::from_secs(120), run)
