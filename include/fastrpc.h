@@ -61,7 +61,10 @@ enum fastrpc_status
    */
   FASTRPC_STATUS_PROTOCOL = 6,
   /**
-   * TLS failed (certificates, verification, handshake, TLS refused or required).
+   * TLS failed (certificates, verification, handshake, TLS refused or required). The
+   * message names the problem in words: "the server's certificate has expired: ...", "is
+   * not valid for the name ...", "is not signed by a trusted CA ...", "the server requires a
+   * client certificate (mutual TLS) and none was sent", "the server requires TLS", ...
    */
   FASTRPC_STATUS_TLS = 7,
   /**
@@ -1041,19 +1044,27 @@ fastrpc_status fastrpc_server_config_builder_set_tls_cert_files(struct fastrpc_s
 
 /**
  * Mutual TLS: clients must present a certificate signed by one of these CAs (PEM bytes).
+ * This also makes TLS required: a client that does not ask for TLS is refused (its
+ * handshake is answered with TLS required, then the connection closes), whatever
+ * `fastrpc_server_config_builder_set_require_tls` says. No setting serves plaintext while
+ * asking for client certificates.
  */
 fastrpc_status fastrpc_server_config_builder_set_tls_client_ca_pem(struct fastrpc_server_config_builder *builder,
                                                                    const uint8_t *pem,
                                                                    size_t len);
 
 /**
- * Refuse plaintext clients (TLS must be configured too): they get a handshake answer saying TLS is required, then the connection closes.
+ * Refuse plaintext clients (TLS must be configured too): they get a handshake answer saying
+ * TLS is required, then the connection closes. With a client CA
+ * (`fastrpc_server_config_builder_set_tls_client_ca_pem` or `_file`) plaintext clients are
+ * refused even when this is off.
  */
 fastrpc_status fastrpc_server_config_builder_set_require_tls(struct fastrpc_server_config_builder *builder,
                                                              bool on);
 
 /**
  * Mutual TLS: clients must present a certificate signed by one of the CAs in this PEM file.
+ * Like `fastrpc_server_config_builder_set_tls_client_ca_pem`, this makes TLS required.
  * Returns OK, INVALID_ARGUMENT, or TLS when the file cannot be read.
  */
 fastrpc_status fastrpc_server_config_builder_set_tls_client_ca_file(struct fastrpc_server_config_builder *builder,

@@ -181,7 +181,9 @@ impl Error {
         };
         // rustls reports its failures as InvalidData with a rustls::Error inside.
         let k = match e.get_ref() {
-            Some(inner) if inner.is::<rustls::Error>() => ErrorKind::Tls,
+            Some(inner) if inner.is::<rustls::Error>() || inner.is::<crate::tls::TlsFailure>() => {
+                ErrorKind::Tls
+            }
             _ => k,
         };
         Error::new(k, format!("{what}: {e}"))

@@ -2,7 +2,8 @@
 //!
 //! Fast RPC over one connection: many concurrent calls multiplexed on one TCP (or Unix)
 //! connection with out-of-order responses, batched into few writes, compressed (flate or
-//! snappy) and optionally encrypted (TLS), with no memory allocation per call once warm.
+//! snappy) and optionally encrypted (TLS, through rustls), with no memory allocation per call
+//! once warm (with TLS, rustls allocates one buffer per record).
 //! The wire format is that of the Go library valyala/fastrpc with its `tlv` messages
 //! (`docs/PROTOCOL.md`): our client talks to its servers and our server to its clients.
 //!
@@ -37,13 +38,14 @@ pub mod config;
 mod delay;
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod guard;
 pub mod log;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tls;
-mod tls_record;
 mod tls_stream;
 pub mod transport;
 mod wire;

@@ -134,13 +134,17 @@ pub struct TlsServerConfig {
     /// unless `rustls` is set.
     pub key_pem: Vec<u8>,
     /// Mutual TLS: when set, clients must present a certificate signed by one of these PEM
-    /// CA certificates.
+    /// CA certificates, and every connection must complete TLS with one: clients that do not
+    /// ask for TLS are refused whatever `require_tls` says.
     pub client_ca_pem: Option<Vec<u8>>,
-    /// Refuse clients that do not ask for TLS in the fastrpc handshake (otherwise such
-    /// clients are served in plaintext).
+    /// Refuse clients that do not ask for TLS in the fastrpc handshake. When `false`, such
+    /// clients are served in plaintext, but only if neither `client_ca_pem` nor `rustls` is
+    /// set: both imply that TLS is required.
     pub require_tls: bool,
-    /// A ready rustls configuration. When set it overrides `cert_pem`, `key_pem` and
-    /// `client_ca_pem`.
+    /// A ready rustls configuration. When set it overrides `cert_pem` and `key_pem`
+    /// (`client_ca_pem` must then be unset: client verification is part of the rustls
+    /// configuration). It always means TLS is required, since it may ask for client
+    /// certificates.
     pub rustls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -175,6 +179,29 @@ impl TlsServerConfig {
     }
 }
 
+impl TlsServerConfig {
+    /// Why a client that does not ask for TLS is refused (the message the server logs), or
+    /// `None` when this configuration lets such a client be served in plaintext: only when
+    /// nothing about clients is promised (no client CA, no custom rustls configuration).
+    pub(crate) fn plaintext_refusal(&self) -> Option<&'static str> {
+        if self.client_ca_pem.is_some() {
+            Some(
+                "refused a plaintext client: this server requires mutual TLS (TLS with a client \
+                 certificate)",
+            )
+        } else if self.rustls.is_some() {
+            Some(
+                "refused a plaintext client: this server requires TLS (a custom rustls \
+                 configuration always does: it may ask for client certificates)",
+            )
+        } else if self.require_tls {
+            Some("refused a plaintext client: this server requires TLS")
+        } else {
+            None
+        }
+    }
+}
+
 impl fmt::Debug for TlsServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsServerConfig")
@@ -192,16 +219,9 @@ impl fmt::Debug for TlsServerConfig {
 
 /// Builds the rustls configuration for `cfg`: verifies the server against `ca_pem` (or accepts
 /// anything when the insecure flag is set), presents our certificate when one is configured.
-/// Secret extraction is on: after the handshake the record layer is ours
-/// ([`crate::tls_stream`]).
 pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
-        if rc.enable_secret_extraction {
-            return Ok(Arc::clone(rc));
-        }
-        let mut c = rustls::ClientConfig::clone(rc);
-        c.enable_secret_extraction = true;
-        return Ok(Arc::new(c));
+        return Ok(Arc::clone(rc));
     }
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(provider))
@@ -222,7 +242,7 @@ pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientC
         })?;
         builder.with_root_certificates(root_store(ca, "CA PEM")?)
     };
-    let mut config =
+    let config =
         match (&cfg.client_cert_pem, &cfg.client_key_pem) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
@@ -241,7 +261,6 @@ pub(crate) fn client_config(cfg: &TlsClientConfig) -> Result<Arc<rustls::ClientC
                  needs both",
             )),
         };
-    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -272,16 +291,16 @@ pub(crate) fn server_name(
 }
 
 /// Builds the rustls configuration for `cfg`: presents `cert_pem`/`key_pem`, and requires
-/// client certificates signed by `client_ca_pem` when that is set. Secret extraction is on,
-/// as for the client.
+/// client certificates signed by `client_ca_pem` when that is set.
 pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerConfig>, Error> {
     if let Some(rc) = &cfg.rustls {
-        if rc.enable_secret_extraction {
-            return Ok(Arc::clone(rc));
+        if cfg.client_ca_pem.is_some() {
+            return Err(Error::invalid(
+                "TlsServerConfig: client_ca_pem cannot be combined with rustls (it would be \
+                 ignored); configure client certificate verification in the rustls configuration",
+            ));
         }
-        let mut c = rustls::ServerConfig::clone(rc);
-        c.enable_secret_extraction = true;
-        return Ok(Arc::new(c));
+        return Ok(Arc::clone(rc));
     }
     if cfg.cert_pem.is_empty() {
         return Err(Error::invalid(
@@ -314,10 +333,9 @@ pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerC
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| cert_key_error(e, "server"))?;
-    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -411,6 +429,165 @@ fn cert_key_error(e: rustls::Error, side: &str) -> Error {
         )),
         other => tls(format!("{side} certificate PEM: bad certificate: {other}")),
     }
+}
+
+/// Which end of a TLS connection we are, for messages about the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    fn peer(self) -> &'static str {
+        match self {
+            Side::Client => "server",
+            Side::Server => "client",
+        }
+    }
+
+    /// The option that lists the CAs we trust for the peer's certificate.
+    fn trust_option(self) -> &'static str {
+        match self {
+            Side::Client => "ca_pem",
+            Side::Server => "client_ca_pem",
+        }
+    }
+}
+
+/// A rustls failure in words a user understands: certificate problems (self-signed, unknown
+/// CA, wrong name, expired, not yet valid, missing client certificate) and the peer's alerts
+/// about ours. Anything else keeps rustls's own wording.
+pub(crate) fn describe(e: &rustls::Error, side: Side) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let peer = side.peer();
+    match e {
+        E::InvalidCertificate(c) => {
+            let problem = match c {
+                C::UnknownIssuer => format!(
+                    "is not signed by a trusted CA (unknown issuer: neither it nor its issuer is \
+                     in {}); a self-signed certificate also gives this",
+                    side.trust_option()
+                ),
+                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => format!(
+                    "is a CA certificate, which cannot serve as the {peer}'s own certificate: a \
+                     self-signed certificate made with `openssl req -x509` is one; issue a {peer} \
+                     certificate from that CA instead"
+                ),
+                C::NotValidForNameContext {
+                    expected,
+                    presented,
+                } => format!(
+                    "is not valid for the name {:?} (it names {})",
+                    expected.to_str(),
+                    if presented.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        presented.join(", ")
+                    }
+                ),
+                C::NotValidForName => "is not valid for the name connected to".to_string(),
+                C::ExpiredContext { not_after, .. } => format!(
+                    "has expired: it was valid until {}",
+                    utc(not_after.as_secs())
+                ),
+                C::Expired => "has expired".to_string(),
+                C::NotValidYetContext { not_before, .. } => format!(
+                    "is not valid yet: it is valid from {} (check the clocks)",
+                    utc(not_before.as_secs())
+                ),
+                C::NotValidYet => "is not valid yet (check the clocks)".to_string(),
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+                    "is not meant for a TLS {peer} (its extended key usage does not allow it)"
+                ),
+                C::BadSignature => "has a signature that does not verify".to_string(),
+                C::Revoked => "has been revoked".to_string(),
+                C::BadEncoding => "is malformed".to_string(),
+                other => format!("is invalid ({other:?})"),
+            };
+            format!("the {peer}'s certificate {problem}")
+        }
+        E::NoCertificatesPresented => match side {
+            Side::Server => "the client presented no certificate, but this server requires one \
+                             (mutual TLS: client_ca_pem is set)"
+                .to_string(),
+            Side::Client => "the server presented no certificate".to_string(),
+        },
+        E::AlertReceived(a) => match a {
+            A::CertificateRequired => format!(
+                "the {peer} requires a client certificate (mutual TLS) and none was sent: set \
+                 client_cert_pem and client_key_pem"
+            ),
+            A::UnknownCA => format!(
+                "the {peer} does not trust our certificate: it is not signed by a CA the {peer} \
+                 trusts (TLS alert unknown_ca)"
+            ),
+            A::BadCertificate => {
+                format!("the {peer} rejected our certificate (TLS alert bad_certificate)")
+            }
+            A::CertificateUnknown => {
+                format!("the {peer} rejected our certificate (TLS alert certificate_unknown)")
+            }
+            A::CertificateExpired => format!(
+                "the {peer} says our certificate has expired or is not valid yet (TLS alert \
+                 certificate_expired)"
+            ),
+            A::HandshakeFailure => format!(
+                "the {peer} refused the TLS handshake (TLS alert handshake_failure): no protocol \
+                 version, cipher suite or certificate that both sides accept"
+            ),
+            other => format!("the {peer} ended the TLS connection with alert {other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A rustls failure on an established connection, carried in an `io::Error`: shown in words
+/// ([`describe`]), with rustls's error as its source.
+#[derive(Debug)]
+pub(crate) struct TlsFailure {
+    pub error: rustls::Error,
+    pub text: String,
+}
+
+impl TlsFailure {
+    pub(crate) fn new(error: rustls::Error, side: Side) -> TlsFailure {
+        let text = describe(&error, side);
+        TlsFailure { error, text }
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Seconds since the Unix epoch as "YYYY-MM-DD hh:mm:ss UTC".
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Accepts every server certificate, but still verifies the handshake signatures with the
@@ -873,6 +1050,13 @@ mod tests {
             std::fs::remove_dir_all(&dir).unwrap();
         })
         .await
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 
     #[test]

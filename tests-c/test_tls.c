@@ -423,6 +423,45 @@ static void test_tls_bad_certificates(void) {
     th_handler_destroy(&h);
 }
 
+/* Mutual TLS is enforced by construction: a server with a client CA refuses a plaintext
+ * client (want_tls = 0) even with require_tls explicitly off, and serves nothing to it. */
+static void test_tls_mutual_refuses_plaintext(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server_config_builder *sb = NULL;
+    REQUIRE_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
+    char crt[1200], key[1200];
+    path_of(crt, sizeof crt, "server.crt");
+    path_of(key, sizeof key, "server.key");
+    CHECK_STATUS(fastrpc_server_config_builder_set_tls_cert_files(sb, crt, key), FASTRPC_STATUS_OK);
+    size_t n = 0;
+    uint8_t *ca = read_file("client.crt", &n);
+    REQUIRE(ca != NULL);
+    CHECK_STATUS(fastrpc_server_config_builder_set_tls_client_ca_pem(sb, ca, n), FASTRPC_STATUS_OK);
+    free(ca);
+    CHECK_STATUS(fastrpc_server_config_builder_set_require_tls(sb, false), FASTRPC_STATUS_OK);
+    fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
+    fastrpc_server_config_builder_free(sb);
+    REQUIRE(s != NULL);
+    fastrpc_client *plain = th_client_new(addr);
+    fastrpc_response *r = NULL;
+    REQUIRE(plain != NULL);
+    REQUIRE_STATUS(fastrpc_response_new(&r), FASTRPC_STATUS_OK);
+    CHECK_STATUS(th_call(plain, "secret", "x", th_ms(10000), r), FASTRPC_STATUS_TLS);
+    CHECK(strstr(th_last_error(), "the server requires TLS: configure TLS on the client") != NULL);
+    fastrpc_server_stats ss;
+    CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
+                            ss.handshake_failures == 1,
+                        th_ms(10000)));
+    CHECK(ss.requests == 0);
+    CHECK(ss.errors.tls == 1);
+    fastrpc_response_free(r);
+    fastrpc_client_free(plain);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
 int main(int argc, char **argv) {
     th_init(argc, argv, "test_tls");
     const char *dir = getenv("FASTRPC_TEST_CERT_DIR");
@@ -446,6 +485,7 @@ int main(int argc, char **argv) {
     th_run("tls_insecure_skip_verify", test_tls_insecure_skip_verify);
     th_run("tls_required_and_refused", test_tls_required_and_refused);
     th_run("tls_mutual", test_tls_mutual);
+    th_run("tls_mutual_refuses_plaintext", test_tls_mutual_refuses_plaintext);
     th_run("tls_bad_certificates", test_tls_bad_certificates);
     /* Stop logging before g_logs goes away. */
     fastrpc_set_log_callback(NULL, NULL, FASTRPC_LOG_ERROR);

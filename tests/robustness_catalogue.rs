@@ -1064,8 +1064,14 @@ fn srv_garbage_instead_of_tls_client_hello() {
 
 /// A TLS client (stock rustls, blocking, on its own thread) that finishes the fastrpc and TLS
 /// handshakes with the server, then writes `raw` straight to the socket, past rustls: records
-/// the server's record layer must refuse. `half_close` then closes the write side.
-fn tls_client_then_raw(port: u16, ca_pem: String, raw: Vec<u8>, half_close: bool) {
+/// the server's record layer must refuse. `half_close` then closes the write side. Returns
+/// what the client's rustls makes of the server's answer (its alert), if anything.
+fn tls_client_then_raw(
+    port: u16,
+    ca_pem: String,
+    raw: Vec<u8>,
+    half_close: bool,
+) -> Option<String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
     use std::io::{Read, Write};
     let mut roots = rustls::RootCertStore::empty();
@@ -1094,14 +1100,26 @@ fn tls_client_then_raw(port: u16, ca_pem: String, raw: Vec<u8>, half_close: bool
     if half_close {
         tcp.shutdown(std::net::Shutdown::Write).unwrap();
     }
-    // Until the server closes (it refuses the records).
-    let mut sink = [0u8; 4096];
-    while matches!(tcp.read(&mut sink), Ok(n) if n > 0) {}
+    // Until the server closes (it refuses the records), through the client's rustls.
+    let mut buf = [0u8; 4096];
+    let mut verdict = None;
+    while let Ok(n) = tcp.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if verdict.is_none() && conn.read_tls(&mut &buf[..n]).is_ok() {
+            if let Err(e) = conn.process_new_packets() {
+                verdict = Some(e.to_string());
+            }
+        }
+    }
+    verdict
 }
 
 /// After a good TLS handshake: a record whose authentication tag does not verify, a record
-/// longer than TLS allows, and a record cut short by the peer's close. Each is refused by the
-/// server's record layer with a TLS error naming it, and the server serves on.
+/// longer than TLS allows, and a record cut short by the peer's close. rustls refuses each
+/// (the first two as TLS errors, the truncation as a connection error: a FIN without
+/// close_notify), the connection closes with an error naming it, and the server serves on.
 #[test]
 fn srv_tls_records_tampered_after_the_handshake() {
     case("srv_tls_records_tampered_after_the_handshake", || async {
@@ -1112,26 +1130,40 @@ fn srv_tls_records_tampered_after_the_handshake() {
         let port: u16 = srv.addr().rsplit(':').next().unwrap().parse().unwrap();
         let mut forged = vec![23, 3, 3, 0, 40];
         forged.extend((0..40u8).map(|i| i.wrapping_mul(37)));
-        let cases: [(Vec<u8>, bool, &str); 3] = [
-            (forged, false, "cannot decrypt peer's message"),
+        // The server's rustls answers the first two with a fatal alert (not close_notify); a
+        // truncation by the client's FIN gets none (the client can no longer read one anyway).
+        // (bytes, half-close after, server error kind, its message, the client's rustls verdict)
+        type Case = (Vec<u8>, bool, ErrorKind, &'static str, Option<&'static str>);
+        let cases: [Case; 3] = [
+            (
+                forged,
+                false,
+                ErrorKind::Tls,
+                "read failed: cannot decrypt peer's message",
+                Some("received fatal alert: BadRecordMac"),
+            ),
             (
                 vec![23, 3, 3, 0xff, 0xff, 0, 0, 0],
                 false,
-                "received a TLS record longer than TLS allows",
+                ErrorKind::Tls,
+                "read failed: received corrupt message of type MessageTooLarge",
+                Some("received fatal alert: DecodeError"),
             ),
             (
                 vec![23, 3, 3, 0, 100, 1, 2, 3],
                 true,
-                "the peer closed the connection in the middle of a TLS record",
+                ErrorKind::Connection,
+                "read failed: peer closed connection without sending TLS close_notify",
+                None,
             ),
         ];
-        for (raw, half_close, fragment) in cases {
+        for (raw, half_close, kind, fragment, alert) in cases {
             let before = srv.errors();
             let ca = pki.ca_pem.clone();
             let client =
                 tokio::task::spawn_blocking(move || tls_client_then_raw(port, ca, raw, half_close));
-            expect_server_errors(&srv, before, ErrorKind::Tls, 1, fragment).await;
-            client.await.unwrap();
+            expect_server_errors(&srv, before, kind, 1, fragment).await;
+            assert_eq!(client.await.unwrap().as_deref(), alert, "{fragment}");
             srv.no_connections().await;
         }
         assert_eq!(srv.calls.load(SeqCst), 0, "a handler ran");

@@ -184,7 +184,11 @@ async fn tls_with_the_wrong_ca_fails() {
             Compression::Flate,
         );
         let e = assert_kind(cl.call(b"n", b"").await, ErrorKind::Tls);
-        assert!(e.message().contains("UnknownIssuer"), "{e}");
+        assert!(
+            e.message()
+                .contains("is not signed by a trusted CA (unknown issuer"),
+            "{e}"
+        );
         assert!(e.message().contains("TLS handshake"), "{e}");
         wait_until("the server counted the failed handshake", || {
             server.stats().handshake_failures == 1
@@ -281,6 +285,97 @@ async fn mutual_tls() {
         assert_eq!(server.stats().requests, 1);
         // The good client is unaffected.
         assert_eq!(good.call(b"n", b"again").await.unwrap(), b"n:again");
+    })
+    .await
+}
+
+/// Mutual TLS is enforced by construction: a server with a client CA refuses a client that
+/// sends want_tls = 0, even with require_tls off, and so does a server with a custom rustls
+/// configuration (which may ask for client certificates); a client CA beside a custom rustls
+/// configuration (where it would be ignored) is refused at bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_plaintext_clients_whatever_require_tls_says() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let p = test_pki();
+        let mut t = tls_server(&p);
+        t.client_ca_pem = Some(p.ca_pem.as_bytes().to_vec());
+        t.require_tls = false;
+        let server = serve("127.0.0.1:0", Some(t), Compression::None).await;
+
+        // Our client without TLS: told the server requires TLS.
+        let plain = client(&server.local_addr(), None, Compression::None);
+        let e = assert_kind(plain.call(b"secret", b"x").await, ErrorKind::Tls);
+        assert_eq!(
+            e.message(),
+            format!(
+                "handshake with {} failed: the server requires TLS: configure TLS on the client",
+                server.local_addr()
+            )
+        );
+        // A raw v1 client sending want_tls = 0: answered tls = 1, then closed, nothing served.
+        let mut s = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        // The default sniff header is empty: version 0, compression none (1), want_tls 0.
+        s.write_all(&[0, 1, 0]).await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [0, 1, 1]);
+        wait_until("the server counted both refused clients", || {
+            server.stats().handshake_failures == 2
+        })
+        .await;
+        assert_eq!(server.stats().errors.tls, 2);
+        assert_eq!(server.stats().requests, 0);
+
+        // A custom rustls configuration: plaintext refused too.
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let rc = {
+            use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+            let certs = CertificateDer::pem_slice_iter(p.server_cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(p.server_key_pem.as_bytes()).unwrap();
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap()
+        };
+        let custom = TlsServerConfig {
+            rustls: Some(std::sync::Arc::new(rc)),
+            ..Default::default()
+        };
+        let server2 = serve("127.0.0.1:0", Some(custom.clone()), Compression::None).await;
+        let plain = client(&server2.local_addr(), None, Compression::None);
+        let e = assert_kind(plain.call(b"n", b"").await, ErrorKind::Tls);
+        assert!(
+            e.message()
+                .ends_with("the server requires TLS: configure TLS on the client"),
+            "{e}"
+        );
+        let secure = client(
+            &server2.local_addr(),
+            Some(tls_client(&p.ca_pem)),
+            Compression::None,
+        );
+        assert_eq!(secure.call(b"n", b"custom").await.unwrap(), b"n:custom");
+
+        let mut both = custom;
+        both.client_ca_pem = Some(p.ca_pem.as_bytes().to_vec());
+        let mut cfg = ServerConfig::default();
+        cfg.tls = Some(both);
+        let e = assert_kind(
+            Server::bind("127.0.0.1:0", cfg, echo).await,
+            ErrorKind::InvalidArgument,
+        );
+        assert_eq!(
+            e.message(),
+            "TlsServerConfig: client_ca_pem cannot be combined with rustls (it would be ignored); \
+             configure client certificate verification in the rustls configuration"
+        );
     })
     .await
 }

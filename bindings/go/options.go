@@ -534,7 +534,8 @@ func WithServerMaxFrameSize(n int) ServerOption {
 }
 
 // WithServerTLS turns TLS on with this certificate chain and private key (PEM). Clients
-// that do not ask for TLS are still served in plaintext unless WithRequireTLS is given.
+// that do not ask for TLS are still served in plaintext unless WithRequireTLS or
+// WithClientCA is given.
 func WithServerTLS(certPEM, keyPEM []byte) ServerOption {
 	return func(cfg *serverConfig) {
 		cfg.add("WithServerTLS", func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
@@ -548,7 +549,8 @@ func WithServerTLS(certPEM, keyPEM []byte) ServerOption {
 }
 
 // WithClientCA requires mutual TLS: clients must present a certificate signed by one of the
-// CAs in pem.
+// CAs in pem. It implies WithRequireTLS: a client that does not ask for TLS is refused, so
+// no option combination serves plaintext while asking for client certificates.
 func WithClientCA(pem []byte) ServerOption {
 	return func(cfg *serverConfig) {
 		cfg.bytes("WithClientCA", pem, func(b *C.fastrpc_server_config_builder, p *C.uint8_t, n C.size_t) C.fastrpc_status {

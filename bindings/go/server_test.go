@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -377,6 +378,23 @@ func TestTLS(t *testing.T) {
 			t.Fatal("a plaintext client passed WithRequireTLS")
 		}
 		t.Logf("plaintext client, TLS required: %v", err)
+	})
+	// WithClientCA alone (no WithRequireTLS): a plaintext client is still refused, so no
+	// option combination serves plaintext while asking for client certificates.
+	t.Run("mutual-implies-require-tls", func(t *testing.T) {
+		m := startServer(t, echo, WithServerTLS(certs.ServerCertPEM, certs.ServerKeyPEM),
+			WithClientCA(certs.CAPEM))
+		plain := newClient(t, m.Addr(), WithCompression(CompressNone))
+		resp, err := plain.Call(context.Background(), []byte("secret"), []byte("x"))
+		if !errors.Is(err, ErrTLS) {
+			t.Fatalf("want ErrTLS, got %q, %v", resp, err)
+		}
+		if !strings.Contains(err.Error(), "the server requires TLS: configure TLS on the client") {
+			t.Fatalf("unclear error: %v", err)
+		}
+		c := newClient(t, m.Addr(), WithTLS(certs.CAPEM, "localhost"),
+			WithClientCertificate(certs.ClientCertPEM, certs.ClientKeyPEM))
+		mustEqual(t, call(t, c, "mtls", ""), []byte("mtls"))
 	})
 }
 

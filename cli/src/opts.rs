@@ -208,10 +208,12 @@ pub struct ServerTlsOpts {
     /// The private key of --tls-cert, PEM.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Mutual TLS: require client certificates signed by these CAs, PEM.
+    /// Mutual TLS: require client certificates signed by these CAs, PEM. Implies
+    /// --require-tls: clients that do not ask for TLS are refused.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-    /// Refuse clients that do not ask for TLS (otherwise they are served in plaintext).
+    /// Refuse clients that do not ask for TLS (otherwise they are served in plaintext;
+    /// always on with --tls-client-ca).
     #[arg(long, requires = "tls_cert")]
     pub require_tls: bool,
 }
@@ -223,7 +225,7 @@ impl ServerTlsOpts {
             return Ok(None);
         };
         let mut cfg = TlsServerConfig::from_files(cert, key, self.tls_client_ca.as_deref())?;
-        cfg.require_tls = self.require_tls;
+        cfg.require_tls = self.require_tls || self.tls_client_ca.is_some();
         Ok(Some(cfg))
     }
 }

@@ -858,6 +858,32 @@ fn mutual_tls() {
         None,
     );
     assert_ne!(no_cert.code, 0, "a client without certificate must fail");
+    // A plaintext client (want_tls = 0) is refused: --tls-client-ca implies --require-tls.
+    let plain = run(
+        &[
+            "call",
+            "--addr",
+            &s.addr,
+            "--compress",
+            "none",
+            "--name",
+            "secret",
+            "--value",
+            "x",
+            "--timeout",
+            "5s",
+        ],
+        None,
+    );
+    assert_eq!(plain.code, 8, "stderr: {}", plain.stderr);
+    assert_eq!(plain.stdout, b"", "a plaintext client was served");
+    assert!(
+        plain
+            .stderr
+            .contains("the server requires TLS: configure TLS on the client"),
+        "{}",
+        plain.stderr
+    );
 }
 
 #[test]

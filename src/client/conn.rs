@@ -3,7 +3,9 @@
 //! responses to waiting calls, and the timekeeper that enforces call deadlines.
 //!
 //! Every path that ends a connection fails the calls sent on it with an error naming the
-//! peer and the cause, so no call waits past its deadline or forever.
+//! peer and the cause, so no call waits past its deadline or forever. Each task runs under
+//! [`guarded`]: a panic in one fails the calls it had (and ends the connection), then the
+//! task starts again, so a client object always reconnects.
 
 use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::config::limit;
 use crate::delay::DelayTimer;
 use crate::error::{Error, ErrorKind};
+use crate::guard::{guarded, AbortOnDrop, Task};
 use crate::protocol::frame::{parse_response, Parse};
 use crate::protocol::handshake;
 use crate::transport;
@@ -25,8 +28,32 @@ use super::Inner;
 /// Starts the manager and timekeeper tasks (once, on the first call).
 pub(super) fn start(inner: Arc<Inner>) {
     let rt = inner.rt.clone();
-    rt.spawn(timekeeper(inner.clone()));
-    rt.spawn(manager(inner));
+    let tk = inner.clone();
+    rt.spawn(async move {
+        // The timekeeper keeps no state of its own worth failing calls for: it starts again.
+        while guarded(Task::ClientTimekeeper, timekeeper(tk.clone()))
+            .await
+            .is_err()
+        {}
+    });
+    rt.spawn(async move {
+        while let Err(e) = guarded(Task::ClientManager, manager(inner.clone())).await {
+            // As after a failed connect: the calls it had fail with the panic, the next call
+            // after the backoff connects again (its reader was aborted with it).
+            let mut wakes = Vec::new();
+            let mut st = inner.lock();
+            st.fail_all(&[CellState::Queued, CellState::Sent], &e, &mut wakes);
+            st.clear_queue();
+            st.conn_error = None;
+            st.conn = Conn::Backoff {
+                until: Instant::now() + inner.cfg.reconnect_backoff_min,
+                err: e,
+            };
+            inner.check_drained(&st);
+            drop(st);
+            inner.deliver(&mut wakes);
+        }
+    });
 }
 
 /// Connects when there is work, writes batches while connected, and reconnects.
@@ -89,10 +116,16 @@ async fn manager(inner: Arc<Inner>) {
                     limit(cfg.write_timeout),
                     inner.counters.io.clone(),
                 );
-                let reader_task = inner.rt.spawn(read_loop(inner.clone(), reader));
+                let ri = inner.clone();
+                let mut reader_task = AbortOnDrop(inner.rt.spawn(async move {
+                    if let Err(e) = guarded(Task::ClientReader, read_loop(ri.clone(), reader)).await
+                    {
+                        end_connection(&ri, e);
+                    }
+                }));
                 let cause = write_loop(&inner, writer, &mut batch).await;
-                reader_task.abort();
-                let _ = reader_task.await;
+                reader_task.0.abort();
+                let _ = (&mut reader_task.0).await;
                 let err = Error::new(
                     cause.kind(),
                     format!("connection to {} failed: {}", inner.addr, cause.message()),
@@ -292,6 +325,11 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
             Err(e) => break e,
         }
     };
+    end_connection(&inner, cause);
+}
+
+/// The reader is done: the writer ends the connection with `cause`.
+fn end_connection(inner: &Inner, cause: Error) {
     let mut st = inner.lock();
     st.conn_error = Some(cause);
     if let Some(w) = st.writer_waker.take() {

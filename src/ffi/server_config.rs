@@ -323,6 +323,10 @@ pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_files(
 }
 
 /// Mutual TLS: clients must present a certificate signed by one of these CAs (PEM bytes).
+/// This also makes TLS required: a client that does not ask for TLS is refused (its
+/// handshake is answered with TLS required, then the connection closes), whatever
+/// `fastrpc_server_config_builder_set_require_tls` says. No setting serves plaintext while
+/// asking for client certificates.
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_pem(
     builder: *mut fastrpc_server_config_builder,
@@ -336,7 +340,10 @@ pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_pem(
     })
 }
 
-/// Refuse plaintext clients (TLS must be configured too): they get a handshake answer saying TLS is required, then the connection closes.
+/// Refuse plaintext clients (TLS must be configured too): they get a handshake answer saying
+/// TLS is required, then the connection closes. With a client CA
+/// (`fastrpc_server_config_builder_set_tls_client_ca_pem` or `_file`) plaintext clients are
+/// refused even when this is off.
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_require_tls(
     builder: *mut fastrpc_server_config_builder,
@@ -350,6 +357,7 @@ pub extern "C" fn fastrpc_server_config_builder_set_require_tls(
 }
 
 /// Mutual TLS: clients must present a certificate signed by one of the CAs in this PEM file.
+/// Like `fastrpc_server_config_builder_set_tls_client_ca_pem`, this makes TLS required.
 /// Returns OK, INVALID_ARGUMENT, or TLS when the file cannot be read.
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_file(

@@ -29,7 +29,10 @@ pub enum fastrpc_status {
     FASTRPC_STATUS_CLOSED = 5,
     /// The peer broke the protocol.
     FASTRPC_STATUS_PROTOCOL = 6,
-    /// TLS failed (certificates, verification, handshake, TLS refused or required).
+    /// TLS failed (certificates, verification, handshake, TLS refused or required). The
+    /// message names the problem in words: "the server's certificate has expired: ...", "is
+    /// not valid for the name ...", "is not signed by a trusted CA ...", "the server requires a
+    /// client certificate (mutual TLS) and none was sent", "the server requires TLS", ...
     FASTRPC_STATUS_TLS = 7,
     /// A name or value exceeds `max_frame_size`.
     FASTRPC_STATUS_TOO_LARGE = 8,

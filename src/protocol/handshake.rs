@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::compress::Compression;
 use crate::error::{Error, ErrorKind};
+use crate::tls::{describe, Side};
 use crate::tls_stream;
 use crate::transport::{RawStream, Stream};
 
@@ -132,9 +133,9 @@ pub(crate) async fn client(
             )),
             (true, true) => {
                 let (config, name) = tls.expect("want_tls");
-                let t = tls_stream::connect(s, config, name)
-                    .await
-                    .map_err(|e| tls_error("TLS handshake with the server failed", &e))?;
+                let t = tls_stream::connect(s, config, name).await.map_err(|e| {
+                    tls_error("TLS handshake with the server failed", &e, Side::Client)
+                })?;
                 Ok((Stream::Tls(Box::new(t)), h.compression))
             }
             (false, false) => Ok((Stream::Plain(s), h.compression)),
@@ -148,7 +149,8 @@ pub(crate) async fn client(
 /// How a server treats TLS in the handshake.
 pub(crate) struct ServerTls<'a> {
     pub config: Option<&'a std::sync::Arc<rustls::ServerConfig>>,
-    pub require: bool,
+    /// Plaintext clients are refused, with this message (TLS required, or mutual TLS).
+    pub refuse_plaintext: Option<&'static str>,
 }
 
 /// Runs the server side. Returns the stream to use and the client's compression.
@@ -170,13 +172,13 @@ pub(crate) async fn server(
                     "the client asked for TLS but this server has no TLS configured",
                 ))
             }
-            (false, _) if tls.require => {
+            (false, _) if tls.refuse_plaintext.is_some() => {
                 encode_header(&mut hdr, p.sniff_header, p.version, p.compression, true);
                 let _ = s.write_all(&hdr).await;
                 let _ = s.shutdown().await;
                 Err(Error::new(
                     ErrorKind::Tls,
-                    "refused a plaintext client: this server requires TLS",
+                    tls.refuse_plaintext.unwrap_or_default(),
                 ))
             }
             (true, Some(config)) => {
@@ -184,9 +186,9 @@ pub(crate) async fn server(
                 s.write_all(&hdr).await.map_err(|e| {
                     Error::from_io(&e, ErrorKind::Io, "cannot write the handshake header")
                 })?;
-                let t = tls_stream::accept(s, config.clone())
-                    .await
-                    .map_err(|e| tls_error("TLS handshake with the client failed", &e))?;
+                let t = tls_stream::accept(s, config.clone()).await.map_err(|e| {
+                    tls_error("TLS handshake with the client failed", &e, Side::Server)
+                })?;
                 Ok((Stream::Tls(Box::new(t)), h.compression))
             }
             (false, _) => {
@@ -203,8 +205,12 @@ pub(crate) async fn server(
         .map_err(|_| timed_out("the server", p.timeout))?
 }
 
-fn tls_error(what: &str, e: &tls_stream::HandshakeError) -> Error {
-    Error::new(ErrorKind::Tls, format!("{what}: {e}"))
+fn tls_error(what: &str, e: &tls_stream::HandshakeError, side: Side) -> Error {
+    let detail = match e {
+        tls_stream::HandshakeError::Tls(e) => describe(e, side),
+        tls_stream::HandshakeError::Io(e) => e.to_string(),
+    };
+    Error::new(ErrorKind::Tls, format!("{what}: {detail}"))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::limit;
 use crate::delay::DelayTimer;
 use crate::error::{Error, ErrorKind};
+use crate::guard::{guarded, Task};
 use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
 use crate::protocol::handshake;
@@ -81,7 +82,7 @@ pub(crate) async fn serve(
     };
     let tls = handshake::ServerTls {
         config: server.tls.as_ref(),
-        require: cfg.tls.as_ref().is_some_and(|t| t.require_tls),
+        refuse_plaintext: cfg.tls.as_ref().and_then(|t| t.plaintext_refusal()),
     };
     let (stream, client_compression) = tokio::select! {
         r = handshake::server(raw, p, tls) => match r {
@@ -135,11 +136,20 @@ pub(crate) async fn serve(
     // Aborted with this task (server stop timeout, server drop): the writer holds the socket.
     // However this task ends (also aborted), later replies are dropped and say CLOSED.
     let _closed_on_exit = CloseOnDrop(conn.clone());
-    let mut writer_task = AbortOnDrop(tokio::spawn(write_loop(
-        conn.clone(),
-        writer,
-        conn_stop.clone(),
-    )));
+    let (wc, ws) = (conn.clone(), conn_stop.clone());
+    let mut writer_task = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = guarded(
+            Task::ServerWriter,
+            write_loop(wc.clone(), writer, ws.clone()),
+        )
+        .await
+        {
+            // Replies can no longer be delivered: the connection ends.
+            wc.server.counters.errors.add(e.kind(), 1);
+            wc.lock().closed = true;
+            ws.cancel();
+        }
+    }));
     let read_result = read_loop(&conn, &mut reader, &conn_stop).await;
     let fatal = match &read_result {
         Ok(_) => false,

@@ -17,6 +17,7 @@ pub use call::{Call, Handler};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, ErrorKind};
+use crate::guard::{guarded, Task};
 use crate::log::{self, Level};
 use crate::stats::{ErrorCounters, ErrorCounts, IoCounters, IoStats};
 use crate::transport::{Addr, Listener};
@@ -117,7 +118,7 @@ impl Server {
             all_closed: tokio::sync::Notify::new(),
         });
         let stop = CancellationToken::new();
-        let accept = tokio::spawn(accept_loop(inner.clone(), listener, stop.clone()));
+        let accept = tokio::spawn(accept_guarded(inner.clone(), listener, stop.clone()));
         Ok(Server {
             inner,
             local_addr,
@@ -210,7 +211,15 @@ impl ServerInner {
     }
 }
 
-async fn accept_loop(inner: Arc<ServerInner>, listener: Listener, stop: CancellationToken) {
+/// The accept loop, started again after a panic in it (logged by [`guarded`]).
+async fn accept_guarded(inner: Arc<ServerInner>, listener: Listener, stop: CancellationToken) {
+    while guarded(Task::ServerAccept, accept_loop(&inner, &listener, &stop))
+        .await
+        .is_err()
+    {}
+}
+
+async fn accept_loop(inner: &Arc<ServerInner>, listener: &Listener, stop: &CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -241,7 +250,15 @@ async fn accept_loop(inner: Arc<ServerInner>, listener: Listener, stop: Cancella
                 inner: task_inner.clone(),
                 key,
             };
-            conn::serve(task_inner, raw, peer, token).await;
+            let counters = task_inner.clone();
+            if let Err(e) = guarded(
+                Task::ServerConnection,
+                conn::serve(task_inner, raw, peer, token),
+            )
+            .await
+            {
+                counters.counters.errors.add(e.kind(), 1);
+            }
         });
         // The task may already have finished and removed nothing: insert only if running.
         if !handle.is_finished() {
