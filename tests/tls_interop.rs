@@ -1003,81 +1003,151 @@ async fn go_session_resumption_both_ways() {
 async fn go_mutual_tls_both_ways() {
     bounded(async {
         let p = pki();
-        // Go's server requires a client certificate signed by the test CA.
+        for version in ["1.3", "1.2"] {
+            // Go's server requires a client certificate signed by the test CA.
+            let (mut go, addr) = go_server(
+                &go_server_args(
+                    &p,
+                    &["-tls", version, "-client-ca", s(&p.ca), "-conns", "2"],
+                ),
+                &[],
+            )
+            .await;
+            let cl = our_client(&addr, &p, true);
+            three_calls(&cl, "mtls").await;
+            go.wait_count("conn n=0", 1).await;
+            assert_eq!(
+                go_find(&go_lines(&go), "conn", 0).unwrap().f["peer"],
+                "fastrpc_test_client"
+            );
+            // Without a certificate our client is refused, cleanly.
+            let anon = our_client(&addr, &p, false);
+            let t0 = Instant::now();
+            let e = anon.call(b"x", b"y").await.unwrap_err();
+            assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::Tls | ErrorKind::Connection | ErrorKind::Connect
+                ),
+                "TLS {version}: {:?}: {e}",
+                e.kind()
+            );
+            assert!(t0.elapsed() < PROMPT, "{e}");
+            go.wait_count("error n=1", 1).await;
+            let lines = go_lines(&go);
+            let refused = go_find(&lines, "error", 1).unwrap();
+            assert_eq!(refused.f["stage"], "handshake");
+            assert!(refused.msg.contains("certificate"), "{}", refused.msg);
+            go.finish().await;
+
+            // Our server requires a client certificate; Go's client presents one.
+            let server = our_server(&p, true).await;
+            let mut go = Peer::spawn(
+                "go client",
+                &mut go_client_cmd(
+                    &p,
+                    &server.local_addr(),
+                    &[
+                        "-tls",
+                        version,
+                        "-cert",
+                        s(&p.client_cert),
+                        "-key",
+                        s(&p.client_key),
+                    ],
+                    &[],
+                ),
+            );
+            assert!(go.finish().await.success(), "{}", go.dump());
+            assert_go_client_conn(&go_lines(&go), 0, &go);
+            assert_eq!(server.stats().requests, 3);
+            // Without one, Go's client is refused: in TLS 1.3 with a certificate_required
+            // alert (RFC 8446 4.4.2.4), which Go reports at its first read; in TLS 1.2 during
+            // the handshake.
+            let mut go = Peer::spawn(
+                "go client",
+                &mut go_client_cmd(&p, &server.local_addr(), &["-tls", version], &[]),
+            );
+            go.finish().await;
+            let lines = go_lines(&go);
+            let err = lines.iter().find(|l| l.kind == "error").unwrap_or_else(|| {
+                panic!(
+                    "Go's client was served without a certificate\n{}",
+                    go.dump()
+                )
+            });
+            if version == "1.3" {
+                assert!(
+                    err.msg.contains("certificate required"),
+                    "Go's client saw: {}\n{}",
+                    err.msg,
+                    go.dump()
+                );
+            } else {
+                assert_eq!(err.f["stage"], "handshake", "{}", go.dump());
+            }
+            wait_until("the refusal is counted", || {
+                server.stats().handshake_failures == 1
+            })
+            .await;
+            assert_eq!(server.stats().requests, 3);
+            // And the server still serves.
+            let cl = our_client(&server.local_addr(), &p, true);
+            three_calls(&cl, "after").await;
+            server.stop(Duration::from_secs(5)).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// A sniff header and a protocol version other than the defaults, both ways (the handshake
+/// bytes before TLS are all the peers' own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_peers_with_a_sniff_header_and_protocol_version() {
+    bounded(async {
+        let p = pki();
         let (mut go, addr) = go_server(
-            &go_server_args(&p, &["-client-ca", s(&p.ca), "-conns", "2"]),
+            &go_server_args(&p, &["-sniff", "fastrpc-interop", "-pv", "7"]),
             &[],
         )
         .await;
-        let cl = our_client(&addr, &p, true);
-        three_calls(&cl, "mtls").await;
-        go.wait_count("conn n=0", 1).await;
-        assert_eq!(
-            go_find(&go_lines(&go), "conn", 0).unwrap().f["peer"],
-            "fastrpc_test_client"
-        );
-        // Without a certificate our client is refused, cleanly.
-        let anon = our_client(&addr, &p, false);
-        let t0 = Instant::now();
-        let e = anon.call(b"x", b"y").await.unwrap_err();
-        assert!(
-            matches!(
-                e.kind(),
-                ErrorKind::Tls | ErrorKind::Connection | ErrorKind::Connect
-            ),
-            "{:?}: {e}",
-            e.kind()
-        );
-        assert!(t0.elapsed() < PROMPT, "{e}");
-        go.wait_count("error n=1", 1).await;
-        let lines = go_lines(&go);
-        let refused = go_find(&lines, "error", 1).unwrap();
-        assert_eq!(refused.f["stage"], "handshake");
-        assert!(refused.msg.contains("certificate"), "{}", refused.msg);
+        let mut cfg = ClientConfig::new(addr.as_str());
+        cfg.compress_type = Compression::None;
+        cfg.sniff_header = b"fastrpc-interop".to_vec();
+        cfg.protocol_version = 7;
+        cfg.tls = Some(TlsClientConfig {
+            ca_pem: Some(p.pem.ca_pem.as_bytes().to_vec()),
+            ..Default::default()
+        });
+        let cl = Client::new(cfg).unwrap();
+        three_calls(&cl, "sniff").await;
+        cl.close(fastrpc::CloseMode::Drain(Duration::from_secs(5)))
+            .await;
+        go.wait_count("closed n=0 requests=3", 1).await;
         go.finish().await;
 
-        // Our server requires a client certificate; Go's client presents one.
-        let server = our_server(&p, true).await;
+        let mut cfg = ServerConfig::default();
+        cfg.compress_type = Compression::None;
+        cfg.sniff_header = b"fastrpc-interop".to_vec();
+        cfg.protocol_version = 7;
+        cfg.tls = Some(TlsServerConfig {
+            cert_pem: p.pem.server_cert_pem.as_bytes().to_vec(),
+            key_pem: p.pem.server_key_pem.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        let server = Server::bind("127.0.0.1:0", cfg, echo).await.unwrap();
         let mut go = Peer::spawn(
             "go client",
             &mut go_client_cmd(
                 &p,
                 &server.local_addr(),
-                &["-cert", s(&p.client_cert), "-key", s(&p.client_key)],
+                &["-sniff", "fastrpc-interop", "-pv", "7"],
                 &[],
             ),
         );
         assert!(go.finish().await.success(), "{}", go.dump());
         assert_go_client_conn(&go_lines(&go), 0, &go);
         assert_eq!(server.stats().requests, 3);
-        // Without one, Go's client is refused: TLS 1.3 says so with a certificate_required
-        // alert (RFC 8446 4.4.2.4), which Go reports at its first read.
-        let mut go = Peer::spawn(
-            "go client",
-            &mut go_client_cmd(&p, &server.local_addr(), &["-tls", "1.3"], &[]),
-        );
-        go.finish().await;
-        let lines = go_lines(&go);
-        let err = lines.iter().find(|l| l.kind == "error").unwrap_or_else(|| {
-            panic!(
-                "Go's client was served without a certificate\n{}",
-                go.dump()
-            )
-        });
-        assert!(
-            err.msg.contains("certificate required"),
-            "Go's client saw: {}\n{}",
-            err.msg,
-            go.dump()
-        );
-        wait_until("the refusal is counted", || {
-            server.stats().handshake_failures == 1
-        })
-        .await;
-        assert_eq!(server.stats().requests, 3);
-        // And the server still serves.
-        let cl = our_client(&server.local_addr(), &p, true);
-        three_calls(&cl, "after").await;
         server.stop(Duration::from_secs(5)).await.unwrap();
     })
     .await
@@ -1709,3 +1779,99 @@ async fn openssl_client_tampered_records_toward_our_server() {
     })
     .await
 }
+
+const CLOSE_NOTIFY_THEN_DONE: &str =
+    "<<< TLS 1.3, Alert [length 0002], warning close_notify\n    01 00\nDONE\n";
+const CLOSE_NOTIFY_THEN_CLOSED: &str =
+    "<<< TLS 1.3, Alert [length 0002], warning close_notify\n    01 00\nclosed\n";
+
+/// An orderly end is a TLS close_notify, which OpenSSL tells apart from a bare FIN (it
+/// reports "unexpected eof while reading" for the latter): our client's `close` and our
+/// server's `stop` end their connections with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_peers_see_close_notify_when_we_close() {
+    bounded(async {
+        let p = pki();
+        let (mut srv, addr) = s_server(&p, &["-msg"]).await;
+        let front = Relay::plain(&addr, Front::AsServer).await;
+        let cl = our_client(&front.addr, &p, false);
+        let got = serve_one_via_s_server(&mut srv, &cl, b"c", b"1", b"r1")
+            .await
+            .unwrap();
+        assert_eq!(got, b"r1");
+        cl.close(fastrpc::CloseMode::Drain(Duration::from_secs(5)))
+            .await;
+        srv.wait_count(CLOSE_NOTIFY_THEN_DONE, 1).await;
+        assert!(
+            find(&srv.err.borrow(), b"unexpected eof").is_none(),
+            "{}",
+            srv.dump()
+        );
+        assert_eq!(cl.stats().errors.total(), 0);
+
+        let server = our_server(&p, false).await;
+        let front = Relay::plain(&server.local_addr(), Front::AsClient).await;
+        let mut cli = s_client(&p, front.port(), &["-msg"]);
+        call_via_s_client(&mut cli, 1, b"c", b"2", b"c:2").await;
+        server.stop(Duration::from_secs(5)).await.unwrap();
+        cli.wait_count(CLOSE_NOTIFY_THEN_CLOSED, 1).await;
+        cli.finish().await;
+        assert!(
+            find(&cli.err.borrow(), b"unexpected eof").is_none(),
+            "{}",
+            cli.dump()
+        );
+    })
+    .await
+}
+
+/// As the Go alert tests, with OpenSSL: after a flipped bit, the side that could not decrypt
+/// sends a fatal bad_record_mac alert, which OpenSSL's -msg trace shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_peers_hear_bad_record_mac() {
+    bounded(async {
+        let p = pki();
+        // From our client to s_server.
+        let (mut srv, addr) = s_server(&p, &["-msg"]).await;
+        let relay = Relay::start(&addr, Front::AsServer, Toward::Client, Tamper::FlipBit).await;
+        let cl = our_client(&relay.addr, &p, false);
+        let got = serve_one_via_s_server(&mut srv, &cl, b"t", b"1", b"r1")
+            .await
+            .unwrap();
+        assert_eq!(got, b"r1");
+        relay.arm();
+        let c = cl.clone();
+        let call = tokio::spawn(async move { call_fails_cleanly(&c, b"t", b"2").await });
+        let tail = frame_request(0, b"t", b"2")[4..].to_vec();
+        srv.wait_out("request 2", |o| find(&strip_noise(o), &tail).is_some())
+            .await;
+        let o = strip_noise(&srv.out());
+        let at = find(&o, &tail).unwrap();
+        let id = u32::from_le_bytes(o[at - 4..at].try_into().unwrap());
+        srv.send(&frame_response(id, b"r2"));
+        call.await.unwrap();
+        relay.wait_tampered().await;
+        srv.wait_count(BAD_RECORD_MAC_RECEIVED, 1).await;
+
+        // From our server to s_client.
+        let server = our_server(&p, false).await;
+        let relay = Relay::start(
+            &server.local_addr(),
+            Front::AsClient,
+            Toward::Server,
+            Tamper::FlipBit,
+        )
+        .await;
+        let mut cli = s_client(&p, relay.port(), &["-msg"]);
+        call_via_s_client(&mut cli, 1, b"t", b"1", b"t:1").await;
+        relay.arm();
+        cli.send(&frame_request(2, b"t", b"2"));
+        relay.wait_tampered().await;
+        cli.wait_count(BAD_RECORD_MAC_RECEIVED, 1).await;
+        cli.finish().await;
+        server.stop(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+}
+
+const BAD_RECORD_MAC_RECEIVED: &str = "<<< TLS 1.3, Alert [length 0002], fatal bad_record_mac";
