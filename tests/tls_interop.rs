@@ -45,10 +45,15 @@ const WAIT_BOUND: Duration = Duration::from_secs(20);
 const PROMPT: Duration = Duration::from_secs(5);
 
 async fn bounded(f: impl Future<Output = ()>) {
-    gopeer(); // built before the clock starts
     tokio::time::timeout(TEST_BOUND, f)
         .await
         .expect("the test did not finish within its bound");
+}
+
+/// [`bounded`] for a test with the Go peer, built (once per run) before the clock starts.
+async fn bounded_go(f: impl Future<Output = ()>) {
+    tokio::task::spawn_blocking(gopeer).await.unwrap();
+    bounded(f).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -403,8 +408,10 @@ fn gopeer() -> &'static Path {
             .arg(".")
             .current_dir(&src)
             .env("GOWORK", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod");
+            .env("GOTOOLCHAIN", "local");
+        if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
+            cmd.env("GOCACHE", dir.join("go-build-cache"));
+        }
         let out = run_bounded(cmd, Duration::from_secs(600), "go build");
         assert!(
             out.status.success(),
@@ -871,7 +878,7 @@ const GO_TLS13: [(&str, &str); 2] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_tls13_and_tls12_suites_with_our_client() {
-    bounded(async {
+    bounded_go(async {
         let p = pki();
         let mut cases: Vec<(Vec<&str>, &str, &str, &str)> = Vec::new();
         for (godebug, suite) in GO_TLS13 {
@@ -906,7 +913,7 @@ async fn go_server_tls13_and_tls12_suites_with_our_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_tls13_and_tls12_suites_with_our_server() {
-    bounded(async {
+    bounded_go(async {
         let p = pki();
         let server = our_server(&p, false).await;
         let addr = server.local_addr();
@@ -942,7 +949,7 @@ async fn go_client_tls13_and_tls12_suites_with_our_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_session_resumption_both_ways() {
-    bounded(async {
+    bounded_go(async {
         let p = pki();
         for version in ["1.3", "1.2"] {
             // Our client against Go's server: the server ends the first connection (the relay
@@ -1001,7 +1008,7 @@ async fn go_session_resumption_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_mutual_tls_both_ways() {
-    bounded(async {
+    bounded_go(async {
         let p = pki();
         for version in ["1.3", "1.2"] {
             // Go's server requires a client certificate signed by the test CA.
@@ -1104,7 +1111,7 @@ async fn go_mutual_tls_both_ways() {
 /// bytes before TLS are all the peers' own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_peers_with_a_sniff_header_and_protocol_version() {
-    bounded(async {
+    bounded_go(async {
         let p = pki();
         let (mut go, addr) = go_server(
             &go_server_args(&p, &["-sniff", "fastrpc-interop", "-pv", "7"]),
@@ -1177,7 +1184,7 @@ async fn go_server_tampered_toward_our_client(tamper: Tamper) -> (Peer, Vec<Line
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_flipped_bit_toward_our_client() {
-    bounded(async {
+    bounded_go(async {
         let (go, lines) = go_server_tampered_toward_our_client(Tamper::FlipBit).await;
         let closed = go_find(&lines, "closed", 0).unwrap();
         assert_eq!(closed.f["requests"], "2", "{}", go.dump());
@@ -1190,7 +1197,7 @@ async fn go_server_flipped_bit_toward_our_client() {
 /// would hide the attack from the peer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_hears_bad_record_mac_from_our_client() {
-    bounded(async {
+    bounded_go(async {
         let (go, lines) = go_server_tampered_toward_our_client(Tamper::FlipBit).await;
         let closed = go_find(&lines, "closed", 0).unwrap();
         assert!(
@@ -1205,7 +1212,7 @@ async fn go_server_hears_bad_record_mac_from_our_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_truncated_record_toward_our_client() {
-    bounded(async {
+    bounded_go(async {
         let (go, lines) = go_server_tampered_toward_our_client(Tamper::Truncate).await;
         let closed = go_find(&lines, "closed", 0).unwrap();
         assert_eq!(closed.f["requests"], "2", "{}", go.dump());
@@ -1269,7 +1276,7 @@ async fn go_client_tampered_toward_our_server(tamper: Tamper) -> (Peer, Vec<Line
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_flipped_bit_toward_our_server() {
-    bounded(async {
+    bounded_go(async {
         go_client_tampered_toward_our_server(Tamper::FlipBit).await;
     })
     .await
@@ -1278,7 +1285,7 @@ async fn go_client_flipped_bit_toward_our_server() {
 /// As [`go_server_hears_bad_record_mac_from_our_client`], from our server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_hears_bad_record_mac_from_our_server() {
-    bounded(async {
+    bounded_go(async {
         let (go, lines) = go_client_tampered_toward_our_server(Tamper::FlipBit).await;
         let failed = go_find(&lines, "error", 0).unwrap();
         assert!(
@@ -1293,7 +1300,7 @@ async fn go_client_hears_bad_record_mac_from_our_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_truncated_record_toward_our_server() {
-    bounded(async {
+    bounded_go(async {
         go_client_tampered_toward_our_server(Tamper::Truncate).await;
     })
     .await
