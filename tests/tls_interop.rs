@@ -1889,3 +1889,62 @@ async fn openssl_peers_hear_bad_record_mac() {
 }
 
 const BAD_RECORD_MAC_RECEIVED: &str = "<<< TLS 1.3, Alert [length 0002], fatal bad_record_mac";
+
+/// Key exchange groups, and HelloRetryRequest both ways: our client sends an X25519 key
+/// share first, so s_server limited to P-256 or P-384 asks it to retry; s_client offering an
+/// X448 share first (which our server does not have) is asked to retry with P-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_key_exchange_groups_and_hello_retry_request() {
+    bounded(async {
+        let p = pki();
+        for (group, hellos) in [("X25519", 1), ("P-256", 2), ("P-384", 2)] {
+            let (mut srv, addr) = s_server(&p, &["-tls1_3", "-msg", "-groups", group]).await;
+            let front = Relay::plain(&addr, Front::AsServer).await;
+            let cl = our_client(&front.addr, &p, false);
+            let got = serve_one_via_s_server(&mut srv, &cl, b"g", group.as_bytes(), b"ok")
+                .await
+                .unwrap_or_else(|e| panic!("{group}: {e}\n{}", srv.dump()));
+            assert_eq!(got, b"ok");
+            let o = srv.out_text();
+            let client_hellos = o
+                .lines()
+                .filter(|l| l.starts_with("<<< TLS 1.3, Handshake") && l.ends_with("ClientHello"))
+                .count();
+            assert_eq!(client_hellos, hellos, "{group}\n{}", srv.dump());
+        }
+
+        let server = our_server(&p, false).await;
+        let front = Relay::plain(&server.local_addr(), Front::AsClient).await;
+        for (groups, temp_key, hellos) in [
+            ("X25519", "Server Temp Key: X25519, 253 bits\n", 1),
+            ("P-256", "Server Temp Key: ECDH, prime256v1, 256 bits\n", 1),
+            ("P-384", "Server Temp Key: ECDH, secp384r1, 384 bits\n", 1),
+            (
+                "X448:P-256",
+                "Server Temp Key: ECDH, prime256v1, 256 bits\n",
+                2,
+            ),
+        ] {
+            let mut cli = s_client(&p, front.port(), &["-tls1_3", "-msg", "-groups", groups]);
+            cli.wait_count(temp_key, 1).await;
+            call_via_s_client(
+                &mut cli,
+                1,
+                b"g",
+                groups.as_bytes(),
+                &echoed(b"g", groups.as_bytes()),
+            )
+            .await;
+            cli.finish().await;
+            let o = cli.out_text();
+            let client_hellos = o
+                .lines()
+                .filter(|l| l.starts_with(">>> TLS 1.3, Handshake") && l.ends_with("ClientHello"))
+                .count();
+            assert_eq!(client_hellos, hellos, "{groups}\n{}", cli.dump());
+        }
+        assert_eq!(server.stats().requests, 4);
+        server.stop(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+}
