@@ -1170,16 +1170,19 @@ async fn go_peers_with_a_sniff_header_and_protocol_version() {
 /// Our client, through a relay that tampers with the second response of Go's server: the
 /// call fails promptly with a TLS or connection error, the next call reconnects and works.
 /// Returns Go's report of the tampered connection's end.
-async fn go_server_tampered_toward_our_client(tamper: Tamper) -> (Peer, Vec<Line>) {
+async fn go_server_tampered_toward_our_client(tamper: Tamper, version: &str) -> (Peer, Vec<Line>) {
     let p = pki();
-    let (go, addr) = go_server(&go_server_args(&p, &["-conns", "2"]), &[]).await;
+    let (go, addr) = go_server(&go_server_args(&p, &["-tls", version, "-conns", "2"]), &[]).await;
     let relay = Relay::start(&addr, Front::Pass, Toward::Client, tamper).await;
     let cl = our_client(&relay.addr, &p, false);
     assert_eq!(cl.call(b"a", b"1").await.unwrap(), b"a:1");
     relay.arm();
     let e = call_fails_cleanly(&cl, b"b", b"2").await;
     relay.wait_tampered().await;
-    eprintln!("{tamper:?} toward our client: {:?}: {e}", e.kind());
+    eprintln!(
+        "{tamper:?} toward our client, TLS {version}: {:?}: {e}",
+        e.kind()
+    );
     assert_eq!(call_across_reconnect(&cl, b"c", b"3").await, b"c:3");
     let st = cl.stats();
     assert_eq!((st.responses, st.connects), (2, 2), "{st:?}");
@@ -1192,9 +1195,11 @@ async fn go_server_tampered_toward_our_client(tamper: Tamper) -> (Peer, Vec<Line
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_flipped_bit_toward_our_client() {
     bounded_go(async {
-        let (go, lines) = go_server_tampered_toward_our_client(Tamper::FlipBit).await;
-        let closed = go_find(&lines, "closed", 0).unwrap();
-        assert_eq!(closed.f["requests"], "2", "{}", go.dump());
+        for version in ["1.3", "1.2"] {
+            let (go, lines) = go_server_tampered_toward_our_client(Tamper::FlipBit, version).await;
+            let closed = go_find(&lines, "closed", 0).unwrap();
+            assert_eq!(closed.f["requests"], "2", "{}", go.dump());
+        }
     })
     .await
 }
@@ -1205,14 +1210,16 @@ async fn go_server_flipped_bit_toward_our_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_hears_bad_record_mac_from_our_client() {
     bounded_go(async {
-        let (go, lines) = go_server_tampered_toward_our_client(Tamper::FlipBit).await;
-        let closed = go_find(&lines, "closed", 0).unwrap();
-        assert!(
-            closed.msg.contains("bad record MAC"),
-            "Go's server saw: {}\n{}",
-            closed.msg,
-            go.dump()
-        );
+        for version in ["1.3", "1.2"] {
+            let (go, lines) = go_server_tampered_toward_our_client(Tamper::FlipBit, version).await;
+            let closed = go_find(&lines, "closed", 0).unwrap();
+            assert!(
+                closed.msg.contains("bad record MAC"),
+                "Go's server saw: {}\n{}",
+                closed.msg,
+                go.dump()
+            );
+        }
     })
     .await
 }
@@ -1220,22 +1227,29 @@ async fn go_server_hears_bad_record_mac_from_our_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_server_truncated_record_toward_our_client() {
     bounded_go(async {
-        let (go, lines) = go_server_tampered_toward_our_client(Tamper::Truncate).await;
-        let closed = go_find(&lines, "closed", 0).unwrap();
-        assert_eq!(closed.f["requests"], "2", "{}", go.dump());
+        for version in ["1.3", "1.2"] {
+            let (go, lines) = go_server_tampered_toward_our_client(Tamper::Truncate, version).await;
+            let closed = go_find(&lines, "closed", 0).unwrap();
+            assert_eq!(closed.f["requests"], "2", "{}", go.dump());
+        }
     })
     .await
 }
 
 /// Go's client through a relay that tampers with its second request: our server drops that
 /// connection with a TLS error and serves the next client. Returns Go's report.
-async fn go_client_tampered_toward_our_server(tamper: Tamper) -> (Peer, Vec<Line>) {
+async fn go_client_tampered_toward_our_server(tamper: Tamper, version: &str) -> (Peer, Vec<Line>) {
     let p = pki();
     let server = our_server(&p, false).await;
     let relay = Relay::start(&server.local_addr(), Front::Pass, Toward::Server, tamper).await;
     let mut go = Peer::spawn(
         "go client",
-        &mut go_client_cmd(&p, &relay.addr, &["-calls", "2", "-pause-after", "1"], &[]),
+        &mut go_client_cmd(
+            &p,
+            &relay.addr,
+            &["-tls", version, "-calls", "2", "-pause-after", "1"],
+            &[],
+        ),
     );
     go.wait_count("paused n=0", 1).await;
     assert_eq!(server.stats().requests, 1);
@@ -1284,7 +1298,9 @@ async fn go_client_tampered_toward_our_server(tamper: Tamper) -> (Peer, Vec<Line
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_flipped_bit_toward_our_server() {
     bounded_go(async {
-        go_client_tampered_toward_our_server(Tamper::FlipBit).await;
+        for version in ["1.3", "1.2"] {
+            go_client_tampered_toward_our_server(Tamper::FlipBit, version).await;
+        }
     })
     .await
 }
@@ -1293,14 +1309,16 @@ async fn go_client_flipped_bit_toward_our_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_hears_bad_record_mac_from_our_server() {
     bounded_go(async {
-        let (go, lines) = go_client_tampered_toward_our_server(Tamper::FlipBit).await;
-        let failed = go_find(&lines, "error", 0).unwrap();
-        assert!(
-            failed.msg.contains("bad record MAC"),
-            "Go's client saw: {}\n{}",
-            failed.msg,
-            go.dump()
-        );
+        for version in ["1.3", "1.2"] {
+            let (go, lines) = go_client_tampered_toward_our_server(Tamper::FlipBit, version).await;
+            let failed = go_find(&lines, "error", 0).unwrap();
+            assert!(
+                failed.msg.contains("bad record MAC"),
+                "Go's client saw: {}\n{}",
+                failed.msg,
+                go.dump()
+            );
+        }
     })
     .await
 }
@@ -1308,7 +1326,9 @@ async fn go_client_hears_bad_record_mac_from_our_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_truncated_record_toward_our_server() {
     bounded_go(async {
-        go_client_tampered_toward_our_server(Tamper::Truncate).await;
+        for version in ["1.3", "1.2"] {
+            go_client_tampered_toward_our_server(Tamper::Truncate, version).await;
+        }
     })
     .await
 }
@@ -1703,8 +1723,11 @@ async fn openssl_mutual_tls_both_ways() {
 async fn openssl_server_tampered_records_toward_our_client() {
     bounded(async {
         let p = pki();
-        for tamper in [Tamper::FlipBit, Tamper::Truncate] {
-            let (mut srv, addr) = s_server(&p, &[]).await;
+        let cases = [Tamper::FlipBit, Tamper::Truncate]
+            .into_iter()
+            .flat_map(|t| [(t, "-tls1_3"), (t, "-tls1_2")]);
+        for (tamper, flag) in cases {
+            let (mut srv, addr) = s_server(&p, &[flag]).await;
             let relay = Relay::start(&addr, Front::AsServer, Toward::Client, tamper).await;
             let cl = our_client(&relay.addr, &p, false);
             let got = serve_one_via_s_server(&mut srv, &cl, b"t", b"1", b"r1")
@@ -1725,7 +1748,7 @@ async fn openssl_server_tampered_records_toward_our_client() {
             let e = call.await.unwrap();
             relay.wait_tampered().await;
             eprintln!(
-                "{tamper:?} from s_server toward our client: {:?}: {e}",
+                "{tamper:?} from s_server {flag} toward our client: {:?}: {e}",
                 e.kind()
             );
             // s_server goes back to accepting; our client reconnects.
@@ -1749,7 +1772,10 @@ async fn openssl_client_tampered_records_toward_our_server() {
     bounded(async {
         let p = pki();
         let server = our_server(&p, false).await;
-        for (k, tamper) in [Tamper::FlipBit, Tamper::Truncate].into_iter().enumerate() {
+        let cases = [Tamper::FlipBit, Tamper::Truncate]
+            .into_iter()
+            .flat_map(|t| [(t, "-tls1_3"), (t, "-tls1_2")]);
+        for (k, (tamper, flag)) in cases.enumerate() {
             let relay = Relay::start(
                 &server.local_addr(),
                 Front::AsClient,
@@ -1757,7 +1783,7 @@ async fn openssl_client_tampered_records_toward_our_server() {
                 tamper,
             )
             .await;
-            let mut cli = s_client(&p, relay.port(), &[]);
+            let mut cli = s_client(&p, relay.port(), &[flag]);
             call_via_s_client(&mut cli, 1, b"t", b"1", b"t:1").await;
             let before = server.stats().errors;
             relay.arm();
@@ -1778,7 +1804,7 @@ async fn openssl_client_tampered_records_toward_our_server() {
             assert_eq!(
                 (after.tls - before.tls) + (after.connection - before.connection),
                 1,
-                "{tamper:?}: one TLS or connection error: {after:?}"
+                "{tamper:?} {flag}: one TLS or connection error: {after:?}"
             );
             assert_eq!(server.stats().requests, k as u64 + 1);
             wait_until("the connection is closed", || {
