@@ -959,8 +959,8 @@ async fn go_session_resumption_both_ways() {
     bounded_go(async {
         let p = pki();
         for version in ["1.3", "1.2"] {
-            // Our client against Go's server: the server ends the first connection (the relay
-            // drops it), our client reconnects and must resume.
+            // Our client against Go's server: the relay drops the first connection, our client
+            // reconnects and must resume.
             let (mut go, addr) =
                 go_server(&go_server_args(&p, &["-tls", version, "-conns", "2"]), &[]).await;
             let relay = Relay::plain(&addr, Front::Pass).await;
