@@ -3,6 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/tls_interop.rs runs OpenSSL (`openssl s_server`/`s_client`) and builds a Go peer
+# (the Go toolchain is needed anyway, for the Go binding below).
+if ! command -v openssl >/dev/null; then
+    echo "== installing openssl (Debian package), for tests/tls_interop.rs"
+    SUDO=
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssl
+fi
+
 echo "== cargo test (unit, integration, doc tests; examples are built)"
 cargo test --all-targets
 cargo test --doc

@@ -1,0 +1,3 @@
+module fastrpc.test/tls-peers/gopeer
+
+go 1.22
