@@ -143,7 +143,7 @@ impl Server {
             let _ = a.await;
         }
         let inner = &self.inner;
-        let wait = async {
+        let wait = || async {
             loop {
                 let n = inner.all_closed.notified();
                 tokio::pin!(n);
@@ -154,7 +154,7 @@ impl Server {
                 n.await;
             }
         };
-        if tokio::time::timeout(timeout, wait).await.is_ok() {
+        if tokio::time::timeout(timeout, wait()).await.is_ok() {
             return Ok(());
         }
         let open: Vec<AbortHandle> = {
@@ -165,6 +165,9 @@ impl Server {
         for h in open {
             h.abort();
         }
+        // An aborted task ends at its next turn on the runtime: wait for that, so that when
+        // stop returns every connection is closed and later replies say CLOSED.
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait()).await;
         Err(Error::new(
             ErrorKind::Timeout,
             format!("stop: {n} connection(s) still busy after {timeout:?} were closed at once"),
