@@ -213,12 +213,18 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
     .await
 }
 
-/// Reads responses and completes their calls, without a lock: one compare-and-swap on the
-/// call's cell per response, the wakeups after the whole read.
+/// Reads responses and completes their calls, without a lock, a whole read at a time: first
+/// one compare-and-swap per response claims its call (a completion sink gets its response at
+/// once, from the read buffer), then the responses are copied into the claimed cells, then
+/// published, then their callers woken. (Claiming and publishing are locked instructions:
+/// interleaved with the copies, each would wait for the previous copy's cache misses.)
 async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
     let limit = inner.cfg.max_frame_size;
+    let table = &inner.table;
     let mut wakers: Vec<Waker> = Vec::with_capacity(64);
     let mut sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)> = Vec::with_capacity(64);
+    // Claimed calls with a waiting caller: (cell index, id, value start, value end).
+    let mut claimed: Vec<(usize, u32, usize, usize)> = Vec::with_capacity(256);
     let cause = loop {
         let data = r.data();
         let mut off = 0;
@@ -230,28 +236,16 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
                 match parse_response(&data[off..], limit) {
                     Ok(Parse::Frame(p, n)) => {
                         let (vs, ve) = (off + p.value.start, off + p.value.end);
-                        match inner.table.lookup(p.id) {
-                            Some(c) if c.claim_sent(p.id) => {
+                        match table.find(p.id) {
+                            Some((i, c)) if c.claim_sent(p.id) => {
                                 matched += 1;
-                                // SAFETY (all blocks): claimed by us.
+                                // SAFETY: claimed by us.
                                 match unsafe { c.take_sink() } {
                                     Some((s, tag)) => {
                                         unsafe { inner.free(c) };
                                         sinks.push((s, tag, vs, ve));
                                     }
-                                    None => {
-                                        let resp = unsafe { c.resp() };
-                                        resp.clear();
-                                        resp.extend_from_slice(&data[vs..ve]);
-                                        if c.publish(p.id, IN_BURST) {
-                                            burst += 1;
-                                            if let Some(w) = c.take_waker() {
-                                                wakers.push(w);
-                                            }
-                                        } else {
-                                            unsafe { inner.free(c) };
-                                        }
-                                    }
+                                    None => claimed.push((i, p.id, vs, ve)),
                                 }
                             }
                             _ => unexpected += 1,
@@ -271,17 +265,36 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
         } else {
             need = 8;
         }
+        let c = &inner.counters;
+        if matched > 0 {
+            // Before the outcomes are visible: a caller that has its response sees it counted.
+            c.responses.fetch_add(matched, Relaxed);
+        }
+        for &(i, _, vs, ve) in &claimed {
+            // SAFETY: claimed by us.
+            let resp = unsafe { table.at(i).resp() };
+            resp.clear();
+            resp.extend_from_slice(&data[vs..ve]);
+        }
+        for (i, id, _, _) in claimed.drain(..) {
+            let cell = table.at(i);
+            if cell.publish(id, IN_BURST) {
+                burst += 1;
+                if let Some(w) = cell.take_waker() {
+                    wakers.push(w);
+                }
+            } else {
+                // SAFETY: the caller went away; the cell is ours to free.
+                unsafe { inner.free(cell) };
+            }
+        }
         if burst > 0 {
             inner.burst_add(burst);
         }
-        let c = &inner.counters;
         c.io.frames_received
             .fetch_add(matched + unexpected, Relaxed);
         if unexpected > 0 {
             c.unexpected.fetch_add(unexpected, Relaxed);
-        }
-        if !sinks.is_empty() {
-            c.responses.fetch_add(sinks.len() as u64, Relaxed);
         }
         for w in wakers.drain(..) {
             w.wake();

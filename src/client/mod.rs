@@ -270,11 +270,10 @@ impl Inner {
         self: &'a Arc<Self>,
         name: &[u8],
         value: &[u8],
-        deadline: Instant,
+        dl: u64,
         sink: Option<Sink>,
     ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
-        let dl = self.table.ns(deadline);
         let mut sub = self.lock();
         self.admit(&mut sub)?;
         let mut displaced = None;
@@ -461,8 +460,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        self.call_deadline_into(name, value, Instant::now() + timeout, &mut out)
-            .await?;
+        let deadline = self.inner().table.deadline_after(timeout);
+        self.call_at(name, value, deadline, &mut out).await?;
         Ok(out)
     }
 
@@ -475,8 +474,21 @@ impl Client {
         value: &[u8],
         resp: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let deadline = Instant::now() + self.inner().cfg.request_timeout;
-        self.call_deadline_into(name, value, deadline, resp).await
+        let inner = self.inner();
+        let deadline = inner.table.deadline_after(inner.cfg.request_timeout);
+        self.call_at(name, value, deadline, resp).await
+    }
+
+    /// Like [`Client::call_into`] with this call's own timeout.
+    pub(crate) async fn call_timeout_into(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+        resp: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let deadline = self.inner().table.deadline_after(timeout);
+        self.call_at(name, value, deadline, resp).await
     }
 
     /// Like [`Client::call_into`], ending with [`ErrorKind::Timeout`] at `deadline` whether
@@ -486,6 +498,18 @@ impl Client {
         name: &[u8],
         value: &[u8],
         deadline: Instant,
+        resp: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let deadline = self.inner().table.ns(deadline);
+        self.call_at(name, value, deadline, resp).await
+    }
+
+    /// A call with its deadline in table ns (the coarse clock's for timeouts).
+    async fn call_at(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        deadline: u64,
         resp: &mut Vec<u8>,
     ) -> Result<(), Error> {
         let inner = self.inner();
@@ -519,7 +543,8 @@ impl Client {
         // Our own reference: the sink may run (and the last handle be dropped, say from a C
         // callback freeing the client) before this returns.
         let inner = self.inner().clone();
-        let r = inner.enqueue(name, value, Instant::now() + timeout, Some((sink, tag)));
+        let deadline = inner.table.deadline_after(timeout);
+        let r = inner.enqueue(name, value, deadline, Some((sink, tag)));
         if let Err(e) = &r {
             inner.counters.errors.add(e.kind(), 1);
         }
@@ -639,13 +664,9 @@ impl Future for Wait<'_> {
         if w & IN_BURST != 0 {
             inner.burst_add(-1);
         }
-        match &r {
-            Ok(()) => inner.counters.responses.fetch_add(1, Relaxed),
-            Err(e) => {
-                inner.counters.errors.add(e.kind(), 1);
-                0
-            }
-        };
+        if let Err(e) = &r {
+            inner.counters.errors.add(e.kind(), 1);
+        }
         Poll::Ready(r)
     }
 }
