@@ -80,7 +80,6 @@ pub struct ClientStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub calls: AtomicU64,
     pub responses: AtomicU64,
     pub sends: AtomicU64,
     pub errors: ErrorCounters,
@@ -162,14 +161,14 @@ impl Inner {
     /// The caller holds the call (claimed it, or collected its outcome).
     pub(crate) unsafe fn free(&self, c: &Cell) {
         c.free();
-        if self.table.pending.fetch_sub(1, SeqCst) == 1 && self.closed.load(SeqCst) {
+        if self.table.release() == 0 && self.closed.load(SeqCst) {
             self.drained.notify_waiters();
         }
     }
 
     /// Wakes a draining `close` when no call is left.
     pub(crate) fn check_drained(&self) {
-        if self.closed.load(SeqCst) && self.table.pending.load(SeqCst) == 0 {
+        if self.closed.load(SeqCst) && self.table.pending() == 0 {
             self.drained.notify_waiters();
         }
     }
@@ -290,9 +289,9 @@ impl Inner {
         }
         let (id, cell) = self.table.alloc(&mut sub.next_id, dl, sink);
         sub.push_frame(id, name, value);
+        sub.calls += 1;
         self.after_push(&mut sub, Some(dl));
         drop(sub);
-        self.counters.calls.fetch_add(1, Relaxed);
         if let Some((c, old)) = displaced {
             let mut sinks = Vec::new();
             self.fail_claimed(c, old, &Error::overflow_displaced(), &mut sinks);
@@ -572,7 +571,7 @@ impl Client {
         let c = &self.inner().counters;
         let connects = c.connects.load(Relaxed);
         ClientStats {
-            calls: c.calls.load(Relaxed),
+            calls: self.inner().lock().calls,
             responses: c.responses.load(Relaxed),
             sends: c.sends.load(Relaxed),
             errors: c.errors.snapshot(),

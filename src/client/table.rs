@@ -20,7 +20,7 @@
 //! take that mutex; the reader and the collection of outcomes never do.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::task::Waker;
@@ -214,6 +214,9 @@ impl Cell {
     }
 }
 
+#[repr(align(128))]
+struct Padded<T>(T);
+
 /// Segments of the table: the first of `n0` cells, then each as large as all before.
 const MAX_SEGS: usize = 28;
 
@@ -222,8 +225,12 @@ pub(crate) struct Table {
     n0: usize,
     /// `len - 1`; only grows.
     mask: AtomicU32,
-    /// Cells in use (queued, sent, claimed, or done and not collected).
-    pub pending: AtomicUsize,
+    /// Cells taken, ever (written by the allocator only) and cells freed (by whoever frees):
+    /// their difference is the cells in use (queued, sent, claimed, or done and not
+    /// collected). Two counters on their own cache lines instead of one that every call
+    /// increments on one core and decrements on another.
+    allocated: Padded<AtomicUsize>,
+    freed: Padded<AtomicUsize>,
     epoch: Instant,
     clock: CoarseClock,
 }
@@ -239,7 +246,8 @@ impl Table {
             segs,
             n0,
             mask: AtomicU32::new((n0 - 1) as u32),
-            pending: AtomicUsize::new(0),
+            allocated: Padded(AtomicUsize::new(0)),
+            freed: Padded(AtomicUsize::new(0)),
             // The coarse clock's epoch is read first: its ns are then never behind `epoch`'s.
             clock: CoarseClock::new(),
             epoch: Instant::now(),
@@ -354,7 +362,9 @@ impl Table {
         deadline: u64,
         sink: Option<Sink>,
     ) -> (u32, &Cell) {
-        let pending = self.pending.fetch_add(1, Relaxed);
+        let pending = self.pending();
+        let a = self.allocated.0.load(Relaxed);
+        self.allocated.0.store(a + 1, Release);
         if 2 * (pending + 1) > self.len() {
             self.grow();
         }
@@ -381,7 +391,16 @@ impl Table {
     /// Calls in use now.
     #[inline]
     pub(crate) fn pending(&self) -> usize {
-        self.pending.load(Acquire)
+        // `freed` first: it never passes `allocated`, which only grows.
+        let f = self.freed.0.load(SeqCst);
+        self.allocated.0.load(SeqCst) - f
+    }
+
+    /// Counts a freed cell; returns the cells still in use.
+    #[inline]
+    pub(crate) fn release(&self) -> usize {
+        let f = self.freed.0.fetch_add(1, SeqCst) + 1;
+        self.allocated.0.load(SeqCst) - f
     }
 }
 
@@ -493,6 +512,8 @@ pub(crate) type SinkErr = (Arc<dyn super::Completion>, u128, Error);
 /// What callers and the writer share, behind the client's mutex.
 pub(crate) struct Submit {
     pub next_id: u32,
+    /// Calls accepted (excluding fire-and-forget sends).
+    pub calls: u64,
     pub queue: Vec<u8>,
     pub entries: Vec<Entry>,
     pub queued_nowait: usize,
@@ -511,6 +532,7 @@ impl Submit {
     pub(crate) fn new(queue_capacity: usize) -> Submit {
         Submit {
             next_id: 1,
+            calls: 0,
             queue: Vec::with_capacity(queue_capacity),
             entries: Vec::with_capacity(64),
             queued_nowait: 0,
@@ -591,7 +613,7 @@ mod tests {
         let c = t.lookup(id).unwrap();
         assert!(c.claim(id, 1 << QUEUED | 1 << SENT));
         unsafe { c.free() };
-        t.pending.fetch_sub(1, Relaxed);
+        t.release();
     }
 
     #[test]
