@@ -467,3 +467,50 @@ async fn displacement_racing_completions_ends_each_call_exactly_once() {
     })
     .await
 }
+
+struct CountWaker(AtomicU64);
+
+impl std::task::Wake for CountWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// A call polled first with one waker, then with another before its response comes, wakes
+/// the second one only (the first is registered when the call is queued, without a lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_polled_with_a_new_waker_wakes_that_one() {
+    bounded(async {
+        let (server, _replier) = delaying_server().await;
+        let client = Client::new(ClientConfig::new(server.local_addr())).unwrap();
+        assert_eq!(client.call(b"n", b"0:warm").await.unwrap(), b"0:warm");
+        let (a, b) = (
+            Arc::new(CountWaker(AtomicU64::new(0))),
+            Arc::new(CountWaker(AtomicU64::new(0))),
+        );
+        let (wa, wb) = (
+            std::task::Waker::from(a.clone()),
+            std::task::Waker::from(b.clone()),
+        );
+        let mut call = Box::pin(client.call(b"n", b"200000:late"));
+        fn poll<F: Future>(
+            f: &mut std::pin::Pin<Box<F>>,
+            w: &std::task::Waker,
+        ) -> std::task::Poll<F::Output> {
+            f.as_mut().poll(&mut std::task::Context::from_waker(w))
+        }
+        assert!(poll(&mut call, &wa).is_pending());
+        assert_eq!(client.pending_requests(), 1);
+        assert!(poll(&mut call, &wb).is_pending());
+        assert!(poll(&mut call, &wb).is_pending());
+        wait_until("the second waker was woken", || b.0.load(SeqCst) > 0).await;
+        match poll(&mut call, &wb) {
+            std::task::Poll::Ready(r) => assert_eq!(r.unwrap(), b"200000:late"),
+            std::task::Poll::Pending => panic!("woken but not ready"),
+        }
+        assert_eq!((a.0.load(SeqCst), b.0.load(SeqCst)), (0, 1));
+        assert_eq!(client.pending_requests(), 0);
+        let _ = server.stop(Duration::from_secs(1)).await;
+    })
+    .await
+}

@@ -88,6 +88,14 @@ impl AtomicWaker {
         }
     }
 
+    /// Stores the first waker before anyone else can see the slot.
+    ///
+    /// # Safety
+    /// No register or take may run concurrently (the cell is not published yet).
+    pub(crate) unsafe fn set(&self, waker: Waker) {
+        *self.waker.get() = Some(waker);
+    }
+
     /// Drops a registered waker.
     ///
     /// # Safety

@@ -20,7 +20,7 @@ use std::sync::atomic::{
     Ordering::{AcqRel, Acquire, Relaxed, SeqCst},
 };
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify as TokioNotify;
@@ -271,6 +271,7 @@ impl Inner {
         value: &[u8],
         dl: u64,
         sink: Option<Sink>,
+        waker: Option<&Waker>,
     ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
         let mut sub = self.lock();
@@ -287,7 +288,7 @@ impl Inner {
                 return Err(Error::overflow());
             }
         }
-        let (id, cell) = self.table.alloc(&mut sub.next_id, dl, sink);
+        let (id, cell) = self.table.alloc(&mut sub.next_id, dl, sink, waker);
         sub.push_frame(id, name, value);
         sub.calls += 1;
         self.after_push(&mut sub, Some(dl));
@@ -504,29 +505,22 @@ impl Client {
     }
 
     /// A call with its deadline in table ns (the coarse clock's for timeouts).
-    async fn call_at(
-        &self,
-        name: &[u8],
-        value: &[u8],
+    fn call_at<'a>(
+        &'a self,
+        name: &'a [u8],
+        value: &'a [u8],
         deadline: u64,
-        resp: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        let inner = self.inner();
-        let (id, cell) = match inner.enqueue(name, value, deadline, None) {
-            Ok(r) => r,
-            Err(e) => {
-                inner.counters.errors.add(e.kind(), 1);
-                return Err(e);
-            }
-        };
+        resp: &'a mut Vec<u8>,
+    ) -> Wait<'a> {
         Wait {
-            inner,
-            cell,
-            id,
+            inner: self.inner(),
+            req: Some((name, value, deadline)),
+            cell: None,
+            id: 0,
             resp,
+            waker: (0, 0),
             done: false,
         }
-        .await
     }
 
     /// Starts a call whose outcome goes to `sink` with `tag`, exactly once, on a library
@@ -543,7 +537,7 @@ impl Client {
         // callback freeing the client) before this returns.
         let inner = self.inner().clone();
         let deadline = inner.table.deadline_after(timeout);
-        let r = inner.enqueue(name, value, deadline, Some((sink, tag)));
+        let r = inner.enqueue(name, value, deadline, Some((sink, tag)), None);
         if let Err(e) = &r {
             inner.counters.errors.add(e.kind(), 1);
         }
@@ -618,15 +612,24 @@ impl Client {
     }
 }
 
-/// Waits for one call's outcome; dropping it abandons the call (its response, if any comes,
-/// is dropped). No lock: it registers its waker in the call's cell and checks the cell's
-/// state word.
+/// One call: its first poll queues the request with the caller's waker already in the call's
+/// cell; later polls look at the cell's state word. No lock but the queue's; dropping it
+/// abandons the call (its response, if any comes, is dropped).
 struct Wait<'a> {
     inner: &'a Arc<Inner>,
-    cell: &'a Cell,
+    /// Name, value and deadline, until the first poll queues them.
+    req: Option<(&'a [u8], &'a [u8], u64)>,
+    cell: Option<&'a Cell>,
     id: u32,
     resp: &'a mut Vec<u8>,
+    /// The waker the cell holds (its data and vtable addresses): registered again only when
+    /// the future is polled with another.
+    waker: (usize, usize),
     done: bool,
+}
+
+fn waker_key(w: &Waker) -> (usize, usize) {
+    (w.data() as usize, w.vtable() as *const _ as usize)
 }
 
 impl Future for Wait<'_> {
@@ -634,10 +637,39 @@ impl Future for Wait<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let (inner, cell, id) = (this.inner, this.cell, this.id);
+        let inner = this.inner;
+        if let Some((name, value, deadline)) = this.req.take() {
+            return match inner.enqueue(name, value, deadline, None, Some(cx.waker())) {
+                Ok((id, cell)) => {
+                    this.id = id;
+                    this.cell = Some(cell);
+                    this.waker = waker_key(cx.waker());
+                    // Whoever completes the call wakes that waker.
+                    Poll::Pending
+                }
+                Err(e) => {
+                    this.done = true;
+                    inner.counters.errors.add(e.kind(), 1);
+                    Poll::Ready(Err(e))
+                }
+            };
+        }
+        let (Some(cell), false) = (this.cell, this.done) else {
+            return Poll::Ready(Err(Error::new(
+                ErrorKind::Io,
+                "internal error: a call was polled after it ended",
+            )));
+        };
+        let id = this.id;
         let mut w = cell.load();
         if word_id(w) == id && word_state(w) != DONE {
+            let key = waker_key(cx.waker());
+            if key == this.waker {
+                // The cell holds this waker (or its completer took it and is waking it).
+                return Poll::Pending;
+            }
             cell.register(cx.waker());
+            this.waker = key;
             w = cell.load();
             if word_id(w) == id && word_state(w) != DONE {
                 return Poll::Pending;
@@ -672,10 +704,10 @@ impl Future for Wait<'_> {
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            if let Some(flags) = self.cell.abandon(self.id) {
+        if let (Some(cell), false) = (self.cell, self.done) {
+            if let Some(flags) = cell.abandon(self.id) {
                 // SAFETY: `abandon` gave the cell to us.
-                unsafe { self.inner.free(self.cell) };
+                unsafe { self.inner.free(cell) };
                 if flags & IN_BURST != 0 {
                     self.inner.burst_add(-1);
                 }

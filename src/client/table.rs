@@ -361,6 +361,7 @@ impl Table {
         next_id: &mut u32,
         deadline: u64,
         sink: Option<Sink>,
+        waker: Option<&Waker>,
     ) -> (u32, &Cell) {
         let pending = self.pending();
         let a = self.allocated.0.load(Relaxed);
@@ -383,6 +384,10 @@ impl Table {
             c.deadline.store(deadline, Relaxed);
             // SAFETY: the cell is free and only the allocator takes free cells.
             unsafe { *c.sink.get() = sink };
+            if let Some(w) = waker {
+                // SAFETY: as above; nobody registers or takes before the word is published.
+                unsafe { c.waker.set(w.clone()) };
+            }
             c.word.store(word(id, QUEUED), Release);
             return (id, c);
         }
@@ -606,7 +611,7 @@ mod tests {
     use super::*;
 
     fn alloc(t: &Table, next: &mut u32) -> u32 {
-        t.alloc(next, u64::MAX, None).0
+        t.alloc(next, u64::MAX, None, None).0
     }
 
     fn free(t: &Table, id: u32) {
@@ -674,7 +679,7 @@ mod tests {
     fn a_claim_needs_the_right_id_and_state() {
         let t = Table::new(8);
         let mut next = 1;
-        let (a, c) = t.alloc(&mut next, 0, None);
+        let (a, c) = t.alloc(&mut next, 0, None, None);
         assert!(!c.claim_sent(a), "still queued");
         assert!(!c.claim(a + 1, 1 << QUEUED), "wrong id");
         assert!(c.mark_sent(a));
@@ -691,7 +696,7 @@ mod tests {
     fn abandoning_a_claimed_call_leaves_the_free_to_the_claimer() {
         let t = Table::new(8);
         let mut next = 1;
-        let (a, c) = t.alloc(&mut next, 0, None);
+        let (a, c) = t.alloc(&mut next, 0, None, None);
         assert!(c.claim(a, 1 << QUEUED));
         assert_eq!(c.abandon(a), None);
         assert!(!c.publish(a, 0), "the caller is gone");
