@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind};
@@ -88,8 +88,7 @@ impl BlockingClient {
         timeout: Duration,
         resp: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
-        block_on(self.client.call_deadline_into(name, value, deadline, resp))?
+        block_on(self.client.call_timeout_into(name, value, timeout, resp))?
     }
 
     /// Fire-and-forget (see [`Client::send`]).

@@ -10,7 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::config::limit;
@@ -22,7 +22,7 @@ use crate::protocol::handshake;
 use crate::transport;
 use crate::wire::{FrameReader, FrameWriter};
 
-use super::table::{CellState, Conn, Notify, Wake};
+use super::table::{mark_batch, Conn, Entry, IN_BURST};
 use super::Inner;
 
 /// Starts the manager and timekeeper tasks (once, on the first call).
@@ -40,18 +40,19 @@ pub(super) fn start(inner: Arc<Inner>) {
         while let Err(e) = guarded(Task::ClientManager, manager(inner.clone())).await {
             // As after a failed connect: the calls it had fail with the panic, the next call
             // after the backoff connects again (its reader was aborted with it).
-            let mut wakes = Vec::new();
+            let mut sinks = Vec::new();
             let mut st = inner.lock();
-            st.fail_all(&[CellState::Queued, CellState::Sent], &e, &mut wakes);
             st.clear_queue();
             st.conn_error = None;
             st.conn = Conn::Backoff {
                 until: Instant::now() + inner.cfg.reconnect_backoff_min,
-                err: e,
+                err: e.clone(),
             };
-            inner.check_drained(&st);
             drop(st);
-            inner.deliver(&mut wakes);
+            let mask = (1 << super::table::QUEUED) | (1 << super::table::SENT);
+            inner.fail_all(mask, &e, &mut sinks);
+            inner.check_drained();
+            inner.deliver(&mut sinks);
         }
     });
 }
@@ -61,11 +62,13 @@ async fn manager(inner: Arc<Inner>) {
     let mut backoff = inner.cfg.reconnect_backoff_min;
     let mut seed = jitter_seed();
     let mut batch: Vec<u8> = Vec::with_capacity(inner.cfg.write_buffer_size);
+    let mut entries: Vec<Entry> = Vec::with_capacity(64);
     loop {
         // Wait for queued work (lazy connect) or close.
         let closed = poll_fn(|cx| {
             let mut st = inner.lock();
-            if st.shutdown || (st.closed && st.entries.is_empty()) {
+            if inner.shutdown.load(Relaxed) || (inner.closed.load(Relaxed) && st.entries.is_empty())
+            {
                 return Poll::Ready(true);
             }
             if !st.entries.is_empty() {
@@ -84,17 +87,17 @@ async fn manager(inner: Arc<Inner>) {
                 inner.counters.connect_failures.fetch_add(1, Relaxed);
                 let wait = jittered(backoff, &mut seed).min(inner.cfg.reconnect_backoff_max);
                 backoff = (backoff * 2).min(inner.cfg.reconnect_backoff_max);
-                let mut wakes = Vec::new();
+                let mut sinks = Vec::new();
                 let mut st = inner.lock();
-                st.fail_all(&[CellState::Queued], &e, &mut wakes);
                 st.clear_queue();
                 st.conn = Conn::Backoff {
                     until: Instant::now() + wait,
-                    err: e,
+                    err: e.clone(),
                 };
-                inner.check_drained(&st);
                 drop(st);
-                inner.deliver(&mut wakes);
+                inner.fail_all(1 << super::table::QUEUED, &e, &mut sinks);
+                inner.check_drained();
+                inner.deliver(&mut sinks);
             }
             Ok((stream, server_compression)) => {
                 backoff = inner.cfg.reconnect_backoff_min;
@@ -123,21 +126,21 @@ async fn manager(inner: Arc<Inner>) {
                         end_connection(&ri, e);
                     }
                 }));
-                let cause = write_loop(&inner, writer, &mut batch).await;
+                let cause = write_loop(&inner, writer, &mut batch, &mut entries).await;
                 reader_task.0.abort();
                 let _ = (&mut reader_task.0).await;
                 let err = Error::new(
                     cause.kind(),
                     format!("connection to {} failed: {}", inner.addr, cause.message()),
                 );
-                let mut wakes = Vec::new();
+                let mut sinks = Vec::new();
                 let mut st = inner.lock();
                 st.conn_error = None;
                 st.conn = Conn::Idle;
-                st.fail_all(&[CellState::Sent], &err, &mut wakes);
-                inner.check_drained(&st);
                 drop(st);
-                inner.deliver(&mut wakes);
+                inner.fail_all(1 << super::table::SENT, &err, &mut sinks);
+                inner.check_drained();
+                inner.deliver(&mut sinks);
             }
         }
     }
@@ -178,7 +181,12 @@ async fn connect(
 }
 
 /// Writes batches until the connection fails or the client closes. Returns the cause.
-async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>) -> Error {
+async fn write_loop(
+    inner: &Arc<Inner>,
+    mut w: FrameWriter,
+    batch: &mut Vec<u8>,
+    entries: &mut Vec<Entry>,
+) -> Error {
     let delay = inner.cfg.max_batch_delay;
     let mut timer = (!delay.is_zero()).then(DelayTimer::new);
     loop {
@@ -187,13 +195,13 @@ async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>)
             if let Some(e) = st.conn_error.take() {
                 return Poll::Ready(Err(e));
             }
-            if st.shutdown {
+            if inner.shutdown.load(Relaxed) {
                 return Poll::Ready(Err(Error::closed()));
             }
             if !st.entries.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if st.closed && st.pending == 0 {
+            if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
                 // Drained: nothing left to wait for on this connection.
                 return Poll::Ready(Err(Error::closed()));
             }
@@ -210,10 +218,9 @@ async fn write_loop(inner: &Arc<Inner>, mut w: FrameWriter, batch: &mut Vec<u8>)
         if let Some(t) = timer.as_mut() {
             batch_delay(inner, t, delay).await;
         }
-        let frames = {
-            let mut st = inner.lock();
-            st.take_batch(batch)
-        };
+        inner.lock().take(batch, entries);
+        // Outside the lock: mark the calls sent, cut out those that ended while queued.
+        let frames = mark_batch(&inner.table, batch, entries);
         if let Err(e) = w.write_batch(batch, frames).await {
             return e;
         }
@@ -231,7 +238,7 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
             return Poll::Ready(());
         }
         let mut st = inner.lock();
-        if st.queue.len() >= full || st.shutdown || st.conn_error.is_some() {
+        if st.queue.len() >= full || inner.shutdown.load(Relaxed) || st.conn_error.is_some() {
             return Poll::Ready(());
         }
         st.writer_waker = Some(cx.waker().clone());
@@ -240,40 +247,39 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
     .await
 }
 
-/// Reads responses and completes their calls, one lock per read.
+/// Reads responses and completes their calls, without a lock, a whole read at a time: first
+/// one compare-and-swap per response claims its call (a completion sink gets its response at
+/// once, from the read buffer), then the responses are copied into the claimed cells, then
+/// published, then their callers woken. (Claiming and publishing are locked instructions:
+/// interleaved with the copies, each would wait for the previous copy's cache misses.)
 async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
     let limit = inner.cfg.max_frame_size;
-    let mut wakes: Vec<Wake> = Vec::with_capacity(64);
+    let table = &inner.table;
+    let mut wakers: Vec<Waker> = Vec::with_capacity(64);
     let mut sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)> = Vec::with_capacity(64);
+    // Claimed calls with a waiting caller: (cell index, id, value start, value end).
+    let mut claimed: Vec<(usize, u32, usize, usize)> = Vec::with_capacity(256);
     let cause = loop {
         let data = r.data();
         let mut off = 0;
         let mut need = 0;
         let mut failed = None;
-        let (mut matched, mut unexpected) = (0u64, 0u64);
+        let (mut matched, mut unexpected, mut burst) = (0u64, 0u64, 0isize);
         if !data.is_empty() {
-            let mut st = inner.lock();
             loop {
                 match parse_response(&data[off..], limit) {
                     Ok(Parse::Frame(p, n)) => {
                         let (vs, ve) = (off + p.value.start, off + p.value.end);
-                        match st.cell(p.id) {
-                            Some(c) if c.state == CellState::Sent => {
+                        match table.find(p.id) {
+                            Some((i, c)) if c.claim_sent(p.id) => {
                                 matched += 1;
-                                match std::mem::replace(&mut c.notify, Notify::None) {
-                                    Notify::Sink(s, tag) => {
-                                        st.free(p.id);
+                                // SAFETY: claimed by us.
+                                match unsafe { c.take_sink() } {
+                                    Some((s, tag)) => {
+                                        unsafe { inner.free(c) };
                                         sinks.push((s, tag, vs, ve));
                                     }
-                                    notify => {
-                                        c.resp.clear();
-                                        c.resp.extend_from_slice(&data[vs..ve]);
-                                        c.state = CellState::Done;
-                                        if let Notify::Waker(w) = notify {
-                                            c.in_burst = true;
-                                            wakes.push(Wake::Waker(w));
-                                        }
-                                    }
+                                    None => claimed.push((i, p.id, vs, ve)),
                                 }
                             }
                             _ => unexpected += 1,
@@ -290,24 +296,42 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
                     }
                 }
             }
-            st.burst += wakes.len();
-            inner.check_drained(&st);
         } else {
             need = 8;
         }
         let c = &inner.counters;
+        if matched > 0 {
+            // Before the outcomes are visible: a caller that has its response sees it counted.
+            c.responses.fetch_add(matched, Relaxed);
+        }
+        for &(i, _, vs, ve) in &claimed {
+            // SAFETY: claimed by us.
+            let resp = unsafe { table.at(i).resp() };
+            resp.clear();
+            resp.extend_from_slice(&data[vs..ve]);
+        }
+        for (i, id, _, _) in claimed.drain(..) {
+            let cell = table.at(i);
+            if cell.publish(id, IN_BURST) {
+                burst += 1;
+                if let Some(w) = cell.take_waker() {
+                    wakers.push(w);
+                }
+            } else {
+                // SAFETY: the caller went away; the cell is ours to free.
+                unsafe { inner.free(cell) };
+            }
+        }
+        if burst > 0 {
+            inner.burst_add(burst);
+        }
         c.io.frames_received
             .fetch_add(matched + unexpected, Relaxed);
         if unexpected > 0 {
             c.unexpected.fetch_add(unexpected, Relaxed);
         }
-        if !sinks.is_empty() {
-            c.responses.fetch_add(sinks.len() as u64, Relaxed);
-        }
-        for w in wakes.drain(..) {
-            if let Wake::Waker(w) = w {
-                w.wake();
-            }
+        for w in wakers.drain(..) {
+            w.wake();
         }
         for (s, tag, vs, ve) in sinks.drain(..) {
             s.complete(tag, Ok(&data[vs..ve]));
@@ -338,24 +362,32 @@ fn end_connection(inner: &Inner, cause: Error) {
 }
 
 /// Fails calls whose deadline passed. Sleeps until the earliest deadline of a waiting call;
-/// a call with an earlier deadline than that wakes it. Scans the table only then.
+/// a call with an earlier deadline than that wakes it. Scans the table only then, without
+/// the lock (`timer_next` is None during the scan, so deadlines queued meanwhile are kept).
 async fn timekeeper(inner: Arc<Inner>) {
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
-    let mut wakes = Vec::new();
-    let mut armed: Option<Instant> = None;
+    let mut sinks = Vec::new();
+    let mut armed: Option<u64> = None;
     loop {
         let done = poll_fn(|cx| {
             let mut st = inner.lock();
-            if st.closed && st.pending == 0 {
+            if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
                 return Poll::Ready(true);
             }
-            let now = Instant::now();
+            let now = inner.table.ns(Instant::now());
             if st.timer_next.is_some_and(|t| t <= now) {
-                let (next, _) = st.expire(now, &mut wakes);
-                st.timer_next = next;
-                inner.check_drained(&st);
-                if !wakes.is_empty() {
+                st.timer_next = None;
+                drop(st);
+                let next = inner.expire(now, &mut sinks);
+                inner.check_drained();
+                st = inner.lock();
+                if let Some(n) = next {
+                    if st.timer_next.is_none_or(|t| n < t) {
+                        st.timer_next = Some(n);
+                    }
+                }
+                if !sinks.is_empty() {
                     return Poll::Ready(false);
                 }
             }
@@ -365,7 +397,9 @@ async fn timekeeper(inner: Arc<Inner>) {
             if let Some(t) = next {
                 if armed != Some(t) {
                     armed = Some(t);
-                    sleep.as_mut().reset(tokio::time::Instant::from_std(t));
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(inner.table.instant(t)));
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
                     // Deadline reached while unlocked: go round again.
@@ -375,7 +409,7 @@ async fn timekeeper(inner: Arc<Inner>) {
             Poll::Pending
         })
         .await;
-        inner.deliver(&mut wakes);
+        inner.deliver(&mut sinks);
         if done {
             return;
         }

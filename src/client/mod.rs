@@ -8,15 +8,19 @@
 //! (fire-and-forget). The connection tasks live in `conn.rs`; the blocking facade in
 //! `blocking.rs`.
 
+mod atomic_waker;
 mod blocking;
 mod conn;
 pub(crate) mod table;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicIsize, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify as TokioNotify;
@@ -27,7 +31,9 @@ use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind};
 use crate::stats::{ErrorCounters, ErrorCounts, IoCounters, IoStats};
 use crate::transport::Addr;
-use table::{CellState, Conn, Notify, State, Wake};
+use table::{
+    word_id, word_state, Cell, Conn, Sink, SinkErr, Submit, Table, DONE, IN_BURST, QUEUED, SENT,
+};
 
 /// Receives the outcome of calls made with [`Client::submit`]: exactly once per accepted
 /// call, on a library thread, possibly concurrently with other completions. `result` is the
@@ -74,7 +80,6 @@ pub struct ClientStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub calls: AtomicU64,
     pub responses: AtomicU64,
     pub sends: AtomicU64,
     pub errors: ErrorCounters,
@@ -84,6 +89,9 @@ pub(crate) struct Counters {
     pub io: Arc<IoCounters>,
 }
 
+/// The states a call can be failed from (a bit set for [`Cell::claim`]).
+pub(crate) const WAITING: u32 = 1 << QUEUED | 1 << SENT;
+
 pub(crate) struct Inner {
     pub cfg: ClientConfig,
     pub addr: Addr,
@@ -91,7 +99,23 @@ pub(crate) struct Inner {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
-    pub state: Mutex<State>,
+    /// The calls: completed without a lock.
+    pub table: Table,
+    /// The request queue and the connection's state: callers and the writer, never the
+    /// reader's per-response path.
+    pub sub: Mutex<Submit>,
+    /// Callers the reader woke with their responses that have not collected them yet. While
+    /// some have not, a new request does not wake the writer: those callers are about to run
+    /// and queue their next requests, and all of them should share one write. (Without this,
+    /// the runtime runs the just-woken writer first and each write carries one frame.) Whoever
+    /// brings it back to 0 wakes the writer. Signed: a caller may collect before the reader
+    /// has counted its burst.
+    pub burst: AtomicIsize,
+    /// No new calls: `close` was called (waiting calls may still finish when draining).
+    /// Written under the `sub` lock.
+    pub closed: AtomicBool,
+    /// Tear down now: waiting calls were failed and the connection ends.
+    pub shutdown: AtomicBool,
     pub counters: Counters,
     pub drained: TokioNotify,
     pub rt: tokio::runtime::Handle,
@@ -99,47 +123,137 @@ pub(crate) struct Inner {
 
 impl Inner {
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the table half-updated in a way that
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Submit> {
+        // A panic while holding the lock cannot leave the queue half-updated in a way that
         // matters more than refusing every later call, so keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.sub.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers outcomes collected under the lock.
-    pub(crate) fn deliver(&self, wakes: &mut Vec<Wake>) {
-        for w in wakes.drain(..) {
-            match w {
-                Wake::Waker(w) => w.wake(),
-                Wake::Sink(s, tag, e) => {
-                    self.counters.errors.add(e.kind(), 1);
-                    s.complete(tag, Err(&e));
-                }
-            }
+    /// Delivers sink outcomes (on a library thread).
+    pub(crate) fn deliver(&self, sinks: &mut Vec<SinkErr>) {
+        for (s, tag, e) in sinks.drain(..) {
+            self.counters.errors.add(e.kind(), 1);
+            s.complete(tag, Err(&e));
         }
     }
 
     /// Like [`Inner::deliver`] for paths that run on a caller's thread (a new call
     /// displacing a queued one, close): completion sinks run on a library thread instead,
     /// never inside the caller's own call.
-    pub(crate) fn deliver_from_caller(&self, wakes: &mut Vec<Wake>) {
-        let mut sinks = Vec::new();
-        for w in wakes.drain(..) {
-            match w {
-                Wake::Waker(w) => w.wake(),
-                Wake::Sink(s, tag, e) => {
-                    self.counters.errors.add(e.kind(), 1);
-                    sinks.push((s, tag, e));
-                }
-            }
-        }
+    pub(crate) fn deliver_from_caller(&self, sinks: &mut Vec<SinkErr>) {
         if sinks.is_empty() {
             return;
         }
+        let sinks = std::mem::take(sinks);
+        for (_, _, e) in &sinks {
+            self.counters.errors.add(e.kind(), 1);
+        }
         self.rt.spawn(async move {
             for (s, tag, e) in sinks {
-                s.complete(tag, Err(&e));
+                // A sink that panics must not cost the others their completion.
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    s.complete(tag, Err(&e))
+                }));
+                if done.is_err() {
+                    crate::log::emit(
+                        crate::log::Level::Error,
+                        "fastrpc: a completion sink panicked while being told its call failed",
+                    );
+                }
             }
         });
+    }
+
+    /// Frees a call's cell; the last one wakes a draining `close`.
+    ///
+    /// # Safety
+    /// The caller holds the call (claimed it, or collected its outcome).
+    pub(crate) unsafe fn free(&self, c: &Cell) {
+        c.free();
+        if self.table.release() == 0 && self.closed.load(SeqCst) {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Wakes a draining `close` when no call is left.
+    pub(crate) fn check_drained(&self) {
+        if self.closed.load(SeqCst) && self.table.pending() == 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Adds to [`Inner::burst`]; whoever brings it to 0 wakes the writer for what was queued.
+    pub(crate) fn burst_add(&self, n: isize) {
+        if self.burst.fetch_add(n, AcqRel) + n == 0 {
+            let mut sub = self.lock();
+            if !sub.entries.is_empty() {
+                if let Some(w) = sub.writer_waker.take() {
+                    drop(sub);
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Completes a call we claimed with an error: a waiting caller finds it in its cell and is
+    /// woken; a sink's outcome goes to `sinks` (and the cell is freed).
+    pub(crate) fn fail_claimed(&self, c: &Cell, id: u32, err: &Error, sinks: &mut Vec<SinkErr>) {
+        // SAFETY (all three blocks): claimed by us.
+        match unsafe { c.take_sink() } {
+            Some((s, tag)) => {
+                unsafe { self.free(c) };
+                sinks.push((s, tag, err.clone()));
+            }
+            None => {
+                unsafe { *c.err() = Some(err.clone()) };
+                if c.publish(id, 0) {
+                    if let Some(w) = c.take_waker() {
+                        w.wake();
+                    }
+                } else {
+                    unsafe { self.free(c) };
+                }
+            }
+        }
+    }
+
+    /// Fails every call in `states` (a bit set). Returns how many failed.
+    pub(crate) fn fail_all(&self, states: u32, err: &Error, sinks: &mut Vec<SinkErr>) -> usize {
+        let mut n = 0;
+        for i in 0..self.table.len() {
+            let c = self.table.at(i);
+            let w = c.load();
+            let id = word_id(w);
+            if id != 0 && states & (1 << word_state(w)) != 0 && c.claim(id, states) {
+                self.fail_claimed(c, id, err, sinks);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Fails the waiting calls whose deadline (table ns) is at or before `now`. Returns the
+    /// earliest deadline of the others.
+    pub(crate) fn expire(&self, now: u64, sinks: &mut Vec<SinkErr>) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let err = Error::timeout();
+        for i in 0..self.table.len() {
+            let c = self.table.at(i);
+            let w = c.load();
+            let id = word_id(w);
+            if id == 0 || WAITING & (1 << word_state(w)) == 0 {
+                continue;
+            }
+            let d = c.deadline();
+            if d <= now {
+                if c.claim(id, WAITING) {
+                    self.fail_claimed(c, id, &err, sinks);
+                }
+            } else {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        next
     }
 
     fn check_sizes(&self, name: &[u8], value: &[u8]) -> Result<(), Error> {
@@ -158,128 +272,119 @@ impl Inner {
         Ok(())
     }
 
-    /// Queues a call; returns its id. Fails at once on closed, backoff, overflow, too large.
-    pub(crate) fn enqueue(
-        self: &Arc<Self>,
+    /// Queues a call; returns its id and cell. Fails at once on closed, backoff, overflow,
+    /// too large.
+    pub(crate) fn enqueue<'a>(
+        self: &'a Arc<Self>,
         name: &[u8],
         value: &[u8],
-        deadline: Instant,
-        notify: Notify,
-    ) -> Result<u32, Error> {
+        dl: u64,
+        sink: Option<Sink>,
+        waker: Option<&Waker>,
+    ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
-        let mut wakes = Vec::new();
-        let mut st = self.lock();
-        self.admit(&mut st)?;
-        if st.pending >= self.cfg.max_pending_requests {
+        let mut sub = self.lock();
+        self.admit(&mut sub)?;
+        let mut displaced = None;
+        if self.table.pending() >= self.cfg.max_pending_requests {
             // With prioritize_new_requests the oldest queued call makes room. Its cell may
             // stay taken until its caller collects the error, so pending can pass the limit
             // by the number of such callers for a moment.
-            let oldest = if self.cfg.prioritize_new_requests {
-                st.oldest_queued()
-            } else {
-                None
-            };
-            let Some(old) = oldest else {
+            if self.cfg.prioritize_new_requests {
+                displaced = self.claim_oldest_queued(&sub);
+            }
+            if displaced.is_none() {
                 return Err(Error::overflow());
-            };
-            if let Some(w) = st.fail(old, &Error::overflow_displaced()) {
-                wakes.push(w);
             }
         }
-        let id = st.alloc(deadline, notify);
-        st.push_frame(id, name, value);
-        self.after_push(&mut st, Some(deadline));
-        drop(st);
-        self.counters.calls.fetch_add(1, Relaxed);
-        if !wakes.is_empty() {
-            self.deliver_from_caller(&mut wakes);
+        let (id, cell) = self.table.alloc(&mut sub.next_id, dl, sink, waker);
+        sub.push_frame(id, name, value);
+        sub.calls += 1;
+        self.after_push(&mut sub, Some(dl));
+        drop(sub);
+        if let Some((c, old)) = displaced {
+            let mut sinks = Vec::new();
+            self.fail_claimed(c, old, &Error::overflow_displaced(), &mut sinks);
+            self.deliver_from_caller(&mut sinks);
         }
-        Ok(id)
+        Ok((id, cell))
+    }
+
+    /// Claims the oldest call still queued, if any (for `prioritize_new_requests`).
+    fn claim_oldest_queued<'a>(&'a self, sub: &Submit) -> Option<(&'a Cell, u32)> {
+        for e in &sub.entries {
+            if let Some(c) = self.table.lookup(e.id) {
+                if c.claim(e.id, 1 << QUEUED) {
+                    return Some((c, e.id));
+                }
+            }
+        }
+        None
     }
 
     /// Refuses calls on a closed client or one backing off after a failed connect.
-    fn admit(&self, st: &mut State) -> Result<(), Error> {
-        if st.closed {
+    fn admit(&self, sub: &mut Submit) -> Result<(), Error> {
+        if self.closed.load(Relaxed) {
             return Err(Error::closed());
         }
-        if let Conn::Backoff { until, err } = &st.conn {
+        if let Conn::Backoff { until, err } = &sub.conn {
             if Instant::now() < *until {
                 return Err(err.clone());
             }
-            st.conn = Conn::Idle;
+            sub.conn = Conn::Idle;
         }
         Ok(())
     }
 
     /// After a frame was queued: start the connection task, wake the writer and timekeeper.
-    fn after_push(self: &Arc<Self>, st: &mut State, deadline: Option<Instant>) {
-        if st.burst == 0 {
-            if let Some(w) = st.writer_waker.take() {
+    fn after_push(self: &Arc<Self>, sub: &mut Submit, deadline: Option<u64>) {
+        if self.burst.load(Acquire) <= 0 {
+            if let Some(w) = sub.writer_waker.take() {
                 w.wake();
             }
         }
         if let Some(d) = deadline {
-            if st.timer_next.is_none_or(|t| d < t) {
-                st.timer_next = Some(d);
-                if let Some(w) = st.timer_waker.take() {
+            if sub.timer_next.is_none_or(|t| d < t) {
+                sub.timer_next = Some(d);
+                if let Some(w) = sub.timer_waker.take() {
                     w.wake();
                 }
             }
         }
-        if !st.started {
-            st.started = true;
+        if !sub.started {
+            sub.started = true;
             conn::start(self.clone());
         }
     }
 
     fn send_nowait(self: &Arc<Self>, name: &[u8], value: &[u8]) -> Result<(), Error> {
         self.check_sizes(name, value)?;
-        let mut st = self.lock();
-        self.admit(&mut st)?;
-        if st.queued_nowait >= self.cfg.max_pending_requests {
+        let mut sub = self.lock();
+        self.admit(&mut sub)?;
+        if sub.queued_nowait >= self.cfg.max_pending_requests {
             return Err(Error::overflow());
         }
-        st.push_frame(0, name, value);
-        self.after_push(&mut st, None);
-        drop(st);
+        sub.push_frame(0, name, value);
+        self.after_push(&mut sub, None);
+        drop(sub);
         self.counters.sends.fetch_add(1, Relaxed);
         Ok(())
     }
 
-    /// Frees a finished or abandoned call's cell.
-    fn release(&self, st: &mut State, id: u32) {
-        st.free(id);
-        self.check_drained(st);
-    }
-
-    /// Wakes a draining `close` when the last waiting call is gone.
-    #[inline]
-    pub(crate) fn check_drained(&self, st: &State) {
-        if st.closed && st.pending == 0 {
-            self.drained.notify_waiters();
-        }
-    }
-
     pub(crate) fn close_now(&self) {
-        let mut wakes = Vec::new();
-        let mut st = self.lock();
-        st.closed = true;
-        st.shutdown = true;
-        let n = st.fail_all(
-            &[CellState::Queued, CellState::Sent],
-            &Error::closed(),
-            &mut wakes,
-        );
-        st.clear_queue();
-        if let Some(w) = st.writer_waker.take() {
+        let (writer, timer) = {
+            let mut sub = self.lock();
+            self.closed.store(true, SeqCst);
+            self.shutdown.store(true, SeqCst);
+            sub.clear_queue();
+            (sub.writer_waker.take(), sub.timer_waker.take())
+        };
+        let mut sinks = Vec::new();
+        self.fail_all(WAITING, &Error::closed(), &mut sinks);
+        for w in [writer, timer].into_iter().flatten() {
             w.wake();
         }
-        if let Some(w) = st.timer_waker.take() {
-            w.wake();
-        }
-        drop(st);
-        let _ = n;
-        self.deliver_from_caller(&mut wakes);
+        self.deliver_from_caller(&mut sinks);
         self.drained.notify_waiters();
     }
 }
@@ -322,10 +427,11 @@ impl Client {
             )),
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(
-                config.max_pending_requests,
-                config.write_buffer_size,
-            )),
+            table: Table::new(config.max_pending_requests),
+            sub: Mutex::new(Submit::new(config.write_buffer_size)),
+            burst: AtomicIsize::new(0),
+            closed: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
             addr,
             tls,
             counters: Counters::default(),
@@ -363,8 +469,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        self.call_deadline_into(name, value, Instant::now() + timeout, &mut out)
-            .await?;
+        let deadline = self.inner().table.deadline_after(timeout);
+        self.call_at(name, value, deadline, &mut out).await?;
         Ok(out)
     }
 
@@ -377,8 +483,21 @@ impl Client {
         value: &[u8],
         resp: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let deadline = Instant::now() + self.inner().cfg.request_timeout;
-        self.call_deadline_into(name, value, deadline, resp).await
+        let inner = self.inner();
+        let deadline = inner.table.deadline_after(inner.cfg.request_timeout);
+        self.call_at(name, value, deadline, resp).await
+    }
+
+    /// Like [`Client::call_into`] with this call's own timeout.
+    pub(crate) async fn call_timeout_into(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+        resp: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let deadline = self.inner().table.deadline_after(timeout);
+        self.call_at(name, value, deadline, resp).await
     }
 
     /// Like [`Client::call_into`], ending with [`ErrorKind::Timeout`] at `deadline` whether
@@ -390,21 +509,27 @@ impl Client {
         deadline: Instant,
         resp: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let inner = self.inner();
-        let id = match inner.enqueue(name, value, deadline, Notify::None) {
-            Ok(id) => id,
-            Err(e) => {
-                inner.counters.errors.add(e.kind(), 1);
-                return Err(e);
-            }
-        };
+        let deadline = self.inner().table.ns(deadline);
+        self.call_at(name, value, deadline, resp).await
+    }
+
+    /// A call with its deadline in table ns (the coarse clock's for timeouts).
+    fn call_at<'a>(
+        &'a self,
+        name: &'a [u8],
+        value: &'a [u8],
+        deadline: u64,
+        resp: &'a mut Vec<u8>,
+    ) -> Wait<'a> {
         Wait {
-            inner,
-            id,
+            inner: self.inner(),
+            req: Some((name, value, deadline)),
+            cell: None,
+            id: 0,
             resp,
+            waker: (0, 0),
             done: false,
         }
-        .await
     }
 
     /// Starts a call whose outcome goes to `sink` with `tag`, exactly once, on a library
@@ -420,12 +545,8 @@ impl Client {
         // Our own reference: the sink may run (and the last handle be dropped, say from a C
         // callback freeing the client) before this returns.
         let inner = self.inner().clone();
-        let r = inner.enqueue(
-            name,
-            value,
-            Instant::now() + timeout,
-            Notify::Sink(sink, tag),
-        );
+        let deadline = inner.table.deadline_after(timeout);
+        let r = inner.enqueue(name, value, deadline, Some((sink, tag)), None);
         if let Err(e) = &r {
             inner.counters.errors.add(e.kind(), 1);
         }
@@ -445,7 +566,7 @@ impl Client {
 
     /// Calls waiting for their response now (queued or sent).
     pub fn pending_requests(&self) -> usize {
-        self.inner().lock().pending
+        self.inner().table.pending()
     }
 
     /// A snapshot of the counters.
@@ -453,7 +574,7 @@ impl Client {
         let c = &self.inner().counters;
         let connects = c.connects.load(Relaxed);
         ClientStats {
-            calls: c.calls.load(Relaxed),
+            calls: self.inner().lock().calls,
             responses: c.responses.load(Relaxed),
             sends: c.sends.load(Relaxed),
             errors: c.errors.snapshot(),
@@ -482,13 +603,13 @@ impl Client {
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     {
-                        let mut st = inner.lock();
-                        st.closed = true;
-                        if let Some(w) = st.writer_waker.take() {
+                        let mut sub = inner.lock();
+                        inner.closed.store(true, SeqCst);
+                        if let Some(w) = sub.writer_waker.take() {
                             w.wake();
                         }
                     }
-                    if inner.lock().pending == 0 {
+                    if inner.table.pending() == 0 {
                         return;
                     }
                     notified.await;
@@ -500,13 +621,24 @@ impl Client {
     }
 }
 
-/// Waits for one call's outcome; dropping it abandons the call (its response, if any comes,
-/// is dropped).
+/// One call: its first poll queues the request with the caller's waker already in the call's
+/// cell; later polls look at the cell's state word. No lock but the queue's; dropping it
+/// abandons the call (its response, if any comes, is dropped).
 struct Wait<'a> {
     inner: &'a Arc<Inner>,
+    /// Name, value and deadline, until the first poll queues them.
+    req: Option<(&'a [u8], &'a [u8], u64)>,
+    cell: Option<&'a Cell>,
     id: u32,
     resp: &'a mut Vec<u8>,
+    /// The waker the cell holds (its data and vtable addresses): registered again only when
+    /// the future is polled with another.
+    waker: (usize, usize),
     done: bool,
+}
+
+fn waker_key(w: &Waker) -> (usize, usize) {
+    (w.data() as usize, w.vtable() as *const _ as usize)
 }
 
 impl Future for Wait<'_> {
@@ -515,50 +647,79 @@ impl Future for Wait<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let inner = this.inner;
-        let mut st = inner.lock();
-        let Some(c) = st.cell(this.id) else {
+        if let Some((name, value, deadline)) = this.req.take() {
+            return match inner.enqueue(name, value, deadline, None, Some(cx.waker())) {
+                Ok((id, cell)) => {
+                    this.id = id;
+                    this.cell = Some(cell);
+                    this.waker = waker_key(cx.waker());
+                    // Whoever completes the call wakes that waker.
+                    Poll::Pending
+                }
+                Err(e) => {
+                    this.done = true;
+                    inner.counters.errors.add(e.kind(), 1);
+                    Poll::Ready(Err(e))
+                }
+            };
+        }
+        let (Some(cell), false) = (this.cell, this.done) else {
+            return Poll::Ready(Err(Error::new(
+                ErrorKind::Io,
+                "internal error: a call was polled after it ended",
+            )));
+        };
+        let id = this.id;
+        let mut w = cell.load();
+        if word_id(w) == id && word_state(w) != DONE {
+            let key = waker_key(cx.waker());
+            if key == this.waker {
+                // The cell holds this waker (or its completer took it and is waking it).
+                return Poll::Pending;
+            }
+            cell.register(cx.waker());
+            this.waker = key;
+            w = cell.load();
+            if word_id(w) == id && word_state(w) != DONE {
+                return Poll::Pending;
+            }
+        }
+        this.done = true;
+        if word_id(w) != id {
             // Only this future frees its cell: reaching here is a bug, not a hang.
-            this.done = true;
             return Poll::Ready(Err(Error::new(
                 ErrorKind::Io,
                 "internal error: call cell lost",
             )));
-        };
-        if c.state != CellState::Done {
-            match &mut c.notify {
-                Notify::Waker(w) if w.will_wake(cx.waker()) => {}
-                n => *n = Notify::Waker(cx.waker().clone()),
-            }
-            return Poll::Pending;
         }
-        let r = match c.err.take() {
+        // SAFETY: DONE: the outcome is ours to take, and the cell ours to free.
+        let r = match unsafe { cell.err().take() } {
             None => {
-                std::mem::swap(&mut c.resp, this.resp);
-                c.resp.clear();
+                std::mem::swap(unsafe { cell.resp() }, this.resp);
                 Ok(())
             }
             Some(e) => Err(e),
         };
-        inner.release(&mut st, this.id);
-        drop(st);
-        this.done = true;
-        match &r {
-            Ok(()) => inner.counters.responses.fetch_add(1, Relaxed),
-            Err(e) => {
-                inner.counters.errors.add(e.kind(), 1);
-                0
-            }
-        };
+        unsafe { inner.free(cell) };
+        if w & IN_BURST != 0 {
+            inner.burst_add(-1);
+        }
+        if let Err(e) = &r {
+            inner.counters.errors.add(e.kind(), 1);
+        }
         Poll::Ready(r)
     }
 }
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            let mut st = self.inner.lock();
-            if st.cell(self.id).is_some() {
-                self.inner.release(&mut st, self.id);
+        if let (Some(cell), false) = (self.cell, self.done) {
+            if let Some(flags) = cell.abandon(self.id) {
+                // SAFETY: `abandon` gave the cell to us.
+                unsafe { self.inner.free(cell) };
+                if flags & IN_BURST != 0 {
+                    self.inner.burst_add(-1);
+                }
             }
         }
     }

@@ -1,60 +1,495 @@
-//! The client's shared state behind one mutex: the pending-call table, the queue of encoded
-//! requests the writer has not taken yet, and the connection's state.
+//! The client's call table and submission queue.
 //!
-//! The table is indexed by `request id & mask`: ids are handed out 1, 2, 3, ... (wrapping,
-//! skipping 0) but an id whose cell is busy is skipped, so matching a response to its call is
-//! one index, and the table (at least twice `pending`) always has a free cell near. Cells and
-//! their response buffers are reused: a warm client allocates nothing per call.
+//! The **call table** is lock-free: each cell has one atomic word holding its call's id and
+//! state, and whoever moves a call out of `QUEUED` or `SENT` into `CLAIMED` with a
+//! compare-and-swap (the reader with the response, the timekeeper at the deadline, a failing
+//! connection, `close`, a newer call displacing a queued one, the caller abandoning it) is the
+//! one that completes it: it writes the outcome into the cell and publishes `DONE` (or hands
+//! it to the completion sink and frees the cell). The id is part of the word, so a stale id
+//! never claims a reused cell. Cells never move (the table grows by adding segments), so a
+//! caller keeps a plain reference to its cell.
+//!
+//! Ids are handed out 1, 2, 3, ... (wrapping, skipping 0), but an id whose cell is busy is
+//! skipped, so matching a response to its call is one index, `id & mask`, and the table (at
+//! least twice `pending`) always has a free cell near. After the table grew, calls made
+//! before sit at their id under an older, smaller mask: lookups try the older masks too.
+//! Cells and their response buffers are reused: a warm client allocates nothing per call.
+//!
+//! The **submission queue** (`Submit`, behind the client's one mutex) holds the encoded
+//! requests the writer has not taken yet and the connection's state. Callers and the writer
+//! take that mutex; the reader and the collection of outcomes never do.
 
+use std::cell::UnsafeCell;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::atomic_waker::AtomicWaker;
 use crate::error::Error;
 use crate::protocol::frame;
 
-/// Where a finished call's outcome goes.
-pub(crate) enum Notify {
-    /// Nobody yet (a just-enqueued future that has not been polled).
-    None,
-    /// An async or blocking caller: the outcome stays in the cell until it collects it.
-    Waker(Waker),
-    /// A completion sink (callback or queue): it gets the outcome at once, the cell is freed.
-    Sink(Arc<dyn super::Completion>, u128),
+/// A cell's state: the low bits of its word.
+pub(crate) const FREE: u64 = 0;
+/// Encoded in the queue, not yet taken by the writer.
+pub(crate) const QUEUED: u64 = 1;
+/// Taken by the writer: on the wire or about to be.
+pub(crate) const SENT: u64 = 2;
+/// Being completed by whoever claimed it.
+pub(crate) const CLAIMED: u64 = 3;
+/// The outcome is in the cell, waiting for its caller.
+pub(crate) const DONE: u64 = 4;
+/// Claimed, and meanwhile its caller went away: the claimer frees the cell.
+pub(crate) const ABANDONED: u64 = 5;
+const STATE: u64 = 0b111;
+/// Set with `DONE` by the reader: the caller was woken in a burst (see `Inner::burst`).
+pub(crate) const IN_BURST: u64 = 0b1000;
+
+#[inline]
+pub(crate) fn word(id: u32, state: u64) -> u64 {
+    ((id as u64) << 32) | state
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum CellState {
-    Free,
-    /// Encoded in the queue, not yet taken by the writer.
-    Queued,
-    /// Taken by the writer: on the wire or about to be.
-    Sent,
-    /// The outcome is in the cell, waiting for its caller.
-    Done,
+#[inline]
+pub(crate) fn word_id(w: u64) -> u32 {
+    (w >> 32) as u32
 }
 
+#[inline]
+pub(crate) fn word_state(w: u64) -> u64 {
+    w & STATE
+}
+
+/// A completion sink and its tag.
+pub(crate) type Sink = (Arc<dyn super::Completion>, u128);
+
+/// One call's state. The plain fields belong to whoever holds the call: the allocator while
+/// the word is `FREE`, the claimer while `CLAIMED`, the caller once `DONE`.
+#[repr(align(64))]
 pub(crate) struct Cell {
-    pub id: u32,
-    pub state: CellState,
-    /// Woken by the reader with others in one burst and not yet collected (see `burst`).
-    pub in_burst: bool,
-    pub deadline: Instant,
-    pub notify: Notify,
-    pub resp: Vec<u8>,
-    pub err: Option<Error>,
+    word: AtomicU64,
+    /// Nanoseconds since the table's epoch.
+    deadline: AtomicU64,
+    waker: AtomicWaker,
+    sink: UnsafeCell<Option<Sink>>,
+    resp: UnsafeCell<Vec<u8>>,
+    err: UnsafeCell<Option<Error>>,
 }
+
+// The plain fields are handed over through `word` (see the type's comment).
+unsafe impl Sync for Cell {}
+unsafe impl Send for Cell {}
 
 impl Cell {
     fn empty() -> Cell {
         Cell {
-            id: 0,
-            state: CellState::Free,
-            in_burst: false,
-            deadline: Instant::now(),
-            notify: Notify::None,
-            resp: Vec::new(),
-            err: None,
+            word: AtomicU64::new(FREE),
+            deadline: AtomicU64::new(0),
+            waker: AtomicWaker::new(),
+            sink: UnsafeCell::new(None),
+            resp: UnsafeCell::new(Vec::new()),
+            err: UnsafeCell::new(None),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> u64 {
+        self.word.load(Acquire)
+    }
+
+    /// Claims call `id` if it is in one of `states` (a bit set of `1 << state`).
+    #[inline]
+    pub(crate) fn claim(&self, id: u32, states: u32) -> bool {
+        let mut w = self.word.load(Acquire);
+        loop {
+            if word_id(w) != id || id == 0 || states & (1 << word_state(w)) == 0 {
+                return false;
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, word(id, CLAIMED), Acquire, Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Claims call `id` if it was sent (the reader's one compare-and-swap per response).
+    #[inline]
+    pub(crate) fn claim_sent(&self, id: u32) -> bool {
+        self.word
+            .compare_exchange(word(id, SENT), word(id, CLAIMED), Acquire, Relaxed)
+            .is_ok()
+    }
+
+    /// Marks a queued call sent (the writer). False if it ended while queued.
+    #[inline]
+    pub(crate) fn mark_sent(&self, id: u32) -> bool {
+        self.word
+            .compare_exchange(word(id, QUEUED), word(id, SENT), AcqRel, Relaxed)
+            .is_ok()
+    }
+
+    /// The claimer publishes the outcome written into the cell. False if the caller went
+    /// away meanwhile: then the cell must be freed by the claimer.
+    #[inline]
+    pub(crate) fn publish(&self, id: u32, flags: u64) -> bool {
+        self.word
+            .compare_exchange(word(id, CLAIMED), word(id, DONE | flags), Release, Relaxed)
+            .is_ok()
+    }
+
+    /// The caller gives up on call `id`. Returns true if the caller must free the cell now
+    /// (it claimed it, or the outcome was already there), with the word's `IN_BURST` flag.
+    pub(crate) fn abandon(&self, id: u32) -> Option<u64> {
+        let mut w = self.word.load(Acquire);
+        loop {
+            if word_id(w) != id {
+                return None;
+            }
+            let next = match word_state(w) {
+                QUEUED | SENT => word(id, CLAIMED),
+                CLAIMED => word(id, ABANDONED),
+                DONE => return Some(w & IN_BURST),
+                _ => return None,
+            };
+            match self.word.compare_exchange_weak(w, next, AcqRel, Acquire) {
+                Ok(_) if word_state(next) == CLAIMED => return Some(0),
+                Ok(_) => return None,
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn deadline(&self) -> u64 {
+        self.deadline.load(Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn register(&self, w: &Waker) {
+        self.waker.register(w)
+    }
+
+    #[inline]
+    pub(crate) fn take_waker(&self) -> Option<Waker> {
+        self.waker.take()
+    }
+
+    /// # Safety
+    /// The caller holds the call (claimed it, or it is `DONE` and the caller is its owner).
+    #[inline]
+    pub(crate) unsafe fn take_sink(&self) -> Option<Sink> {
+        (*self.sink.get()).take()
+    }
+
+    /// # Safety
+    /// As [`Cell::take_sink`].
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn resp(&self) -> &mut Vec<u8> {
+        &mut *self.resp.get()
+    }
+
+    /// # Safety
+    /// As [`Cell::take_sink`].
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn err(&self) -> &mut Option<Error> {
+        &mut *self.err.get()
+    }
+
+    /// Empties the cell (its response buffer stays for reuse) and marks it free.
+    ///
+    /// # Safety
+    /// As [`Cell::take_sink`]; nobody else may touch the call afterwards.
+    pub(crate) unsafe fn free(&self) {
+        *self.sink.get() = None;
+        *self.err.get() = None;
+        (*self.resp.get()).clear();
+        self.waker.clear();
+        self.word.store(FREE, Release);
+    }
+}
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// Segments of the table: the first of `n0` cells, then each as large as all before.
+const MAX_SEGS: usize = 28;
+
+pub(crate) struct Table {
+    segs: [AtomicPtr<Cell>; MAX_SEGS],
+    n0: usize,
+    /// `len - 1`; only grows.
+    mask: AtomicU32,
+    /// Cells taken, ever (written by the allocator only) and cells freed (by whoever frees):
+    /// their difference is the cells in use (queued, sent, claimed, or done and not
+    /// collected). Two counters on their own cache lines instead of one that every call
+    /// increments on one core and decrements on another.
+    allocated: Padded<AtomicUsize>,
+    freed: Padded<AtomicUsize>,
+    epoch: Instant,
+    clock: CoarseClock,
+}
+
+impl Table {
+    pub(crate) fn new(max_pending: usize) -> Table {
+        // Start small; grow by doubling up to twice max_pending.
+        let n0 = (2 * max_pending).next_power_of_two().min(64);
+        let segs: [AtomicPtr<Cell>; MAX_SEGS] =
+            std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()));
+        segs[0].store(Self::segment(n0), Release);
+        Table {
+            segs,
+            n0,
+            mask: AtomicU32::new((n0 - 1) as u32),
+            allocated: Padded(AtomicUsize::new(0)),
+            freed: Padded(AtomicUsize::new(0)),
+            // The coarse clock's epoch is read first: its ns are then never behind `epoch`'s.
+            clock: CoarseClock::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn segment(n: usize) -> *mut Cell {
+        let cells: Box<[Cell]> = (0..n).map(|_| Cell::empty()).collect();
+        Box::into_raw(cells) as *mut Cell
+    }
+
+    fn seg_len(&self, k: usize) -> usize {
+        if k == 0 {
+            self.n0
+        } else {
+            self.n0 << (k - 1)
+        }
+    }
+
+    /// Cells in the table now.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.mask.load(Acquire) as usize + 1
+    }
+
+    /// Cell `i`, which must be below [`Table::len`].
+    #[inline]
+    pub(crate) fn at(&self, i: usize) -> &Cell {
+        let (k, off) = if i < self.n0 {
+            (0, i)
+        } else {
+            let q = i / self.n0;
+            let k = (usize::BITS - q.leading_zeros()) as usize;
+            (k, i - (self.n0 << (k - 1)))
+        };
+        let p = self.segs[k].load(Acquire);
+        debug_assert!(!p.is_null() && off < self.seg_len(k));
+        // SAFETY: segments below `len` are allocated before `mask` says so, never freed
+        // before the table, and `off` is within segment `k`.
+        unsafe { &*p.add(off) }
+    }
+
+    /// The cell of call `id`, in whatever state, if the call is in the table.
+    #[inline]
+    pub(crate) fn lookup(&self, id: u32) -> Option<&Cell> {
+        self.find(id).map(|(_, c)| c)
+    }
+
+    /// Like [`Table::lookup`], with the cell's index (for [`Table::at`]).
+    #[inline]
+    pub(crate) fn find(&self, id: u32) -> Option<(usize, &Cell)> {
+        if id == 0 {
+            return None;
+        }
+        let mut m = self.mask.load(Acquire);
+        let mut last = usize::MAX;
+        loop {
+            let i = (id & m) as usize;
+            if i != last {
+                let c = self.at(i);
+                if word_id(c.load()) == id {
+                    return Some((i, c));
+                }
+                last = i;
+            }
+            // The previous, half-size mask.
+            if (m as usize) < self.n0 {
+                return None;
+            }
+            m >>= 1;
+        }
+    }
+
+    /// Nanoseconds since the table's epoch (0 for earlier instants).
+    #[inline]
+    pub(crate) fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// The deadline `timeout` from now, in table ns, from the coarse clock: never earlier
+    /// than `Instant::now() + timeout`, at most the clock's tick (4 ms here) later.
+    #[inline]
+    pub(crate) fn deadline_after(&self, timeout: Duration) -> u64 {
+        let now = match self.clock.now() {
+            Some(n) => n,
+            None => self.ns(Instant::now()),
+        };
+        now.saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
+    }
+
+    #[inline]
+    pub(crate) fn instant(&self, ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ns)
+    }
+
+    /// Adds a segment, doubling the table (only the allocator, under the submit lock).
+    fn grow(&self) {
+        let len = self.len();
+        let k = (len / self.n0).trailing_zeros() as usize + 1;
+        if k >= MAX_SEGS {
+            return;
+        }
+        self.segs[k].store(Self::segment(len), Release);
+        self.mask.store((2 * len - 1) as u32, Release);
+    }
+
+    /// Takes a free cell for a new call and returns its id and cell. Only one allocator at
+    /// a time (the caller holds the submit lock, which owns `next_id`).
+    pub(crate) fn alloc(
+        &self,
+        next_id: &mut u32,
+        deadline: u64,
+        sink: Option<Sink>,
+        waker: Option<&Waker>,
+    ) -> (u32, &Cell) {
+        let pending = self.pending();
+        let a = self.allocated.0.load(Relaxed);
+        self.allocated.0.store(a + 1, Release);
+        if 2 * (pending + 1) > self.len() {
+            self.grow();
+        }
+        let mask = self.mask.load(Acquire);
+        let several = mask as usize >= 2 * self.n0;
+        loop {
+            let id = *next_id;
+            *next_id = next_id.wrapping_add(1);
+            if *next_id == 0 {
+                *next_id = 1;
+            }
+            let c = self.at((id & mask) as usize);
+            if c.load() != FREE || (several && self.lookup(id).is_some()) {
+                continue;
+            }
+            c.deadline.store(deadline, Relaxed);
+            // SAFETY: the cell is free and only the allocator takes free cells.
+            unsafe { *c.sink.get() = sink };
+            if let Some(w) = waker {
+                // SAFETY: as above; nobody registers or takes before the word is published.
+                unsafe { c.waker.set(w.clone()) };
+            }
+            c.word.store(word(id, QUEUED), Release);
+            return (id, c);
+        }
+    }
+
+    /// Calls in use now.
+    #[inline]
+    pub(crate) fn pending(&self) -> usize {
+        // `freed` first: it never passes `allocated`, which only grows.
+        let f = self.freed.0.load(SeqCst);
+        self.allocated.0.load(SeqCst) - f
+    }
+
+    /// Counts a freed cell; returns the cells still in use.
+    #[inline]
+    pub(crate) fn release(&self) -> usize {
+        let f = self.freed.0.fetch_add(1, SeqCst) + 1;
+        self.allocated.0.load(SeqCst) - f
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        for k in 0..MAX_SEGS {
+            let p = *self.segs[k].get_mut();
+            if !p.is_null() {
+                let n = self.seg_len(k);
+                // SAFETY: made by `segment(n)` and not freed before.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) });
+            }
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` (the kernel's last tick of the monotonic clock, which `Instant`
+/// reads precisely): ~6 ns a read through the vDSO against ~31 for `Instant::now()` on the
+/// machine of docs/BENCHMARKS.md. Its value plus its resolution is never behind the precise
+/// clock.
+struct CoarseClock {
+    /// CLOCK_MONOTONIC_COARSE's resolution, None where it is unavailable or too coarse.
+    pad: Option<u64>,
+    epoch: u64,
+}
+
+impl CoarseClock {
+    #[cfg(target_os = "linux")]
+    fn read(clock: libc::clockid_t) -> Option<u64> {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out pointer.
+        if unsafe { libc::clock_gettime(clock, &mut t) } != 0 {
+            return None;
+        }
+        Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn new() -> CoarseClock {
+        let mut r = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out pointer.
+        let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut r) } == 0;
+        let res = r.tv_sec as u64 * 1_000_000_000 + r.tv_nsec as u64;
+        let epoch = Self::read(libc::CLOCK_MONOTONIC);
+        match epoch {
+            // Up to 10 ms of lateness for a deadline; beyond that, read the precise clock.
+            Some(epoch) if ok && res > 0 && res <= 10_000_000 => CoarseClock {
+                pad: Some(res + 1000),
+                epoch,
+            },
+            _ => CoarseClock {
+                pad: None,
+                epoch: 0,
+            },
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new() -> CoarseClock {
+        CoarseClock {
+            pad: None,
+            epoch: 0,
+        }
+    }
+
+    /// Now in ns since the epoch, rounded up by a tick; None: read `Instant::now()`.
+    #[inline]
+    fn now(&self) -> Option<u64> {
+        let pad = self.pad?;
+        #[cfg(target_os = "linux")]
+        {
+            let t = Self::read(libc::CLOCK_MONOTONIC_COARSE)?;
+            Some(t.saturating_sub(self.epoch) + pad)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pad;
+            None
         }
     }
 }
@@ -76,18 +511,14 @@ pub(crate) enum Conn {
     Backoff { until: Instant, err: Error },
 }
 
-/// An outcome to deliver after the lock is released.
-pub(crate) enum Wake {
-    Waker(Waker),
-    Sink(Arc<dyn super::Completion>, u128, Error),
-}
+/// An outcome to deliver to a completion sink.
+pub(crate) type SinkErr = (Arc<dyn super::Completion>, u128, Error);
 
-pub(crate) struct State {
-    pub cells: Vec<Cell>,
-    pub mask: u32,
+/// What callers and the writer share, behind the client's mutex.
+pub(crate) struct Submit {
     pub next_id: u32,
-    /// Cells in use (queued, sent, or done and not collected).
-    pub pending: usize,
+    /// Calls accepted (excluding fire-and-forget sends).
+    pub calls: u64,
     pub queue: Vec<u8>,
     pub entries: Vec<Entry>,
     pub queued_nowait: usize,
@@ -96,32 +527,17 @@ pub(crate) struct State {
     pub conn_error: Option<Error>,
     pub writer_waker: Option<Waker>,
     pub started: bool,
-    /// No new calls: `close` was called (waiting calls may still finish when draining).
-    pub closed: bool,
-    /// Tear down now: waiting calls were failed and the connection ends.
-    pub shutdown: bool,
-    /// Callers the reader woke with their responses that have not collected them yet. While
-    /// some have not, a new request does not wake the writer: those callers are about to run
-    /// and queue their next requests, and all of them should share one write. (Without this,
-    /// the runtime runs the just-woken writer first and each write carries one frame.) The last
-    /// one to collect wakes the writer.
-    pub burst: usize,
-    /// The earliest deadline the timekeeper sleeps towards (None: it waits to be woken).
-    pub timer_next: Option<Instant>,
+    /// The earliest deadline (table ns) the timekeeper sleeps towards (None: it waits to
+    /// be woken).
+    pub timer_next: Option<u64>,
     pub timer_waker: Option<Waker>,
 }
 
-impl State {
-    pub(crate) fn new(max_pending: usize, queue_capacity: usize) -> State {
-        // Start small; grow by doubling up to twice max_pending.
-        let n = (2 * max_pending).next_power_of_two().min(64);
-        let mut cells = Vec::with_capacity(n);
-        cells.resize_with(n, Cell::empty);
-        State {
-            cells,
-            mask: (n - 1) as u32,
+impl Submit {
+    pub(crate) fn new(queue_capacity: usize) -> Submit {
+        Submit {
             next_id: 1,
-            pending: 0,
+            calls: 0,
             queue: Vec::with_capacity(queue_capacity),
             entries: Vec::with_capacity(64),
             queued_nowait: 0,
@@ -129,70 +545,8 @@ impl State {
             conn_error: None,
             writer_waker: None,
             started: false,
-            closed: false,
-            shutdown: false,
-            burst: 0,
             timer_next: None,
             timer_waker: None,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn cell(&mut self, id: u32) -> Option<&mut Cell> {
-        let c = &mut self.cells[(id & self.mask) as usize];
-        if c.id == id && id != 0 {
-            Some(c)
-        } else {
-            None
-        }
-    }
-
-    fn grow(&mut self) {
-        let n = self.cells.len() * 2;
-        let mut cells: Vec<Cell> = Vec::with_capacity(n);
-        cells.resize_with(n, Cell::empty);
-        let mask = (n - 1) as u32;
-        let mut spare = Vec::new();
-        for c in self.cells.drain(..) {
-            if c.id != 0 {
-                let i = (c.id & mask) as usize;
-                cells[i] = c;
-            } else {
-                spare.push(c.resp);
-            }
-        }
-        // Keep the old free cells' buffers.
-        for c in cells.iter_mut().filter(|c| c.id == 0) {
-            match spare.pop() {
-                Some(b) => c.resp = b,
-                None => break,
-            }
-        }
-        self.cells = cells;
-        self.mask = mask;
-    }
-
-    /// Takes a free cell for a new call and returns its id.
-    pub(crate) fn alloc(&mut self, deadline: Instant, notify: Notify) -> u32 {
-        if 2 * (self.pending + 1) > self.cells.len() {
-            self.grow();
-        }
-        loop {
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1);
-            if self.next_id == 0 {
-                self.next_id = 1;
-            }
-            let c = &mut self.cells[(id & self.mask) as usize];
-            if c.id == 0 {
-                c.id = id;
-                c.state = CellState::Queued;
-                c.deadline = deadline;
-                c.notify = notify;
-                c.err = None;
-                self.pending += 1;
-                return id;
-            }
         }
     }
 
@@ -209,234 +563,191 @@ impl State {
         }
     }
 
-    /// Frees a cell (its buffer stays for reuse).
-    #[inline]
-    pub(crate) fn free(&mut self, id: u32) {
-        if let Some(c) = self.cell(id) {
-            c.id = 0;
-            c.state = CellState::Free;
-            c.notify = Notify::None;
-            c.err = None;
-            let was_in_burst = std::mem::take(&mut c.in_burst);
-            self.pending -= 1;
-            if was_in_burst {
-                self.burst -= 1;
-                if self.burst == 0 && !self.entries.is_empty() {
-                    if let Some(w) = self.writer_waker.take() {
-                        w.wake();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Completes a waiting call with an error. Returns what to wake once unlocked.
-    pub(crate) fn fail(&mut self, id: u32, err: &Error) -> Option<Wake> {
-        let c = self.cell(id)?;
-        if c.state == CellState::Done {
-            return None;
-        }
-        match std::mem::replace(&mut c.notify, Notify::None) {
-            Notify::Sink(s, tag) => {
-                self.free(id);
-                Some(Wake::Sink(s, tag, err.clone()))
-            }
-            Notify::Waker(w) => {
-                c.state = CellState::Done;
-                c.err = Some(err.clone());
-                Some(Wake::Waker(w))
-            }
-            Notify::None => {
-                c.state = CellState::Done;
-                c.err = Some(err.clone());
-                None
-            }
-        }
-    }
-
-    /// Fails every call in the given states. Returns how many failed.
-    pub(crate) fn fail_all(
-        &mut self,
-        states: &[CellState],
-        err: &Error,
-        wakes: &mut Vec<Wake>,
-    ) -> usize {
-        let mut n = 0;
-        for i in 0..self.cells.len() {
-            let (id, st) = (self.cells[i].id, self.cells[i].state);
-            if id != 0 && states.contains(&st) {
-                n += 1;
-                if let Some(w) = self.fail(id, err) {
-                    wakes.push(w);
-                }
-            }
-        }
-        n
-    }
-
-    /// Drops the queued bytes (after failing their calls).
+    /// Drops the queued bytes (their calls are failed by the caller).
     pub(crate) fn clear_queue(&mut self) {
         self.queue.clear();
         self.entries.clear();
         self.queued_nowait = 0;
     }
 
-    /// The oldest call still queued, if any (for `prioritize_new_requests`).
-    pub(crate) fn oldest_queued(&mut self) -> Option<u32> {
-        let mut found = None;
-        for e in &self.entries {
-            if e.id == 0 {
-                continue;
-            }
-            let c = &self.cells[(e.id & self.mask) as usize];
-            if c.id == e.id && c.state == CellState::Queued {
-                found = Some(e.id);
-                break;
-            }
-        }
-        found
-    }
-
-    /// Moves the queue into `batch` for the writer: live frames only, their calls marked
-    /// sent. Returns the number of frames. Whatever `batch` held before is discarded (the
-    /// unsent rest of a write that failed must not reach the next connection).
-    pub(crate) fn take_batch(&mut self, batch: &mut Vec<u8>) -> usize {
+    /// Hands the queue to the writer: swaps it with `batch` and `entries` (which the writer
+    /// emptied). Whatever `batch` held before is discarded (the unsent rest of a write that
+    /// failed must not reach the next connection).
+    pub(crate) fn take(&mut self, batch: &mut Vec<u8>, entries: &mut Vec<Entry>) {
         batch.clear();
+        entries.clear();
         std::mem::swap(&mut self.queue, batch);
-        let mut start = 0;
-        let mut write_at = 0;
-        let mut frames = 0;
-        let mut compacting = false;
-        for i in 0..self.entries.len() {
-            let e = self.entries[i];
-            let live = if e.id == 0 {
-                true
-            } else {
-                let mask = self.mask;
-                let c = &mut self.cells[(e.id & mask) as usize];
-                if c.id == e.id && c.state == CellState::Queued {
-                    c.state = CellState::Sent;
-                    true
-                } else {
-                    false
-                }
-            };
-            if live {
-                frames += 1;
-                if compacting {
-                    batch.copy_within(start..e.end, write_at);
-                }
-                write_at += e.end - start;
-            } else {
-                compacting = true;
-            }
-            start = e.end;
-        }
-        batch.truncate(write_at);
-        self.entries.clear();
+        std::mem::swap(&mut self.entries, entries);
         self.queued_nowait = 0;
-        frames
     }
+}
 
-    /// The earliest deadline of a call still waiting, and fails those already past.
-    pub(crate) fn expire(&mut self, now: Instant, wakes: &mut Vec<Wake>) -> (Option<Instant>, u64) {
-        let mut next: Option<Instant> = None;
-        let mut expired = 0;
-        let err = Error::timeout();
-        for i in 0..self.cells.len() {
-            let c = &self.cells[i];
-            if c.id == 0 || c.state == CellState::Done {
-                continue;
+/// Marks the taken frames' calls sent and cuts out the frames of calls that ended while
+/// queued. Returns the number of frames left in `batch`.
+pub(crate) fn mark_batch(table: &Table, batch: &mut Vec<u8>, entries: &[Entry]) -> usize {
+    let mut start = 0;
+    let mut write_at = 0;
+    let mut frames = 0;
+    let mut compacting = false;
+    for e in entries {
+        let live = e.id == 0 || table.lookup(e.id).is_some_and(|c| c.mark_sent(e.id));
+        if live {
+            frames += 1;
+            if compacting {
+                batch.copy_within(start..e.end, write_at);
             }
-            if c.deadline <= now {
-                let id = c.id;
-                expired += 1;
-                if let Some(w) = self.fail(id, &err) {
-                    wakes.push(w);
-                }
-            } else {
-                next = Some(next.map_or(c.deadline, |n| n.min(c.deadline)));
-            }
+            write_at += e.end - start;
+        } else {
+            compacting = true;
         }
-        (next, expired)
+        start = e.end;
     }
+    batch.truncate(write_at);
+    frames
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn far() -> Instant {
-        Instant::now() + Duration::from_secs(60)
+    fn alloc(t: &Table, next: &mut u32) -> u32 {
+        t.alloc(next, u64::MAX, None, None).0
+    }
+
+    fn free(t: &Table, id: u32) {
+        let c = t.lookup(id).unwrap();
+        assert!(c.claim(id, 1 << QUEUED | 1 << SENT));
+        unsafe { c.free() };
+        t.release();
     }
 
     #[test]
     fn ids_count_up_and_skip_busy_cells_and_zero() {
-        let mut s = State::new(4, 0);
-        let a = s.alloc(far(), Notify::None);
-        let b = s.alloc(far(), Notify::None);
+        let t = Table::new(4);
+        let mut next = 1;
+        let a = alloc(&t, &mut next);
+        let b = alloc(&t, &mut next);
         assert_eq!((a, b), (1, 2));
-        s.next_id = u32::MAX;
-        let c = s.alloc(far(), Notify::None);
-        let d = s.alloc(far(), Notify::None);
+        next = u32::MAX;
+        let c = alloc(&t, &mut next);
+        let d = alloc(&t, &mut next);
         assert_eq!(c, u32::MAX);
         // 0 is skipped, and 1 and 2 are busy.
         assert_eq!(d, 3);
-        s.free(a);
-        assert!(s.cell(a).is_none());
-        assert_eq!(s.pending, 3);
+        free(&t, a);
+        assert!(t.lookup(a).is_none());
+        assert_eq!(t.pending(), 3);
     }
 
     #[test]
     fn growth_keeps_every_pending_call_findable() {
-        let mut s = State::new(1000, 0);
-        let ids: Vec<u32> = (0..900).map(|_| s.alloc(far(), Notify::None)).collect();
-        assert!(s.cells.len() >= 1800);
-        for id in ids {
-            assert_eq!(s.cell(id).unwrap().id, id);
+        let t = Table::new(1000);
+        let mut next = 1;
+        let mut ids = Vec::new();
+        for i in 0..900 {
+            ids.push(alloc(&t, &mut next));
+            // Free some along the way, so that live calls sit under several masks.
+            if i % 3 == 0 {
+                free(&t, ids.remove(0));
+            }
+        }
+        assert!(t.len() >= 2 * t.pending());
+        for &id in &ids {
+            let c = t.lookup(id).unwrap();
+            assert_eq!(word_id(c.load()), id);
+            assert_eq!(word_state(c.load()), QUEUED);
+        }
+        // Unknown ids are not found, whatever their bits.
+        for id in [0, 5000, 1 << 20, u32::MAX] {
+            assert!(t.lookup(id).is_none(), "{id}");
         }
     }
 
     #[test]
-    fn take_batch_skips_calls_that_ended_while_queued() {
-        let mut s = State::new(8, 0);
-        let a = s.alloc(far(), Notify::None);
+    fn coarse_deadlines_are_never_early_and_at_most_a_tick_late() {
+        let t = Table::new(8);
+        for _ in 0..1000 {
+            let before = t.ns(Instant::now());
+            let d = t.deadline_after(Duration::from_millis(5));
+            let after = t.ns(Instant::now());
+            assert!(d >= before + 5_000_000, "early: {d} < {before} + 5ms");
+            assert!(d <= after + 5_000_000 + 11_000_000, "late: {d} vs {after}");
+        }
+    }
+
+    #[test]
+    fn a_claim_needs_the_right_id_and_state() {
+        let t = Table::new(8);
+        let mut next = 1;
+        let (a, c) = t.alloc(&mut next, 0, None, None);
+        assert!(!c.claim_sent(a), "still queued");
+        assert!(!c.claim(a + 1, 1 << QUEUED), "wrong id");
+        assert!(c.mark_sent(a));
+        assert!(!c.mark_sent(a));
+        assert!(c.claim_sent(a));
+        assert!(!c.claim(a, 1 << QUEUED | 1 << SENT), "claimed twice");
+        assert!(c.publish(a, 0));
+        assert_eq!(word_state(c.load()), DONE);
+        // Abandoning a done call leaves freeing to the caller.
+        assert_eq!(c.abandon(a), Some(0));
+    }
+
+    #[test]
+    fn abandoning_a_claimed_call_leaves_the_free_to_the_claimer() {
+        let t = Table::new(8);
+        let mut next = 1;
+        let (a, c) = t.alloc(&mut next, 0, None, None);
+        assert!(c.claim(a, 1 << QUEUED));
+        assert_eq!(c.abandon(a), None);
+        assert!(!c.publish(a, 0), "the caller is gone");
+        assert_eq!(word_state(c.load()), ABANDONED);
+    }
+
+    #[test]
+    fn mark_batch_skips_calls_that_ended_while_queued() {
+        let t = Table::new(8);
+        let mut s = Submit::new(0);
+        let a = alloc(&t, &mut s.next_id);
         s.push_frame(a, b"a", b"1");
         s.push_frame(0, b"n", b"");
-        let b = s.alloc(far(), Notify::None);
+        let b = alloc(&t, &mut s.next_id);
         s.push_frame(b, b"b", b"22");
-        let c = s.alloc(far(), Notify::None);
+        let c = alloc(&t, &mut s.next_id);
         s.push_frame(c, b"c", b"333");
-        s.free(b);
-        let mut batch = Vec::new();
-        assert_eq!(s.take_batch(&mut batch), 3);
+        free(&t, b);
+        let (mut batch, mut entries) = (Vec::new(), Vec::new());
+        s.take(&mut batch, &mut entries);
+        assert_eq!(mark_batch(&t, &mut batch, &entries), 3);
         let mut want = Vec::new();
         frame::encode_request(&mut want, a, b"a", b"1");
         frame::encode_request(&mut want, 0, b"n", b"");
         frame::encode_request(&mut want, c, b"c", b"333");
         assert_eq!(batch, want);
-        assert_eq!(s.cell(a).unwrap().state, CellState::Sent);
+        assert_eq!(word_state(t.lookup(a).unwrap().load()), SENT);
         assert!(s.queue.is_empty() && s.entries.is_empty());
     }
 
     #[test]
-    fn take_batch_discards_the_bytes_of_a_failed_write() {
-        let mut s = State::new(8, 0);
+    fn take_discards_the_bytes_of_a_failed_write() {
+        let t = Table::new(8);
+        let mut s = Submit::new(0);
         // A batch whose write failed: its bytes are still in the writer's buffer.
         let mut batch = Vec::new();
+        let mut entries = vec![Entry { id: 7, end: 3 }];
         frame::encode_request(&mut batch, 7, b"doomed", b"x");
-        let a = s.alloc(far(), Notify::None);
+        let a = alloc(&t, &mut s.next_id);
         s.push_frame(a, b"fresh", b"1");
-        assert_eq!(s.take_batch(&mut batch), 1);
+        s.take(&mut batch, &mut entries);
+        assert_eq!(mark_batch(&t, &mut batch, &entries), 1);
         let mut want = Vec::new();
         frame::encode_request(&mut want, a, b"fresh", b"1");
         assert_eq!(batch, want);
         // And the queue the next requests go into starts empty.
         assert!(s.queue.is_empty());
-        let b = s.alloc(far(), Notify::None);
+        let b = alloc(&t, &mut s.next_id);
         s.push_frame(b, b"next", b"2");
-        assert_eq!(s.take_batch(&mut batch), 1);
+        s.take(&mut batch, &mut entries);
+        assert_eq!(mark_batch(&t, &mut batch, &entries), 1);
         want.clear();
         frame::encode_request(&mut want, b, b"next", b"2");
         assert_eq!(batch, want);

@@ -94,7 +94,7 @@ impl Call {
         let Some(slot) = self.slot.take() else {
             return Ok(());
         };
-        let conn = self.conn.clone();
+        let conn = &self.conn;
         let server = &conn.server;
         let max = server.cfg.max_frame_size;
         let too_large = |n: usize| {

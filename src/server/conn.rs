@@ -226,7 +226,9 @@ async fn read_loop(
         let mut off = 0;
         let mut frames = 0u64;
         let need = loop {
-            if stop.is_cancelled() {
+            // A graceful stop ends the read at the next frame; looked at every 32 frames (the
+            // token's check takes a lock).
+            if frames % 32 == 0 && stop.is_cancelled() {
                 return Ok(ReadEnd::Stopped);
             }
             match parse_request(&data[off..], limit)? {
