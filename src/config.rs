@@ -10,6 +10,8 @@ use crate::tls::{TlsClientConfig, TlsServerConfig};
 
 /// The reference's `DefaultMaxPendingRequests`.
 pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1000;
+/// Default `max_queued_bytes` of a client: 32 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 32 << 20;
 /// The reference's `DefaultConcurrency`.
 pub const DEFAULT_CONCURRENCY: usize = 10_000;
 /// The reference's `DefaultReadBufferSize` and `DefaultWriteBufferSize`.
@@ -39,6 +41,12 @@ pub struct ClientConfig {
     /// When `max_pending_requests` is reached, fail the oldest call still queued (not yet
     /// sent) instead of the new one.
     pub prioritize_new_requests: bool,
+    /// Bound on the bytes of encoded requests waiting for the writer (not counting the one
+    /// batch being written). A call or send that would pass it fails at once with
+    /// [`crate::ErrorKind::Overflow`]; a request alone in the queue is always taken. 32 MiB
+    /// by default. With a server that stops reading, the client holds at most this plus the
+    /// batch being written (itself at most this), whatever the calls' deadlines.
+    pub max_queued_bytes: usize,
     /// Longest time a queued request waits for others to share its write. 0 (the default):
     /// send as soon as the writer is free. Kept to within microseconds on Linux (a timerfd
     /// per connection while a delay is set), not rounded up to tokio's 1 ms timer tick.
@@ -81,6 +89,7 @@ impl Default for ClientConfig {
             tls: None,
             max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
             prioritize_new_requests: false,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_batch_delay: Duration::ZERO,
             request_timeout: Duration::from_secs(10),
             read_timeout: Duration::ZERO,
@@ -112,6 +121,9 @@ impl ClientConfig {
             return Err(Error::invalid(
                 "max_pending_requests must be at most 16777216",
             ));
+        }
+        if self.max_queued_bytes == 0 {
+            return Err(Error::invalid("max_queued_bytes must be at least 1"));
         }
         check_common(
             self.flate_level,

@@ -221,10 +221,33 @@ async fn write_loop(
         inner.lock().take(batch, entries);
         // Outside the lock: mark the calls sent, cut out those that ended while queued.
         let frames = mark_batch(&inner.table, batch, entries);
-        if let Err(e) = w.write_batch(batch, frames).await {
-            return e;
+        let write = w.write_batch(batch, frames);
+        // A client closed at once (close(Cancel), the last handle dropped) must not stay held
+        // by a write the server never takes: the write is dropped with the connection.
+        let closed = poll_fn(|cx| {
+            if inner.shutdown.load(Relaxed) {
+                return Poll::Ready(());
+            }
+            inner.lock().writer_waker = Some(cx.waker().clone());
+            if inner.shutdown.load(Relaxed) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            biased;
+            r = write => {
+                if let Err(e) = r {
+                    return e;
+                }
+            }
+            _ = closed => return Error::closed(),
         }
         batch.clear();
+        if batch.capacity() > 8 * inner.cfg.write_buffer_size {
+            // A burst of large requests does not pin its batch buffer.
+            *batch = Vec::with_capacity(inner.cfg.write_buffer_size);
+        }
     }
 }
 

@@ -285,6 +285,7 @@ impl Inner {
         self.check_sizes(name, value)?;
         let mut sub = self.lock();
         self.admit(&mut sub)?;
+        self.check_queued_bytes(&sub, name, value)?;
         let mut displaced = None;
         if self.table.pending() >= self.cfg.max_pending_requests {
             // With prioritize_new_requests the oldest queued call makes room. Its cell may
@@ -320,6 +321,26 @@ impl Inner {
             }
         }
         None
+    }
+
+    /// Refuses a request that would take the bytes queued for the writer past
+    /// `max_queued_bytes` (a request alone in the queue is always taken): calls that expire
+    /// while queued free their pending slot, but not their bytes until the writer moves on,
+    /// so without this bound a server that stops reading would grow the client's memory.
+    fn check_queued_bytes(&self, sub: &Submit, name: &[u8], value: &[u8]) -> Result<(), Error> {
+        let queued = sub.queue.len();
+        let frame = crate::protocol::frame::REQUEST_OVERHEAD + name.len() + value.len();
+        if queued > 0 && queued + frame > self.cfg.max_queued_bytes {
+            return Err(Error::new(
+                ErrorKind::Overflow,
+                format!(
+                    "{queued} bytes of requests wait to be written to {} (max_queued_bytes {}): \
+                     the server is not reading fast enough",
+                    self.addr, self.cfg.max_queued_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses calls on a closed client or one backing off after a failed connect.
@@ -361,6 +382,7 @@ impl Inner {
         self.check_sizes(name, value)?;
         let mut sub = self.lock();
         self.admit(&mut sub)?;
+        self.check_queued_bytes(&sub, name, value)?;
         if sub.queued_nowait >= self.cfg.max_pending_requests {
             return Err(Error::overflow());
         }
@@ -529,6 +551,7 @@ impl Client {
             resp,
             waker: (0, 0),
             done: false,
+            immediate: None,
         }
     }
 
@@ -635,6 +658,10 @@ struct Wait<'a> {
     /// the future is polled with another.
     waker: (usize, usize),
     done: bool,
+    /// An error found at once (closed, backing off, overflow): handed out on the next poll,
+    /// after yielding once, so a caller retrying in a loop lets the runtime's other tasks
+    /// (deadlines among them) run.
+    immediate: Option<Error>,
 }
 
 fn waker_key(w: &Waker) -> (usize, usize) {
@@ -647,6 +674,9 @@ impl Future for Wait<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let inner = this.inner;
+        if let Some(e) = this.immediate.take() {
+            return Poll::Ready(Err(e));
+        }
         if let Some((name, value, deadline)) = this.req.take() {
             return match inner.enqueue(name, value, deadline, None, Some(cx.waker())) {
                 Ok((id, cell)) => {
@@ -659,7 +689,10 @@ impl Future for Wait<'_> {
                 Err(e) => {
                     this.done = true;
                     inner.counters.errors.add(e.kind(), 1);
-                    Poll::Ready(Err(e))
+                    // Yield once before handing it out (see `immediate`).
+                    this.immediate = Some(e);
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
                 }
             };
         }

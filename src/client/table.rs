@@ -64,6 +64,10 @@ pub(crate) fn word_state(w: u64) -> u64 {
 /// A completion sink and its tag.
 pub(crate) type Sink = (Arc<dyn super::Completion>, u128);
 
+/// The largest response buffer a call cell keeps for reuse (64 KiB): responses up to this
+/// size need no allocation once warm; a larger one's buffer is freed with its call.
+pub(crate) const RESP_KEEP: usize = 64 * 1024;
+
 /// One call's state. The plain fields belong to whoever holds the call: the allocator while
 /// the word is `FREE`, the claimer while `CLAIMED`, the caller once `DONE`.
 #[repr(align(64))]
@@ -201,14 +205,20 @@ impl Cell {
         &mut *self.err.get()
     }
 
-    /// Empties the cell (its response buffer stays for reuse) and marks it free.
+    /// Empties the cell (its response buffer stays for reuse, up to [`RESP_KEEP`] bytes of
+    /// capacity) and marks it free.
     ///
     /// # Safety
     /// As [`Cell::take_sink`]; nobody else may touch the call afterwards.
     pub(crate) unsafe fn free(&self) {
         *self.sink.get() = None;
         *self.err.get() = None;
-        (*self.resp.get()).clear();
+        let resp = &mut *self.resp.get();
+        if resp.capacity() > RESP_KEEP {
+            // A large response's buffer is not kept: a burst of them must not pin memory.
+            *resp = Vec::new();
+        }
+        resp.clear();
         self.waker.clear();
         self.word.store(FREE, Release);
     }
