@@ -136,3 +136,38 @@ async fn graceful_stop_delivers_every_answered_response_flate() {
     .await
     .expect("bounded");
 }
+
+/// A draining close writes the fire-and-forget requests still queued: they have no call to
+/// wait for, but `send` promises they go out unless the connection fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_close_writes_queued_sends() {
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let server = Server::bind("127.0.0.1:0", ServerConfig::default(), move |call: Call| {
+        if call.is_nowait() {
+            g.fetch_add(1, SeqCst);
+        }
+    })
+    .await
+    .unwrap();
+    for round in 0..20u64 {
+        let client = Client::new(ClientConfig::new(server.local_addr())).unwrap();
+        for _ in 0..100 {
+            client.send(b"log", &[7; 300]).unwrap();
+        }
+        client
+            .close(fastrpc::CloseMode::Drain(Duration::from_secs(5)))
+            .await;
+        drop(client);
+        let start = Instant::now();
+        while got.load(SeqCst) < 100 * (round + 1) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "round {round}: the server got {} of {} sends",
+                got.load(SeqCst),
+                100 * (round + 1)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}

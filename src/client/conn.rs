@@ -234,14 +234,18 @@ async fn write_loop(
             }
             Poll::Pending
         });
-        tokio::select! {
+        let r = tokio::select! {
             biased;
-            r = write => {
-                if let Err(e) = r {
-                    return e;
-                }
-            }
-            _ = closed => return Error::closed(),
+            r = write => r,
+            _ = closed => Err(Error::closed()),
+        };
+        inner.lock().writing = false;
+        if inner.closed.load(Relaxed) {
+            // A draining close waits for the last batch to be written.
+            inner.drained.notify_waiters();
+        }
+        if let Err(e) = r {
+            return e;
         }
         batch.clear();
         if batch.capacity() > 8 * inner.cfg.write_buffer_size {

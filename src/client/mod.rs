@@ -625,14 +625,16 @@ impl Client {
                     let notified = inner.drained.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    {
+                    let written = {
                         let mut sub = inner.lock();
                         inner.closed.store(true, SeqCst);
                         if let Some(w) = sub.writer_waker.take() {
                             w.wake();
                         }
-                    }
-                    if inner.table.pending() == 0 {
+                        // Fire-and-forget requests have no call: drained when written.
+                        sub.queue.is_empty() && !sub.writing
+                    };
+                    if written && inner.table.pending() == 0 {
                         return;
                     }
                     notified.await;

@@ -541,6 +541,9 @@ pub(crate) struct Submit {
     /// be woken).
     pub timer_next: Option<u64>,
     pub timer_waker: Option<Waker>,
+    /// The writer holds a batch it took and has not finished writing (a draining close
+    /// waits for it: fire-and-forget requests have no call to wait for).
+    pub writing: bool,
 }
 
 impl Submit {
@@ -557,6 +560,7 @@ impl Submit {
             started: false,
             timer_next: None,
             timer_waker: None,
+            writing: false,
         }
     }
 
@@ -589,6 +593,7 @@ impl Submit {
         std::mem::swap(&mut self.queue, batch);
         std::mem::swap(&mut self.entries, entries);
         self.queued_nowait = 0;
+        self.writing = true;
     }
 }
 
