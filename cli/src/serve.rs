@@ -1,6 +1,7 @@
 //! `fastrpc serve`: a server answering every request with an echo or a fixed reply, or with
 //! `--raw` the raw-TCP peer of the bench's ceiling. Prints `listening ADDR` first, stops
-//! gracefully on SIGINT or SIGTERM and prints a one-line summary to stderr.
+//! gracefully on SIGINT or SIGTERM and prints a one-line summary to stderr. `-v` prints the
+//! engine's warnings (why a handshake or a connection failed) to stderr as they happen.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use fastrpc::log::Level;
 use fastrpc::{Call, Error, ErrorKind, Server, ServerConfig, ServerStats};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -47,6 +49,41 @@ pub struct ServeArgs {
     /// Runtime worker threads (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Print the engine's messages to stderr: -v warnings (why a handshake or a connection
+    /// failed, handler panics), -vv also connection events (failed writes), -vvv debug.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The engine log level that `-v` repeated `n` times turns on (`None`: no messages).
+pub fn log_level(n: u8) -> Option<Level> {
+    match n {
+        0 => None,
+        1 => Some(Level::Warn),
+        2 => Some(Level::Info),
+        _ => Some(Level::Debug),
+    }
+}
+
+/// Sends the engine's messages up to the level of `-v` x `n` to stderr, one line each:
+/// `fastrpc serve: warn: fastrpc server: handshake with 127.0.0.1:51234 failed: ...`.
+fn log_to_stderr(n: u8) {
+    if let Some(max) = log_level(n) {
+        fastrpc::log::set_hook(
+            max,
+            Some(Box::new(|level, msg| {
+                let level = match level {
+                    Level::Error => "error",
+                    Level::Warn => "warn",
+                    Level::Info => "info",
+                    Level::Debug => "debug",
+                };
+                // One write per line, so lines from several threads do not interleave.
+                let line = format!("fastrpc serve: {level}: {msg}\n");
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            })),
+        );
+    }
 }
 
 /// The request handler for `reply`. No allocation per request: fixed replies share one
@@ -83,16 +120,22 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, Error> {
     Ok(cfg)
 }
 
-/// One line summing up a server's counters.
+/// One line summing up a server's counters. `errors` already counts each failed handshake
+/// (under its kind); the handshakes among them are shown in parentheses.
 pub fn summary(s: &ServerStats) -> String {
+    let handshakes = match s.handshake_failures {
+        0 => String::new(),
+        1 => " (1 failed handshake)".to_string(),
+        n => format!(" ({n} failed handshakes)"),
+    };
     format!(
-        "{} requests ({} fire-and-forget), {} responses, {} connections, {} errors, {:.1} MB in \
-         / {:.1} MB out on the wire, {:.1} frames per flush",
+        "{} requests ({} fire-and-forget), {} responses, {} connections, {} errors{handshakes}, \
+         {:.1} MB in / {:.1} MB out on the wire, {:.1} frames per flush",
         s.requests + s.nowait_requests,
         s.nowait_requests,
         s.responses,
         s.connections_accepted,
-        s.errors.total() + s.handshake_failures,
+        s.errors.total(),
         s.io.bytes_received_wire as f64 / 1e6,
         s.io.bytes_sent_wire as f64 / 1e6,
         s.io.frames_per_flush(),
@@ -112,6 +155,7 @@ pub fn run(args: ServeArgs) -> i32 {
             return 11;
         }
     };
+    log_to_stderr(args.verbose);
     rt.block_on(serve(args))
 }
 
@@ -167,14 +211,18 @@ async fn serve(args: ServeArgs) -> i32 {
         _ = int.recv() => {}
     }
     let stopped = server.stop(STOP_TIMEOUT).await;
-    let tail = match stopped {
+    let stats = server.stats();
+    let mut tail = match stopped {
         Ok(()) => String::new(),
         Err(e) => format!(" ({})", e.message()),
     };
+    if stats.errors.total() > 0 && args.verbose == 0 {
+        tail.push_str("; run with -v to see why connections failed");
+    }
     eprintln!(
         "fastrpc serve: stopped after {:.1} s: {}{tail}",
         started.elapsed().as_secs_f64(),
-        summary(&server.stats())
+        summary(&stats)
     );
     0
 }
