@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use fastrpc::log::Level;
 use fastrpc::{Call, Error, ErrorKind, Server, ServerConfig, ServerStats};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
 
 use crate::opts::{
     self, parse_duration, parse_reply, server_config, ProtoOpts, Reply, ServerTlsOpts,
@@ -143,6 +143,14 @@ pub fn summary(s: &ServerStats) -> String {
 }
 
 pub fn run(args: ServeArgs) -> i32 {
+    // Before the runtime's threads exist, so that they inherit the blocked signals.
+    let stop = match stop_signals() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("fastrpc serve: io: cannot install signal handlers: {e}");
+            return 11;
+        }
+    };
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -156,22 +164,43 @@ pub fn run(args: ServeArgs) -> i32 {
         }
     };
     log_to_stderr(args.verbose);
-    rt.block_on(serve(args))
+    rt.block_on(serve(args, stop))
 }
 
-async fn serve(args: ServeArgs) -> i32 {
-    // Catch the signals before announcing the address, so that a stop sent right after the
-    // `listening` line is always graceful.
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("fastrpc serve: io: cannot install signal handlers: {e}");
-            return 11;
+/// SIGINT and SIGTERM: blocked in this thread (and so in every thread started after it) and
+/// taken by one thread with sigwait(2), which reports the first one. A signal sent at any time
+/// after this call, even before the `listening` line, stops the server gracefully.
+///
+/// Not tokio's signal feature: the library does not use it, and with it the CLI would build
+/// tokio and fastrpc a second time (a crate is compiled once per feature set), while enabling
+/// it in the library would give every runtime its signal socket pair.
+fn stop_signals() -> std::io::Result<oneshot::Receiver<i32>> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the calls only
+    // change this thread's signal mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
         }
+        set
     };
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is initialised; sigwait writes the signal number into `sig`.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            let _ = tx.send(sig);
+        })?;
+    Ok(rx)
+}
+
+async fn serve(args: ServeArgs, stop: oneshot::Receiver<i32>) -> i32 {
     let started = Instant::now();
     if args.raw {
         let peer = match RawPeer::bind(&args.listen, args.reply).await {
@@ -185,10 +214,7 @@ async fn serve(args: ServeArgs) -> i32 {
             }
         };
         announce(peer.local_addr());
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let _ = stop.await;
         peer.stop();
         eprintln!(
             "fastrpc serve --raw: stopped after {:.1} s: {}",
@@ -206,10 +232,7 @@ async fn serve(args: ServeArgs) -> i32 {
         Err(e) => return opts::fail("serve", &e),
     };
     announce(&server.local_addr());
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let _ = stop.await;
     let stopped = server.stop(STOP_TIMEOUT).await;
     let stats = server.stats();
     let mut tail = match stopped {
