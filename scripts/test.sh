@@ -169,8 +169,12 @@ if ran install; then
 fi
 if ran c; then
     from_line "c" "$LOGS/c.log" '^total: [0-9]+ passed, [0-9]+ failed$'
-    # test-c.sh lists its problems after "### summary".
-    lines_to_fails "c: " < <(sed -n '/^### summary/,$p' "$LOGS/c.log" | grep -E '^  [a-z+]+/' | sed 's/^  //')
+    # test-c.sh's run lines (`  asan/test_core   44 passed,   1 failed ...`) are followed by
+    # the failed tests (`      FAIL name`); its summary lists the problems of each run.
+    lines_to_fails "c: " < <(sed -n '/^### running/,/^### summary/p' "$LOGS/c.log" | awk '
+        /^  [a-z+]+\/[a-z_]+ / { run = $1 }
+        /^ +FAIL / { print run ": " $2 }')
+    lines_to_fails "c: " < <(sed -n '/^### summary/,$p' "$LOGS/c.log" | grep -E '^  [a-z+]+/.*(\(|not built)|^  build failed' | sed 's/^  //')
     check_rc c c
 fi
 
