@@ -202,7 +202,7 @@ if ran go; then
     go_counts "go interop" interop
     # The interop suite skipped as a whole, in test-go.sh's own words (unless it said so in
     # FASTRPC_SUMMARY, read below).
-    if ! grep -q '^go-interop: skipped' "$FASTRPC_SUMMARY" && grep -q '^SKIPPED: ' "$LOGS/go.log"; then
+    if ! grep -qE '^go[- ]interop: skipped' "$FASTRPC_SUMMARY" && grep -q '^SKIPPED: ' "$LOGS/go.log"; then
         add "go interop" 0 0 1
         why=$(grep -m1 -A1 '^SKIPPED: ' "$LOGS/go.log" | tail -1 | sed 's/^ *//')
         skips+=("go interop: the whole suite: $(grep -m1 '^SKIPPED: ' "$LOGS/go.log" | sed 's/^SKIPPED: //') ($why); set FASTRPC_REFERENCE_DIR (bindings/go/INTEROP.md)")
