@@ -17,7 +17,8 @@ target=${1:?usage: run-libfuzzer.sh TARGET|all [SECONDS] [libFuzzer flags]}
 secs=${2:-60}
 shift $(( $# >= 2 ? 2 : 1 ))
 host=$(rustc -vV | sed -n 's/^host: //p')
-# --target keeps these flags off build scripts and proc macros.
+# --target keeps these flags off build scripts and proc macros, and the instrumented build in
+# its own directory (../target/<host>/: the fuzz crate is a member of the main workspace).
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
@@ -30,7 +31,7 @@ for t in "${list[@]}"; do
     mkdir -p "work/$t" "artifacts/$t"
     echo "== libFuzzer $t for ${secs}s"
     # -timeout: the harness bounds each input at 10 s itself; this is the backstop.
-    "target/$host/release/$t" "work/$t" "corpus/$t" \
+    "../target/$host/release/$t" "work/$t" "corpus/$t" \
         -max_total_time="$secs" -timeout=30 -max_len=65536 -rss_limit_mb=4096 \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 "$@" || status=1
 done

@@ -45,12 +45,10 @@ step() {
     fi
 }
 
-# The fuzz crate is its own workspace, built in its own target directory (fuzz/target): two
-# workspaces sharing one can overwrite each other's build of the fastrpc crate, and a test
-# binary linked in between may carry two copies of tokio.
+# The fuzz crate is a member of the workspace: its build reuses the release build of fastrpc.
 fuzz_replay() {
-    (cd fuzz && cargo build --release --bin replay) || return 1
-    "$ROOT/fuzz/target/release/replay" --mutations "$FUZZ_MUTATIONS" --seed "$FUZZ_SEED" \
+    cargo build --release -p fastrpc-fuzz --bin replay || return 1
+    "$ROOT/target/release/replay" --mutations "$FUZZ_MUTATIONS" --seed "$FUZZ_SEED" \
         --max-seconds "$FUZZ_TARGET_SECONDS"
 }
 

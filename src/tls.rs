@@ -1007,11 +1007,25 @@ mod tests {
     async fn tls_from_files() {
         bounded(async {
             let p = pki();
-            let dir = std::env::temp_dir().join(format!("fastrpc-tls-test-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
+            // Private (0700) and removed on drop, also when an assertion fails.
+            let tmp = tempfile::Builder::new()
+                .prefix("fastrpc-tls-test-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
+            let dir = tmp.path();
             let write = |name: &str, body: &str| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
                 let path = dir.join(name);
-                std::fs::write(&path, body).unwrap();
+                // 0600: some of these are private keys.
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .unwrap();
+                f.write_all(body.as_bytes()).unwrap();
                 path
             };
             let ca = write("ca.pem", &p.ca);
@@ -1047,7 +1061,7 @@ mod tests {
                 "{e}"
             );
 
-            std::fs::remove_dir_all(&dir).unwrap();
+            drop(tmp);
         })
         .await
     }

@@ -53,9 +53,13 @@ fn header_is_current() {
 #[test]
 fn header_compiles_as_c_and_cpp() {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let tmp = std::env::temp_dir().join(format!("fastrpc-header-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let src = tmp.join("use_header.c");
+    // Removed on drop, also when the assertion fails.
+    let tmp = tempfile::Builder::new()
+        .prefix("fastrpc-header-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let src = tmp.path().join("use_header.c");
     std::fs::write(
         &src,
         "#include \"fastrpc.h\"\n\
@@ -83,5 +87,4 @@ fn header_compiles_as_c_and_cpp() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }

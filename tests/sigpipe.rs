@@ -133,16 +133,19 @@ async fn writes_to_dead_peers_raise_no_sigpipe() {
         let addr = l.local_addr().unwrap().to_string();
         hostile_peer_then_calls(addr, move || Acceptor::Tcp(l)).await;
 
-        let dir = std::env::temp_dir().join(format!("fastrpc-sigpipe-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.sock");
-        let _ = std::fs::remove_file(&path);
+        // Removed on drop, also when the test fails.
+        let dir = tempfile::Builder::new()
+            .prefix("fastrpc-sigpipe-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("s.sock");
         let l = tokio::net::UnixListener::bind(&path).unwrap();
         hostile_peer_then_calls(format!("unix:{}", path.display()), move || {
             Acceptor::Unix(l)
         })
         .await;
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
     })
     .await
     .unwrap();

@@ -55,14 +55,17 @@ async fn echo_every_compression_pair_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_over_unix_socket() {
-    let dir = std::env::temp_dir().join(format!("fastrpc-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = format!("unix:{}/s.sock", dir.display());
+    // Removed on drop, also when the test fails.
+    let dir = tempfile::Builder::new()
+        .prefix("fastrpc-smoke-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let path = format!("unix:{}/s.sock", dir.path().display());
     tokio::time::timeout(
         Duration::from_secs(30),
         roundtrip(&path, Compression::Snappy, Compression::Flate),
     )
     .await
     .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! `fastrpc serve`: a server answering every request with an echo or a fixed reply, or with
 //! `--raw` the raw-TCP peer of the bench's ceiling. Prints `listening ADDR` first, stops
-//! gracefully on SIGINT or SIGTERM and prints a one-line summary to stderr.
+//! gracefully on SIGINT or SIGTERM and prints a one-line summary to stderr. `-v` prints the
+//! engine's warnings (why a handshake or a connection failed) to stderr as they happen.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -8,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use fastrpc::log::Level;
 use fastrpc::{Call, Error, ErrorKind, Server, ServerConfig, ServerStats};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
 
 use crate::opts::{
     self, parse_duration, parse_reply, server_config, ProtoOpts, Reply, ServerTlsOpts,
@@ -47,6 +49,41 @@ pub struct ServeArgs {
     /// Runtime worker threads (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Print the engine's messages to stderr: -v warnings (why a handshake or a connection
+    /// failed, handler panics), -vv also connection events (failed writes), -vvv debug.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The engine log level that `-v` repeated `n` times turns on (`None`: no messages).
+pub fn log_level(n: u8) -> Option<Level> {
+    match n {
+        0 => None,
+        1 => Some(Level::Warn),
+        2 => Some(Level::Info),
+        _ => Some(Level::Debug),
+    }
+}
+
+/// Sends the engine's messages up to the level of `-v` x `n` to stderr, one line each:
+/// `fastrpc serve: warn: fastrpc server: handshake with 127.0.0.1:51234 failed: ...`.
+fn log_to_stderr(n: u8) {
+    if let Some(max) = log_level(n) {
+        fastrpc::log::set_hook(
+            max,
+            Some(Box::new(|level, msg| {
+                let level = match level {
+                    Level::Error => "error",
+                    Level::Warn => "warn",
+                    Level::Info => "info",
+                    Level::Debug => "debug",
+                };
+                // One write per line, so lines from several threads do not interleave.
+                let line = format!("fastrpc serve: {level}: {msg}\n");
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            })),
+        );
+    }
 }
 
 /// The request handler for `reply`. No allocation per request: fixed replies share one
@@ -83,16 +120,22 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, Error> {
     Ok(cfg)
 }
 
-/// One line summing up a server's counters.
+/// One line summing up a server's counters. `errors` already counts each failed handshake
+/// (under its kind); the handshakes among them are shown in parentheses.
 pub fn summary(s: &ServerStats) -> String {
+    let handshakes = match s.handshake_failures {
+        0 => String::new(),
+        1 => " (1 failed handshake)".to_string(),
+        n => format!(" ({n} failed handshakes)"),
+    };
     format!(
-        "{} requests ({} fire-and-forget), {} responses, {} connections, {} errors, {:.1} MB in \
-         / {:.1} MB out on the wire, {:.1} frames per flush",
+        "{} requests ({} fire-and-forget), {} responses, {} connections, {} errors{handshakes}, \
+         {:.1} MB in / {:.1} MB out on the wire, {:.1} frames per flush",
         s.requests + s.nowait_requests,
         s.nowait_requests,
         s.responses,
         s.connections_accepted,
-        s.errors.total() + s.handshake_failures,
+        s.errors.total(),
         s.io.bytes_received_wire as f64 / 1e6,
         s.io.bytes_sent_wire as f64 / 1e6,
         s.io.frames_per_flush(),
@@ -100,6 +143,14 @@ pub fn summary(s: &ServerStats) -> String {
 }
 
 pub fn run(args: ServeArgs) -> i32 {
+    // Before the runtime's threads exist, so that they inherit the blocked signals.
+    let stop = match stop_signals() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("fastrpc serve: io: cannot install signal handlers: {e}");
+            return 11;
+        }
+    };
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -112,22 +163,44 @@ pub fn run(args: ServeArgs) -> i32 {
             return 11;
         }
     };
-    rt.block_on(serve(args))
+    log_to_stderr(args.verbose);
+    rt.block_on(serve(args, stop))
 }
 
-async fn serve(args: ServeArgs) -> i32 {
-    // Catch the signals before announcing the address, so that a stop sent right after the
-    // `listening` line is always graceful.
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("fastrpc serve: io: cannot install signal handlers: {e}");
-            return 11;
+/// SIGINT and SIGTERM: blocked in this thread (and so in every thread started after it) and
+/// taken by one thread with sigwait(2), which reports the first one. A signal sent at any time
+/// after this call, even before the `listening` line, stops the server gracefully.
+///
+/// Not tokio's signal feature: the library does not use it, and with it the CLI would build
+/// tokio and fastrpc a second time (a crate is compiled once per feature set), while enabling
+/// it in the library would give every runtime its signal socket pair.
+fn stop_signals() -> std::io::Result<oneshot::Receiver<i32>> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the calls only
+    // change this thread's signal mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
         }
+        set
     };
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is initialised; sigwait writes the signal number into `sig`.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            let _ = tx.send(sig);
+        })?;
+    Ok(rx)
+}
+
+async fn serve(args: ServeArgs, stop: oneshot::Receiver<i32>) -> i32 {
     let started = Instant::now();
     if args.raw {
         let peer = match RawPeer::bind(&args.listen, args.reply).await {
@@ -141,10 +214,7 @@ async fn serve(args: ServeArgs) -> i32 {
             }
         };
         announce(peer.local_addr());
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let _ = stop.await;
         peer.stop();
         eprintln!(
             "fastrpc serve --raw: stopped after {:.1} s: {}",
@@ -162,19 +232,20 @@ async fn serve(args: ServeArgs) -> i32 {
         Err(e) => return opts::fail("serve", &e),
     };
     announce(&server.local_addr());
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let _ = stop.await;
     let stopped = server.stop(STOP_TIMEOUT).await;
-    let tail = match stopped {
+    let stats = server.stats();
+    let mut tail = match stopped {
         Ok(()) => String::new(),
         Err(e) => format!(" ({})", e.message()),
     };
+    if stats.errors.total() > 0 && args.verbose == 0 {
+        tail.push_str("; run with -v to see why connections failed");
+    }
     eprintln!(
         "fastrpc serve: stopped after {:.1} s: {}{tail}",
         started.elapsed().as_secs_f64(),
-        summary(&server.stats())
+        summary(&stats)
     );
     0
 }

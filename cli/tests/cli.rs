@@ -3,7 +3,7 @@
 //! stays on 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_fastrpc");
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A running `fastrpc serve`, killed on drop.
+/// A running `fastrpc serve`, killed on drop. Its stderr is read line by line as it comes.
 struct Serve {
     child: Option<Child>,
     addr: String,
     first_line: String,
+    stderr: mpsc::Receiver<String>,
 }
 
 impl Serve {
@@ -35,10 +36,21 @@ impl Serve {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
+        let stderr = child.stderr.take().expect("stderr");
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut s = Serve {
             child: Some(child),
             addr: String::new(),
             first_line: String::new(),
+            stderr: erx,
         };
         let line = rx
             .recv_timeout(Duration::from_secs(20))
@@ -56,15 +68,25 @@ impl Serve {
         self.child.as_ref().expect("running").id() as i32
     }
 
-    /// Sends `sig`, waits (bounded) for the exit, returns the status and stderr.
+    /// The next line the server writes to stderr (waits at most 20 s).
+    fn stderr_line(&self) -> String {
+        self.stderr
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve wrote no line to stderr within 20 s")
+    }
+
+    /// Sends `sig`, waits (bounded) for the exit, returns the status and the rest of stderr.
     fn signal(mut self, sig: i32) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill(2) on our own, not yet reaped, child.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let status = wait_bounded(&mut child, Duration::from_secs(15));
+        // The reader ends at EOF, which the exit brings (bounded in case a grandchild kept
+        // the pipe open).
         let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(15)) {
+            err.push_str(&line);
+            err.push('\n');
         }
         (status, err)
     }
@@ -215,7 +237,8 @@ fn call_fixed_reply_and_value_from_stdin_and_file() {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
     assert_eq!(out.stdout, b"n:from stdin\n");
 
-    let dir = temp_dir("value");
+    let tmp = temp_dir("value");
+    let dir = tmp.path();
     let file = dir.join("value.bin");
     std::fs::write(&file, [0u8, 1, 2, 255]).unwrap();
     let out = run(
@@ -442,6 +465,116 @@ fn sniff_and_version_mismatch_fail() {
     assert!(bad.stderr.starts_with("fastrpc call: "), "{}", bad.stderr);
 }
 
+/// Runs one handshake on a new connection to `addr`: writes `header`, then `after` (if any,
+/// once the server's header has come), reads to the end. Returns the client's own address
+/// (the server names the peer by it) and what the server sent.
+fn raw_handshake(addr: &str, header: &[u8], after: Option<&[u8]>) -> (String, Vec<u8>) {
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let me = c.local_addr().unwrap().to_string();
+    c.write_all(header).unwrap();
+    let mut got = Vec::new();
+    if let Some(bytes) = after {
+        let mut hdr = vec![0u8; header.len()];
+        c.read_exact(&mut hdr).expect("the server's header");
+        got.extend_from_slice(&hdr);
+        c.write_all(bytes).unwrap();
+    }
+    // The server closes after a failed handshake: read until then (a reset is an end too).
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    got.extend_from_slice(&rest);
+    (me, got)
+}
+
+#[test]
+fn serve_verbose_says_why_handshakes_failed_and_counts_each_once() {
+    let s = Serve::start(&["-v", "--sniff", "hello", "--compress", "none"]);
+    let warn = |me: &str, why: &str| {
+        format!("fastrpc serve: warn: fastrpc server: handshake with {me} failed: {why}")
+    };
+    // Header: sniff, protocol version, compression code (1: none), TLS flag.
+    let (me, got) = raw_handshake(&s.addr, b"bye!!\x00\x01\x00", None);
+    assert_eq!(got, b"");
+    assert_eq!(
+        s.stderr_line(),
+        warn(
+            &me,
+            r#"fastrpc protocol: the client sent sniff header "bye!!", expected "hello""#
+        )
+    );
+    let (me, got) = raw_handshake(&s.addr, b"hello\x07\x01\x00", None);
+    assert_eq!(got, b"");
+    assert_eq!(
+        s.stderr_line(),
+        warn(
+            &me,
+            "fastrpc protocol: the client speaks protocol version 7, expected 0"
+        )
+    );
+    // TLS asked of a server without it: it answers "no TLS" and closes.
+    let (me, got) = raw_handshake(&s.addr, b"hello\x00\x01\x01", None);
+    assert_eq!(got, b"hello\x00\x01\x00");
+    assert_eq!(
+        s.stderr_line(),
+        warn(
+            &me,
+            "fastrpc tls: the client asked for TLS but this server has no TLS configured"
+        )
+    );
+    let (status, err) = s.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    // Each failed handshake counted once, in `errors` (not again on top of it).
+    assert!(
+        err.contains(", 3 connections, 3 errors (3 failed handshakes), "),
+        "{err}"
+    );
+    assert!(!err.contains("run with -v"), "{err}");
+
+    // A TLS handshake that fails: garbage instead of a ClientHello.
+    let pki = make_pki();
+    let s = Serve::start(&[
+        "-v",
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+    ]);
+    let (me, _) = raw_handshake(&s.addr, b"\x00\x00\x01", Some(b"GET / HTTP/1.0\r\n\r\n"));
+    let line = s.stderr_line();
+    let prefix = warn(&me, "fastrpc tls: TLS handshake with the client failed: ");
+    assert!(line.starts_with(&prefix), "{line}");
+    assert!(
+        line.len() > prefix.len(),
+        "no reason after the prefix: {line}"
+    );
+    let (status, err) = s.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(err.contains(" 1 errors (1 failed handshake), "), "{err}");
+}
+
+#[test]
+fn serve_without_verbose_prints_no_reasons_but_points_to_v() {
+    let s = Serve::start(&["--sniff", "hello"]);
+    let (_, got) = raw_handshake(&s.addr, b"bye!!\x00\x01\x00", None);
+    assert_eq!(got, b"");
+    let (status, err) = s.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "only the summary line expected: {err}"
+    );
+    assert!(err.starts_with("fastrpc serve: stopped after "), "{err}");
+    assert!(
+        err.contains(" 1 errors (1 failed handshake), ")
+            && err
+                .trim_end()
+                .ends_with("; run with -v to see why connections failed"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_inproc_json() {
     let out = run(
@@ -646,23 +779,35 @@ fn bench_backs_off_and_fails_when_the_server_goes_away() {
 // ---- TLS ----
 
 struct Pki {
-    dir: PathBuf,
+    /// Removed with everything in it when the Pki drops (also when a test panics).
+    dir: tempfile::TempDir,
 }
 
 impl Pki {
     fn path(&self, f: &str) -> String {
-        self.dir.join(f).to_str().unwrap().to_string()
+        self.dir.path().join(f).to_str().unwrap().to_string()
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "fastrpc-cli-test-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A new private directory (0700) `$TMPDIR/fastrpc-cli-test-TAG-XXXXXX`, removed on drop.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("fastrpc-cli-test-{tag}-"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// Writes `data` to a new file readable by its owner only (0600): for private keys.
+fn write_private(path: &Path, data: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.write_all(data.as_bytes()).unwrap();
 }
 
 /// A CA, a server certificate for localhost/127.0.0.1, a client certificate, an unrelated CA.
@@ -702,14 +847,31 @@ fn make_pki() -> Pki {
     );
     let (ccert, ckey) = leaf(&["client"], ExtendedKeyUsagePurpose::ClientAuth, &root);
     let dir = temp_dir("pki");
-    let w = |f: &str, s: &str| std::fs::write(dir.join(f), s).unwrap();
+    let w = |f: &str, s: &str| std::fs::write(dir.path().join(f), s).unwrap();
     w("ca.pem", &root.0.pem());
     w("other-ca.pem", &other.0.pem());
     w("server.pem", &scert);
-    w("server.key", &skey);
+    write_private(&dir.path().join("server.key"), &skey);
     w("client.pem", &ccert);
-    w("client.key", &ckey);
+    write_private(&dir.path().join("client.key"), &ckey);
     Pki { dir }
+}
+
+/// The test PKI leaves nothing behind and its private keys are the owner's alone.
+#[test]
+fn test_pki_keys_are_private_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = make_pki();
+    let mode = |f: &str| std::fs::metadata(pki.path(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("server.key"), 0o600);
+    assert_eq!(mode("client.key"), 0o600);
+    let dir = pki.dir.path().to_path_buf();
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    drop(pki);
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
 #[test]

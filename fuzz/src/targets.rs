@@ -100,6 +100,15 @@ impl Drop for Harness {
     }
 }
 
+/// The harness's socket directory, removed at exit by [`remove_socket_dir`].
+static SOCKET_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_socket_dir() {
+    if let Some(d) = SOCKET_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// Echoes up to this size are sent whole; longer ones as a digest, so that the servers'
 /// output stays small and the allocation bound measures the *readers* (the write side's
 /// buffering is tested by tests/robustness_catalogue.rs).
@@ -182,6 +191,11 @@ fn harness() -> &'static Harness {
         let dir = std::env::temp_dir().join(format!("fastrpc-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("socket directory");
+        // The harness is static and never dropped: remove its sockets when the process exits
+        // (replay's `process::exit`, libFuzzer's `exit`).
+        SOCKET_DIR.set(dir.clone()).expect("one harness");
+        // SAFETY: registers a plain function without arguments; it only removes files.
+        unsafe { libc::atexit(remove_socket_dir) };
         let (servers, fake, fake_path) = rt.block_on(async {
             let mut v = Vec::new();
             for c in [Comp::None, Comp::Flate, Comp::Snappy] {
