@@ -188,6 +188,10 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Longest time to write one batch. Zero (the default) is unlimited.
     pub write_timeout: Duration,
+    /// How long a connection may go without a request while none of its handlers runs
+    /// before the server closes it. Zero (the default, as the reference) keeps idle
+    /// connections (they hold little: see docs/RELIABILITY.md).
+    pub idle_timeout: Duration,
     /// Size of the socket read buffer. 64 KiB by default.
     pub read_buffer_size: usize,
     /// Size of the write buffer. 64 KiB by default.
@@ -213,6 +217,7 @@ impl Default for ServerConfig {
             max_batch_delay: Duration::ZERO,
             read_timeout: Duration::ZERO,
             write_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
             read_buffer_size: DEFAULT_BUFFER_SIZE,
             write_buffer_size: DEFAULT_BUFFER_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,

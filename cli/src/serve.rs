@@ -46,6 +46,17 @@ pub struct ServeArgs {
     /// handshake, compression or TLS; same frame layout as uncompressed fastrpc.
     #[arg(long, conflicts_with_all = ["tls_cert", "pipeline"])]
     pub raw: bool,
+    /// Longest time to read one whole request (also bounds the wait for the next one); 0
+    /// is unlimited.
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub read_timeout: Duration,
+    /// Longest time to write one batch of responses to a client; 0 is unlimited.
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub write_timeout: Duration,
+    /// Close a connection that sends no request for this long while none of its requests
+    /// runs; 0 keeps idle connections.
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
     /// Runtime worker threads (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -117,6 +128,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig, Error> {
     cfg.pipeline_requests = args.pipeline;
     cfg.max_batch_delay = args.batch_delay;
     cfg.concurrency = args.concurrency;
+    cfg.read_timeout = args.read_timeout;
+    cfg.write_timeout = args.write_timeout;
+    cfg.idle_timeout = args.idle_timeout;
     Ok(cfg)
 }
 

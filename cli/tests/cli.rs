@@ -211,6 +211,40 @@ fn serve_prints_listening_first_and_call_echoes() {
     assert_eq!(out.stdout, b"foo:bar");
 }
 
+/// `serve --idle-timeout`: a connection that sends nothing after its handshake is closed
+/// after the idle timeout (tests/idle_timeout.rs checks the engine's side in detail).
+#[test]
+fn serve_idle_timeout_closes_quiet_connections() {
+    use std::io::Read as _;
+    let s = Serve::start(&["--idle-timeout", "300ms", "--read-timeout", "10s"]);
+    let mut quiet = std::net::TcpStream::connect(&s.addr).unwrap();
+    quiet.write_all(&[0, 1, 0]).unwrap();
+    let mut hs = [0u8; 3];
+    quiet.read_exact(&mut hs).unwrap();
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let n = quiet
+        .read_to_end(&mut rest)
+        .expect("closed by the server, not timed out");
+    assert_eq!(n, 0);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // The server goes on serving.
+    for _ in 0..3 {
+        let out = run(
+            &["call", "--addr", &s.addr, "--name", "a", "--value", "b"],
+            None,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+}
+
 #[test]
 fn call_fixed_reply_and_value_from_stdin_and_file() {
     let s = Serve::start(&["--reply", "fixed:255"]);

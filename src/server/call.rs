@@ -157,6 +157,9 @@ impl Call {
         }
         out.pool.push(slot);
         out.outstanding -= 1;
+        if !server.cfg.idle_timeout.is_zero() {
+            out.last_answer = Some(tokio::time::Instant::now());
+        }
         if writer.is_none() && out.reading_done && out.outstanding == 0 {
             // The last call of a connection whose reader is done: the writer may end now
             // (nothing else would wake it when this reply adds no frame).

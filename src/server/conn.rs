@@ -39,6 +39,8 @@ pub(crate) struct Out {
     /// Handlers started and not yet answered on this connection.
     pub outstanding: usize,
     pub pipeline: bool,
+    /// When the last handler answered (kept only with an idle timeout).
+    pub last_answer: Option<tokio::time::Instant>,
     pub pool: Vec<Slot>,
     /// While `buf` holds this many bytes of responses the writer has not taken, the reader
     /// reads no more requests: a client that never reads cannot make the server buffer
@@ -124,6 +126,7 @@ pub(crate) async fn serve(
             reading_done: false,
             outstanding: 0,
             pipeline: cfg.pipeline_requests,
+            last_answer: None,
             pool: Vec::new(),
             high_water: out_high_water(cfg.write_buffer_size),
         }),
@@ -272,11 +275,42 @@ async fn read_loop(
         }
         r.consume(off);
         let need = need - off;
+        // Between requests, with idle_timeout set: the connection is closed when no request
+        // starts by then and no handler runs.
+        let mut idle_until = (!cfg.idle_timeout.is_zero() && r.data().is_empty())
+            .then(|| tokio::time::Instant::now() + cfg.idle_timeout);
         loop {
+            let idle = async move {
+                match idle_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             let fill = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
                 f = r.fill_or_idle(need) => f?,
+                _ = idle => {
+                    let (busy, last) = {
+                        let out = conn.lock();
+                        (out.outstanding > 0, out.last_answer)
+                    };
+                    let now = tokio::time::Instant::now();
+                    if busy {
+                        // Not idle: a handler runs (and will answer). Look again later.
+                        idle_until = Some(now + cfg.idle_timeout);
+                        continue;
+                    }
+                    if let Some(t) = last.map(|l| l + cfg.idle_timeout).filter(|t| *t > now) {
+                        // Idle only since the last answer.
+                        idle_until = Some(t);
+                        continue;
+                    }
+                    return Err(Error::fixed(
+                        ErrorKind::Timeout,
+                        "idle timeout: no request within idle_timeout",
+                    ));
+                }
             };
             match fill {
                 Fill::Ready => break,
