@@ -1,5 +1,5 @@
 // Command gopeer is an independent TLS peer for fastrpc's interop tests (tests/tls_interop.rs):
-// Go's crypto/tls, speaking the fastrpc plaintext handshake (shared/PROTOCOL.md section 1) and
+// Go's crypto/tls, speaking the fastrpc plaintext handshake (docs/PROTOCOL.md, the handshake) and
 // then tlv frames with compression none inside TLS, as a client or as a server.
 //
 // It reports what happened as one line per event on stdout, words separated by spaces, with
