@@ -122,7 +122,7 @@ run() {
     local cmd=("$bin")
     local limit=300
     if [ "$kind" = valgrind ]; then
-        cmd=(valgrind --error-exitcode=1 --leak-check=full
+        cmd=(valgrind --error-exitcode=1 --leak-check=full --child-silent-after-fork=yes
             --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect
             --suppressions="$T/valgrind.supp" "$bin")
         limit=600
