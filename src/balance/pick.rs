@@ -1,0 +1,150 @@
+//! Choosing a connection: power of two choices on the balancer's own in-flight counts, with
+//! a per-thread xorshift generator (no lock, no allocation), skipping connections marked down.
+//!
+//! What is not here: the server list and its refresh (`mod.rs`), name resolution
+//! (`resolver.rs`).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// One connection of a server as the balancer sees it.
+pub(crate) struct Conn {
+    pub client: Client,
+    /// Calls made through the balancer and not finished: the load the choice compares.
+    /// Kept here (one atomic) rather than read from the client, which takes its lock.
+    pub in_flight: AtomicUsize,
+    /// Nanoseconds since the balancer's base instant until which the connection is skipped;
+    /// 0 when it is up.
+    pub down_until: AtomicU64,
+    /// The current backoff in nanoseconds (0: not backing off): doubles per failed connect
+    /// from `reconnect_backoff_min` to `reconnect_backoff_max`, like the client's own.
+    pub backoff: AtomicU64,
+    /// Why it went down last (only touched on failure and for error messages).
+    pub last_error: Mutex<Option<Error>>,
+}
+
+impl Conn {
+    pub fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            in_flight: AtomicUsize::new(0),
+            down_until: AtomicU64::new(0),
+            backoff: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    #[inline]
+    pub fn is_up(&self, now: u64) -> bool {
+        self.down_until.load(Relaxed) <= now
+    }
+
+    /// After a connect failure: skip this connection for its next backoff.
+    pub fn mark_down(&self, now: u64, err: &Error) {
+        let cfg = self.client.config();
+        let min = cfg.reconnect_backoff_min.as_nanos() as u64;
+        let max = cfg.reconnect_backoff_max.as_nanos() as u64;
+        let prev = self.backoff.load(Relaxed);
+        let next = if prev == 0 {
+            min.max(1)
+        } else {
+            prev.saturating_mul(2).min(max.max(1))
+        };
+        self.backoff.store(next, Relaxed);
+        self.down_until
+            .store(now.saturating_add(next).max(1), Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
+    }
+
+    /// After a call that reached the server: the connection is up again.
+    #[inline]
+    pub fn mark_up(&self) {
+        // Read first so that the common case (already up) writes nothing shared.
+        if self.backoff.load(Relaxed) != 0 {
+            self.backoff.store(0, Relaxed);
+            self.down_until.store(0, Relaxed);
+        }
+    }
+}
+
+/// Nanoseconds since `base`.
+#[inline]
+pub(crate) fn now_ns(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+thread_local! {
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A cheap per-thread pseudo-random number (xorshift64*), seeded from the thread's stack
+/// address and the clock on first use. Good enough to break ties; not for anything else.
+#[inline]
+pub(crate) fn rand() -> u64 {
+    RNG.with(|c| {
+        let mut x = c.get();
+        if x == 0 {
+            let local = 0u8;
+            x = (&local as *const u8 as u64)
+                ^ (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0x9E37_79B9_7F4A_7C15))
+                | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// Picks a connection among `conns` that is up at `now`: two at random, the one with fewer
+/// calls in flight (the first on a tie); if only one of the two is up, that one; if neither,
+/// the least loaded of the others that are up. `None` when none is up.
+pub(crate) fn pick(conns: &[std::sync::Arc<Conn>], now: u64) -> Option<usize> {
+    let n = conns.len();
+    match n {
+        0 => return None,
+        1 => return conns[0].is_up(now).then_some(0),
+        _ => {}
+    }
+    let r = rand();
+    let i = (r % n as u64) as usize;
+    let mut j = ((r >> 32) % (n as u64 - 1)) as usize;
+    if j >= i {
+        j += 1;
+    }
+    let (a, b) = (&conns[i], &conns[j]);
+    match (a.is_up(now), b.is_up(now)) {
+        (true, true) => {
+            if b.in_flight.load(Relaxed) < a.in_flight.load(Relaxed) {
+                Some(j)
+            } else {
+                Some(i)
+            }
+        }
+        (true, false) => Some(i),
+        (false, true) => Some(j),
+        (false, false) => {
+            let mut best: Option<(usize, usize)> = None;
+            for k in 0..n {
+                let idx = (i + k) % n;
+                let c = &conns[idx];
+                if c.is_up(now) {
+                    let load = c.in_flight.load(Relaxed);
+                    if best.is_none_or(|(_, l)| load < l) {
+                        best = Some((idx, load));
+                    }
+                }
+            }
+            best.map(|(idx, _)| idx)
+        }
+    }
+}
