@@ -423,6 +423,18 @@ impl BalancedClient {
     }
 }
 
+impl BalancedClient {
+    /// Fails every waiting call of every connection with [`ErrorKind::Closed`] at once and
+    /// refuses new calls, without waiting (the C ABI's close and free).
+    pub(crate) fn close_now(&self) {
+        let sh = &self.shared;
+        sh.closed.store(true, Relaxed);
+        for c in &sh.current().conns {
+            c.client.close_now_for_ffi();
+        }
+    }
+}
+
 impl Shared {
     fn current(&self) -> Arc<Set> {
         self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
