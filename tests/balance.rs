@@ -102,8 +102,11 @@ fn hits(p: &Pool) -> Vec<u64> {
     p.hits.iter().map(|h| h.load(Relaxed)).collect()
 }
 
-/// Four equal servers, 64 callers, 4000 calls: each server gets 1000 ± 25%, and the
-/// per-server stats say the same as the servers.
+/// Four equal servers, 64 callers, 4000 calls: each server gets 1000 ± 40%, and the
+/// per-server stats say the same as the servers. (A caller prefers the busy connection it
+/// just got a response from, so that callers woken together share a write, see `pick.rs`;
+/// with so few calls in flight that keeps small groups together, and the spread is wider
+/// than a random pick's ±10%. Under the bench's 1024 callers it is within ±15%.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_spreads_over_equal_servers() {
     timeout(LIMIT, async {
@@ -115,7 +118,7 @@ async fn load_spreads_over_equal_servers() {
         let h = hits(&p);
         assert_eq!(h.iter().sum::<u64>(), 4000);
         for n in &h {
-            assert!((750..=1250).contains(n), "uneven spread {h:?}");
+            assert!((600..=1400).contains(n), "uneven spread {h:?}");
         }
         let st = c.stats();
         assert_eq!(st.total.calls, 4000);

@@ -28,7 +28,7 @@ use crate::client::{Client, ClientStats, CloseMode, Completion};
 use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind};
 use crate::stats::{ErrorCounts, IoStats};
-use pick::{now_ns, pick, Conn};
+use pick::{note_done, now_ns, pick, Conn};
 pub use resolver::{Endpoint, Resolve};
 
 /// How a [`BalancedClient`] finds its servers and connects to them.
@@ -274,7 +274,7 @@ impl BalancedClient {
         let sh = &self.shared;
         let mut tries = 0;
         loop {
-            let conn = sh.choose()?;
+            let (idx, conn) = sh.choose()?;
             let r = {
                 let _g = InFlight::enter(&conn);
                 conn.client
@@ -284,6 +284,7 @@ impl BalancedClient {
             match r {
                 Ok(()) => {
                     conn.mark_up();
+                    note_done(&conn, idx);
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Connect => {
@@ -314,7 +315,7 @@ impl BalancedClient {
         let deadline = Instant::now() + timeout;
         let mut tries = 0;
         loop {
-            let conn = sh.choose()?;
+            let (_, conn) = sh.choose()?;
             conn.in_flight.fetch_add(1, Relaxed);
             let tracked = Arc::new(Tracked {
                 sink: sink.clone(),
@@ -345,7 +346,7 @@ impl BalancedClient {
         let deadline = Instant::now() + sh.cfg.client.request_timeout;
         let mut tries = 0;
         loop {
-            let conn = sh.choose()?;
+            let (_, conn) = sh.choose()?;
             match conn.client.send(name, value) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Connect => {
@@ -442,14 +443,14 @@ impl Shared {
 
     /// The connection for the next call, or the error when none is up.
     #[inline]
-    fn choose(&self) -> Result<Arc<Conn>, Error> {
+    fn choose(&self) -> Result<(usize, Arc<Conn>), Error> {
         if self.closed.load(Relaxed) {
             return Err(Error::closed());
         }
         let now = now_ns(self.base);
         let set = self.set.read().unwrap_or_else(|e| e.into_inner());
         match pick(&set.conns, now) {
-            Some(i) => Ok(set.conns[i].clone()),
+            Some(i) => Ok((i, set.conns[i].clone())),
             None => Err(all_down(&set)),
         }
     }
