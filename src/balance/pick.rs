@@ -122,8 +122,8 @@ pub(crate) fn note_done(conns: &Conn, idx: usize) {
 /// the others that are up. `None` when none is up.
 ///
 /// The first choice is the connection whose response this thread collected last, if it is in
-/// the set and has other calls in flight (else a random one), and it is kept unless the random second has a quarter fewer
-/// calls in flight. Why: a client's reader wakes all the callers of one read at once and holds
+/// the set and has other calls in flight (else a random one), and it is kept unless the
+/// random second has an eighth fewer calls in flight. Why: a client's reader wakes all the callers of one read at once and holds
 /// its writer until they have queued their next requests, so that these share one write; a
 /// caller that sends its next request to another connection wakes that writer for a write of
 /// its own. With a purely random pair, 4 connections under 1024 callers carried about 8
