@@ -28,7 +28,7 @@ use crate::client::{Client, ClientStats, CloseMode, Completion};
 use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind};
 use crate::stats::{ErrorCounts, IoStats};
-use pick::{note_done, now_ns, pick, Conn};
+use pick::{note_done, now_ns, pick, Conn, Now};
 pub use resolver::{Endpoint, Resolve};
 
 /// How a [`BalancedClient`] finds its servers and connects to them.
@@ -375,7 +375,7 @@ impl BalancedClient {
     pub fn stats(&self) -> BalancedStats {
         let sh = &self.shared;
         let set = sh.current();
-        let now = now_ns(sh.base);
+        let now = Now::new(sh.base);
         let mut total = ClientStats::default();
         let mut servers = Vec::with_capacity(set.servers.len());
         for b in &set.servers {
@@ -386,7 +386,7 @@ impl BalancedClient {
             add_stats(&mut total, &s);
             servers.push(BackendStats {
                 addr: b.endpoint.addr.clone(),
-                state: if b.conns.iter().any(|c| c.is_up(now)) {
+                state: if b.conns.iter().any(|c| c.is_up(&now)) {
                     BackendState::Up
                 } else {
                     BackendState::Down
@@ -447,9 +447,9 @@ impl Shared {
         if self.closed.load(Relaxed) {
             return Err(Error::closed());
         }
-        let now = now_ns(self.base);
+        let now = Now::new(self.base);
         let set = self.set.read().unwrap_or_else(|e| e.into_inner());
-        match pick(&set.conns, now) {
+        match pick(&set.conns, &now) {
             Some(i) => Ok((i, set.conns[i].clone())),
             None => Err(all_down(&set)),
         }

@@ -39,9 +39,11 @@ impl Conn {
         }
     }
 
+    /// Up (not skipped) at `now`; the clock is read only for a connection that went down.
     #[inline]
-    pub fn is_up(&self, now: u64) -> bool {
-        self.down_until.load(Relaxed) <= now
+    pub fn is_up(&self, now: &Now) -> bool {
+        let d = self.down_until.load(Relaxed);
+        d == 0 || d <= now.get()
     }
 
     /// After a connect failure: skip this connection for its next backoff.
@@ -76,6 +78,30 @@ impl Conn {
 #[inline]
 pub(crate) fn now_ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
+}
+
+/// The time of one choice, read from the clock at most once and only when needed.
+pub(crate) struct Now {
+    base: Instant,
+    ns: Cell<u64>,
+}
+
+impl Now {
+    #[inline]
+    pub fn new(base: Instant) -> Now {
+        Now {
+            base,
+            ns: Cell::new(0),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> u64 {
+        if self.ns.get() == 0 {
+            self.ns.set(now_ns(self.base).max(1));
+        }
+        self.ns.get()
+    }
 }
 
 thread_local! {
@@ -128,7 +154,7 @@ pub(crate) fn note_done(conns: &Conn, idx: usize) {
 /// caller that sends its next request to another connection wakes that writer for a write of
 /// its own. With a purely random pair, 4 connections under 1024 callers carried about 8
 /// frames per write instead of about 250, and made half the calls per second.
-pub(crate) fn pick(conns: &[std::sync::Arc<Conn>], now: u64) -> Option<usize> {
+pub(crate) fn pick(conns: &[std::sync::Arc<Conn>], now: &Now) -> Option<usize> {
     let n = conns.len();
     match n {
         0 => return None,
