@@ -299,10 +299,11 @@ impl BalancedClient {
         }
     }
 
-    /// Like [`Client::submit`], on the chosen server. A call refused at once because its
-    /// server is backing off is submitted to another; a call accepted and then failed by a
-    /// connect failure reaches `sink` with that error (it is not tried elsewhere). Allocates
-    /// one small object per call (the wrapper that keeps the in-flight count).
+    /// Like [`Client::submit`], on the chosen server. A call whose connect fails, refused at
+    /// once or failed after it was accepted, is submitted to another server (from the library
+    /// thread that saw the failure, in the second case); `sink` gets the outcome of the last
+    /// try. Allocates per call a wrapper that keeps the in-flight count and a copy of `name`
+    /// and `value` for such a retry.
     pub fn submit(
         &self,
         name: &[u8],
@@ -311,32 +312,14 @@ impl BalancedClient {
         sink: Arc<dyn Completion>,
         tag: u128,
     ) -> Result<(), Error> {
-        let sh = &self.shared;
-        let deadline = Instant::now() + timeout;
-        let mut tries = 0;
-        loop {
-            let (_, conn) = sh.choose()?;
-            conn.in_flight.fetch_add(1, Relaxed);
-            let tracked = Arc::new(Tracked {
-                sink: sink.clone(),
-                conn: conn.clone(),
-                base: sh.base,
-            });
-            match conn.client.submit(name, value, timeout, tracked, tag) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    conn.in_flight.fetch_sub(1, Relaxed);
-                    if e.kind() != ErrorKind::Connect {
-                        return Err(e);
-                    }
-                    conn.mark_down(now_ns(sh.base), &e);
-                    tries += 1;
-                    if !sh.retry_allowed(tries, deadline) {
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        let call = Arc::new(Submitted {
+            name: name.into(),
+            value: value.into(),
+            deadline: Instant::now() + timeout,
+            sink,
+            tag,
+        });
+        self.shared.submit(&call, 0)
     }
 
     /// Like [`Client::send`] (fire-and-forget), on the chosen server; tried on another when
@@ -437,6 +420,41 @@ impl BalancedClient {
 }
 
 impl Shared {
+    /// Submits `call` to a chosen connection; `tries` connect failures so far.
+    fn submit(self: &Arc<Self>, call: &Arc<Submitted>, mut tries: usize) -> Result<(), Error> {
+        loop {
+            let (_, conn) = self.choose()?;
+            let timeout = call.deadline.saturating_duration_since(Instant::now());
+            if timeout.is_zero() {
+                return Err(Error::timeout());
+            }
+            conn.in_flight.fetch_add(1, Relaxed);
+            let tracked = Arc::new(Tracked {
+                call: call.clone(),
+                conn: conn.clone(),
+                shared: Arc::downgrade(self),
+                tries,
+            });
+            match conn
+                .client
+                .submit(&call.name, &call.value, timeout, tracked, call.tag)
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    conn.in_flight.fetch_sub(1, Relaxed);
+                    if e.kind() != ErrorKind::Connect {
+                        return Err(e);
+                    }
+                    conn.mark_down(now_ns(self.base), &e);
+                    tries += 1;
+                    if !self.retry_allowed(tries, call.deadline) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     fn current(&self) -> Arc<Set> {
         self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -612,12 +630,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The sink of a submitted call: keeps the in-flight count and the server's state, then
-/// hands the outcome to the caller's sink.
-struct Tracked {
+/// A submitted call, kept for a retry on another server when its connect fails.
+struct Submitted {
+    name: Box<[u8]>,
+    value: Box<[u8]>,
+    deadline: Instant,
     sink: Arc<dyn Completion>,
+    tag: u128,
+}
+
+/// The sink of one try of a submitted call: keeps the in-flight count and the server's
+/// state; after a connect failure submits the call to another server, else hands the outcome
+/// to the caller's sink.
+struct Tracked {
+    call: Arc<Submitted>,
     conn: Arc<Conn>,
-    base: Instant,
+    shared: Weak<Shared>,
+    tries: usize,
 }
 
 impl Completion for Tracked {
@@ -625,10 +654,22 @@ impl Completion for Tracked {
         self.conn.in_flight.fetch_sub(1, Relaxed);
         match result {
             Ok(_) => self.conn.mark_up(),
-            Err(e) if e.kind() == ErrorKind::Connect => self.conn.mark_down(now_ns(self.base), e),
+            Err(e) if e.kind() == ErrorKind::Connect => {
+                if let Some(sh) = self.shared.upgrade() {
+                    self.conn.mark_down(now_ns(sh.base), e);
+                    let tries = self.tries + 1;
+                    if sh.retry_allowed(tries, self.call.deadline) {
+                        // The request never reached that server: try another.
+                        if let Err(e2) = sh.submit(&self.call, tries) {
+                            self.call.sink.complete(tag, Err(&e2));
+                        }
+                        return;
+                    }
+                }
+            }
             Err(_) => {}
         }
-        self.sink.complete(tag, result);
+        self.call.sink.complete(tag, result);
     }
 }
 
