@@ -313,6 +313,14 @@ async fn resolver_adds_and_removes_servers() {
         let after = hits(&p);
         assert_eq!(after[0], before[0]);
         assert_eq!(after[1], before[1] + 100);
+
+        // Closed: no more resolutions.
+        c.close(CloseMode::Cancel).await;
+        assert_eq!(c.resolve_now().await.unwrap_err().kind(), ErrorKind::Closed);
+        assert_eq!(
+            c.call(b"f", b"x").await.unwrap_err().kind(),
+            ErrorKind::Closed
+        );
     })
     .await
     .unwrap();

@@ -490,6 +490,9 @@ impl Shared {
 
     async fn refresh(self: &Arc<Self>) -> Result<(), Error> {
         let _one = self.refreshing.lock().await;
+        if self.closed.load(Relaxed) {
+            return Err(Error::closed());
+        }
         let r = self.resolver.clone();
         let got = match tokio::task::spawn_blocking(move || r.resolve()).await {
             Ok(got) => got,
