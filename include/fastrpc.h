@@ -165,6 +165,22 @@ typedef uint32_t fastrpc_compression;
 #endif // __cplusplus
 
 /**
+ * A client over several servers: each call goes to the server with fewer calls in flight of
+ * two picked at random; a server whose connect fails is skipped until its backoff passes (the
+ * call is tried on another: it never reached the first); calls in flight on a server whose
+ * connection fails end with CONNECTION and are not re-sent; when every server is down calls
+ * fail at once with CONNECT naming them. Host names are resolved again every
+ * `fastrpc_client_config_builder_set_resolve_interval_ms`. Every function may be called from
+ * many threads at once. Created by `fastrpc_balanced_client_new`, freed by
+ * `fastrpc_balanced_client_free`. Functions: `fastrpc_balanced_client_call`,
+ * `fastrpc_balanced_client_call_async`, `fastrpc_balanced_client_call_queued`,
+ * `fastrpc_balanced_client_send`, `fastrpc_balanced_client_pending_requests`,
+ * `fastrpc_balanced_client_get_stats`, `fastrpc_balanced_client_server_count`,
+ * `fastrpc_balanced_client_get_server_stats`, `fastrpc_balanced_client_close`.
+ */
+typedef struct fastrpc_balanced_client fastrpc_balanced_client;
+
+/**
  * A client: many concurrent calls over one connection to one server, connected lazily on
  * the first call and reconnected after failures. Every function may be called from many
  * threads at once on one client. Created by `fastrpc_client_new`, freed by
@@ -352,6 +368,25 @@ typedef struct fastrpc_client_stats {
 } fastrpc_client_stats;
 
 /**
+ * One server's share of a balanced client, from `fastrpc_balanced_client_get_server_stats`.
+ */
+typedef struct fastrpc_balanced_server_stats {
+  /**
+   * 1 when new calls go to it; 0 when every connection to it failed to connect and is
+   * skipped until its backoff passes.
+   */
+  uint8_t up;
+  /**
+   * Its connections.
+   */
+  uint32_t connections;
+  /**
+   * Its connections' counters, summed.
+   */
+  struct fastrpc_client_stats stats;
+} fastrpc_balanced_server_stats;
+
+/**
  * One finished call, as `fastrpc_completion_queue_poll` hands it out.
  */
 typedef struct fastrpc_completion {
@@ -452,6 +487,124 @@ typedef struct fastrpc_server_stats {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates a balanced client from `builder` (copied; it may be freed after): the servers are
+ * those added with `fastrpc_client_config_builder_add_addr` plus the one of
+ * `fastrpc_client_config_builder_set_addr` if set; every other option applies to each
+ * connection. Host names are resolved here (this may block on DNS). Nothing connects until
+ * the first call. `*out` receives a new client the caller owns (free with
+ * `fastrpc_balanced_client_free`). Any thread.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL arguments, no server, bad options), CONNECT (a host
+ * name does not resolve) or TLS; details in `fastrpc_last_error_message`.
+ */
+fastrpc_status fastrpc_balanced_client_new(const struct fastrpc_client_config_builder *builder,
+                                           struct fastrpc_balanced_client **out);
+
+/**
+ * As `fastrpc_client_call`, on the chosen server.
+ *
+ * Returns OK, TIMEOUT, OVERFLOW, CONNECT, CONNECTION, CLOSED, PROTOCOL, TLS, TOO_LARGE or
+ * INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_balanced_client_call(const struct fastrpc_balanced_client *client,
+                                            const uint8_t *name,
+                                            size_t name_len,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            uint32_t timeout_ms,
+                                            struct fastrpc_response *response);
+
+/**
+ * As `fastrpc_client_call_async`, on the chosen server (see `fastrpc_call_callback` for the
+ * callback's rules).
+ *
+ * Returns OK (the callback will run exactly once), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
+ * INVALID_ARGUMENT — then the callback never runs.
+ */
+fastrpc_status fastrpc_balanced_client_call_async(const struct fastrpc_balanced_client *client,
+                                                  const uint8_t *name,
+                                                  size_t name_len,
+                                                  const uint8_t *value,
+                                                  size_t value_len,
+                                                  uint32_t timeout_ms,
+                                                  fastrpc_call_callback callback,
+                                                  void *userdata);
+
+/**
+ * As `fastrpc_client_call_queued`, on the chosen server.
+ *
+ * Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
+ * INVALID_ARGUMENT — then none will.
+ */
+fastrpc_status fastrpc_balanced_client_call_queued(const struct fastrpc_balanced_client *client,
+                                                   const uint8_t *name,
+                                                   size_t name_len,
+                                                   const uint8_t *value,
+                                                   size_t value_len,
+                                                   uint32_t timeout_ms,
+                                                   const struct fastrpc_completion_queue *queue,
+                                                   uint64_t tag);
+
+/**
+ * As `fastrpc_client_send`, on the chosen server.
+ *
+ * Returns OK, OVERFLOW, CONNECT, CLOSED, TOO_LARGE or INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_balanced_client_send(const struct fastrpc_balanced_client *client,
+                                            const uint8_t *name,
+                                            size_t name_len,
+                                            const uint8_t *value,
+                                            size_t value_len);
+
+/**
+ * Calls waiting for their response now, on every server (0 when `client` is NULL).
+ */
+size_t fastrpc_balanced_client_pending_requests(const struct fastrpc_balanced_client *client);
+
+/**
+ * Writes the counters of every connection, summed, into `*out`. Any thread. Returns OK or
+ * INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_balanced_client_get_stats(const struct fastrpc_balanced_client *client,
+                                                 struct fastrpc_client_stats *out);
+
+/**
+ * How many servers the current (last resolved) set has (0 when `client` is NULL).
+ */
+size_t fastrpc_balanced_client_server_count(const struct fastrpc_balanced_client *client);
+
+/**
+ * Writes the counters of server `index` (0 <= index < `fastrpc_balanced_client_server_count`)
+ * into `*out` and its address, NUL-terminated, into `(addr_buf, addr_buf_len)`
+ * (`*addr_len`, when not NULL, receives the address's length). `(NULL, 0)` skips the address.
+ * The set may change between calls (re-resolution). Any thread.
+ *
+ * Returns OK; BUFFER_TOO_SMALL when the address was cut (`*out` is written); or
+ * INVALID_ARGUMENT (NULL arguments, index out of range).
+ */
+fastrpc_status fastrpc_balanced_client_get_server_stats(const struct fastrpc_balanced_client *client,
+                                                        size_t index,
+                                                        struct fastrpc_balanced_server_stats *out,
+                                                        char *addr_buf,
+                                                        size_t addr_buf_len,
+                                                        size_t *addr_len);
+
+/**
+ * As `fastrpc_client_close`: new calls fail with CLOSED; with `drain_timeout_ms` > 0 waiting
+ * calls get up to that long to finish, then fail with CLOSED; with 0 (or inside a library
+ * callback) they fail at once. Closing twice is fine. Any thread. Returns OK or
+ * INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_balanced_client_close(const struct fastrpc_balanced_client *client,
+                                             uint32_t drain_timeout_ms);
+
+/**
+ * As `fastrpc_client_free`: closes (failing waiting calls with CLOSED at once) and frees;
+ * NULL is allowed; it returns after every callback of this client has returned.
+ */
+void fastrpc_balanced_client_free(struct fastrpc_balanced_client *client);
 
 /**
  * Creates a client from the options in `builder` (copied; the builder may be freed after).
@@ -584,6 +737,29 @@ void fastrpc_client_config_builder_free(struct fastrpc_client_config_builder *bu
  */
 fastrpc_status fastrpc_client_config_builder_set_addr(struct fastrpc_client_config_builder *builder,
                                                       const char *addr);
+
+/**
+ * Adds a server for `fastrpc_balanced_client_new`: `ip:port`, `unix:/path`, or `host:port`
+ * for every address the host name resolves to (NUL-terminated UTF-8). May be called many
+ * times; an address given with `fastrpc_client_config_builder_set_addr` is one of them too.
+ * `fastrpc_client_new` ignores this list. Returns OK or INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_client_config_builder_add_addr(struct fastrpc_client_config_builder *builder,
+                                                      const char *addr);
+
+/**
+ * Connections per server of a balanced client, 1..=1024 (1 by default). Returns OK or
+ * INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_client_config_builder_set_connections_per_server(struct fastrpc_client_config_builder *builder,
+                                                                        uint32_t n);
+
+/**
+ * How often a balanced client resolves its host names again, in milliseconds (30000 by
+ * default; 0: never after the first time). Returns OK or INVALID_ARGUMENT.
+ */
+fastrpc_status fastrpc_client_config_builder_set_resolve_interval_ms(struct fastrpc_client_config_builder *builder,
+                                                                     uint64_t interval_ms);
 
 /**
  * The sniff header written first on each connection (`(NULL, 0)`: none).

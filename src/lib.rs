@@ -32,6 +32,7 @@
 //!   defaults; [`Error`] has an [`ErrorKind`] per failure.
 #![warn(missing_docs)]
 
+pub mod balance;
 pub mod client;
 pub mod compress;
 pub mod config;
@@ -50,6 +51,9 @@ mod tls_stream;
 pub mod transport;
 mod wire;
 
+pub use balance::{
+    BackendState, BackendStats, BalancedClient, BalancedConfig, BalancedStats, Endpoint, Resolve,
+};
 pub use client::{BlockingClient, Client, ClientStats, CloseMode, Completion};
 pub use compress::Compression;
 pub use config::{ClientConfig, ServerConfig};

@@ -13,6 +13,10 @@ package fastrpc
 #cgo nocallback gofrpc_call_queued
 #cgo noescape gofrpc_send
 #cgo nocallback gofrpc_send
+#cgo noescape gofrpc_bal_call_queued
+#cgo nocallback gofrpc_bal_call_queued
+#cgo noescape gofrpc_bal_send
+#cgo nocallback gofrpc_bal_send
 #cgo noescape gofrpc_request_finish
 #cgo nocallback gofrpc_request_finish
 

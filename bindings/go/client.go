@@ -39,6 +39,7 @@ type Client struct {
 type client struct {
 	mu     sync.RWMutex // read-held during each C call on ptr; write-held to close
 	ptr    *C.fastrpc_client
+	bal    *C.fastrpc_balanced_client // instead of ptr for NewBalancedClient
 	queue  *C.fastrpc_completion_queue
 	closed bool
 
@@ -154,8 +155,14 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		waiterPool.Put(w)
 		return nil, errClosed("client")
 	}
-	r := C.gofrpc_call_queued(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
-		C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
+	var r C.gofrpc_ret
+	if c.bal != nil {
+		r = C.gofrpc_bal_call_queued(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
+	} else {
+		r = C.gofrpc_call_queued(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
+	}
 	c.mu.RUnlock()
 	runtime.KeepAlive(name)
 	runtime.KeepAlive(value)
@@ -215,7 +222,12 @@ func (cl *Client) Send(name, value []byte) error {
 		c.mu.RUnlock()
 		return errClosed("client")
 	}
-	r := C.gofrpc_send(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value), C.size_t(len(value)))
+	var r C.gofrpc_ret
+	if c.bal != nil {
+		r = C.gofrpc_bal_send(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value), C.size_t(len(value)))
+	} else {
+		r = C.gofrpc_send(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value), C.size_t(len(value)))
+	}
 	c.mu.RUnlock()
 	runtime.KeepAlive(name)
 	runtime.KeepAlive(value)
@@ -231,7 +243,12 @@ func (cl *Client) PendingRequests() int {
 	if c.closed {
 		return 0
 	}
-	n := int(C.fastrpc_client_pending_requests(c.ptr))
+	var n int
+	if c.bal != nil {
+		n = int(C.fastrpc_balanced_client_pending_requests(c.bal))
+	} else {
+		n = int(C.fastrpc_client_pending_requests(c.ptr))
+	}
 	runtime.KeepAlive(cl)
 	return n
 }
@@ -245,7 +262,11 @@ func (cl *Client) Stats() ClientStats {
 		return ClientStats{}
 	}
 	var s C.struct_fastrpc_client_stats
-	C.gofrpc_client_stats(c.ptr, &s)
+	if c.bal != nil {
+		C.fastrpc_balanced_client_get_stats(c.bal, &s)
+	} else {
+		C.gofrpc_client_stats(c.ptr, &s)
+	}
 	runtime.KeepAlive(cl)
 	return clientStatsFrom(&s)
 }
@@ -292,8 +313,13 @@ func (c *client) close() error {
 		c.closed = true // no C call on ptr runs now, and none will start
 		c.mu.Unlock()
 		// Fails waiting calls with CLOSED (their completions go to the queue) and frees.
-		C.fastrpc_client_free(c.ptr)
-		c.ptr = nil
+		if c.bal != nil {
+			C.fastrpc_balanced_client_free(c.bal)
+			c.bal = nil
+		} else {
+			C.fastrpc_client_free(c.ptr)
+			c.ptr = nil
+		}
 		C.fastrpc_completion_queue_shutdown(c.queue)
 		<-c.pollerDone
 		C.fastrpc_completion_queue_free(c.queue)

@@ -106,6 +106,25 @@ static inline gofrpc_ret gofrpc_client_new(const fastrpc_client_config_builder *
 	return gofrpc_wrap(fastrpc_client_new(b, out));
 }
 
+/* ---- balanced client (fastrpc_balanced_client): the same calls ---- */
+
+static inline gofrpc_ret gofrpc_bal_call_queued(const fastrpc_balanced_client *c,
+		const uint8_t *name, size_t name_len, const uint8_t *value, size_t value_len,
+		uint32_t timeout_ms, const fastrpc_completion_queue *q, uint64_t tag) {
+	return gofrpc_wrap(fastrpc_balanced_client_call_queued(c, name, name_len, value,
+		value_len, timeout_ms, q, tag));
+}
+
+static inline gofrpc_ret gofrpc_bal_send(const fastrpc_balanced_client *c, const uint8_t *name,
+		size_t name_len, const uint8_t *value, size_t value_len) {
+	return gofrpc_wrap(fastrpc_balanced_client_send(c, name, name_len, value, value_len));
+}
+
+static inline gofrpc_ret gofrpc_bal_new(const fastrpc_client_config_builder *b,
+		fastrpc_balanced_client **out) {
+	return gofrpc_wrap(fastrpc_balanced_client_new(b, out));
+}
+
 /* One finished call, flattened so Go reads it without further cgo calls. */
 typedef struct {
 	uint64_t tag;

@@ -2,7 +2,9 @@
 //! `Client::call_into` with its own reused buffer, recording latencies into the histogram of
 //! the worker thread it runs on (no allocation per call), against an external server, one in this process, or a child
 //! `fastrpc serve`. `--raw` runs the same traffic shape without the engine (see `raw.rs`);
-//! `--compare-raw` runs both and prints the ratio.
+//! `--compare-raw` runs both and prints the ratio. With several servers (`--addr a,b,c`,
+//! `--servers K`) or `--balance`, the callers share one `BalancedClient` with `--connections`
+//! connections to each server.
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read};
@@ -12,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use fastrpc::{Client, ClientStats, CloseMode, Error, ErrorKind, Server};
+use fastrpc::{
+    BackendState, BalancedClient, BalancedConfig, Client, ClientStats, CloseMode, Error, ErrorKind,
+    Server,
+};
 use hdrhistogram::Histogram;
 
 use crate::opts::{
@@ -20,7 +25,7 @@ use crate::opts::{
     EXIT_USAGE,
 };
 use crate::raw::{raw_client, RawPeer};
-use crate::report::{self, Report};
+use crate::report::{self, Report, ServerShare};
 use crate::serve;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -33,9 +38,18 @@ pub enum SpawnMode {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server to benchmark (host:port or unix:/path). Without it a server is spawned.
-    #[arg(long, value_name = "ADDR", conflicts_with = "spawn_server")]
+    /// Server to benchmark (host:port or unix:/path). Several separated by commas
+    /// (`a:1,b:2,c:3`) are called through the balancing client; a host name stands for every
+    /// address it resolves to there. Without it a server is spawned.
+    #[arg(long, value_name = "ADDR[,ADDR...]", conflicts_with_all = ["spawn_server", "servers"])]
     pub addr: Option<String>,
+    /// Spawn this many servers and call them through the balancing client.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub servers: usize,
+    /// Use the balancing client even with one server (its `--connections` connections are
+    /// then chosen per call by load instead of each having its own callers).
+    #[arg(long)]
+    pub balance: bool,
     /// Spawn the server: "inproc" (in this process) or "child" (`fastrpc serve` as a child
     /// process; the default when neither --addr nor --spawn-server is given).
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "child", value_name = "HOW")]
@@ -47,7 +61,9 @@ pub struct BenchArgs {
     /// Calls in flight per connection (concurrent callers).
     #[arg(long, default_value_t = 1024, value_name = "C")]
     pub concurrency: usize,
-    /// Connections (one client each).
+    /// Connections per server. Without the balancing client: K clients, each with its own
+    /// --concurrency callers. With it: K connections to each server inside one balanced
+    /// client, shared by --concurrency callers per connection.
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub connections: usize,
     /// How long to run.
@@ -221,6 +237,14 @@ pub fn run(args: BenchArgs) -> i32 {
         eprintln!("fastrpc bench: --count must be at least 1");
         return EXIT_USAGE;
     }
+    if args.servers == 0 || args.servers > 64 {
+        eprintln!("fastrpc bench: --servers must be 1..=64");
+        return EXIT_USAGE;
+    }
+    if balanced(&args) && args.nowait {
+        eprintln!("fastrpc bench: --nowait is not supported with the balancing client");
+        return EXIT_USAGE;
+    }
     let spawn = args.spawn_server.unwrap_or(SpawnMode::Child);
     let needs_server_tls = args.tls.enabled() && args.addr.is_none() && !args.raw;
     if needs_server_tls && args.server_tls_cert.is_none() {
@@ -288,6 +312,19 @@ pub fn run(args: BenchArgs) -> i32 {
     }
 }
 
+/// Whether the engine runs through the balancing client.
+fn balanced(args: &BenchArgs) -> bool {
+    args.balance || args.servers > 1 || args.addr.as_deref().is_some_and(|a| a.contains(','))
+}
+
+/// Servers the engine calls: the addresses in --addr, or --servers.
+fn n_servers(args: &BenchArgs) -> usize {
+    match &args.addr {
+        Some(a) => a.split(',').count(),
+        None => args.servers,
+    }
+}
+
 /// The server of one run, kept alive until the run ends.
 enum Running {
     External,
@@ -302,17 +339,95 @@ fn run_phase(
     raw: bool,
     target: Target,
 ) -> Result<Report, Error> {
+    let (addr, runnings, desc) = match target {
+        Target::Addr(a) => (a, vec![Running::External], "external".to_string()),
+        Target::Spawn(mode) => {
+            // The raw ceiling is one peer taking all the connections; the engine gets
+            // --servers servers.
+            let n = if raw { 1 } else { args.servers };
+            let mut addrs = Vec::with_capacity(n);
+            let mut runnings = Vec::with_capacity(n);
+            let mut descs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (a, r, d) = spawn_one(rt, args, raw, mode)?;
+                addrs.push(a);
+                runnings.push(r);
+                descs.push(d);
+            }
+            descs.dedup();
+            (addrs.join(","), runnings, descs.join(", "))
+        }
+    };
+    let child_pids: Vec<u32> = runnings
+        .iter()
+        .filter_map(|r| match r {
+            Running::Child(c) => Some(c.pid()),
+            _ => None,
+        })
+        .collect();
+    let name: Arc<[u8]> = args.name.as_bytes().into();
+    let value: Arc<[u8]> = make_value(args.value_size).into();
+    let measured = if raw {
+        rt.block_on(raw_run(args, &addr, name, value, &child_pids))
+    } else {
+        rt.block_on(engine_run(args, &addr, name, value, &child_pids))
+    };
+    // Stop the servers whatever happened.
+    let mut summaries = Vec::new();
+    let mut rusage_cpu: Option<(f64, f64)> = None;
+    for running in runnings {
+        let (summary, cpu) = match running {
+            Running::External => (None, None),
+            Running::Inproc(s) => {
+                let _ = rt.block_on(s.stop(serve::STOP_TIMEOUT));
+                (Some(serve::summary(&s.stats())), None)
+            }
+            Running::InprocRaw(p) => {
+                p.stop();
+                (Some(p.stats.summary()), None)
+            }
+            Running::Child(c) => {
+                let (summary, cpu) = c.stop();
+                (summary, Some(cpu))
+            }
+        };
+        summaries.extend(summary);
+        if let Some((u, sy)) = cpu {
+            let t = rusage_cpu.get_or_insert((0.0, 0.0));
+            t.0 += u;
+            t.1 += sy;
+        }
+    }
+    let server_summary = (!summaries.is_empty()).then(|| summaries.join("; "));
+    let mut report = measured?;
+    report.server = desc;
+    report.server_summary = server_summary;
+    if report.server_cpu.is_none() {
+        report.server_cpu = rusage_cpu;
+    }
+    if matches!(report.server.as_str(), "external") {
+        report.reply_size = None;
+    }
+    Ok(report)
+}
+
+/// Starts one server for a run: its address, its handle and how it is described.
+fn spawn_one(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    raw: bool,
+    mode: SpawnMode,
+) -> Result<(String, Running, String), Error> {
     let reply = Reply::Fixed(args.reply_size);
-    let (addr, running, desc) = match target {
-        Target::Addr(a) => (a, Running::External, "external".to_string()),
-        Target::Spawn(SpawnMode::Inproc) if raw => {
+    Ok(match mode {
+        SpawnMode::Inproc if raw => {
             let peer = rt
                 .block_on(RawPeer::bind("127.0.0.1:0", reply))
                 .map_err(|e| Error::new(ErrorKind::Io, format!("raw peer: cannot listen: {e}")))?;
             let a = peer.local_addr().to_string();
             (a, Running::InprocRaw(peer), "inproc".to_string())
         }
-        Target::Spawn(SpawnMode::Inproc) => {
+        SpawnMode::Inproc => {
             let stls = ServerTlsOpts {
                 tls_cert: args.server_tls_cert.clone(),
                 tls_key: args.server_tls_key.clone(),
@@ -326,50 +441,13 @@ fn run_phase(
             let a = server.local_addr();
             (a, Running::Inproc(server), "inproc".to_string())
         }
-        Target::Spawn(SpawnMode::Child) => {
+        SpawnMode::Child => {
             let child = ChildServer::spawn(&child_args(args, raw))?;
             let a = child.addr.clone();
             let d = format!("child pid {}", child.pid());
             (a, Running::Child(child), d)
         }
-    };
-    let child_pid = match &running {
-        Running::Child(c) => Some(c.pid()),
-        _ => None,
-    };
-    let name: Arc<[u8]> = args.name.as_bytes().into();
-    let value: Arc<[u8]> = make_value(args.value_size).into();
-    let measured = if raw {
-        rt.block_on(raw_run(args, &addr, name, value, child_pid))
-    } else {
-        rt.block_on(engine_run(args, &addr, name, value, child_pid))
-    };
-    // Stop the server whatever happened.
-    let (server_summary, rusage_cpu) = match running {
-        Running::External => (None, None),
-        Running::Inproc(s) => {
-            let _ = rt.block_on(s.stop(serve::STOP_TIMEOUT));
-            (Some(serve::summary(&s.stats())), None)
-        }
-        Running::InprocRaw(p) => {
-            p.stop();
-            (Some(p.stats.summary()), None)
-        }
-        Running::Child(c) => {
-            let (summary, cpu) = c.stop();
-            (summary, Some(cpu))
-        }
-    };
-    let mut report = measured?;
-    report.server = desc;
-    report.server_summary = server_summary;
-    if report.server_cpu.is_none() {
-        report.server_cpu = rusage_cpu;
-    }
-    if matches!(report.server.as_str(), "external") {
-        report.reply_size = None;
-    }
-    Ok(report)
+    })
 }
 
 /// The `fastrpc serve` arguments of a child server matching the bench's options.
@@ -411,6 +489,45 @@ fn child_args(args: &BenchArgs, raw: bool) -> Vec<String> {
     a
 }
 
+/// What the callers call: one client each, or a balanced client shared by all.
+#[derive(Clone)]
+enum Handle {
+    One(Client),
+    Balanced(BalancedClient),
+}
+
+impl Handle {
+    #[inline]
+    async fn call_into(&self, name: &[u8], value: &[u8], resp: &mut Vec<u8>) -> Result<(), Error> {
+        match self {
+            Handle::One(c) => c.call_into(name, value, resp).await,
+            Handle::Balanced(b) => b.call_into(name, value, resp).await,
+        }
+    }
+
+    #[inline]
+    fn send(&self, name: &[u8], value: &[u8]) -> Result<(), Error> {
+        match self {
+            Handle::One(c) => c.send(name, value),
+            Handle::Balanced(b) => b.send(name, value),
+        }
+    }
+
+    fn stats(&self) -> ClientStats {
+        match self {
+            Handle::One(c) => c.stats(),
+            Handle::Balanced(b) => b.stats().total,
+        }
+    }
+
+    async fn close(&self, mode: CloseMode) {
+        match self {
+            Handle::One(c) => c.close(mode).await,
+            Handle::Balanced(b) => b.close(mode).await,
+        }
+    }
+}
+
 /// What one engine caller did, and its reusable response buffer.
 struct CallerResult {
     calls: u64,
@@ -433,7 +550,7 @@ impl CallerResult {
 /// One caller: loops `call_into` with its own buffer until the budget ends, recording each
 /// latency in its worker thread's histogram.
 async fn caller(
-    client: Client,
+    client: Handle,
     name: Arc<[u8]>,
     value: Arc<[u8]>,
     budget: Arc<Budget>,
@@ -482,7 +599,7 @@ pub const MAX_ERROR_SHARE: f64 = 0.01;
 /// One fire-and-forget sender: `Client::send` until the budget ends, waiting (not failing)
 /// when the client's send queue is full.
 async fn sender(
-    client: Client,
+    client: Handle,
     name: Arc<[u8]>,
     value: Arc<[u8]>,
     budget: Arc<Budget>,
@@ -560,6 +677,21 @@ fn end_progress(p: Option<tokio::task::JoinHandle<()>>, start: Instant) {
     }
 }
 
+/// CPU seconds (user, sys) of these processes together; `None` when there are none or one
+/// cannot be read.
+fn procs_cpu(pids: &[u32]) -> Option<(f64, f64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut t = (0.0, 0.0);
+    for p in pids {
+        let (u, s) = proc_cpu(*p)?;
+        t.0 += u;
+        t.1 += s;
+    }
+    Some(t)
+}
+
 /// CPU seconds (user, sys) of process `pid` from /proc/PID/stat.
 fn proc_cpu(pid: u32) -> Option<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -579,7 +711,7 @@ fn sub(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
     (a.0 - b.0, a.1 - b.1)
 }
 
-fn sum_stats(clients: &[Client]) -> ClientStats {
+fn sum_stats(clients: &[Handle]) -> ClientStats {
     let mut t = ClientStats::default();
     for c in clients {
         let s = c.stats();
@@ -629,6 +761,7 @@ fn base_report(args: &BenchArgs, mode: &'static str) -> Report {
         cpu: (0.0, 0.0),
         server_cpu: None,
         server_summary: None,
+        servers: Vec::new(),
     }
 }
 
@@ -637,7 +770,7 @@ async fn engine_run(
     addr: &str,
     name: Arc<[u8]>,
     value: Arc<[u8]>,
-    child: Option<u32>,
+    child: &[u32],
 ) -> Result<Report, Error> {
     let mut cfg = client_config(addr, &args.proto, &args.tls)?;
     cfg.max_pending_requests = args.max_pending.unwrap_or_else(|| {
@@ -646,29 +779,42 @@ async fn engine_run(
     });
     cfg.max_batch_delay = args.batch_delay;
     cfg.request_timeout = args.timeout;
-    let clients = (0..args.connections)
-        .map(|_| Client::new(cfg.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Connect every client before the clock starts (and fail early when the server is not
-    // there).
-    for c in &clients {
-        c.call(&name, &value)
-            .await
-            .map_err(|e| e.context(&format!("warm-up call to {addr}")))?;
-    }
+    let (clients, callers_per_handle) = if balanced(args) {
+        let mut bcfg = BalancedConfig::new(addr.split(','));
+        bcfg.client = cfg;
+        bcfg.connections_per_server = args.connections;
+        let b = BalancedClient::new(bcfg)?;
+        warm_up_balanced(&b, &name, &value).await?;
+        let total = args.connections * b.servers().len();
+        (vec![Handle::Balanced(b)], args.concurrency * total)
+    } else {
+        let clients = (0..args.connections)
+            .map(|_| Client::new(cfg.clone()).map(Handle::One))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Connect every client before the clock starts (and fail early when the server is
+        // not there).
+        let mut buf = Vec::new();
+        for c in &clients {
+            c.call_into(&name, &value, &mut buf)
+                .await
+                .map_err(|e| e.context(&format!("warm-up call to {addr}")))?;
+        }
+        (clients, args.concurrency)
+    };
     let base = sum_stats(&clients);
+    let base_servers = balanced_shares(&clients);
     let budget = Arc::new(Budget::new(args.count));
     // Everything a caller needs is allocated before the clock starts.
-    let n_callers = args.connections * args.concurrency;
+    let n_callers = clients.len() * callers_per_handle;
     let mut states: Vec<CallerResult> = (0..n_callers)
         .map(|_| CallerResult::new(if args.nowait { 0 } else { args.reply_size }))
         .collect();
     let cpu0 = cpu_times(libc::RUSAGE_SELF);
-    let server_cpu0 = child.and_then(proc_cpu);
+    let server_cpu0 = procs_cpu(child);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(n_callers);
     for c in &clients {
-        for _ in 0..args.concurrency {
+        for _ in 0..callers_per_handle {
             let (c, n, v, b) = (c.clone(), name.clone(), value.clone(), budget.clone());
             let st = states.pop().expect("one state per caller");
             tasks.push(if args.nowait {
@@ -720,15 +866,16 @@ async fn engine_run(
     if args.nowait {
         // Fire-and-forget is done when the server has read every send: a server reads a
         // connection's requests in order, so the answer to one call made after them proves it.
+        let mut buf = Vec::new();
         for c in &clients {
-            c.call(&name, &value)
+            c.call_into(&name, &value, &mut buf)
                 .await
                 .map_err(|e| e.context(&format!("closing call to {addr} after the sends")))?;
         }
     }
     report.elapsed = start.elapsed().as_secs_f64();
     report.cpu = sub(cpu_times(libc::RUSAGE_SELF), cpu0);
-    report.server_cpu = match (server_cpu0, child.and_then(proc_cpu)) {
+    report.server_cpu = match (server_cpu0, procs_cpu(child)) {
         (Some(a), Some(b)) => Some(sub(b, a)),
         _ => None,
     };
@@ -739,10 +886,73 @@ async fn engine_run(
     report.frames_sent = s.io.frames_sent - base.io.frames_sent;
     report.flushes = s.io.flushes - base.io.flushes;
     report.payload_bytes += report.calls * (name.len() + value.len()) as u64;
+    if let Handle::Balanced(_) = &clients[0] {
+        report.servers = balanced_shares(&clients)
+            .into_iter()
+            .map(|mut b| {
+                if let Some(b0) = base_servers.iter().find(|b0| b0.addr == b.addr) {
+                    b.calls -= b0.calls;
+                    b.errors -= b0.errors;
+                }
+                b
+            })
+            .collect();
+        report.connections = args.connections * report.servers.len();
+    }
     for c in &clients {
         c.close(CloseMode::Drain(Duration::from_secs(1))).await;
     }
     Ok(report)
+}
+
+/// Connects every connection of a balanced client before the clock starts (and fails early
+/// when a server is not there): rounds of concurrent calls until each connection has
+/// connected, at most 50 rounds.
+async fn warm_up_balanced(b: &BalancedClient, name: &[u8], value: &[u8]) -> Result<(), Error> {
+    let want = b
+        .stats()
+        .servers
+        .iter()
+        .map(|s| s.connections as u64)
+        .sum::<u64>();
+    for _ in 0..50 {
+        let st = b.stats();
+        if st.total.connects >= want {
+            return Ok(());
+        }
+        let calls: Vec<_> = (0..want * 2)
+            .map(|_| {
+                let (b, n, v) = (b.clone(), name.to_vec(), value.to_vec());
+                tokio::spawn(async move { b.call(&n, &v).await })
+            })
+            .collect();
+        for c in calls {
+            c.await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("warm-up task failed: {e}")))?
+                .map_err(|e| e.context("warm-up call"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Each server's counters so far, for a balanced client (empty otherwise).
+fn balanced_shares(clients: &[Handle]) -> Vec<ServerShare> {
+    let Some(Handle::Balanced(b)) = clients.first() else {
+        return Vec::new();
+    };
+    b.stats()
+        .servers
+        .into_iter()
+        .map(|s| ServerShare {
+            addr: s.addr,
+            calls: s.stats.calls,
+            errors: s.stats.errors.total(),
+            state: match s.state {
+                BackendState::Up => "up",
+                BackendState::Down => "down",
+            },
+        })
+        .collect()
 }
 
 async fn raw_run(
@@ -750,15 +960,21 @@ async fn raw_run(
     addr: &str,
     name: Arc<[u8]>,
     value: Arc<[u8]>,
-    child: Option<u32>,
+    child: &[u32],
 ) -> Result<Report, Error> {
     let budget = Arc::new(Budget::new(args.count));
     let progress_count = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_times(libc::RUSAGE_SELF);
-    let server_cpu0 = child.and_then(proc_cpu);
+    let server_cpu0 = procs_cpu(child);
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
+    // Against several servers the raw ceiling takes as many connections as the engine has.
+    let connections = if balanced(args) {
+        args.connections * n_servers(args)
+    } else {
+        args.connections
+    };
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
         tasks.push(tokio::spawn(raw_client(
             addr.to_string(),
             name.clone(),
@@ -783,6 +999,7 @@ async fn raw_run(
         None
     };
     let mut report = base_report(args, "raw");
+    report.connections = connections;
     let mut first_err = None;
     for t in tasks {
         match t.await {
@@ -820,7 +1037,7 @@ async fn raw_run(
     }
     report.elapsed = start.elapsed().as_secs_f64();
     report.cpu = sub(cpu_times(libc::RUSAGE_SELF), cpu0);
-    report.server_cpu = match (server_cpu0, child.and_then(proc_cpu)) {
+    report.server_cpu = match (server_cpu0, procs_cpu(child)) {
         (Some(a), Some(b)) => Some(sub(b, a)),
         _ => None,
     };

@@ -41,6 +41,18 @@ pub struct Report {
     pub server_cpu: Option<(f64, f64)>,
     /// The server's own summary line, if it gave one.
     pub server_summary: Option<String>,
+    /// With the balancing client: each server's share (empty otherwise).
+    pub servers: Vec<ServerShare>,
+}
+
+/// One server's share of a balanced run.
+pub struct ServerShare {
+    pub addr: String,
+    /// Calls it accepted and errors it had, during the measured run.
+    pub calls: u64,
+    pub errors: u64,
+    /// "up" or "down" at the end of the run.
+    pub state: &'static str,
 }
 
 impl Report {
@@ -143,6 +155,12 @@ impl Report {
             "server_cpu_user_s": self.server_cpu.map(|c| round(c.0, 3)),
             "server_cpu_sys_s": self.server_cpu.map(|c| round(c.1, 3)),
             "server_summary": self.server_summary,
+            "servers": self.servers.iter().map(|b| json!({
+                "addr": b.addr,
+                "calls": b.calls,
+                "errors": b.errors,
+                "state": b.state,
+            })).collect::<Vec<_>>(),
         });
         match v {
             Value::Object(m) => m,
@@ -232,6 +250,12 @@ impl Report {
         }
         if let Some(sum) = &self.server_summary {
             s += &format!("  server said        {sum}\n");
+        }
+        for b in &self.servers {
+            s += &format!(
+                "  balanced to        {}: {} calls, {} errors, {}\n",
+                b.addr, b.calls, b.errors, b.state
+            );
         }
         s
     }

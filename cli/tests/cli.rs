@@ -1108,3 +1108,91 @@ fn bench_tls_inproc() {
     check_bench_json(&v, 1000);
     assert_eq!(v["tls"], true);
 }
+
+/// `bench --addr a,b,c --connections 2`: one balanced client with two connections to each
+/// of three servers; every call counted once, and each server took some.
+#[test]
+fn bench_balanced_over_three_servers() {
+    let servers: Vec<Serve> = (0..3)
+        .map(|_| Serve::start(&["--reply", "fixed:10", "--compress", "none"]))
+        .collect();
+    let list = servers
+        .iter()
+        .map(|s| s.addr.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = run(
+        &[
+            "bench",
+            "--addr",
+            &list,
+            "--connections",
+            "2",
+            "--count",
+            "3000",
+            "--concurrency",
+            "8",
+            "--compress",
+            "none",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 3000);
+    assert_eq!(v["connections"].as_f64(), Some(6.0), "{v}");
+    let per = v["servers"].as_array().expect("servers array");
+    assert_eq!(per.len(), 3, "{v}");
+    let mut sum = 0.0;
+    for (b, s) in per.iter().zip(&servers) {
+        assert_eq!(b["addr"].as_str(), Some(s.addr.as_str()), "{v}");
+        assert_eq!(b["state"].as_str(), Some("up"), "{v}");
+        assert_eq!(b["errors"].as_f64(), Some(0.0), "{v}");
+        let n = b["calls"].as_f64().unwrap();
+        assert!(n > 0.0, "{v}");
+        sum += n;
+    }
+    assert_eq!(sum, 3000.0, "{v}");
+}
+
+/// `bench --servers 2 --spawn-server inproc`: two spawned servers behind one balanced client.
+#[test]
+fn bench_spawns_several_servers() {
+    let out = run(
+        &[
+            "bench",
+            "--servers",
+            "2",
+            "--spawn-server",
+            "inproc",
+            "--count",
+            "1000",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 1000);
+    assert_eq!(v["servers"].as_array().map(|a| a.len()), Some(2), "{v}");
+}
+
+/// Every server of the list down: the run fails with the connect code, naming each.
+#[test]
+fn bench_balanced_all_down_names_them() {
+    let addrs: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let out = run(
+        &["bench", "--addr", &addrs.join(","), "--count", "10"],
+        None,
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    for a in &addrs {
+        assert!(out.stderr.contains(a.as_str()), "{}", out.stderr);
+    }
+}

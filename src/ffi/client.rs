@@ -60,9 +60,9 @@ pub type fastrpc_call_callback = Option<
 /// Runs one client's C callbacks (the tag carries the function pointer and the userdata),
 /// and counts the calls whose callback has not yet returned, so that `fastrpc_client_free`
 /// can wait for them: after it returns, no callback of that client runs.
-struct Callbacks {
+pub(super) struct Callbacks {
     /// Calls submitted with a callback whose callback has not returned yet.
-    live: AtomicUsize,
+    pub(super) live: AtomicUsize,
     /// Someone waits in `wait_idle` (so a completion that brings `live` to its mark takes the
     /// lock and notifies; otherwise completions touch no lock).
     waiting: AtomicBool,
@@ -76,7 +76,7 @@ thread_local! {
 }
 
 impl Callbacks {
-    fn new() -> Arc<Callbacks> {
+    pub(super) fn new() -> Arc<Callbacks> {
         Arc::new(Callbacks {
             live: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
@@ -85,7 +85,7 @@ impl Callbacks {
         })
     }
 
-    fn finished(&self) {
+    pub(super) fn finished(&self) {
         let left = self.live.fetch_sub(1, SeqCst) - 1;
         if left <= 1 && self.waiting.load(SeqCst) {
             let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,7 +95,7 @@ impl Callbacks {
 
     /// Waits until every callback has returned, except the one running on this thread when
     /// it is one of this client's.
-    fn wait_idle(&self) {
+    pub(super) fn wait_idle(&self) {
         let own = RUNNING.with(|r| r.get()) == self as *const Callbacks as usize;
         let mark = usize::from(own);
         let wait = || {
@@ -386,6 +386,23 @@ pub struct fastrpc_io_stats {
     pub frames_sent: u64,
     /// Frames received.
     pub frames_received: u64,
+}
+
+impl From<crate::client::ClientStats> for fastrpc_client_stats {
+    fn from(s: crate::client::ClientStats) -> Self {
+        fastrpc_client_stats {
+            calls: s.calls,
+            responses: s.responses,
+            sends: s.sends,
+            unexpected_responses: s.unexpected_responses,
+            connects: s.connects,
+            reconnects: s.reconnects,
+            connect_failures: s.connect_failures,
+            pending_requests: s.pending_requests,
+            errors: s.errors.into(),
+            io: s.io.into(),
+        }
+    }
 }
 
 impl From<IoStats> for fastrpc_io_stats {

@@ -37,6 +37,11 @@ pub enum fastrpc_compression {
 
 pub(crate) struct ClientBuilder {
     pub cfg: ClientConfig,
+    /// Servers added with `fastrpc_client_config_builder_add_addr` (for
+    /// `fastrpc_balanced_client_new`).
+    pub addrs: Vec<String>,
+    pub connections_per_server: usize,
+    pub resolve_interval: Duration,
 }
 
 impl Castable for fastrpc_client_config_builder {
@@ -73,6 +78,9 @@ pub extern "C" fn fastrpc_client_config_builder_new(
         unsafe {
             *out = super::into_raw(ClientBuilder {
                 cfg: ClientConfig::default(),
+                addrs: Vec::new(),
+                connections_per_server: 1,
+                resolve_interval: Duration::from_secs(30),
             })
         };
         fastrpc_status::FASTRPC_STATUS_OK
@@ -94,6 +102,57 @@ pub extern "C" fn fastrpc_client_config_builder_set_addr(
     ffi_boundary!({
         let b = arg_mut!(builder);
         b.cfg.addr = arg_try!(unsafe { super::c_str(addr, "addr") }).to_string();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Adds a server for `fastrpc_balanced_client_new`: `ip:port`, `unix:/path`, or `host:port`
+/// for every address the host name resolves to (NUL-terminated UTF-8). May be called many
+/// times; an address given with `fastrpc_client_config_builder_set_addr` is one of them too.
+/// `fastrpc_client_new` ignores this list. Returns OK or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_add_addr(
+    builder: *mut fastrpc_client_config_builder,
+    addr: *const c_char,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        let a = arg_try!(unsafe { super::c_str(addr, "addr") });
+        if a.is_empty() {
+            return super::invalid("`addr` is empty");
+        }
+        b.addrs.push(a.to_string());
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Connections per server of a balanced client, 1..=1024 (1 by default). Returns OK or
+/// INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_connections_per_server(
+    builder: *mut fastrpc_client_config_builder,
+    n: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if n == 0 || n > 1024 {
+            return super::invalid("connections_per_server must be 1..=1024");
+        }
+        b.connections_per_server = n as usize;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// How often a balanced client resolves its host names again, in milliseconds (30000 by
+/// default; 0: never after the first time). Returns OK or INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_resolve_interval_ms(
+    builder: *mut fastrpc_client_config_builder,
+    interval_ms: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.resolve_interval = ms(interval_ms);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }

@@ -12,6 +12,7 @@
 // use and the header states what every pointer must be.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod balanced_client;
 pub mod client;
 pub mod client_config;
 pub mod completion_queue;
