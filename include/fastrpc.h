@@ -741,6 +741,30 @@ fastrpc_status fastrpc_completion_queue_poll(const struct fastrpc_completion_que
                                              size_t *n);
 
 /**
+ * Writes into `*fd` a file descriptor that is readable exactly while the queue holds
+ * completions or is shut down, for the caller's own epoll, poll, select, libuv, asyncio
+ * (`loop.add_reader`) or Go netpoller: no thread needs to block in
+ * `fastrpc_completion_queue_poll`. It is an eventfd (non-blocking, close-on-exec) owned by
+ * the queue: never read, write or close it; it stays valid until
+ * `fastrpc_completion_queue_free`. Every call returns the same descriptor (made on the
+ * first call, so queues that are never watched hold no descriptor).
+ *
+ * Semantics are level-triggered: the descriptor becomes readable when the queue goes from
+ * empty to non-empty (or is shut down) and stops being readable when a poll takes the last
+ * completion. Drain pattern, when the descriptor is reported readable:
+ * `fastrpc_completion_queue_poll(q, out, max, 0, &n)` with timeout 0 until it returns
+ * `n == 0` (or CLOSED after shutdown). With level-triggered epoll taking one batch per
+ * wakeup is also correct: the descriptor stays readable while completions remain. With
+ * `EPOLLET` the drain loop is required. Cost: one eventfd write when the queue becomes
+ * non-empty and one read when a poll empties it; nothing per completion in between.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL `queue` or `fd`), or IO when the eventfd cannot be
+ * created (the process is out of descriptors). Any thread.
+ */
+fastrpc_status fastrpc_completion_queue_fd(const struct fastrpc_completion_queue *queue,
+                                           int *fd);
+
+/**
  * Shuts the queue down: pollers wake, and once it is empty poll returns CLOSED. Calls still
  * in flight still complete into it; new calls for it are refused
  * (`fastrpc_client_call_queued` returns CLOSED). Any thread, including inside callbacks.
@@ -1091,6 +1115,26 @@ fastrpc_status fastrpc_server_queue_poll(const struct fastrpc_server_queue *queu
                                          size_t max,
                                          uint32_t timeout_ms,
                                          size_t *n);
+
+/**
+ * Writes into `*fd` a file descriptor that is readable exactly while requests wait in the
+ * queue or it is shut down, for the caller's own epoll, poll, select, libuv, asyncio or Go
+ * netpoller: no thread needs to block in `fastrpc_server_queue_poll`. It is an eventfd
+ * (non-blocking, close-on-exec) owned by the queue: never read, write or close it; it stays
+ * valid until `fastrpc_server_queue_free`. Every call returns the same descriptor.
+ *
+ * Level-triggered, as `fastrpc_completion_queue_fd`: readable from the moment the queue
+ * goes from empty to non-empty (or is shut down) until a poll takes the last request.
+ * Drain pattern: when it is readable, `fastrpc_server_queue_poll(q, out, max, 0, &n)` with
+ * timeout 0 until `n == 0` (or CLOSED after shutdown); with level-triggered epoll one
+ * batch per wakeup is also correct. No syscall per request while the queue stays
+ * non-empty.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL `queue` or `fd`), or IO when the eventfd cannot be
+ * created. Any thread.
+ */
+fastrpc_status fastrpc_server_queue_fd(const struct fastrpc_server_queue *queue,
+                                       int *fd);
 
 /**
  * Shuts the queue down: pollers wake; requests already queued can still be polled, new ones

@@ -3,7 +3,7 @@
 # the C test programs in every variant:
 #
 #   c        C11, -Wall -Wextra -Werror -pedantic, linked with the shared library
-#            (header_check, test_core, test_tls)
+#            (header_check, test_core, test_tls, test_abi)
 #   c++      the same sources compiled as C++17 (g++ -x c++): the header is C++-clean
 #   static   test_core linked with libfastrpc.a and Rust's native libraries
 #   asan     ASan + UBSan (-fsanitize=address,undefined), leaks detected, any report fails
@@ -181,11 +181,13 @@ if has c; then
     run c/header_check c "$B/c/header_check"
     run c/test_core c "$B/c/test_core"
     run c/test_tls c "$B/c/test_tls"
+    run c/test_abi c "$B/c/test_abi"
 fi
 if has c++; then
     run c++/header_check c "$B/cxx/header_check"
     run c++/test_core c "$B/cxx/test_core"
     run c++/test_tls c "$B/cxx/test_tls"
+    run c++/test_abi c "$B/cxx/test_abi"
 fi
 if has static; then
     run static/test_core c "$B/static/test_core"
@@ -196,11 +198,13 @@ if has asan; then
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FASTRPC_TEST_SLOW=2)
     run asan/test_core asan "$B/asan/test_core" "${asan_env[@]}"
     run asan/test_tls asan "$B/asan/test_tls" "${asan_env[@]}"
+    run asan/test_abi asan "$B/asan/test_abi" "${asan_env[@]}"
 fi
 if has valgrind; then
     vg_env=(FASTRPC_TEST_QUICK=1 FASTRPC_TEST_SLOW=10)
     run valgrind/test_core valgrind "$B/c/test_core" "${vg_env[@]}"
     run valgrind/test_tls valgrind "$B/c/test_tls" "${vg_env[@]}"
+    run valgrind/test_abi valgrind "$B/c/test_abi" "${vg_env[@]}"
 fi
 
 step "summary"

@@ -16,6 +16,7 @@ pub mod client;
 pub mod client_config;
 pub mod completion_queue;
 pub mod global;
+mod pollfd;
 pub mod request;
 pub mod response;
 pub mod server;

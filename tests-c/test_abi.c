@@ -1,0 +1,271 @@
+/*
+ * test_abi.c: the C ABI 0.2 additions (issue 13): pollable queues driven from one epoll
+ * loop, the version check, sized stats, the tidied edges and library teardown.
+ *
+ *   queue_fds_level_triggered   each queue's descriptor: the same one every call, readable
+ *                               exactly while something waits, readable after shutdown
+ *   epoll_one_thread            a client (completion queue) and a queued server (server
+ *                               queue) served by ONE epoll loop on this thread: thousands of
+ *                               calls, every fastrpc poll with timeout 0
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+/* Whether fd is readable now (poll with timeout 0, or up to timeout_ms). */
+static int readable(int fd, int timeout_ms) {
+    struct pollfd p;
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    return r == 1 && (p.revents & POLLIN);
+}
+
+/* A queued server on 127.0.0.1:0, its queue and a client of it with a completion queue. */
+typedef struct pair {
+    fastrpc_server_queue *sq;
+    fastrpc_server *s;
+    fastrpc_completion_queue *q;
+    fastrpc_client *c;
+    char addr[64];
+} pair;
+
+static int pair_start(pair *p) {
+    memset(p, 0, sizeof *p);
+    if (fastrpc_server_queue_new(&p->sq) != FASTRPC_STATUS_OK) return 0;
+    fastrpc_server_config_builder *sb = NULL;
+    if (fastrpc_server_config_builder_new(&sb) != FASTRPC_STATUS_OK) return 0;
+    fastrpc_status st = fastrpc_server_new_queued(sb, "127.0.0.1:0", p->sq, &p->s);
+    fastrpc_server_config_builder_free(sb);
+    if (st != FASTRPC_STATUS_OK) return 0;
+    if (fastrpc_server_local_addr(p->s, p->addr, sizeof p->addr, NULL) != FASTRPC_STATUS_OK)
+        return 0;
+    if (fastrpc_completion_queue_new(&p->q) != FASTRPC_STATUS_OK) return 0;
+    p->c = th_client_new(p->addr);
+    return p->c != NULL;
+}
+
+static void pair_stop(pair *p) {
+    fastrpc_client_free(p->c);
+    fastrpc_completion_queue_free(p->q);
+    fastrpc_server_free(p->s);
+    fastrpc_server_queue_free(p->sq);
+}
+
+/* Answers a request with `name ":" value` and frees it. */
+static void echo(fastrpc_request *r) {
+    const uint8_t *name, *value;
+    size_t nl, vl;
+    char buf[256];
+    size_t k = 0;
+    if (fastrpc_request_name(r, &name, &nl) == FASTRPC_STATUS_OK &&
+        fastrpc_request_value(r, &value, &vl) == FASTRPC_STATUS_OK && nl + vl + 1 <= sizeof buf) {
+        memcpy(buf, name, nl);
+        buf[nl] = ':';
+        memcpy(buf + nl + 1, value, vl);
+        k = nl + 1 + vl;
+    }
+    CHECK_STATUS(fastrpc_request_reply(r, TH_B(buf), k), FASTRPC_STATUS_OK);
+    fastrpc_request_free(r);
+}
+
+static void test_queue_fds_level_triggered(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    int cfd = -1, cfd2 = -2, sfd = -1, sfd2 = -2;
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd2), FASTRPC_STATUS_OK);
+    CHECK(cfd >= 0 && cfd == cfd2);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd2), FASTRPC_STATUS_OK);
+    CHECK(sfd >= 0 && sfd == sfd2 && sfd != cfd);
+    /* Invalid arguments; the out-parameter is left alone. */
+    int untouched = 1234;
+    CHECK_STATUS(fastrpc_completion_queue_fd(NULL, &untouched), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_completion_queue_fd(p.q, NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_server_queue_fd(NULL, &untouched), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_server_queue_fd(p.sq, NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(untouched == 1234);
+
+    /* Empty queues: not readable. */
+    CHECK(!readable(cfd, 0));
+    CHECK(!readable(sfd, 0));
+
+    /* Three calls in flight: the server queue's fd becomes readable; it stays readable
+     * (level-triggered) until the last request is taken. */
+    for (uint64_t t = 1; t <= 3; t++) {
+        char v[8];
+        snprintf(v, sizeof v, "%u", (unsigned)t);
+        CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("fd"), 2, TH_B(v), strlen(v),
+                                                th_ms(10000), p.q, t),
+                     FASTRPC_STATUS_OK);
+    }
+    fastrpc_request *reqs[3];
+    size_t got = 0;
+    while (got < 3) {
+        REQUIRE(readable(sfd, (int)th_ms(10000)));
+        CHECK(readable(sfd, 0)); /* reading readiness does not consume it */
+        size_t n = 0;
+        REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, reqs + got, 1, 0, &n), FASTRPC_STATUS_OK);
+        REQUIRE(n == 1);
+        got += n;
+    }
+    /* All three taken and nothing else in flight: no longer readable. */
+    CHECK(!readable(sfd, 0));
+    size_t n = 7;
+    CHECK_STATUS(fastrpc_server_queue_poll(p.sq, reqs, 1, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n == 0);
+    CHECK(!readable(cfd, 0)); /* no completion yet: nothing was answered */
+    for (int i = 0; i < 3; i++) echo(reqs[i]);
+
+    /* The three completions arrive; the fd is readable until the last one is taken. */
+    fastrpc_completion comp[3];
+    got = 0;
+    while (got < 3) {
+        REQUIRE(readable(cfd, (int)th_ms(10000)));
+        REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, comp + got, 1, 0, &n),
+                       FASTRPC_STATUS_OK);
+        REQUIRE(n == 1);
+        got += n;
+    }
+    CHECK(!readable(cfd, 0));
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "fd:%u", (unsigned)comp[i].tag);
+        CHECK(comp[i].status == FASTRPC_STATUS_OK);
+        CHECK(th_response_is(comp[i].response, want));
+        fastrpc_response_free(comp[i].response);
+    }
+
+    /* Shutdown makes an empty queue's fd readable, so a loop learns of it: poll says CLOSED. */
+    CHECK_STATUS(fastrpc_completion_queue_shutdown(p.q), FASTRPC_STATUS_OK);
+    CHECK(readable(cfd, 0));
+    CHECK_STATUS(fastrpc_completion_queue_poll(p.q, comp, 3, 0, &n), FASTRPC_STATUS_CLOSED);
+    CHECK(readable(cfd, 0));
+    CHECK_STATUS(fastrpc_server_queue_shutdown(p.sq), FASTRPC_STATUS_OK);
+    CHECK(readable(sfd, 0));
+    CHECK_STATUS(fastrpc_server_queue_poll(p.sq, reqs, 3, 0, &n), FASTRPC_STATUS_CLOSED);
+    pair_stop(&p);
+    /* Freed with its queue: the descriptor is closed. */
+    CHECK(fcntl(cfd, F_GETFD) == -1 && errno == EBADF);
+    CHECK(fcntl(sfd, F_GETFD) == -1 && errno == EBADF);
+}
+
+/*
+ * One thread, one epoll set, two descriptors: the server queue's (requests to answer) and
+ * the completion queue's (answers to our calls). Calls are kept WINDOW in flight until
+ * TOTAL completed; every completion is checked against its tag. Nothing blocks but
+ * epoll_wait, which is bounded: a wait that times out means a lost wakeup and fails.
+ */
+static void test_epoll_one_thread(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    int cfd = -1, sfd = -1;
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    REQUIRE(ep >= 0);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = cfd;
+    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev) == 0);
+    ev.data.fd = sfd;
+    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) == 0);
+
+    const long total = th_count(20000, 2000);
+    const long window = 256;
+    long sent = 0, done = 0, served = 0, wakeups = 0, bad = 0;
+    while (done < total) {
+        while (sent < total && sent - done < window) {
+            char v[24];
+            snprintf(v, sizeof v, "%ld", sent);
+            fastrpc_status st = fastrpc_client_call_queued(
+                p.c, TH_B("e"), 1, TH_B(v), strlen(v), th_ms(10000), p.q, (uint64_t)sent);
+            if (st != FASTRPC_STATUS_OK) {
+                CHECK_STATUS(st, FASTRPC_STATUS_OK);
+                goto out;
+            }
+            sent++;
+        }
+        struct epoll_event evs[2];
+        int k = epoll_wait(ep, evs, 2, (int)th_ms(10000));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            printf("  # epoll_wait returned %d with %ld sent, %ld done, %ld served\n", k, sent,
+                   done, served);
+            CHECK(k > 0);
+            goto out;
+        }
+        wakeups++;
+        for (int i = 0; i < k; i++) {
+            size_t n;
+            if (evs[i].data.fd == sfd) {
+                fastrpc_request *reqs[64];
+                do { /* the drain pattern: timeout 0 until nothing is left */
+                    n = 0;
+                    fastrpc_status st = fastrpc_server_queue_poll(p.sq, reqs, 64, 0, &n);
+                    if (st != FASTRPC_STATUS_OK) {
+                        CHECK_STATUS(st, FASTRPC_STATUS_OK);
+                        goto out;
+                    }
+                    for (size_t j = 0; j < n; j++) echo(reqs[j]);
+                    served += (long)n;
+                } while (n > 0);
+            } else {
+                fastrpc_completion comp[64];
+                do {
+                    n = 0;
+                    fastrpc_status st = fastrpc_completion_queue_poll(p.q, comp, 64, 0, &n);
+                    if (st != FASTRPC_STATUS_OK) {
+                        CHECK_STATUS(st, FASTRPC_STATUS_OK);
+                        goto out;
+                    }
+                    for (size_t j = 0; j < n; j++) {
+                        char want[32];
+                        snprintf(want, sizeof want, "e:%llu", (unsigned long long)comp[j].tag);
+                        if (comp[j].status != FASTRPC_STATUS_OK ||
+                            !th_response_is(comp[j].response, want))
+                            bad++;
+                        fastrpc_response_free(comp[j].response);
+                    }
+                    done += (long)n;
+                } while (n > 0);
+            }
+        }
+    }
+out:
+    printf("  # epoll: %ld calls, %ld served, %ld wakeups, %ld wrong\n", done, served, wakeups,
+           bad);
+    CHECK(done == total);
+    CHECK(served == total);
+    CHECK(bad == 0);
+    /* Everything drained and nothing in flight: neither descriptor is ready. */
+    if (done == total) {
+        struct epoll_event e2[2];
+        CHECK(epoll_wait(ep, e2, 2, 0) == 0);
+    }
+    close(ep);
+    pair_stop(&p);
+}
+
+int main(int argc, char **argv) {
+    th_init(argc, argv, "test_abi");
+    th_run("queue_fds_level_triggered", test_queue_fds_level_triggered);
+    th_run("epoll_one_thread", test_epoll_one_thread);
+    return th_finish();
+}
