@@ -220,6 +220,7 @@ public:
     }
     fastrpc_server_stats stats() const {
         fastrpc_server_stats st{};
+        st.struct_size = sizeof st; // the caller says which version of the struct it has
         check(fastrpc_server_get_stats(s_.get(), &st), "server stats");
         return st;
     }
@@ -288,6 +289,7 @@ public:
 
     fastrpc_client_stats stats() const {
         fastrpc_client_stats s{};
+        s.struct_size = sizeof s;
         check(fastrpc_client_get_stats(c_.get(), &s), "client stats");
         return s;
     }

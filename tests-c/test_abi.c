@@ -7,6 +7,12 @@
  *   epoll_one_thread            a client (completion queue) and a queued server (server
  *                               queue) served by ONE epoll loop on this thread: thousands of
  *                               calls, every fastrpc poll with timeout 0
+ *   version_number              fastrpc_version_number() matches the header's macros
+ *   stats_struct_size           stats structs filled up to the caller's struct_size; an
+ *                               unset size is refused; a larger (newer) struct is not
+ *                               written past the library's fields
+ *   tidy_edges                  (NULL, 0) measures text; buffer sizes 0 refused; C-worded
+ *                               errors; enum-typed parameters; fastrpc_request_get_id
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -16,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,9 +270,191 @@ out:
     pair_stop(&p);
 }
 
+static void test_version_number(void) {
+    CHECK(FASTRPC_VERSION_NUMBER ==
+          FASTRPC_VERSION_MAJOR * 10000 + FASTRPC_VERSION_MINOR * 100 + FASTRPC_VERSION_PATCH);
+    CHECK(fastrpc_version_number() == FASTRPC_VERSION_NUMBER);
+    CHECK(fastrpc_version_number() / 100 == FASTRPC_VERSION_NUMBER / 100);
+    CHECK(FASTRPC_VERSION_NUMBER == 200); /* 0.2.0 */
+}
+
+static void test_stats_struct_size(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    /* Unset (0) or too small to hold struct_size itself: refused, nothing written. */
+    fastrpc_client_stats cs;
+    memset(&cs, 0xAB, sizeof cs);
+    cs.struct_size = 0;
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "struct_size") != NULL);
+    CHECK(cs.calls == 0xABABABABABABABABull);
+    fastrpc_server_stats ss;
+    memset(&ss, 0xAB, sizeof ss);
+    ss.struct_size = 4;
+    CHECK_STATUS(fastrpc_server_get_stats(p.s, &ss), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(ss.requests == 0xABABABABABABABABull);
+
+    /* One call, so the counters are not all 0. */
+    fastrpc_response *r = NULL;
+    REQUIRE_STATUS(fastrpc_response_new(&r), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("s"), 1, TH_B("1"), 1, th_ms(10000), p.q, 1),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *req = NULL;
+    size_t n = 0;
+    int sfd = -1, cfd = -1;
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE(readable(sfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    echo(req);
+    fastrpc_completion comp;
+    REQUIRE(readable(cfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &comp, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    fastrpc_response_free(comp.response);
+    fastrpc_response_free(r);
+
+    /* The full struct: everything written, struct_size says so. */
+    memset(&cs, 0xAB, sizeof cs);
+    cs.struct_size = sizeof cs;
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.struct_size == sizeof cs);
+    CHECK(cs.calls == 1 && cs.responses == 1);
+    CHECK(cs.io.frames_received >= 1 && cs.io.frames_received < 1000);
+
+    /* An older, smaller struct (up to `responses`): only those bytes are written. */
+    memset(&cs, 0xAB, sizeof cs);
+    cs.struct_size = offsetof(fastrpc_client_stats, sends);
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.struct_size == offsetof(fastrpc_client_stats, sends));
+    CHECK(cs.calls == 1 && cs.responses == 1);
+    CHECK(cs.sends == 0xABABABABABABABABull); /* not written */
+
+    /* A newer, larger struct: the library writes its own size and no further. */
+    struct {
+        fastrpc_server_stats s;
+        uint64_t future_field;
+    } big;
+    memset(&big, 0xAB, sizeof big);
+    big.s.struct_size = sizeof big;
+    CHECK_STATUS(fastrpc_server_get_stats(p.s, &big.s), FASTRPC_STATUS_OK);
+    CHECK(big.s.struct_size == sizeof(fastrpc_server_stats));
+    CHECK(big.s.requests == 1);
+    CHECK(big.future_field == 0xABABABABABABABABull);
+    pair_stop(&p);
+}
+
+static void test_tidy_edges(void) {
+    /* (NULL, 0) measures: OK and the length. */
+    size_t n = 0;
+    CHECK_STATUS(fastrpc_status_message(FASTRPC_STATUS_TIMEOUT, NULL, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n > 0);
+    /* Buffer sizes of 0: refused with a message saying so. */
+    fastrpc_client_config_builder *cb = NULL;
+    REQUIRE_STATUS(fastrpc_client_config_builder_new(&cb), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_set_read_buffer_size(cb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "read buffer size 0") != NULL);
+    CHECK_STATUS(fastrpc_last_error_message(NULL, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n == strlen(th_last_error()));
+    CHECK_STATUS(fastrpc_client_config_builder_set_write_buffer_size(cb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "write buffer size 0") != NULL);
+    CHECK_STATUS(fastrpc_client_config_builder_set_read_buffer_size(cb, 1), FASTRPC_STATUS_OK);
+    /* C words, not Rust paths. */
+    CHECK_STATUS(fastrpc_client_config_builder_set_flate_level(cb, 10),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strcmp(th_last_error(),
+                 "fastrpc invalid argument: flate level 10 is not between 0 and 9") == 0);
+    CHECK_STATUS(fastrpc_client_config_builder_set_max_frame_size(cb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "..=") == NULL && strstr(th_last_error(), "::") == NULL);
+    /* Enum-typed parameters; an out-of-range value is still refused. */
+    fastrpc_compression comp = FASTRPC_COMPRESSION_SNAPPY;
+    CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, comp), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)7),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    /* Every duration is a uint32_t. */
+    uint32_t ms = 4000000000u;
+    CHECK_STATUS(fastrpc_client_config_builder_set_request_timeout_ms(cb, ms), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_set_reconnect_backoff_ms(cb, 5, 4),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "min_ms") != NULL);
+    fastrpc_client_config_builder_free(cb);
+    fastrpc_server_config_builder *sb = NULL;
+    REQUIRE_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_server_config_builder_set_read_buffer_size(sb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_server_config_builder_set_write_buffer_size(sb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    fastrpc_server_config_builder_free(sb);
+
+    /* A closed client says so in words. */
+    pair p;
+    REQUIRE(pair_start(&p));
+    CHECK_STATUS(fastrpc_client_close(p.c, 0), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_send(p.c, TH_B("x"), 1, NULL, 0), FASTRPC_STATUS_CLOSED);
+    CHECK(strcmp(th_last_error(), "fastrpc closed: the client was closed") == 0);
+    fastrpc_client_free(p.c);
+
+    /* fastrpc_request_get_id: 0 is exactly fire-and-forget; answered is a status. */
+    p.c = th_client_new(p.addr);
+    REQUIRE(p.c != NULL);
+    int sfd = -1;
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_send(p.c, TH_B("ff"), 2, NULL, 0), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("call"), 4, NULL, 0, th_ms(10000), p.q, 9),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *reqs[2];
+    size_t got = 0;
+    while (got < 2) {
+        REQUIRE(readable(sfd, (int)th_ms(10000)));
+        REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, reqs + got, 2 - got, 0, &n),
+                       FASTRPC_STATUS_OK);
+        got += n;
+    }
+    int seen_ff = 0, seen_call = 0;
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *name;
+        size_t nl;
+        uint32_t id = 77;
+        CHECK_STATUS(fastrpc_request_get_id(reqs[i], &id), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_request_name(reqs[i], &name, &nl), FASTRPC_STATUS_OK);
+        if (nl == 2) {
+            seen_ff = 1;
+            CHECK(id == 0);
+        } else {
+            seen_call = 1;
+            CHECK(id != 0);
+        }
+        CHECK_STATUS(fastrpc_request_reply(reqs[i], TH_B("ok"), 2), FASTRPC_STATUS_OK);
+        uint32_t after = 55;
+        CHECK_STATUS(fastrpc_request_get_id(reqs[i], &after), FASTRPC_STATUS_ALREADY_ANSWERED);
+        CHECK(after == 55); /* not written on failure */
+        CHECK_STATUS(fastrpc_request_get_id(reqs[i], NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+        fastrpc_request_free(reqs[i]);
+    }
+    CHECK(seen_ff && seen_call);
+    uint32_t idx = 0;
+    CHECK_STATUS(fastrpc_request_get_id(NULL, &idx),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    fastrpc_completion c;
+    int cfd = -1;
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE(readable(cfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &c, 1, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n == 1 && c.tag == 9 && c.status == FASTRPC_STATUS_OK);
+    if (n == 1) fastrpc_response_free(c.response);
+    pair_stop(&p);
+}
+
 int main(int argc, char **argv) {
     th_init(argc, argv, "test_abi");
     th_run("queue_fds_level_triggered", test_queue_fds_level_triggered);
     th_run("epoll_one_thread", test_epoll_one_thread);
+    th_run("version_number", test_version_number);
+    th_run("stats_struct_size", test_stats_struct_size);
+    th_run("tidy_edges", test_tidy_edges);
     return th_finish();
 }

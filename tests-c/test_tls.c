@@ -168,10 +168,12 @@ static void test_tls_roundtrip_files(void) {
     CHECK(got == n);
     CHECK(bad == 0);
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.connects == 1);
     CHECK(cs.responses == (uint64_t)(20 + A + n));
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.handshake_failures == 0);
     CHECK(ss.connections_accepted == 1);
@@ -254,6 +256,7 @@ static void check_tls_failure(const char *ca_file, const char *server_name, cons
     CHECK(strstr(g_logs.last_warn, "handshake") != NULL);
     pthread_mutex_unlock(&g_logs.mu);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.handshake_failures >= 1,
                         th_ms(10000)));
@@ -321,6 +324,7 @@ static void test_tls_required_and_refused(void) {
     c = th_client_from(tls_client_builder(addr, "server.crt"));
     CHECK_STATUS(th_call(c, "z", "", th_ms(10000), r), FASTRPC_STATUS_TLS);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.requests == 0);
     fastrpc_client_free(c);
@@ -359,6 +363,7 @@ static void test_tls_mutual(void) {
     CHECK(st != FASTRPC_STATUS_OK);
     CHECK_STATUS(st, FASTRPC_STATUS_TLS);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.handshake_failures >= 1,
                         th_ms(10000)));
@@ -451,6 +456,7 @@ static void test_tls_mutual_refuses_plaintext(void) {
     CHECK_STATUS(th_call(plain, "secret", "x", th_ms(10000), r), FASTRPC_STATUS_TLS);
     CHECK(strstr(th_last_error(), "the server requires TLS: configure TLS on the client") != NULL);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.handshake_failures == 1,
                         th_ms(10000)));

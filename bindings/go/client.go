@@ -245,6 +245,7 @@ func (cl *Client) Stats() ClientStats {
 		return ClientStats{}
 	}
 	var s C.struct_fastrpc_client_stats
+	s.struct_size = C.size_t(unsafe.Sizeof(s))
 	C.gofrpc_client_stats(c.ptr, &s)
 	runtime.KeepAlive(cl)
 	return clientStatsFrom(&s)

@@ -185,6 +185,7 @@ func (s *Server) Stats() ServerStats {
 	var st ServerStats
 	if s.state == serverServing {
 		var cs C.struct_fastrpc_server_stats
+		cs.struct_size = C.size_t(unsafe.Sizeof(cs))
 		C.gofrpc_server_stats(s.ptr, &cs)
 		st = serverStatsFrom(&cs)
 	}
@@ -212,11 +213,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	if s.stopDone == nil {
-		ms := uint64(math.MaxUint32)
+		ms := uint32(math.MaxUint32)
 		if dl, ok := ctx.Deadline(); ok {
-			ms, _ = durationMs(time.Until(dl))
-			if ms > math.MaxUint32 {
-				ms = math.MaxUint32
+			left := time.Until(dl)
+			if v, ok := durationMs(left); ok {
+				ms = v
+			} else if left < 0 {
+				ms = 0
 			}
 		}
 		s.stopDone = make(chan struct{})

@@ -271,6 +271,8 @@ pub extern "C" fn fastrpc_completion_queue_fd(
 /// Shuts the queue down: pollers wake, and once it is empty poll returns CLOSED. Calls still
 /// in flight still complete into it; new calls for it are refused
 /// (`fastrpc_client_call_queued` returns CLOSED). Any thread, including inside callbacks.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `queue`).
 #[no_mangle]
 pub extern "C" fn fastrpc_completion_queue_shutdown(
     queue: *const fastrpc_completion_queue,

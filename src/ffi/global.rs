@@ -13,6 +13,29 @@ pub extern "C" fn fastrpc_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
+/// The library version as one integer, `MAJOR * 10000 + MINOR * 100 + PATCH` (0.2.0 is 200),
+/// the same form as the header's `FASTRPC_VERSION_NUMBER`. A program checks at run time that
+/// the library it loaded is the one its header describes:
+/// `fastrpc_version_number() / 100 == FASTRPC_VERSION_NUMBER / 100` (same major and minor;
+/// before 1.0 every minor version may change the ABI). Any thread, never fails.
+#[no_mangle]
+pub extern "C" fn fastrpc_version_number() -> u32 {
+    const fn num(s: &str) -> u32 {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut n = 0;
+        while i < b.len() {
+            n = n * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        n
+    }
+    const V: u32 = num(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
+        + num(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + num(env!("CARGO_PKG_VERSION_PATCH"));
+    V
+}
+
 /// Sets the number of threads of the library's runtime (the threads that run connections,
 /// handlers and callbacks). Call it before creating any client or server; 0 restores the
 /// default (the number of CPUs, at most 4). Returns OK, or INVALID_ARGUMENT when the runtime
@@ -62,7 +85,7 @@ pub type fastrpc_log_callback = Option<
 pub extern "C" fn fastrpc_set_log_callback(
     callback: fastrpc_log_callback,
     userdata: *mut c_void,
-    max_level: u32,
+    max_level: super::client_config::fastrpc_log_level_arg,
 ) -> fastrpc_status {
     ffi_boundary!({
         let max = match max_level {

@@ -99,7 +99,8 @@ pub extern "C" fn fastrpc_request_value(
 }
 
 /// The request id (0 for a fire-and-forget request, whose reply is not sent; also 0 when
-/// `request` is NULL or already answered).
+/// `request` is NULL or already answered, so 0 is ambiguous: prefer
+/// `fastrpc_request_get_id`, which tells those apart).
 #[no_mangle]
 pub extern "C" fn fastrpc_request_id(request: *const fastrpc_request) -> u32 {
     super::boundary_or(0, || {
@@ -149,5 +150,25 @@ pub extern "C" fn fastrpc_request_free(request: *mut fastrpc_request) {
         if let Some(h) = unsafe { super::from_raw(request) } {
             release(h);
         }
+    })
+}
+
+/// Writes the request id into `*id`: 0 means exactly a fire-and-forget request (its reply is
+/// not sent), anything else a call that waits for its reply. Returns OK, ALREADY_ANSWERED
+/// (the request was answered: `*id` is not written) or INVALID_ARGUMENT (NULL `request` or
+/// `id`). Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_get_id(
+    request: *const fastrpc_request,
+    id: *mut u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        arg_out!(id);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        unsafe { *id = c.request_id() };
+        fastrpc_status::FASTRPC_STATUS_OK
     })
 }

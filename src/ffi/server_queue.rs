@@ -202,6 +202,8 @@ pub extern "C" fn fastrpc_server_queue_fd(
 
 /// Shuts the queue down: pollers wake; requests already queued can still be polled, new ones
 /// are answered with the error reply; once empty, poll returns CLOSED. Any thread.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `queue`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_queue_shutdown(
     queue: *const fastrpc_server_queue,
