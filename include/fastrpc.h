@@ -940,6 +940,22 @@ fastrpc_status fastrpc_set_log_callback(fastrpc_log_callback callback,
                                         fastrpc_log_level max_level);
 
 /**
+ * Stops the library's threads (its runtime), for `dlclose` and for leak checkers; the next
+ * fastrpc call that needs them starts them again. Safe to call at any time from your own
+ * thread, also when the library never started (then it does nothing) and twice.
+ *
+ * While a client or server is still open (created and not yet freed) it stops nothing and
+ * returns INVALID_ARGUMENT, saying how many are open: free them first (freeing waits for
+ * their callbacks). Queues, responses, requests and builders need no threads and may stay.
+ * It waits up to 5 s for the library's threads to finish what they run, then returns.
+ *
+ * Returns OK, or INVALID_ARGUMENT (clients or servers still open; called from a library
+ * thread, inside a callback or handler; another thread inside a blocking call; or in a
+ * child process after fork, where the threads do not exist).
+ */
+fastrpc_status fastrpc_shutdown(void);
+
+/**
  * Points `*data`/`*len` at the request's name. Valid until the request is answered or
  * freed, whichever comes first. Returns OK, ALREADY_ANSWERED (name no longer available) or
  * INVALID_ARGUMENT.

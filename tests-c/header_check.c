@@ -66,6 +66,7 @@ static const any_fn every_function[] = {
     FN(fastrpc_completion_queue_free),
     FN(fastrpc_version),
     FN(fastrpc_version_number),
+    FN(fastrpc_shutdown),
     FN(fastrpc_completion_queue_fd),
     FN(fastrpc_server_queue_fd),
     FN(fastrpc_request_get_id),

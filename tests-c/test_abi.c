@@ -13,6 +13,10 @@
  *                               written past the library's fields
  *   tidy_edges                  (NULL, 0) measures text; buffer sizes 0 refused; C-worded
  *                               errors; enum-typed parameters; fastrpc_request_get_id
+ *   shutdown                    fastrpc_shutdown: refused while a client or server is open
+ *                               (which keeps working) and from a callback; once all are
+ *                               freed, no fastrpc-worker thread is left; the next use starts
+ *                               the threads again; twice and with nothing running is OK
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -449,6 +454,95 @@ static void test_tidy_edges(void) {
     pair_stop(&p);
 }
 
+/* Threads of this process named fastrpc-worker (from /proc/self/task/N/comm). */
+static int worker_threads(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[288], comm[64] = {0};
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (fgets(comm, sizeof comm, f) && strncmp(comm, "fastrpc-worker", 14) == 0) n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+typedef struct shutdown_cb {
+    th_counter done;
+    fastrpc_status status;
+} shutdown_cb;
+
+static void shutdown_in_callback(void *ud, fastrpc_status st, fastrpc_response *r) {
+    shutdown_cb *s = (shutdown_cb *)ud;
+    (void)st;
+    s->status = fastrpc_shutdown();
+    fastrpc_response_free(r);
+    th_counter_add(&s->done, 1);
+}
+
+static void test_shutdown(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    CHECK(worker_threads() > 0);
+    /* Something open: refused, nothing stopped, the client still works. */
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "2 client(s) or server(s) are still open") != NULL);
+    CHECK(worker_threads() > 0);
+    /* From a callback (a library thread): refused. Nobody polls the server queue, so the
+     * call ends by its 50 ms timeout and the callback runs on a library thread. */
+    shutdown_cb sc;
+    th_counter_init(&sc.done);
+    sc.status = FASTRPC_STATUS_OK;
+    CHECK_STATUS(fastrpc_client_call_async(p.c, TH_B("cb"), 2, NULL, 0, 50, shutdown_in_callback,
+                                           &sc),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_counter_wait(&sc.done, 1, th_ms(10000)));
+    CHECK(sc.status == FASTRPC_STATUS_INVALID_ARGUMENT);
+    th_counter_destroy(&sc.done);
+    pair_stop(&p);
+
+    /* All freed: stops every library thread. Twice is fine. */
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
+    CHECK(worker_threads() == 0);
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
+    /* The runtime may be sized again, and the next use starts it again. */
+    CHECK_STATUS(fastrpc_set_worker_threads(1), FASTRPC_STATUS_OK);
+    REQUIRE(pair_start(&p));
+    CHECK(worker_threads() == 1);
+    int sfd = -1, cfd = -1;
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("again"), 5, TH_B("1"), 1, th_ms(10000),
+                                            p.q, 5),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *req = NULL;
+    size_t n = 0;
+    REQUIRE(readable(sfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    echo(req);
+    fastrpc_completion c;
+    REQUIRE(readable(cfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &c, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    CHECK(c.status == FASTRPC_STATUS_OK && th_response_is(c.response, "again:1"));
+    fastrpc_response_free(c.response);
+    /* Queues and responses may outlive the shutdown; clients and servers may not. */
+    fastrpc_client_free(p.c);
+    fastrpc_server_free(p.s);
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
+    CHECK(worker_threads() == 0);
+    fastrpc_completion_queue_free(p.q);
+    fastrpc_server_queue_free(p.sq);
+    CHECK_STATUS(fastrpc_set_worker_threads(0), FASTRPC_STATUS_OK);
+}
+
 int main(int argc, char **argv) {
     th_init(argc, argv, "test_abi");
     th_run("queue_fds_level_triggered", test_queue_fds_level_triggered);
@@ -456,5 +550,6 @@ int main(int argc, char **argv) {
     th_run("version_number", test_version_number);
     th_run("stats_struct_size", test_stats_struct_size);
     th_run("tidy_edges", test_tidy_edges);
+    th_run("shutdown", test_shutdown); /* last: it stops the library's threads */
     return th_finish();
 }

@@ -174,6 +174,7 @@ pub extern "C" fn fastrpc_client_new(
             Ok(client) => {
                 let callbacks = Callbacks::new();
                 unsafe { *out = super::into_raw(ClientHandle { client, callbacks }) };
+                super::global::OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 fastrpc_status::FASTRPC_STATUS_OK
             }
             Err(e) => super::fail(&e),
@@ -509,6 +510,7 @@ pub extern "C" fn fastrpc_client_free(client: *mut fastrpc_client) {
                 h.callbacks.wait_idle();
             }
             drop(h);
+            super::global::OPEN_OBJECTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     })
 }

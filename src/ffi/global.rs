@@ -116,3 +116,38 @@ pub extern "C" fn fastrpc_set_log_callback(
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
+
+/// Clients and servers created through the C ABI and not yet freed: `fastrpc_shutdown`
+/// refuses while any is open.
+pub(crate) static OPEN_OBJECTS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Stops the library's threads (its runtime), for `dlclose` and for leak checkers; the next
+/// fastrpc call that needs them starts them again. Safe to call at any time from your own
+/// thread, also when the library never started (then it does nothing) and twice.
+///
+/// While a client or server is still open (created and not yet freed) it stops nothing and
+/// returns INVALID_ARGUMENT, saying how many are open: free them first (freeing waits for
+/// their callbacks). Queues, responses, requests and builders need no threads and may stay.
+/// It waits up to 5 s for the library's threads to finish what they run, then returns.
+///
+/// Returns OK, or INVALID_ARGUMENT (clients or servers still open; called from a library
+/// thread, inside a callback or handler; another thread inside a blocking call; or in a
+/// child process after fork, where the threads do not exist).
+#[no_mangle]
+pub extern "C" fn fastrpc_shutdown() -> fastrpc_status {
+    ffi_boundary!({
+        super::not_forked!();
+        let open = OPEN_OBJECTS.load(std::sync::atomic::Ordering::SeqCst);
+        if open > 0 {
+            return super::invalid(&format!(
+                "{open} client(s) or server(s) are still open: free them before \
+                 fastrpc_shutdown; nothing was stopped"
+            ));
+        }
+        match crate::runtime::shutdown(std::time::Duration::from_secs(5)) {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
+    })
+}

@@ -112,6 +112,7 @@ fn start(
     match BlockingServer::bind(addr, b.cfg.clone(), handler) {
         Ok(server) => {
             unsafe { *out = super::into_raw(ServerHandle { server, active }) };
+            super::global::OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             fastrpc_status::FASTRPC_STATUS_OK
         }
         Err(e) => super::fail(&e),
@@ -296,5 +297,6 @@ pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
         while active.running.load(SeqCst) > own {
             std::thread::sleep(Duration::from_millis(1));
         }
+        super::global::OPEN_OBJECTS.fetch_sub(1, SeqCst);
     })
 }
