@@ -1009,6 +1009,57 @@ fastrpc_status fastrpc_request_get_id(const struct fastrpc_request *request,
                                       uint32_t *id);
 
 /**
+ * Writes the client's address (`127.0.0.1:50123`, or `unix:...` for a Unix socket) into
+ * `buf`, NUL-terminated, as `fastrpc_status_message` does. Returns OK, BUFFER_TOO_SMALL
+ * (cut; `*out_len` has the full length), ALREADY_ANSWERED or INVALID_ARGUMENT (NULL
+ * `request`, NULL `buf` with `len` > 0). `(NULL, 0)` measures. Any thread.
+ */
+fastrpc_status fastrpc_request_peer_addr(const struct fastrpc_request *request,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *out_len);
+
+/**
+ * Writes into `*tls` whether the request came over TLS. Returns OK, ALREADY_ANSWERED or
+ * INVALID_ARGUMENT (NULL `request` or `tls`). Any thread.
+ */
+fastrpc_status fastrpc_request_is_tls(const struct fastrpc_request *request,
+                                      bool *tls);
+
+/**
+ * Points `*data`/`*len` at the client's certificate (DER), which the server verified
+ * against its client CAs (mutual TLS); `(NULL, 0)` when the client presented none (plaintext,
+ * or TLS without client certificates). Valid until the request is answered or freed.
+ * Returns OK, ALREADY_ANSWERED or INVALID_ARGUMENT (NULL arguments). Any thread.
+ */
+fastrpc_status fastrpc_request_peer_certificate(const struct fastrpc_request *request,
+                                                const uint8_t **data,
+                                                size_t *len);
+
+/**
+ * Writes the client certificate's subject as text (`CN=client,O=Example`; CN, C, L, ST, O,
+ * OU and serialNumber, in certificate order) into `buf`, as `fastrpc_status_message` does;
+ * empty without a client certificate. Returns OK, BUFFER_TOO_SMALL, ALREADY_ANSWERED or
+ * INVALID_ARGUMENT. `(NULL, 0)` measures. Any thread.
+ */
+fastrpc_status fastrpc_request_peer_subject(const struct fastrpc_request *request,
+                                            char *buf,
+                                            size_t len,
+                                            size_t *out_len);
+
+/**
+ * Writes the client certificate's subject alternative names as text
+ * (`DNS:host,IP:10.0.0.1,email:a@b,URI:spiffe://...`) into `buf`, as
+ * `fastrpc_status_message` does; empty without a client certificate or without SANs.
+ * Returns OK, BUFFER_TOO_SMALL, ALREADY_ANSWERED or INVALID_ARGUMENT. `(NULL, 0)`
+ * measures. Any thread.
+ */
+fastrpc_status fastrpc_request_peer_subject_alt_names(const struct fastrpc_request *request,
+                                                      char *buf,
+                                                      size_t len,
+                                                      size_t *out_len);
+
+/**
  * Creates an empty response object, for `fastrpc_client_call`. Reuse it across calls: its
  * buffer keeps its capacity, so a warm caller allocates nothing per call. On success
  * `*out` receives a new object that the caller owns and frees with

@@ -49,6 +49,7 @@ pub mod tls;
 mod tls_stream;
 pub mod transport;
 mod wire;
+mod x509;
 
 pub use client::{BlockingClient, Client, ClientStats, CloseMode, Completion};
 pub use compress::Compression;
