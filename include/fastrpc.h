@@ -13,7 +13,6 @@
  * failed; every value keeps its meaning forever. fastrpc_status_message renders a status,
  * fastrpc_last_error_message the details of the last failure on the calling thread, and a
  * failed call's fastrpc_response carries its own message (fastrpc_response_error_message).
- * TLS failures also carry a fastrpc_tls_detail (see fastrpc_response_tls_detail).
  *
  * OWNERSHIP. A `T **out` parameter hands a new object to the caller, who frees it with
  * that object's _free function; every _free accepts NULL. Memory the library allocates is
