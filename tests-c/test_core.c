@@ -382,7 +382,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_addr(NULL, "127.0.0.1:1"));
     CHECK_INVALID(fastrpc_client_config_builder_set_sniff_header(NULL, TH_B("x"), 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_protocol_version(NULL, 1));
-    CHECK_INVALID(fastrpc_client_config_builder_set_compression(NULL, 1));
+    CHECK_INVALID(fastrpc_client_config_builder_set_compression(NULL, (fastrpc_compression)1));
     CHECK_INVALID(fastrpc_client_config_builder_set_flate_level(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_pending_requests(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_prioritize_new_requests(NULL, true));
@@ -406,7 +406,7 @@ static void test_null_arguments(void) {
     /* Every server builder setter with a NULL builder. */
     CHECK_INVALID(fastrpc_server_config_builder_set_sniff_header(NULL, TH_B("x"), 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_protocol_version(NULL, 1));
-    CHECK_INVALID(fastrpc_server_config_builder_set_compression(NULL, 1));
+    CHECK_INVALID(fastrpc_server_config_builder_set_compression(NULL, (fastrpc_compression)1));
     CHECK_INVALID(fastrpc_server_config_builder_set_flate_level(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_concurrency(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_concurrency_limit_reply(NULL, TH_B("x"), 1));
@@ -434,8 +434,8 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_tls_server_name(cb, NULL));
     CHECK_INVALID(fastrpc_client_config_builder_set_tls_client_cert_pem(cb, NULL, 5, TH_B("k"), 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_tls_client_cert_pem(cb, TH_B("c"), 1, NULL, 5));
-    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, 3));
-    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, 0xFFFFFFFFu));
+    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)3));
+    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)0xFFFFFFFFu));
     CHECK_INVALID(fastrpc_client_config_builder_set_flate_level(cb, 10));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_pending_requests(cb, 0));
     CHECK_INVALID(fastrpc_client_config_builder_set_request_timeout_ms(cb, 0));
@@ -449,7 +449,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_server_config_builder_set_tls_cert_pem(sb, TH_B("c"), 1, NULL, 5));
     CHECK_INVALID(fastrpc_server_config_builder_set_tls_cert_files(sb, NULL, "/b"));
     CHECK_INVALID(fastrpc_server_config_builder_set_tls_client_ca_pem(sb, NULL, 5));
-    CHECK_INVALID(fastrpc_server_config_builder_set_compression(sb, 3));
+    CHECK_INVALID(fastrpc_server_config_builder_set_compression(sb, (fastrpc_compression)3));
     CHECK_INVALID(fastrpc_server_config_builder_set_flate_level(sb, 10));
     CHECK_INVALID(fastrpc_server_config_builder_set_concurrency(sb, 0));
     CHECK_INVALID(fastrpc_server_config_builder_set_max_frame_size(sb, 0));
@@ -564,8 +564,8 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_request_reply(NULL, nb, 0));
 
     /* Library-wide. */
-    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, 0));
-    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, 5));
+    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, (fastrpc_log_level)0));
+    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, (fastrpc_log_level)5));
     CHECK_STATUS(fastrpc_set_log_callback(NULL, NULL, FASTRPC_LOG_ERROR), FASTRPC_STATUS_OK);
     CHECK_INVALID(fastrpc_status_message(0, NULL, 5, &n));
     CHECK_INVALID(fastrpc_last_error_message(NULL, 5, &n));
@@ -693,13 +693,13 @@ static void test_blocking_roundtrip(void) {
             th_handler_init(&h);
             fastrpc_server_config_builder *sb = NULL;
             CHECK_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
-            CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, comps[sc]),
+            CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, (fastrpc_compression)comps[sc]),
                          FASTRPC_STATUS_OK);
             char addr[64];
             fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
             fastrpc_server_config_builder_free(sb);
             fastrpc_client_config_builder *cb = th_client_builder(addr);
-            CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, comps[cc]),
+            CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)comps[cc]),
                          FASTRPC_STATUS_OK);
             fastrpc_client *c = th_client_from(cb);
             fastrpc_response *r = new_response();

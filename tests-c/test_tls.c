@@ -200,7 +200,7 @@ static void test_tls_pem_bytes_and_server_name(void) {
         CHECK_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
         CHECK_STATUS(fastrpc_server_config_builder_set_tls_cert_pem(sb, crt, crt_len, key, key_len),
                      FASTRPC_STATUS_OK);
-        CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, comps[i]), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, (fastrpc_compression)comps[i]), FASTRPC_STATUS_OK);
         char addr[64];
         fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
         fastrpc_server_config_builder_free(sb);
@@ -209,7 +209,7 @@ static void test_tls_pem_bytes_and_server_name(void) {
                      FASTRPC_STATUS_OK);
         CHECK_STATUS(fastrpc_client_config_builder_set_tls_server_name(cb, "localhost"),
                      FASTRPC_STATUS_OK);
-        CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, comps[(i + 1) % 3]),
+        CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)comps[(i + 1) % 3]),
                      FASTRPC_STATUS_OK);
         fastrpc_client *c = th_client_from(cb);
         fastrpc_response *r = NULL;
