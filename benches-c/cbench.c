@@ -266,6 +266,8 @@ static result window(counter_fn done, counter_fn errors, void *arg, fastrpc_clie
     result r = {0};
     sleep_s(opt_warmup);
     fastrpc_client_stats s0, s1;
+    s0.struct_size = sizeof s0;
+    s1.struct_size = sizeof s1;
     fastrpc_client_get_stats(client, &s0);
     double srv0 = cpu_pid_s(server_pid);
     double cpu0 = cpu_self_s();

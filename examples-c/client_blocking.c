@@ -130,6 +130,7 @@ int main(int argc, char **argv) {
 
     if (rc == 0) {
         fastrpc_client_stats stats;
+        stats.struct_size = sizeof stats;
         fastrpc_client_get_stats(client, &stats);
         printf("client_blocking: %ld calls ok in %.3f s (one at a time: each waits for its "
                "response); %" PRIu64 " connection(s)\n",

@@ -163,6 +163,7 @@ int main(int argc, char **argv) {
     double elapsed = now_seconds() - start;
 
     fastrpc_client_stats s;
+    s.struct_size = sizeof s;
     fastrpc_client_get_stats(client, &s);
     /* All callbacks are done, so freeing the client cannot race with one of them. */
     fastrpc_client_free(client);

@@ -159,6 +159,7 @@ int main(int argc, char **argv) {
     for (uint64_t tag = 0; tag < next; tag++) missing += seen[tag] == 0;
 
     fastrpc_client_stats s;
+    s.struct_size = sizeof s;
     fastrpc_client_get_stats(client, &s);
     /* Free the client first (it fails any call still in flight into the queue), then the
      * queue (completions not polled are freed with it). */

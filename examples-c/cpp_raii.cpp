@@ -2,8 +2,10 @@
 //
 //   ./build/cpp_raii
 //
-// Starts a server in this process whose handler is a lambda, then calls it: blocking calls
-// with a reused Response, an async call whose callback is a lambda too, a request that makes
+// Checks at start-up that the library loaded is the one the header describes, starts a
+// server in this process whose handler is a lambda, then calls it: blocking calls with a
+// reused Response, an async call whose callback is a lambda too, queued calls whose
+// completion queue is waited for with poll(2) on its file descriptor, a request that makes
 // the handler throw (the client gets the configured error reply), and a call to a port where
 // nothing listens (a fastrpc::Error carrying FASTRPC_STATUS_CONNECT and the message).
 //
@@ -17,6 +19,8 @@
 
 #include <fastrpc.h>
 
+#include <poll.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +31,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace fastrpc {
 
@@ -93,13 +98,13 @@ public:
         return *this;
     }
     ClientConfig &request_timeout(std::chrono::milliseconds t) {
-        check(fastrpc_client_config_builder_set_request_timeout_ms(b_.get(), static_cast<uint64_t>(t.count())),
+        check(fastrpc_client_config_builder_set_request_timeout_ms(b_.get(), static_cast<uint32_t>(t.count())),
               "set_request_timeout_ms");
         return *this;
     }
     ClientConfig &reconnect_backoff(std::chrono::milliseconds min, std::chrono::milliseconds max) {
-        check(fastrpc_client_config_builder_set_reconnect_backoff_ms(b_.get(), static_cast<uint64_t>(min.count()),
-                                                                     static_cast<uint64_t>(max.count())),
+        check(fastrpc_client_config_builder_set_reconnect_backoff_ms(b_.get(), static_cast<uint32_t>(min.count()),
+                                                                     static_cast<uint32_t>(max.count())),
               "set_reconnect_backoff_ms");
         return *this;
     }
@@ -174,7 +179,26 @@ public:
     // Views valid until reply() or destruction, whichever comes first.
     std::string_view name() const noexcept { return view(fastrpc_request_name); }
     std::string_view value() const noexcept { return view(fastrpc_request_value); }
-    uint32_t id() const noexcept { return fastrpc_request_id(r_.get()); }
+    // 0 exactly for a fire-and-forget request.
+    uint32_t id() const {
+        uint32_t id = 0;
+        check(fastrpc_request_get_id(r_.get(), &id), "request id");
+        return id;
+    }
+    // Who sent it: the client's address, and whether the connection is TLS.
+    std::string peer_addr() const {
+        size_t n = 0;
+        check(fastrpc_request_peer_addr(r_.get(), nullptr, 0, &n), "peer address"); // measure
+        std::string out(n + 1, '\0');
+        check(fastrpc_request_peer_addr(r_.get(), &out[0], out.size(), &n), "peer address");
+        out.resize(n);
+        return out;
+    }
+    bool is_tls() const {
+        bool tls = false;
+        check(fastrpc_request_is_tls(r_.get(), &tls), "is_tls");
+        return tls;
+    }
 
     // Answers (once). The value is copied before this returns. Returns the status rather
     // than throwing: CLOSED (the client went away) is normal in a server.
@@ -189,6 +213,43 @@ private:
         return {reinterpret_cast<const char *>(p), n};
     }
     Handle<fastrpc_request, fastrpc_request_free> r_;
+};
+
+// ---------------------------------------------------------------------------------------
+// CompletionQueue: queued calls complete into it. fd() is readable exactly while
+// completions wait (level-triggered): put it in any event loop, then drain with poll(0).
+
+class CompletionQueue {
+public:
+    struct Completion {
+        uint64_t tag;
+        fastrpc_status status;
+        Response response;
+    };
+
+    CompletionQueue() {
+        fastrpc_completion_queue *q = nullptr;
+        check(fastrpc_completion_queue_new(&q), "completion queue");
+        q_.reset(q);
+    }
+    int fd() const {
+        int fd = -1;
+        check(fastrpc_completion_queue_fd(q_.get(), &fd), "completion queue fd");
+        return fd;
+    }
+    // Takes what is there now, never waits (timeout 0).
+    std::vector<Completion> poll_now() const {
+        fastrpc_completion out[64];
+        size_t n = 0;
+        check(fastrpc_completion_queue_poll(q_.get(), out, 64, 0, &n), "completion queue poll");
+        std::vector<Completion> v;
+        for (size_t i = 0; i < n; i++) v.push_back(Completion{out[i].tag, out[i].status, Response(out[i].response)});
+        return v;
+    }
+    const fastrpc_completion_queue *get() const noexcept { return q_.get(); }
+
+private:
+    Handle<fastrpc_completion_queue, fastrpc_completion_queue_free> q_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -220,6 +281,7 @@ public:
     }
     fastrpc_server_stats stats() const {
         fastrpc_server_stats st{};
+        st.struct_size = sizeof st; // the caller says which version of the struct it has
         check(fastrpc_server_get_stats(s_.get(), &st), "server stats");
         return st;
     }
@@ -286,8 +348,16 @@ public:
         }
     }
 
+    // Queued call: completes into `q` with `tag`. Throws if it could not start.
+    void call_queued(std::string_view name, std::string_view value, const CompletionQueue &q, uint64_t tag) const {
+        check(fastrpc_client_call_queued(c_.get(), bytes(name), name.size(), bytes(value), value.size(), 0, q.get(),
+                                         tag),
+              "call_queued");
+    }
+
     fastrpc_client_stats stats() const {
         fastrpc_client_stats s{};
+        s.struct_size = sizeof s;
         check(fastrpc_client_get_stats(c_.get(), &s), "client stats");
         return s;
     }
@@ -312,6 +382,11 @@ private:
 
 int main() {
     std::setvbuf(stdout, nullptr, _IOLBF, 0); // keep stdout and stderr lines in order in a pipe
+    // The library loaded must be the one this header describes (same major and minor).
+    if (fastrpc_version_number() / 100 != FASTRPC_VERSION_NUMBER / 100) {
+        std::fprintf(stderr, "cpp_raii: built for fastrpc %s, loaded %s\n", FASTRPC_VERSION, fastrpc_version());
+        return 1;
+    }
     try {
         std::atomic<int> handled{0};
 
@@ -325,6 +400,10 @@ int main() {
             std::string_view name = req.name();
             std::string_view value = req.value();
             if (name == "fail") throw std::runtime_error("asked to fail");
+            if (name == "whoami") {
+                req.reply(req.peer_addr() + (req.is_tls() ? " (TLS)" : " (plaintext)"));
+                return;
+            }
             std::string out;
             if (name == "upper") {
                 out.assign(value);
@@ -360,6 +439,26 @@ int main() {
         });
         std::printf("cpp_raii: call_async echo(async) -> %s\n", future.get().c_str());
 
+        // Queued calls, waited for with poll(2) on the queue's descriptor: the way to wait in
+        // an event loop (epoll, libuv, asio, ...) instead of a thread blocked in a poll.
+        fastrpc::CompletionQueue queue;
+        client.call_queued("echo", "queued", queue, 1);
+        client.call_queued("whoami", "", queue, 2);
+        int done = 0;
+        while (done < 2) {
+            struct pollfd p = {queue.fd(), POLLIN, 0};
+            if (::poll(&p, 1, 10000) != 1) {
+                std::fprintf(stderr, "cpp_raii: the completion queue stayed empty for 10 s\n");
+                return 1;
+            }
+            for (auto &c : queue.poll_now()) { // drain: timeout 0 until empty
+                done++;
+                std::string_view v = c.response.value();
+                std::printf("cpp_raii: queued call %llu -> %.*s\n", static_cast<unsigned long long>(c.tag),
+                            static_cast<int>(v.size()), v.data());
+            }
+        }
+
         // The handler throws: the trampoline catches it, the request is freed unanswered and
         // the client receives the configured error reply (a normal, OK response).
         std::string_view err = client.call("fail", "x", resp);
@@ -382,7 +481,7 @@ int main() {
         std::printf("cpp_raii: client made %llu calls; server handled %d requests (%llu unanswered)\n",
                     static_cast<unsigned long long>(cs.calls), handled.load(),
                     static_cast<unsigned long long>(ss.unanswered));
-        return cs.calls == 6 && handled.load() == 6 && ss.unanswered == 1 ? 0 : 1;
+        return cs.calls == 8 && handled.load() == 8 && ss.unanswered == 1 ? 0 : 1;
         // Destructors run in reverse order: response, client (closes its connection), then
         // the server (graceful stop, free, then the handler lambda).
     } catch (const fastrpc::Error &e) {

@@ -160,6 +160,7 @@ int main(int argc, char **argv) {
      *    are not counted here. */
     fastrpc_server_stats stats;
     memset(&stats, 0, sizeof stats);
+    stats.struct_size = sizeof stats; /* which version of the struct this program has */
     fastrpc_server_get_stats(server, &stats);
 
     /* 7. Graceful stop: stop accepting and reading, give running handlers up to 5 s to

@@ -1,6 +1,76 @@
 /*
  * fastrpc: fast RPC over one connection, batched, compressed, optionally TLS.
- * Wire-compatible with valyala/fastrpc (tlv). See README.md, "API conventions".
+ * Wire-compatible with valyala/fastrpc (tlv). This header is the whole manual of the C API:
+ * the conventions below hold for every function, and each function's comment says what it
+ * returns.
+ *
+ * VERSION. FASTRPC_VERSION_NUMBER (MAJOR * 10000 + MINOR * 100 + PATCH) is the version of
+ * this header, fastrpc_version_number() that of the library loaded. Before 1.0 every minor
+ * version may change the ABI (the SONAME is libfastrpc.so.0.MINOR), so check at start-up:
+ *     if (fastrpc_version_number() / 100 != FASTRPC_VERSION_NUMBER / 100) abort();
+ *
+ * STATUS CODES. Fallible functions return fastrpc_status: FASTRPC_STATUS_OK (0) or why they
+ * failed; every value keeps its meaning forever. fastrpc_status_message renders a status,
+ * fastrpc_last_error_message the details of the last failure on the calling thread, and a
+ * failed call's fastrpc_response carries its own message (fastrpc_response_error_message).
+ *
+ * OWNERSHIP. A `T **out` parameter hands a new object to the caller, who frees it with
+ * that object's _free function; every _free accepts NULL. Memory the library allocates is
+ * freed only by the library. A `const T *` argument is not changed.
+ *
+ * OUT-PARAMETERS ARE WRITTEN ONLY ON SUCCESS. On any status other than OK, out-parameters
+ * keep their old values. The one exception is text: `*out_len` receives the text's full
+ * length also when it was cut (BUFFER_TOO_SMALL), and (buf NULL, len 0) just measures: OK
+ * with the length in `*out_len`.
+ *
+ * BUFFERS. Bytes are a pointer and a length: (NULL, 0) is empty, (NULL, n > 0) is
+ * INVALID_ARGUMENT. Names and values passed in are copied before the function returns.
+ * Text parameters are NUL-terminated UTF-8.
+ *
+ * VIEWS. Pointers the library lends (fastrpc_response_data, fastrpc_request_name and
+ * _value, fastrpc_version) stay valid until their object is freed or reused: a response
+ * until it is freed or passed to another call, a request's views until it is answered or
+ * freed; fastrpc_version's string forever.
+ *
+ * DURATIONS. Every duration is a uint32_t: milliseconds (`_ms`, up to about 49 days), or
+ * microseconds for the batch delays (`_us`). Timeout 0 means "the configured default" for
+ * calls, "do not wait" for polls, and "no limit" for the read and write timeouts.
+ *
+ * STATS STRUCTS begin with `size_t struct_size`: set it to sizeof the struct before the
+ * call. The library writes only the fields both it and the caller's header know, and sets
+ * struct_size to the bytes written; later versions only append fields.
+ *
+ * SAFETY. Every function catches internal panics (FASTRPC_STATUS_PANIC; the process goes
+ * on). NULL or invalid arguments give INVALID_ARGUMENT, never a crash; detectable misuse
+ * (double answer, use after close) gives a status.
+ *
+ * THREADS. The library runs its own threads (the runtime, started on first use; size it
+ * with fastrpc_set_worker_threads before that; default: CPUs, at most 4). Every function
+ * may be called from any thread unless its comment says otherwise. Callbacks (call
+ * completions, handlers, the log hook) run on the library's threads, possibly several at
+ * once: keep them short, never block in them, and never make a blocking fastrpc call or a
+ * waiting poll from them (those return INVALID_ARGUMENT instead of deadlocking). Closing or
+ * freeing a client from inside its own callback is allowed. Queues (completion and server)
+ * need no callback at all: poll them from your threads, or wait for their file descriptor
+ * (fastrpc_completion_queue_fd, fastrpc_server_queue_fd) in your own event loop.
+ *
+ * LOGGING. The library never writes to stdout or stderr; fastrpc_set_log_callback receives
+ * its messages.
+ *
+ * FORK. The library's threads do not survive fork(). In a child forked after the library
+ * started them, every function that needs them returns INVALID_ARGUMENT at once (it never
+ * hangs), and objects created before the fork must not be used (free them or leave them).
+ * Fork before the first fastrpc call, or exec in the child.
+ *
+ * SIGPIPE. A dead peer never raises SIGPIPE (sockets are written with MSG_NOSIGNAL); the
+ * host need not ignore it.
+ *
+ * PROCESS EXIT. Returning from main or calling exit() with objects still open is allowed:
+ * calls in flight are abandoned (their callbacks may or may not run before the process
+ * ends), unsent data is lost and the OS closes the sockets. Callbacks may still be running on library threads while exit()
+ * runs atexit handlers and static destructors, so free clients and servers first (freeing
+ * waits for their callbacks) when callbacks touch global state. fastrpc_shutdown stops the
+ * library's threads (for dlclose and leak checkers) once every client and server is freed.
  */
 
 #ifndef FASTRPC_H
@@ -13,10 +83,12 @@
 #include <stdint.h>
 
 /** The version of this header; compare with fastrpc_version(). */
-#define FASTRPC_VERSION "0.1.0"
+#define FASTRPC_VERSION "0.2.0"
 #define FASTRPC_VERSION_MAJOR 0
-#define FASTRPC_VERSION_MINOR 1
+#define FASTRPC_VERSION_MINOR 2
 #define FASTRPC_VERSION_PATCH 0
+/** MAJOR * 10000 + MINOR * 100 + PATCH; compare with fastrpc_version_number(). */
+#define FASTRPC_VERSION_NUMBER ((FASTRPC_VERSION_MAJOR) * 10000 + (FASTRPC_VERSION_MINOR) * 100 + (FASTRPC_VERSION_PATCH))
 
 
 /**
@@ -322,9 +394,15 @@ typedef struct fastrpc_io_stats {
 } fastrpc_io_stats;
 
 /**
- * A client's counters, from `fastrpc_client_get_stats`.
+ * A client's counters, from `fastrpc_client_get_stats`. Set `struct_size` to
+ * `sizeof(fastrpc_client_stats)` before the call: later versions append fields, and the
+ * library fills only what both it and the caller's header know.
  */
 typedef struct fastrpc_client_stats {
+  /**
+   * Set by the caller to `sizeof(fastrpc_client_stats)`; on return, the bytes written.
+   */
+  size_t struct_size;
   /**
    * Calls accepted (not counting fire-and-forget sends).
    */
@@ -371,6 +449,11 @@ typedef struct fastrpc_client_stats {
  * One server's share of a balanced client, from `fastrpc_balanced_client_get_server_stats`.
  */
 typedef struct fastrpc_balanced_server_stats {
+  /**
+   * Set by the caller to `sizeof(fastrpc_balanced_server_stats)`; on return, the bytes
+   * written (see `fastrpc_client_stats`).
+   */
+  size_t struct_size;
   /**
    * 1 when new calls go to it; 0 when every connection to it failed to connect and is
    * skipped until its backoff passes.
@@ -429,9 +512,15 @@ typedef void (*fastrpc_handler)(void *userdata,
                                 struct fastrpc_request *request);
 
 /**
- * A server's counters, from `fastrpc_server_get_stats`.
+ * A server's counters, from `fastrpc_server_get_stats`. Set `struct_size` to
+ * `sizeof(fastrpc_server_stats)` before the call: later versions append fields, and the
+ * library fills only what both it and the caller's header know.
  */
 typedef struct fastrpc_server_stats {
+  /**
+   * Set by the caller to `sizeof(fastrpc_server_stats)`; on return, the bytes written.
+   */
+  size_t struct_size;
   /**
    * Requests that want a response.
    */
@@ -564,8 +653,8 @@ fastrpc_status fastrpc_balanced_client_send(const struct fastrpc_balanced_client
 size_t fastrpc_balanced_client_pending_requests(const struct fastrpc_balanced_client *client);
 
 /**
- * Writes the counters of every connection, summed, into `*out`. Any thread. Returns OK or
- * INVALID_ARGUMENT.
+ * Writes the counters of every connection, summed, into `*out` (set `out->struct_size`
+ * first, as for `fastrpc_client_get_stats`). Any thread. Returns OK or INVALID_ARGUMENT.
  */
 fastrpc_status fastrpc_balanced_client_get_stats(const struct fastrpc_balanced_client *client,
                                                  struct fastrpc_client_stats *out);
@@ -690,8 +779,9 @@ fastrpc_status fastrpc_client_send(const struct fastrpc_client *client,
 size_t fastrpc_client_pending_requests(const struct fastrpc_client *client);
 
 /**
- * Writes a snapshot of the client's counters into `*out`. Any thread. Returns OK or
- * INVALID_ARGUMENT.
+ * Writes a snapshot of the client's counters into `*out`, whose `struct_size` the caller
+ * set (see `fastrpc_client_stats`). Any thread. Returns OK or INVALID_ARGUMENT (NULL
+ * `client` or `out`, `out->struct_size` not set).
  */
 fastrpc_status fastrpc_client_get_stats(const struct fastrpc_client *client,
                                         struct fastrpc_client_stats *out);
@@ -734,6 +824,8 @@ void fastrpc_client_config_builder_free(struct fastrpc_client_config_builder *bu
 
 /**
  * The server address: `host:port` or `unix:/path` (NUL-terminated UTF-8). Required.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 `addr`).
  */
 fastrpc_status fastrpc_client_config_builder_set_addr(struct fastrpc_client_config_builder *builder,
                                                       const char *addr);
@@ -759,10 +851,12 @@ fastrpc_status fastrpc_client_config_builder_set_connections_per_server(struct f
  * default; 0: never after the first time). Returns OK or INVALID_ARGUMENT.
  */
 fastrpc_status fastrpc_client_config_builder_set_resolve_interval_ms(struct fastrpc_client_config_builder *builder,
-                                                                     uint64_t interval_ms);
+                                                                     uint32_t interval_ms);
 
 /**
  * The sniff header written first on each connection (`(NULL, 0)`: none).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
  */
 fastrpc_status fastrpc_client_config_builder_set_sniff_header(struct fastrpc_client_config_builder *builder,
                                                               const uint8_t *data,
@@ -770,91 +864,121 @@ fastrpc_status fastrpc_client_config_builder_set_sniff_header(struct fastrpc_cli
 
 /**
  * The protocol version byte (0 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_client_config_builder_set_protocol_version(struct fastrpc_client_config_builder *builder,
                                                                   uint8_t version);
 
 /**
  * Compression of requests: a `fastrpc_compression` value; anything else is INVALID_ARGUMENT.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, not a `fastrpc_compression` value).
  */
 fastrpc_status fastrpc_client_config_builder_set_compression(struct fastrpc_client_config_builder *builder,
-                                                             uint32_t compression);
+                                                             fastrpc_compression compression);
 
 /**
  * DEFLATE level 0-9 (6 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `level` above 9).
  */
 fastrpc_status fastrpc_client_config_builder_set_flate_level(struct fastrpc_client_config_builder *builder,
                                                              uint32_t level);
 
 /**
  * Calls that may wait at once (1000 by default); must be at least 1.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0; above 16777216 is refused by `fastrpc_client_new`).
  */
 fastrpc_status fastrpc_client_config_builder_set_max_pending_requests(struct fastrpc_client_config_builder *builder,
                                                                       size_t n);
 
 /**
  * At the pending limit, fail the oldest queued call instead of the new one.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_client_config_builder_set_prioritize_new_requests(struct fastrpc_client_config_builder *builder,
                                                                          bool on);
 
 /**
  * Longest wait, in microseconds, for more requests to share a write (0 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_client_config_builder_set_max_batch_delay_us(struct fastrpc_client_config_builder *builder,
-                                                                    uint64_t us);
+                                                                    uint32_t us);
 
 /**
  * Deadline of calls made with timeout 0 (10000 by default); must be more than 0.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
  */
 fastrpc_status fastrpc_client_config_builder_set_request_timeout_ms(struct fastrpc_client_config_builder *builder,
-                                                                    uint64_t ms_);
+                                                                    uint32_t ms);
 
 /**
  * Longest time to read one whole response frame; also the idle lifetime (0: none).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_client_config_builder_set_read_timeout_ms(struct fastrpc_client_config_builder *builder,
-                                                                 uint64_t ms_);
+                                                                 uint32_t ms);
 
 /**
  * Longest time to write one batch (0: none).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_client_config_builder_set_write_timeout_ms(struct fastrpc_client_config_builder *builder,
-                                                                  uint64_t ms_);
+                                                                  uint32_t ms);
 
 /**
  * Socket read buffer size in bytes (64 KiB by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
  */
 fastrpc_status fastrpc_client_config_builder_set_read_buffer_size(struct fastrpc_client_config_builder *builder,
                                                                   size_t n);
 
 /**
  * Write buffer size in bytes (64 KiB by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
  */
 fastrpc_status fastrpc_client_config_builder_set_write_buffer_size(struct fastrpc_client_config_builder *builder,
                                                                    size_t n);
 
 /**
  * Largest name or value in bytes, both directions (1 MiB by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0 or above 4294967295).
  */
 fastrpc_status fastrpc_client_config_builder_set_max_frame_size(struct fastrpc_client_config_builder *builder,
                                                                 size_t n);
 
 /**
  * Bound on the connection handshake, TLS included (3000 by default); more than 0.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
  */
 fastrpc_status fastrpc_client_config_builder_set_handshake_timeout_ms(struct fastrpc_client_config_builder *builder,
-                                                                      uint64_t ms_);
+                                                                      uint32_t ms);
 
 /**
  * Wait between connect attempts: starts at `min_ms`, doubles with jitter up to `max_ms` (20 and 1000 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `min_ms` above `max_ms`).
  */
 fastrpc_status fastrpc_client_config_builder_set_reconnect_backoff_ms(struct fastrpc_client_config_builder *builder,
-                                                                      uint64_t min_ms,
-                                                                      uint64_t max_ms);
+                                                                      uint32_t min_ms,
+                                                                      uint32_t max_ms);
 
 /**
  * Turns TLS on, trusting the CA certificates in `pem` (PEM bytes) to verify the server.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_client_new`
  */
 fastrpc_status fastrpc_client_config_builder_set_tls_ca_pem(struct fastrpc_client_config_builder *builder,
                                                             const uint8_t *pem,
@@ -862,18 +986,24 @@ fastrpc_status fastrpc_client_config_builder_set_tls_ca_pem(struct fastrpc_clien
 
 /**
  * Turns TLS on, trusting the CA certificates in the PEM file at `path`.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 `path`), or TLS (the file cannot be read).
  */
 fastrpc_status fastrpc_client_config_builder_set_tls_ca_file(struct fastrpc_client_config_builder *builder,
                                                              const char *path);
 
 /**
  * The name the server's certificate must carry (default: the host of the address).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 `name`).
  */
 fastrpc_status fastrpc_client_config_builder_set_tls_server_name(struct fastrpc_client_config_builder *builder,
                                                                  const char *name);
 
 /**
  * Mutual TLS: the client's certificate chain and private key (PEM bytes).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_client_new`
  */
 fastrpc_status fastrpc_client_config_builder_set_tls_client_cert_pem(struct fastrpc_client_config_builder *builder,
                                                                      const uint8_t *cert,
@@ -883,6 +1013,8 @@ fastrpc_status fastrpc_client_config_builder_set_tls_client_cert_pem(struct fast
 
 /**
  * DANGEROUS, for tests and development only: turns TLS on and accepts any server certificate, so the connection is encrypted but the server is not authenticated.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_client_config_builder_set_tls_insecure_skip_verify_for_testing_only(struct fastrpc_client_config_builder *builder,
                                                                                            bool on);
@@ -917,9 +1049,35 @@ fastrpc_status fastrpc_completion_queue_poll(const struct fastrpc_completion_que
                                              size_t *n);
 
 /**
+ * Writes into `*fd` a file descriptor that is readable exactly while the queue holds
+ * completions or is shut down, for the caller's own epoll, poll, select, libuv, asyncio
+ * (`loop.add_reader`) or Go netpoller: no thread needs to block in
+ * `fastrpc_completion_queue_poll`. It is an eventfd (non-blocking, close-on-exec) owned by
+ * the queue: never read, write or close it; it stays valid until
+ * `fastrpc_completion_queue_free`. Every call returns the same descriptor (made on the
+ * first call, so queues that are never watched hold no descriptor).
+ *
+ * Semantics are level-triggered: the descriptor becomes readable when the queue goes from
+ * empty to non-empty (or is shut down) and stops being readable when a poll takes the last
+ * completion. Drain pattern, when the descriptor is reported readable:
+ * `fastrpc_completion_queue_poll(q, out, max, 0, &n)` with timeout 0 until it returns
+ * `n == 0` (or CLOSED after shutdown). With level-triggered epoll taking one batch per
+ * wakeup is also correct: the descriptor stays readable while completions remain. With
+ * `EPOLLET` the drain loop is required. Cost: one eventfd write when the queue becomes
+ * non-empty and one read when a poll empties it; nothing per completion in between.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL `queue` or `fd`), or IO when the eventfd cannot be
+ * created (the process is out of descriptors). Any thread.
+ */
+fastrpc_status fastrpc_completion_queue_fd(const struct fastrpc_completion_queue *queue,
+                                           int *fd);
+
+/**
  * Shuts the queue down: pollers wake, and once it is empty poll returns CLOSED. Calls still
  * in flight still complete into it; new calls for it are refused
  * (`fastrpc_client_call_queued` returns CLOSED). Any thread, including inside callbacks.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `queue`).
  */
 fastrpc_status fastrpc_completion_queue_shutdown(const struct fastrpc_completion_queue *queue);
 
@@ -936,6 +1094,15 @@ void fastrpc_completion_queue_free(struct fastrpc_completion_queue *queue);
 const char *fastrpc_version(void);
 
 /**
+ * The library version as one integer, `MAJOR * 10000 + MINOR * 100 + PATCH` (0.2.0 is 200),
+ * the same form as the header's `FASTRPC_VERSION_NUMBER`. A program checks at run time that
+ * the library it loaded is the one its header describes:
+ * `fastrpc_version_number() / 100 == FASTRPC_VERSION_NUMBER / 100` (same major and minor;
+ * before 1.0 every minor version may change the ABI). Any thread, never fails.
+ */
+uint32_t fastrpc_version_number(void);
+
+/**
  * Sets the number of threads of the library's runtime (the threads that run connections,
  * handlers and callbacks). Call it before creating any client or server; 0 restores the
  * default (the number of CPUs, at most 4). Returns OK, or INVALID_ARGUMENT when the runtime
@@ -950,7 +1117,23 @@ fastrpc_status fastrpc_set_worker_threads(size_t n);
  */
 fastrpc_status fastrpc_set_log_callback(fastrpc_log_callback callback,
                                         void *userdata,
-                                        uint32_t max_level);
+                                        fastrpc_log_level max_level);
+
+/**
+ * Stops the library's threads (its runtime), for `dlclose` and for leak checkers; the next
+ * fastrpc call that needs them starts them again. Safe to call at any time from your own
+ * thread, also when the library never started (then it does nothing) and twice.
+ *
+ * While a client or server is still open (created and not yet freed) it stops nothing and
+ * returns INVALID_ARGUMENT, saying how many are open: free them first (freeing waits for
+ * their callbacks). Queues, responses, requests and builders need no threads and may stay.
+ * It waits up to 5 s for the library's threads to finish what they run, then returns.
+ *
+ * Returns OK, or INVALID_ARGUMENT (clients or servers still open; called from a library
+ * thread, inside a callback or handler; another thread inside a blocking call; or in a
+ * child process after fork, where the threads do not exist).
+ */
+fastrpc_status fastrpc_shutdown(void);
 
 /**
  * Points `*data`/`*len` at the request's name. Valid until the request is answered or
@@ -971,7 +1154,8 @@ fastrpc_status fastrpc_request_value(const struct fastrpc_request *request,
 
 /**
  * The request id (0 for a fire-and-forget request, whose reply is not sent; also 0 when
- * `request` is NULL or already answered).
+ * `request` is NULL or already answered, so 0 is ambiguous: prefer
+ * `fastrpc_request_get_id`, which tells those apart).
  */
 uint32_t fastrpc_request_id(const struct fastrpc_request *request);
 
@@ -994,6 +1178,66 @@ fastrpc_status fastrpc_request_reply(struct fastrpc_request *request,
  * forever. Any thread. The pointer is invalid afterwards.
  */
 void fastrpc_request_free(struct fastrpc_request *request);
+
+/**
+ * Writes the request id into `*id`: 0 means exactly a fire-and-forget request (its reply is
+ * not sent), anything else a call that waits for its reply. Returns OK, ALREADY_ANSWERED
+ * (the request was answered: `*id` is not written) or INVALID_ARGUMENT (NULL `request` or
+ * `id`). Any thread.
+ */
+fastrpc_status fastrpc_request_get_id(const struct fastrpc_request *request,
+                                      uint32_t *id);
+
+/**
+ * Writes the client's address (`127.0.0.1:50123`, or `unix:...` for a Unix socket) into
+ * `buf`, NUL-terminated, as `fastrpc_status_message` does. Returns OK, BUFFER_TOO_SMALL
+ * (cut; `*out_len` has the full length), ALREADY_ANSWERED or INVALID_ARGUMENT (NULL
+ * `request`, NULL `buf` with `len` > 0). `(NULL, 0)` measures. Any thread.
+ */
+fastrpc_status fastrpc_request_peer_addr(const struct fastrpc_request *request,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *out_len);
+
+/**
+ * Writes into `*tls` whether the request came over TLS. Returns OK, ALREADY_ANSWERED or
+ * INVALID_ARGUMENT (NULL `request` or `tls`). Any thread.
+ */
+fastrpc_status fastrpc_request_is_tls(const struct fastrpc_request *request,
+                                      bool *tls);
+
+/**
+ * Points `*data`/`*len` at the client's certificate (DER), which the server verified
+ * against its client CAs (mutual TLS); `(NULL, 0)` when the client presented none (plaintext,
+ * or TLS without client certificates). Valid until the request is answered or freed.
+ * Returns OK, ALREADY_ANSWERED or INVALID_ARGUMENT (NULL arguments). Any thread.
+ */
+fastrpc_status fastrpc_request_peer_certificate(const struct fastrpc_request *request,
+                                                const uint8_t **data,
+                                                size_t *len);
+
+/**
+ * Writes the client certificate's subject as text (`CN=client,O=Example`; CN, C, L, ST, O,
+ * OU and serialNumber, in certificate order) into `buf`, as `fastrpc_status_message` does;
+ * empty without a client certificate. Returns OK, BUFFER_TOO_SMALL, ALREADY_ANSWERED or
+ * INVALID_ARGUMENT. `(NULL, 0)` measures. Any thread.
+ */
+fastrpc_status fastrpc_request_peer_subject(const struct fastrpc_request *request,
+                                            char *buf,
+                                            size_t len,
+                                            size_t *out_len);
+
+/**
+ * Writes the client certificate's subject alternative names as text
+ * (`DNS:host,IP:10.0.0.1,email:a@b,URI:spiffe://...`) into `buf`, as
+ * `fastrpc_status_message` does; empty without a client certificate or without SANs.
+ * Returns OK, BUFFER_TOO_SMALL, ALREADY_ANSWERED or INVALID_ARGUMENT. `(NULL, 0)`
+ * measures. Any thread.
+ */
+fastrpc_status fastrpc_request_peer_subject_alt_names(const struct fastrpc_request *request,
+                                                      char *buf,
+                                                      size_t len,
+                                                      size_t *out_len);
 
 /**
  * Creates an empty response object, for `fastrpc_client_call`. Reuse it across calls: its
@@ -1021,14 +1265,19 @@ const uint8_t *fastrpc_response_data(const struct fastrpc_response *resp);
 size_t fastrpc_response_len(const struct fastrpc_response *resp);
 
 /**
- * The status of the call this object holds the outcome of: OK, or why it failed.
- * INVALID_ARGUMENT when `resp` is NULL.
+ * Returns the status of the call this object holds the outcome of: OK, or why it failed
+ * (any status a call can end with: TIMEOUT, OVERFLOW, CONNECT, CONNECTION, CLOSED, PROTOCOL,
+ * TLS, TOO_LARGE, INVALID_ARGUMENT, IO, PANIC); INVALID_ARGUMENT when `resp` is NULL.
  */
 fastrpc_status fastrpc_response_status(const struct fastrpc_response *resp);
 
 /**
  * Writes the message of the failure this object holds (which peer, which cause) into
  * `buf`, as `fastrpc_status_message` does; empty when the call succeeded.
+ *
+ * Returns OK, BUFFER_TOO_SMALL (the text was cut; `*out_len` has its full length) or
+ * INVALID_ARGUMENT (NULL `resp`, or NULL `buf` with `len` > 0). `(NULL, 0)` measures: OK
+ * with the length in `*out_len`.
  */
 fastrpc_status fastrpc_response_error_message(const struct fastrpc_response *resp,
                                               char *buf,
@@ -1053,6 +1302,9 @@ fastrpc_status fastrpc_server_new(const struct fastrpc_server_config_builder *bu
 /**
  * Like `fastrpc_server_new`, but each request goes into `queue`, to be taken with
  * `fastrpc_server_queue_poll`. The queue must outlive the server.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL arguments, bad address or options, called from a
+ * library thread), IO (cannot listen there) or TLS (unusable certificate or key).
  */
 fastrpc_status fastrpc_server_new_queued(const struct fastrpc_server_config_builder *builder,
                                          const char *addr,
@@ -1062,7 +1314,8 @@ fastrpc_status fastrpc_server_new_queued(const struct fastrpc_server_config_buil
 /**
  * Writes the bound address (`127.0.0.1:40123` with the real port, or `unix:/path`) into
  * `buf`, NUL-terminated; `*out_len` (when not NULL) receives its length. Returns OK,
- * BUFFER_TOO_SMALL (cut to fit) or INVALID_ARGUMENT. Any thread.
+ * BUFFER_TOO_SMALL (cut to fit) or INVALID_ARGUMENT (NULL `server`, NULL `buf` with `len`
+ * > 0). `(NULL, 0)` measures: OK with the length in `*out_len`. Any thread.
  */
 fastrpc_status fastrpc_server_local_addr(const struct fastrpc_server *server,
                                          char *buf,
@@ -1070,8 +1323,9 @@ fastrpc_status fastrpc_server_local_addr(const struct fastrpc_server *server,
                                          size_t *out_len);
 
 /**
- * Writes a snapshot of the server's counters into `*out`. Any thread. Returns OK or
- * INVALID_ARGUMENT.
+ * Writes a snapshot of the server's counters into `*out`, whose `struct_size` the caller
+ * set (see `fastrpc_server_stats`). Any thread. Returns OK or INVALID_ARGUMENT (NULL
+ * `server` or `out`, `out->struct_size` not set).
  */
 fastrpc_status fastrpc_server_get_stats(const struct fastrpc_server *server,
                                         struct fastrpc_server_stats *out);
@@ -1111,6 +1365,8 @@ void fastrpc_server_config_builder_free(struct fastrpc_server_config_builder *bu
 
 /**
  * The sniff header expected first on each connection and written back (`(NULL, 0)`: none).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
  */
 fastrpc_status fastrpc_server_config_builder_set_sniff_header(struct fastrpc_server_config_builder *builder,
                                                               const uint8_t *data,
@@ -1118,30 +1374,40 @@ fastrpc_status fastrpc_server_config_builder_set_sniff_header(struct fastrpc_ser
 
 /**
  * The protocol version byte (0 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_server_config_builder_set_protocol_version(struct fastrpc_server_config_builder *builder,
                                                                   uint8_t version);
 
 /**
  * Compression of responses: a `fastrpc_compression` value; anything else is INVALID_ARGUMENT.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, not a `fastrpc_compression` value).
  */
 fastrpc_status fastrpc_server_config_builder_set_compression(struct fastrpc_server_config_builder *builder,
-                                                             uint32_t compression);
+                                                             fastrpc_compression compression);
 
 /**
  * DEFLATE level 0-9 (6 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `level` above 9).
  */
 fastrpc_status fastrpc_server_config_builder_set_flate_level(struct fastrpc_server_config_builder *builder,
                                                              uint32_t level);
 
 /**
  * Handlers that may run at once over all connections (10000 by default); at least 1.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
  */
 fastrpc_status fastrpc_server_config_builder_set_concurrency(struct fastrpc_server_config_builder *builder,
                                                              size_t n);
 
 /**
  * The response value sent at once, instead of running the handler, when `concurrency` handlers already run (empty by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
  */
 fastrpc_status fastrpc_server_config_builder_set_concurrency_limit_reply(struct fastrpc_server_config_builder *builder,
                                                                          const uint8_t *data,
@@ -1149,6 +1415,8 @@ fastrpc_status fastrpc_server_config_builder_set_concurrency_limit_reply(struct 
 
 /**
  * The response value sent for a request freed unanswered (empty by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
  */
 fastrpc_status fastrpc_server_config_builder_set_error_reply(struct fastrpc_server_config_builder *builder,
                                                              const uint8_t *data,
@@ -1156,54 +1424,72 @@ fastrpc_status fastrpc_server_config_builder_set_error_reply(struct fastrpc_serv
 
 /**
  * Run each connection's requests one after another, in order.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_server_config_builder_set_pipeline_requests(struct fastrpc_server_config_builder *builder,
                                                                    bool on);
 
 /**
  * Longest wait, in microseconds, for more responses to share a write (0 by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_server_config_builder_set_max_batch_delay_us(struct fastrpc_server_config_builder *builder,
-                                                                    uint64_t us);
+                                                                    uint32_t us);
 
 /**
  * Longest time to read one whole request frame; also the idle lifetime (0: none).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_server_config_builder_set_read_timeout_ms(struct fastrpc_server_config_builder *builder,
-                                                                 uint64_t ms_);
+                                                                 uint32_t ms);
 
 /**
  * Longest time to write one batch (0: none).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_server_config_builder_set_write_timeout_ms(struct fastrpc_server_config_builder *builder,
-                                                                  uint64_t ms_);
+                                                                  uint32_t ms);
 
 /**
  * Socket read buffer size in bytes (64 KiB by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
  */
 fastrpc_status fastrpc_server_config_builder_set_read_buffer_size(struct fastrpc_server_config_builder *builder,
                                                                   size_t n);
 
 /**
  * Write buffer size in bytes (64 KiB by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
  */
 fastrpc_status fastrpc_server_config_builder_set_write_buffer_size(struct fastrpc_server_config_builder *builder,
                                                                    size_t n);
 
 /**
  * Largest name or value in bytes, both directions (1 MiB by default).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0 or above 4294967295).
  */
 fastrpc_status fastrpc_server_config_builder_set_max_frame_size(struct fastrpc_server_config_builder *builder,
                                                                 size_t n);
 
 /**
  * Bound on the connection handshake, TLS included (3000 by default); more than 0.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
  */
 fastrpc_status fastrpc_server_config_builder_set_handshake_timeout_ms(struct fastrpc_server_config_builder *builder,
-                                                                      uint64_t ms_);
+                                                                      uint32_t ms);
 
 /**
  * Turns TLS on with this certificate chain and private key (PEM bytes).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_server_new`
  */
 fastrpc_status fastrpc_server_config_builder_set_tls_cert_pem(struct fastrpc_server_config_builder *builder,
                                                               const uint8_t *cert,
@@ -1213,6 +1499,8 @@ fastrpc_status fastrpc_server_config_builder_set_tls_cert_pem(struct fastrpc_ser
 
 /**
  * Turns TLS on with the certificate chain and private key in these PEM files.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 paths), or TLS (a file cannot be read).
  */
 fastrpc_status fastrpc_server_config_builder_set_tls_cert_files(struct fastrpc_server_config_builder *builder,
                                                                 const char *cert_path,
@@ -1224,6 +1512,8 @@ fastrpc_status fastrpc_server_config_builder_set_tls_cert_files(struct fastrpc_s
  * handshake is answered with TLS required, then the connection closes), whatever
  * `fastrpc_server_config_builder_set_require_tls` says. No setting serves plaintext while
  * asking for client certificates.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_server_new`
  */
 fastrpc_status fastrpc_server_config_builder_set_tls_client_ca_pem(struct fastrpc_server_config_builder *builder,
                                                                    const uint8_t *pem,
@@ -1234,6 +1524,8 @@ fastrpc_status fastrpc_server_config_builder_set_tls_client_ca_pem(struct fastrp
  * TLS is required, then the connection closes. With a client CA
  * (`fastrpc_server_config_builder_set_tls_client_ca_pem` or `_file`) plaintext clients are
  * refused even when this is off.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
  */
 fastrpc_status fastrpc_server_config_builder_set_require_tls(struct fastrpc_server_config_builder *builder,
                                                              bool on);
@@ -1269,8 +1561,30 @@ fastrpc_status fastrpc_server_queue_poll(const struct fastrpc_server_queue *queu
                                          size_t *n);
 
 /**
+ * Writes into `*fd` a file descriptor that is readable exactly while requests wait in the
+ * queue or it is shut down, for the caller's own epoll, poll, select, libuv, asyncio or Go
+ * netpoller: no thread needs to block in `fastrpc_server_queue_poll`. It is an eventfd
+ * (non-blocking, close-on-exec) owned by the queue: never read, write or close it; it stays
+ * valid until `fastrpc_server_queue_free`. Every call returns the same descriptor.
+ *
+ * Level-triggered, as `fastrpc_completion_queue_fd`: readable from the moment the queue
+ * goes from empty to non-empty (or is shut down) until a poll takes the last request.
+ * Drain pattern: when it is readable, `fastrpc_server_queue_poll(q, out, max, 0, &n)` with
+ * timeout 0 until `n == 0` (or CLOSED after shutdown); with level-triggered epoll one
+ * batch per wakeup is also correct. No syscall per request while the queue stays
+ * non-empty.
+ *
+ * Returns OK, INVALID_ARGUMENT (NULL `queue` or `fd`), or IO when the eventfd cannot be
+ * created. Any thread.
+ */
+fastrpc_status fastrpc_server_queue_fd(const struct fastrpc_server_queue *queue,
+                                       int *fd);
+
+/**
  * Shuts the queue down: pollers wake; requests already queued can still be polled, new ones
  * are answered with the error reply; once empty, poll returns CLOSED. Any thread.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `queue`).
  */
 fastrpc_status fastrpc_server_queue_shutdown(const struct fastrpc_server_queue *queue);
 
@@ -1287,8 +1601,9 @@ void fastrpc_server_queue_free(struct fastrpc_server_queue *queue);
  * address, which TLS alert) see `fastrpc_last_error_message` and
  * `fastrpc_response_error_message`.
  *
- * Returns OK, or BUFFER_TOO_SMALL when the message was cut to fit (`buf` NULL with `len` 0
- * just measures), or INVALID_ARGUMENT when `buf` is NULL with a non-zero `len`.
+ * Returns OK, or BUFFER_TOO_SMALL when the message was cut to fit, or INVALID_ARGUMENT
+ * when `buf` is NULL with a non-zero `len`. `(NULL, 0)` measures: OK with the length in
+ * `*out_len`.
  * Any thread.
  */
 fastrpc_status fastrpc_status_message(uint32_t status,
@@ -1300,6 +1615,10 @@ fastrpc_status fastrpc_status_message(uint32_t status,
  * Writes the details of the last failure returned to this thread by a fastrpc function
  * (for example "fastrpc connect: cannot connect to 127.0.0.1:1: Connection refused") into
  * `buf`, as `fastrpc_status_message` does. Empty when nothing failed on this thread yet.
+ *
+ * Returns OK, BUFFER_TOO_SMALL (the text was cut; `*out_len` has its full length) or
+ * INVALID_ARGUMENT (NULL `buf` with `len` > 0). `(NULL, 0)` measures: OK with the length
+ * in `*out_len`.
  */
 fastrpc_status fastrpc_last_error_message(char *buf,
                                           size_t len,

@@ -3,7 +3,7 @@
 # the C test programs in every variant:
 #
 #   c        C11, -Wall -Wextra -Werror -pedantic, linked with the shared library
-#            (header_check, test_core, test_tls, test_balance)
+#            (header_check, test_core, test_tls, test_balance, test_abi)
 #   c++      the same sources compiled as C++17 (g++ -x c++): the header is C++-clean
 #   static   test_core linked with libfastrpc.a and Rust's native libraries
 #   asan     ASan + UBSan (-fsanitize=address,undefined), leaks detected, any report fails
@@ -182,12 +182,14 @@ if has c; then
     run c/test_core c "$B/c/test_core"
     run c/test_tls c "$B/c/test_tls"
     run c/test_balance c "$B/c/test_balance"
+    run c/test_abi c "$B/c/test_abi"
 fi
 if has c++; then
     run c++/header_check c "$B/cxx/header_check"
     run c++/test_core c "$B/cxx/test_core"
     run c++/test_tls c "$B/cxx/test_tls"
     run c++/test_balance c "$B/cxx/test_balance"
+    run c++/test_abi c "$B/cxx/test_abi"
 fi
 if has static; then
     run static/test_core c "$B/static/test_core"
@@ -199,12 +201,14 @@ if has asan; then
     run asan/test_core asan "$B/asan/test_core" "${asan_env[@]}"
     run asan/test_tls asan "$B/asan/test_tls" "${asan_env[@]}"
     run asan/test_balance asan "$B/asan/test_balance" "${asan_env[@]}"
+    run asan/test_abi asan "$B/asan/test_abi" "${asan_env[@]}"
 fi
 if has valgrind; then
     vg_env=(FASTRPC_TEST_QUICK=1 FASTRPC_TEST_SLOW=10)
     run valgrind/test_core valgrind "$B/c/test_core" "${vg_env[@]}"
     run valgrind/test_tls valgrind "$B/c/test_tls" "${vg_env[@]}"
     run valgrind/test_balance valgrind "$B/c/test_balance" "${vg_env[@]}"
+    run valgrind/test_abi valgrind "$B/c/test_abi" "${vg_env[@]}"
 fi
 
 step "summary"

@@ -144,10 +144,14 @@ impl ClientConfig {
 
 fn check_common(level: u32, max_frame: usize, handshake: Duration) -> Result<(), Error> {
     if level > 9 {
-        return Err(Error::invalid("flate_level must be 0..=9"));
+        return Err(Error::invalid(format!(
+            "flate_level {level} is not between 0 and 9"
+        )));
     }
     if max_frame == 0 || max_frame > u32::MAX as usize {
-        return Err(Error::invalid("max_frame_size must be 1..=4294967295"));
+        return Err(Error::invalid(format!(
+            "max_frame_size {max_frame} is not between 1 and 4294967295 bytes"
+        )));
     }
     if handshake.is_zero() {
         return Err(Error::invalid("handshake_timeout must be more than zero"));

@@ -147,7 +147,8 @@ impl Error {
         Error::fixed(
             ErrorKind::Overflow,
             "pending requests overflow: max_pending_requests calls are already waiting; raise \
-             ClientConfig::max_pending_requests, lower the request rate or speed up the server",
+             max_pending_requests (fastrpc_client_config_builder_set_max_pending_requests in \
+             C), lower the request rate or speed up the server",
         )
     }
 
@@ -160,7 +161,7 @@ impl Error {
     }
 
     pub(crate) fn closed() -> Error {
-        Error::fixed(ErrorKind::Closed, "closed")
+        Error::fixed(ErrorKind::Closed, "the client was closed")
     }
 
     pub(crate) fn protocol(msg: impl Into<String>) -> Error {

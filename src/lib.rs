@@ -50,6 +50,7 @@ pub mod tls;
 mod tls_stream;
 pub mod transport;
 mod wire;
+mod x509;
 
 pub use balance::{
     BackendState, BackendStats, BalancedClient, BalancedConfig, BalancedStats, Endpoint, Resolve,

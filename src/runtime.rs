@@ -1,13 +1,19 @@
 //! The library's own tokio runtime, created lazily on first use, for callers that are not
-//! inside a runtime (the blocking facades, the C ABI). Its size can be set before first use.
+//! inside a runtime (the blocking facades, the C ABI). Its size can be set before first use;
+//! [`shutdown`] stops its threads (the next use starts a new one).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use once_cell::sync::OnceCell;
 use tokio::runtime::{Handle, Runtime};
 
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
-static RUNTIME: OnceCell<Runtime> = OnceCell::new();
+static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+
+fn slot() -> std::sync::MutexGuard<'static, Option<Arc<Runtime>>> {
+    RUNTIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// Set in a child process created by `fork` after the library's runtime had started: the
 /// child has none of the runtime's threads, so nothing that needs them can work there.
 static FORKED: AtomicBool = AtomicBool::new(false);
@@ -26,7 +32,8 @@ pub(crate) fn forked() -> bool {
 /// runtime already runs (the call then changes nothing). 0 means the default: the number of
 /// CPUs, at most 4.
 pub fn set_worker_threads(n: usize) -> bool {
-    if RUNTIME.get().is_some() {
+    let rt = slot();
+    if rt.is_some() {
         return false;
     }
     WORKERS.store(n, Ordering::SeqCst);
@@ -40,22 +47,70 @@ fn default_workers() -> usize {
         .clamp(1, 4)
 }
 
-/// The library's runtime, started on first use.
-pub fn global() -> &'static Runtime {
-    RUNTIME.get_or_init(|| {
-        let n = match WORKERS.load(Ordering::SeqCst) {
-            0 => default_workers(),
-            n => n,
-        };
-        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
-        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+/// The library's runtime, started on first use (and again on the first use after
+/// [`shutdown`]).
+pub fn global() -> Arc<Runtime> {
+    let mut rt = slot();
+    if let Some(r) = &*rt {
+        return r.clone();
+    }
+    let n = match WORKERS.load(Ordering::SeqCst) {
+        0 => default_workers(),
+        n => n,
+    };
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+    AT_FORK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forked_child));
+    });
+    let r = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .thread_name("fastrpc-worker")
             .enable_all()
             .build()
-            .expect("cannot start the fastrpc runtime")
-    })
+            .expect("cannot start the fastrpc runtime"),
+    );
+    *rt = Some(r.clone());
+    r
+}
+
+/// Whether the library's runtime runs now.
+pub fn is_running() -> bool {
+    slot().is_some()
+}
+
+/// Stops the library's runtime: its worker threads exit (waiting up to `timeout` for tasks
+/// still running to notice) and whatever tasks remain are dropped. Nothing happens when it
+/// does not run. The caller makes sure nothing still needs it: clients and servers made on
+/// it stop working. Refused (InvalidArgument) from a runtime thread, where it would stop
+/// the very thread that runs it, and while another thread is inside a blocking call on it.
+pub fn shutdown(timeout: Duration) -> Result<(), crate::Error> {
+    if Handle::try_current().is_ok() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::InvalidArgument,
+            "the runtime cannot be shut down from one of its own threads (inside a library \
+             callback or handler); call it from your own thread",
+        ));
+    }
+    let taken = slot().take();
+    let Some(rt) = taken else {
+        return Ok(());
+    };
+    match Arc::try_unwrap(rt) {
+        Ok(rt) => {
+            rt.shutdown_timeout(timeout);
+            Ok(())
+        }
+        Err(rt) => {
+            *slot() = Some(rt);
+            Err(crate::Error::new(
+                crate::ErrorKind::InvalidArgument,
+                "the runtime is in use by a blocking call on another thread; nothing was \
+                 stopped",
+            ))
+        }
+    }
 }
 
 /// The runtime of the caller when there is one, else the library's.

@@ -271,7 +271,7 @@ pub(crate) fn server_name(
     addr_host: &str,
 ) -> Result<ServerName<'static>, Error> {
     let (name, origin) = match &cfg.server_name {
-        Some(n) => (n.as_str(), "TlsClientConfig::server_name"),
+        Some(n) => (n.as_str(), "the configured server_name"),
         None => (addr_host, "the host of the server address"),
     };
     let trimmed = name
@@ -280,7 +280,8 @@ pub(crate) fn server_name(
         .unwrap_or(name);
     if trimmed.is_empty() {
         return Err(Error::invalid(format!(
-            "TLS server name is empty ({origin}); set TlsClientConfig::server_name"
+            "TLS server name is empty ({origin}); set server_name \
+             (fastrpc_client_config_builder_set_tls_server_name in C)"
         )));
     }
     ServerName::try_from(trimmed.to_owned()).map_err(|e| {

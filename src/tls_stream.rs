@@ -164,6 +164,15 @@ async fn handshake(mut sock: RawStream, mut conn: Connection) -> Result<TlsStrea
 }
 
 impl TlsStream {
+    /// The peer's end-entity certificate (DER) when it presented one (and so, on a server
+    /// that asks for client certificates, one rustls verified).
+    pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+    }
+
     /// Splits into the read half and the write half.
     pub(crate) fn split(self) -> (TlsReader, TlsWriter) {
         let shared = Arc::new(Shared {

@@ -185,6 +185,14 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
+    /// `Some(peer certificate, if any)` for a TLS stream, `None` for plaintext.
+    pub(crate) fn tls_peer(&self) -> Option<Option<Vec<u8>>> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(t.peer_certificate()),
+        }
+    }
+
     /// Splits into the halves the reader and the writer tasks own.
     pub(crate) fn split(self) -> (ReadHalf, WriteHalf) {
         match self {

@@ -79,6 +79,16 @@ static const any_fn every_function[] = {
     FN(fastrpc_completion_queue_shutdown),
     FN(fastrpc_completion_queue_free),
     FN(fastrpc_version),
+    FN(fastrpc_version_number),
+    FN(fastrpc_shutdown),
+    FN(fastrpc_completion_queue_fd),
+    FN(fastrpc_server_queue_fd),
+    FN(fastrpc_request_get_id),
+    FN(fastrpc_request_peer_addr),
+    FN(fastrpc_request_is_tls),
+    FN(fastrpc_request_peer_certificate),
+    FN(fastrpc_request_peer_subject),
+    FN(fastrpc_request_peer_subject_alt_names),
     FN(fastrpc_set_worker_threads),
     FN(fastrpc_set_log_callback),
     FN(fastrpc_request_name),
@@ -160,10 +170,13 @@ int main(void) {
     /* Plain structs: all u64 counters, so their layout is fixed. */
     EXPECT(sizeof(fastrpc_error_counts) == 10 * 8);
     EXPECT(sizeof(fastrpc_io_stats) == 7 * 8);
-    EXPECT(sizeof(fastrpc_client_stats) == 8 * 8 + sizeof(fastrpc_error_counts) +
+    /* Stats structs start with their size (set by the caller), then u64 counters. */
+    EXPECT(offsetof(fastrpc_client_stats, struct_size) == 0);
+    EXPECT(offsetof(fastrpc_server_stats, struct_size) == 0);
+    EXPECT(sizeof(fastrpc_client_stats) == 9 * 8 + sizeof(fastrpc_error_counts) +
                                               sizeof(fastrpc_io_stats));
-    EXPECT(offsetof(fastrpc_client_stats, errors) == 8 * 8);
-    EXPECT(sizeof(fastrpc_server_stats) == 10 * 8 + sizeof(fastrpc_error_counts) +
+    EXPECT(offsetof(fastrpc_client_stats, errors) == 9 * 8);
+    EXPECT(sizeof(fastrpc_server_stats) == 11 * 8 + sizeof(fastrpc_error_counts) +
                                               sizeof(fastrpc_io_stats));
     EXPECT(offsetof(fastrpc_completion, tag) == 0);
     EXPECT(offsetof(fastrpc_completion, status) == 8);
@@ -174,6 +187,9 @@ int main(void) {
              FASTRPC_VERSION_PATCH);
     EXPECT(strcmp(v, FASTRPC_VERSION) == 0);
     EXPECT(strcmp(fastrpc_version(), FASTRPC_VERSION) == 0);
+    EXPECT(FASTRPC_VERSION_NUMBER == FASTRPC_VERSION_MAJOR * 10000 +
+                                         FASTRPC_VERSION_MINOR * 100 + FASTRPC_VERSION_PATCH);
+    EXPECT(fastrpc_version_number() == FASTRPC_VERSION_NUMBER);
 
     printf("# header_check (%s)\n",
 #ifdef __cplusplus

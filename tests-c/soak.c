@@ -725,6 +725,8 @@ int main(void) {
 
     /* Every server connection closes once its clients are gone. */
     fastrpc_server_stats st_a, st_b;
+    st_a.struct_size = sizeof st_a;
+    st_b.struct_size = sizeof st_b;
     w0 = now_ms();
     for (;;) {
         fastrpc_server_get_stats(sa, &st_a);

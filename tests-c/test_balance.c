@@ -127,6 +127,7 @@ static void test_spread_three_kinds(void) {
                  FASTRPC_STATUS_OK);
 
     fastrpc_client_stats total;
+    total.struct_size = sizeof total;
     CHECK_STATUS(fastrpc_balanced_client_get_stats(c, &total), FASTRPC_STATUS_OK);
     CHECK(total.calls == (uint64_t)(3 * n));
     CHECK(total.responses == (uint64_t)(3 * n));
@@ -134,6 +135,7 @@ static void test_spread_three_kinds(void) {
     uint64_t sum = 0;
     for (size_t i = 0; i < NS; i++) {
         fastrpc_balanced_server_stats st;
+        st.struct_size = sizeof st;
         char addr[64];
         size_t alen = 0;
         CHECK_STATUS(fastrpc_balanced_client_get_server_stats(c, i, &st, addr, sizeof addr,
@@ -193,6 +195,7 @@ static void test_server_down_then_all_down(void) {
     }
     CHECK(ok >= 99 && connection <= 1);
     fastrpc_balanced_server_stats st0;
+    st0.struct_size = sizeof st0;
     CHECK_STATUS(fastrpc_balanced_client_get_server_stats(c, 0, &st0, NULL, 0, NULL),
                  FASTRPC_STATUS_OK);
     CHECK(st0.up == 0);
@@ -208,6 +211,8 @@ static void test_server_down_then_all_down(void) {
     th_response_error(r, err, sizeof err);
     CHECK(strstr(err, addrs[0]) != NULL && strstr(err, addrs[1]) != NULL);
     fastrpc_client_stats before, after;
+    before.struct_size = sizeof before;
+    after.struct_size = sizeof after;
     CHECK_STATUS(fastrpc_balanced_client_get_stats(c, &before), FASTRPC_STATUS_OK);
     CHECK_STATUS(bcall(c, "a", "b", r), FASTRPC_STATUS_CONNECT);
     CHECK(strstr(th_last_error(), addrs[1]) != NULL);
@@ -246,6 +251,7 @@ static void test_arguments(void) {
     REQUIRE(c != NULL);
     CHECK(fastrpc_balanced_client_server_count(c) == 1);
     fastrpc_balanced_server_stats st;
+    st.struct_size = sizeof st;
     CHECK_STATUS(fastrpc_balanced_client_get_server_stats(c, 1, &st, NULL, 0, NULL),
                  FASTRPC_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(fastrpc_balanced_client_get_server_stats(c, 0, NULL, NULL, 0, NULL),

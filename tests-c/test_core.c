@@ -302,8 +302,7 @@ static void test_status_messages(void) {
     CHECK(buf[0] == '\0');
     /* (NULL, 0) measures. */
     n = 0;
-    fastrpc_status m = fastrpc_status_message(FASTRPC_STATUS_TIMEOUT, NULL, 0, &n);
-    CHECK(m == FASTRPC_STATUS_OK || m == FASTRPC_STATUS_BUFFER_TOO_SMALL);
+    CHECK_STATUS(fastrpc_status_message(FASTRPC_STATUS_TIMEOUT, NULL, 0, &n), FASTRPC_STATUS_OK);
     CHECK(n == full_len);
     /* (NULL, 5) is invalid. */
     CHECK_STATUS(fastrpc_status_message(FASTRPC_STATUS_TIMEOUT, NULL, 5, &n),
@@ -383,7 +382,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_addr(NULL, "127.0.0.1:1"));
     CHECK_INVALID(fastrpc_client_config_builder_set_sniff_header(NULL, TH_B("x"), 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_protocol_version(NULL, 1));
-    CHECK_INVALID(fastrpc_client_config_builder_set_compression(NULL, 1));
+    CHECK_INVALID(fastrpc_client_config_builder_set_compression(NULL, (fastrpc_compression)1));
     CHECK_INVALID(fastrpc_client_config_builder_set_flate_level(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_pending_requests(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_prioritize_new_requests(NULL, true));
@@ -407,7 +406,7 @@ static void test_null_arguments(void) {
     /* Every server builder setter with a NULL builder. */
     CHECK_INVALID(fastrpc_server_config_builder_set_sniff_header(NULL, TH_B("x"), 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_protocol_version(NULL, 1));
-    CHECK_INVALID(fastrpc_server_config_builder_set_compression(NULL, 1));
+    CHECK_INVALID(fastrpc_server_config_builder_set_compression(NULL, (fastrpc_compression)1));
     CHECK_INVALID(fastrpc_server_config_builder_set_flate_level(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_concurrency(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_concurrency_limit_reply(NULL, TH_B("x"), 1));
@@ -435,8 +434,8 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_tls_server_name(cb, NULL));
     CHECK_INVALID(fastrpc_client_config_builder_set_tls_client_cert_pem(cb, NULL, 5, TH_B("k"), 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_tls_client_cert_pem(cb, TH_B("c"), 1, NULL, 5));
-    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, 3));
-    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, 0xFFFFFFFFu));
+    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)3));
+    CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)0xFFFFFFFFu));
     CHECK_INVALID(fastrpc_client_config_builder_set_flate_level(cb, 10));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_pending_requests(cb, 0));
     CHECK_INVALID(fastrpc_client_config_builder_set_request_timeout_ms(cb, 0));
@@ -450,7 +449,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_server_config_builder_set_tls_cert_pem(sb, TH_B("c"), 1, NULL, 5));
     CHECK_INVALID(fastrpc_server_config_builder_set_tls_cert_files(sb, NULL, "/b"));
     CHECK_INVALID(fastrpc_server_config_builder_set_tls_client_ca_pem(sb, NULL, 5));
-    CHECK_INVALID(fastrpc_server_config_builder_set_compression(sb, 3));
+    CHECK_INVALID(fastrpc_server_config_builder_set_compression(sb, (fastrpc_compression)3));
     CHECK_INVALID(fastrpc_server_config_builder_set_flate_level(sb, 10));
     CHECK_INVALID(fastrpc_server_config_builder_set_concurrency(sb, 0));
     CHECK_INVALID(fastrpc_server_config_builder_set_max_frame_size(sb, 0));
@@ -514,6 +513,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_send(c, TH_B("a"), 1, NULL, 5));
     CHECK(fastrpc_client_pending_requests(NULL) == 0);
     fastrpc_client_stats cst;
+    cst.struct_size = sizeof cst;
     CHECK_INVALID(fastrpc_client_get_stats(NULL, &cst));
     CHECK_INVALID(fastrpc_client_get_stats(c, NULL));
     CHECK_INVALID(fastrpc_client_close(NULL, 0));
@@ -546,6 +546,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_server_local_addr(NULL, buf, sizeof buf, &n));
     CHECK_INVALID(fastrpc_server_local_addr(s, NULL, 5, &n));
     fastrpc_server_stats sst;
+    sst.struct_size = sizeof sst;
     CHECK_INVALID(fastrpc_server_get_stats(NULL, &sst));
     CHECK_INVALID(fastrpc_server_get_stats(s, NULL));
     CHECK_INVALID(fastrpc_server_stop(NULL, 0));
@@ -563,8 +564,8 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_request_reply(NULL, nb, 0));
 
     /* Library-wide. */
-    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, 0));
-    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, 5));
+    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, (fastrpc_log_level)0));
+    CHECK_INVALID(fastrpc_set_log_callback(NULL, NULL, (fastrpc_log_level)5));
     CHECK_STATUS(fastrpc_set_log_callback(NULL, NULL, FASTRPC_LOG_ERROR), FASTRPC_STATUS_OK);
     CHECK_INVALID(fastrpc_status_message(0, NULL, 5, &n));
     CHECK_INVALID(fastrpc_last_error_message(NULL, 5, &n));
@@ -692,13 +693,13 @@ static void test_blocking_roundtrip(void) {
             th_handler_init(&h);
             fastrpc_server_config_builder *sb = NULL;
             CHECK_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
-            CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, comps[sc]),
+            CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, (fastrpc_compression)comps[sc]),
                          FASTRPC_STATUS_OK);
             char addr[64];
             fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
             fastrpc_server_config_builder_free(sb);
             fastrpc_client_config_builder *cb = th_client_builder(addr);
-            CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, comps[cc]),
+            CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)comps[cc]),
                          FASTRPC_STATUS_OK);
             fastrpc_client *c = th_client_from(cb);
             fastrpc_response *r = new_response();
@@ -797,6 +798,7 @@ static void test_callback_roundtrip(void) {
     CHECK(ok == n);
     CHECK(once == n);
     fastrpc_client_stats st;
+    st.struct_size = sizeof st;
     CHECK_STATUS(fastrpc_client_get_stats(c, &st), FASTRPC_STATUS_OK);
     CHECK(st.calls == (uint64_t)n);
     CHECK(st.responses == (uint64_t)n);
@@ -978,6 +980,7 @@ static void test_threads_16_blocking(void) {
     }
     CHECK(ok == T * per);
     fastrpc_client_stats st;
+    st.struct_size = sizeof st;
     CHECK_STATUS(fastrpc_client_get_stats(c, &st), FASTRPC_STATUS_OK);
     CHECK(st.calls == (uint64_t)(T * per));
     CHECK(st.responses == (uint64_t)(T * per));
@@ -1047,6 +1050,7 @@ static void test_server_reply_later_other_thread(void) {
     CHECK(th_handler_wait_held(&h, N, th_ms(10000)));
     CHECK(th_counter_get(&done) == 0);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.running == N);
     struct replier_arg ra;
@@ -1089,6 +1093,7 @@ static void test_server_double_answer(void) {
     CHECK_STATUS(th_call(c, "next", "1", th_ms(10000), r), FASTRPC_STATUS_OK);
     CHECK(th_response_is(r, "next:1"));
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.unexpected_responses == 0);
     fastrpc_response_free(r);
@@ -1131,6 +1136,7 @@ static void test_server_unanswered_error_reply(void) {
     CHECK(th_counter_wait(&done, 1, th_ms(10000)));
     CHECK(a.status == FASTRPC_STATUS_OK && a.value_ok);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.unanswered == 2);
     CHECK(ss.responses == 2);
@@ -1177,6 +1183,7 @@ static void test_server_queue_polled(void) {
     /* Wait until the server has queued them all, so polls come back full. */
     fastrpc_server_stats ss;
     memset(&ss, 0, sizeof ss);
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.requests == (uint64_t)n,
                         th_ms(20000)));
@@ -1260,11 +1267,13 @@ static void test_fire_and_forget(void) {
     CHECK_STATUS(th_call(c, "x", "y", th_ms(10000), r), FASTRPC_STATUS_OK);
     CHECK(th_response_is(r, "x:y"));
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.sends == 2);
     CHECK(cs.calls == 1);
     CHECK(cs.unexpected_responses == 0);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.nowait_requests == 2);
     CHECK(ss.requests == 1);
@@ -1305,6 +1314,7 @@ static void test_use_after_close(void) {
     CHECK_STATUS(fastrpc_client_close(c, 100), FASTRPC_STATUS_OK);
     /* Read-only functions still work. */
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.errors.closed >= 4);
     CHECK(fastrpc_client_pending_requests(c) == 0);
@@ -1943,6 +1953,7 @@ static void test_status_timeout(void) {
     CHECK_STATUS(th_call(c, "now", "ok", th_ms(10000), r), FASTRPC_STATUS_OK);
     CHECK(th_response_is(r, "now:ok"));
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.errors.timeout == 4);
     fastrpc_completion_queue_free(q);
@@ -1986,6 +1997,7 @@ static void test_status_overflow(void) {
     CHECK_STATUS(fastrpc_client_call_queued(c, TH_B("now"), 3, NULL, 0, 0, q, 1),
                  FASTRPC_STATUS_OVERFLOW);
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.errors.overflow == 3);
     CHECK(cs.pending_requests == 1);
@@ -2023,6 +2035,7 @@ static void test_status_connect(void) {
     CHECK_STATUS(th_call(c, "a", "", th_ms(10000), r), FASTRPC_STATUS_CONNECT);
     CHECK_STATUS(fastrpc_client_send(c, TH_B("a"), 1, NULL, 0), FASTRPC_STATUS_CONNECT);
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.connect_failures >= 1);
     CHECK(cs.errors.connect >= 2);
@@ -2068,6 +2081,7 @@ static void test_status_connection_server_freed(void) {
         fastrpc_request_free(req);
     }
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.errors.connection == N);
     fastrpc_client_free(c);
@@ -2158,6 +2172,7 @@ static void test_status_tls_against_plaintext_server(void) {
     CHECK(strstr(th_last_error(), "TLS") != NULL);
     CHECK(TH_WAIT_UNTIL(log_warnings(&logs) >= 1, th_ms(10000)));
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.handshake_failures >= 1);
     CHECK(ss.requests == 0);
@@ -2222,6 +2237,7 @@ static void test_status_too_large(void) {
     CHECK_STATUS(h.big_status, FASTRPC_STATUS_TOO_LARGE);
     pthread_mutex_unlock(&h.mu);
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.errors.too_large == 6);
     fastrpc_completion_queue_free(q);
@@ -2290,6 +2306,7 @@ static void test_server_stop(void) {
     CHECK_STATUS(fastrpc_server_stop(s2, th_ms(5000)), FASTRPC_STATUS_OK);
     /* Address and counters stay readable after the stop, until the free. */
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s2, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.requests == 1 && ss.responses == 1 && ss.connections_accepted == 1);
     char after[64];
@@ -2455,6 +2472,7 @@ static void test_concurrency_limit_reply(void) {
     CHECK_STATUS(th_call(c, "x", "", th_ms(10000), r), FASTRPC_STATUS_OK);
     CHECK(th_response_is(r, "x:"));
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.concurrency_limit_replies == 1);
     th_counter_destroy(&done);
@@ -2497,7 +2515,9 @@ static void test_stats(void) {
     fastrpc_response *r = new_response();
     REQUIRE(c != NULL && r != NULL);
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.calls == 0 && cs.connects == 0 && cs.io.bytes_sent_wire == 0);
     const long n = 50;

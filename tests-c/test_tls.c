@@ -168,10 +168,12 @@ static void test_tls_roundtrip_files(void) {
     CHECK(got == n);
     CHECK(bad == 0);
     fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
     CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
     CHECK(cs.connects == 1);
     CHECK(cs.responses == (uint64_t)(20 + A + n));
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.handshake_failures == 0);
     CHECK(ss.connections_accepted == 1);
@@ -198,7 +200,7 @@ static void test_tls_pem_bytes_and_server_name(void) {
         CHECK_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
         CHECK_STATUS(fastrpc_server_config_builder_set_tls_cert_pem(sb, crt, crt_len, key, key_len),
                      FASTRPC_STATUS_OK);
-        CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, comps[i]), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_server_config_builder_set_compression(sb, (fastrpc_compression)comps[i]), FASTRPC_STATUS_OK);
         char addr[64];
         fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
         fastrpc_server_config_builder_free(sb);
@@ -207,7 +209,7 @@ static void test_tls_pem_bytes_and_server_name(void) {
                      FASTRPC_STATUS_OK);
         CHECK_STATUS(fastrpc_client_config_builder_set_tls_server_name(cb, "localhost"),
                      FASTRPC_STATUS_OK);
-        CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, comps[(i + 1) % 3]),
+        CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)comps[(i + 1) % 3]),
                      FASTRPC_STATUS_OK);
         fastrpc_client *c = th_client_from(cb);
         fastrpc_response *r = NULL;
@@ -254,6 +256,7 @@ static void check_tls_failure(const char *ca_file, const char *server_name, cons
     CHECK(strstr(g_logs.last_warn, "handshake") != NULL);
     pthread_mutex_unlock(&g_logs.mu);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.handshake_failures >= 1,
                         th_ms(10000)));
@@ -321,6 +324,7 @@ static void test_tls_required_and_refused(void) {
     c = th_client_from(tls_client_builder(addr, "server.crt"));
     CHECK_STATUS(th_call(c, "z", "", th_ms(10000), r), FASTRPC_STATUS_TLS);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK_STATUS(fastrpc_server_get_stats(s, &ss), FASTRPC_STATUS_OK);
     CHECK(ss.requests == 0);
     fastrpc_client_free(c);
@@ -359,6 +363,7 @@ static void test_tls_mutual(void) {
     CHECK(st != FASTRPC_STATUS_OK);
     CHECK_STATUS(st, FASTRPC_STATUS_TLS);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.handshake_failures >= 1,
                         th_ms(10000)));
@@ -451,6 +456,7 @@ static void test_tls_mutual_refuses_plaintext(void) {
     CHECK_STATUS(th_call(plain, "secret", "x", th_ms(10000), r), FASTRPC_STATUS_TLS);
     CHECK(strstr(th_last_error(), "the server requires TLS: configure TLS on the client") != NULL);
     fastrpc_server_stats ss;
+    ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&
                             ss.handshake_failures == 1,
                         th_ms(10000)));
@@ -461,6 +467,87 @@ static void test_tls_mutual_refuses_plaintext(void) {
     fastrpc_server_free(s);
     th_handler_destroy(&h);
 }
+
+/*
+ * Who the peer is: a held request tells its handler the client's address, whether the
+ * connection is TLS, and with mutual TLS the verified client certificate and its subject
+ * (the test's client.crt: CN=fastrpc-test-client, no SAN). mode 0 plaintext, 1 TLS, 2 mTLS.
+ */
+static void peer_identity(int mode) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = mode == 0 ? th_server_start(NULL, &h, addr, sizeof addr)
+                                  : tls_server(&h, addr, sizeof addr, 0, mode == 2);
+    REQUIRE(s != NULL);
+    fastrpc_client_config_builder *cb = tls_client_builder(addr, mode == 0 ? NULL : "server.crt");
+    REQUIRE(cb != NULL);
+    size_t cl = 0, kl = 0;
+    uint8_t *ccrt = read_file("client.crt", &cl);
+    uint8_t *ckey = read_file("client.key", &kl);
+    REQUIRE(ccrt != NULL && ckey != NULL);
+    if (mode == 2)
+        CHECK_STATUS(fastrpc_client_config_builder_set_tls_client_cert_pem(cb, ccrt, cl, ckey, kl),
+                     FASTRPC_STATUS_OK);
+    free(ccrt);
+    free(ckey);
+    fastrpc_client *c = th_client_from(cb);
+    REQUIRE(c != NULL);
+    th_counter done;
+    th_counter_init(&done);
+    th_async a;
+    memset(&a, 0, sizeof a);
+    a.done = &done;
+    CHECK_STATUS(fastrpc_client_call_async(c, TH_B("hold-peer"), 9, TH_B("v"), 1, th_ms(10000),
+                                           th_async_cb, &a),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *req = th_handler_take(&h, th_ms(10000));
+    REQUIRE(req != NULL);
+
+    char text[512];
+    size_t n = 0;
+    CHECK_STATUS(fastrpc_request_peer_addr(req, NULL, 0, &n), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_request_peer_addr(req, text, sizeof text, &n), FASTRPC_STATUS_OK);
+    CHECK(strncmp(text, "127.0.0.1:", 10) == 0 && n == strlen(text) && atoi(text + 10) > 0);
+    bool tls = !(mode != 0);
+    CHECK_STATUS(fastrpc_request_is_tls(req, &tls), FASTRPC_STATUS_OK);
+    CHECK(tls == (mode != 0));
+    const uint8_t *der = (const uint8_t *)"x";
+    size_t dl = 99;
+    CHECK_STATUS(fastrpc_request_peer_certificate(req, &der, &dl), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_request_peer_subject(req, text, sizeof text, &n), FASTRPC_STATUS_OK);
+    if (mode == 2) {
+        /* A DER SEQUENCE with a two-byte length, as long as it says. */
+        CHECK(der != NULL && dl > 100 && der[0] == 0x30 && der[1] == 0x82 &&
+              (size_t)((der[2] << 8) | der[3]) + 4 == dl);
+        CHECK(strcmp(text, "CN=fastrpc-test-client") == 0);
+        if (strcmp(text, "CN=fastrpc-test-client") != 0) printf("  # subject %s\n", text);
+    } else {
+        CHECK(der == NULL && dl == 0);
+        CHECK(text[0] == '\0' && n == 0);
+    }
+    CHECK_STATUS(fastrpc_request_peer_subject_alt_names(req, text, sizeof text, &n),
+                 FASTRPC_STATUS_OK);
+    CHECK(text[0] == '\0' && n == 0); /* client.crt has no SAN */
+    CHECK_STATUS(fastrpc_request_reply(req, TH_B("seen"), 4), FASTRPC_STATUS_OK);
+    /* Answered: the accessors say so. */
+    CHECK_STATUS(fastrpc_request_is_tls(req, &tls), FASTRPC_STATUS_ALREADY_ANSWERED);
+    CHECK_STATUS(fastrpc_request_peer_addr(req, text, sizeof text, &n),
+                 FASTRPC_STATUS_ALREADY_ANSWERED);
+    CHECK_STATUS(fastrpc_request_peer_certificate(req, &der, &dl), FASTRPC_STATUS_ALREADY_ANSWERED);
+    CHECK_STATUS(fastrpc_request_peer_certificate(NULL, &der, &dl), FASTRPC_STATUS_INVALID_ARGUMENT);
+    fastrpc_request_free(req);
+    CHECK(th_counter_wait(&done, 1, th_ms(10000)));
+    CHECK(a.status == FASTRPC_STATUS_OK);
+    th_counter_destroy(&done);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
+static void test_peer_identity_plaintext(void) { peer_identity(0); }
+static void test_peer_identity_tls(void) { peer_identity(1); }
+static void test_peer_identity_mutual_tls(void) { peer_identity(2); }
 
 int main(int argc, char **argv) {
     th_init(argc, argv, "test_tls");
@@ -487,6 +574,9 @@ int main(int argc, char **argv) {
     th_run("tls_mutual", test_tls_mutual);
     th_run("tls_mutual_refuses_plaintext", test_tls_mutual_refuses_plaintext);
     th_run("tls_bad_certificates", test_tls_bad_certificates);
+    th_run("peer_identity_plaintext", test_peer_identity_plaintext);
+    th_run("peer_identity_tls", test_peer_identity_tls);
+    th_run("peer_identity_mutual_tls", test_peer_identity_mutual_tls);
     /* Stop logging before g_logs goes away. */
     fastrpc_set_log_callback(NULL, NULL, FASTRPC_LOG_ERROR);
     int rc = th_finish();

@@ -18,7 +18,10 @@ fn generate() -> String {
          #define FASTRPC_VERSION \"{version}\"\n\
          #define FASTRPC_VERSION_MAJOR {major}\n\
          #define FASTRPC_VERSION_MINOR {minor}\n\
-         #define FASTRPC_VERSION_PATCH {patch}\n"
+         #define FASTRPC_VERSION_PATCH {patch}\n\
+         /** MAJOR * 10000 + MINOR * 100 + PATCH; compare with fastrpc_version_number(). */\n\
+         #define FASTRPC_VERSION_NUMBER \
+         ((FASTRPC_VERSION_MAJOR) * 10000 + (FASTRPC_VERSION_MINOR) * 100 + (FASTRPC_VERSION_PATCH))\n"
     );
     let mut out = Vec::new();
     cbindgen::Builder::new()

@@ -1075,7 +1075,7 @@ async fn close_cancel_fails_calls_in_flight_at_once() {
         let t = Instant::now();
         cl.close(CloseMode::Cancel).await;
         let e = assert_kind(task.await.unwrap(), ErrorKind::Closed);
-        assert_eq!(e.message(), "closed");
+        assert_eq!(e.message(), "the client was closed");
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         assert_kind(cl.call(b"n", b"after").await, ErrorKind::Closed);
         assert_kind(cl.send(b"n", b"after"), ErrorKind::Closed);

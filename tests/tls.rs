@@ -440,3 +440,80 @@ async fn tls_over_a_unix_socket() {
     })
     .await
 }
+
+/// Who the peer is: a handler sees the client's address, whether the connection is TLS, and
+/// with mutual TLS the verified client certificate (exactly the client's DER) with its
+/// subject and subject alternative names as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_knows_its_peer() {
+    bounded(async {
+        type Seen = (
+            String,
+            bool,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+        let handler = move |call: Call| {
+            let _ = tx.send((
+                call.peer_addr().to_string(),
+                call.is_tls(),
+                call.peer_certificate().map(|c| c.to_vec()),
+                call.peer_subject(),
+                call.peer_subject_alt_names(),
+            ));
+            call.reply(b"ok").unwrap();
+        };
+        let p = test_pki();
+        let client_der = rustls_pemfile_der(&p.client_cert_pem);
+        let cases: Vec<(Option<TlsServerConfig>, Option<TlsClientConfig>, bool)> = vec![
+            (None, None, false),
+            (Some(tls_server(&p)), Some(tls_client(&p.ca_pem)), false),
+            (
+                Some({
+                    let mut t = tls_server(&p);
+                    t.client_ca_pem = Some(p.ca_pem.as_bytes().to_vec());
+                    t
+                }),
+                Some({
+                    let mut c = tls_client(&p.ca_pem);
+                    c.client_cert_pem = Some(p.client_cert_pem.as_bytes().to_vec());
+                    c.client_key_pem = Some(p.client_key_pem.as_bytes().to_vec());
+                    c
+                }),
+                true,
+            ),
+        ];
+        for (st, ct, mutual) in cases {
+            let tls = st.is_some();
+            let mut cfg = ServerConfig::default();
+            cfg.tls = st;
+            let server = Server::bind("127.0.0.1:0", cfg, handler.clone())
+                .await
+                .unwrap();
+            let cl = client(&server.local_addr(), ct, Compression::Snappy);
+            assert_eq!(cl.call(b"who", b"").await.unwrap(), b"ok");
+            let (addr, is_tls, cert, subject, sans) = rx.recv().await.unwrap();
+            assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+            assert_eq!(is_tls, tls);
+            if mutual {
+                assert_eq!(cert.as_deref(), Some(&client_der[..]));
+                assert_eq!(subject.as_deref(), Some("CN=fastrpc test client"));
+                assert_eq!(sans.as_deref(), Some("DNS:fastrpc-test-client"));
+            } else {
+                assert_eq!((cert, subject, sans), (None, None, None));
+            }
+            server.stop(Duration::from_secs(5)).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// The DER of the first certificate in a PEM text.
+fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}

@@ -97,7 +97,7 @@ func WithResolveInterval(d time.Duration) ClientOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_resolve_interval_ms(b, C.uint64_t(ms))
+			return C.fastrpc_client_config_builder_set_resolve_interval_ms(b, C.uint32_t(ms))
 		})
 	}
 }
@@ -124,6 +124,7 @@ func (cl *Client) ServerStats() []BalancedServerStats {
 	var buf [256]C.char
 	for i := 0; i < n; i++ {
 		var s C.struct_fastrpc_balanced_server_stats
+		s.struct_size = C.size_t(unsafe.Sizeof(s))
 		var alen C.size_t
 		st := C.fastrpc_balanced_client_get_server_stats(c.bal, C.size_t(i), &s, &buf[0], C.size_t(len(buf)), &alen)
 		if st != C.FASTRPC_STATUS_OK && st != C.FASTRPC_STATUS_BUFFER_TOO_SMALL {

@@ -262,6 +262,7 @@ func (cl *Client) Stats() ClientStats {
 		return ClientStats{}
 	}
 	var s C.struct_fastrpc_client_stats
+	s.struct_size = C.size_t(unsafe.Sizeof(s))
 	if c.bal != nil {
 		C.fastrpc_balanced_client_get_stats(c.bal, &s)
 	} else {

@@ -49,18 +49,29 @@ type setter struct {
 }
 
 // durationMs converts d to whole milliseconds, rounding up (so 1ns is 1ms, not "none").
-func durationMs(d time.Duration) (uint64, bool) {
+// durationMs rounds d up to whole milliseconds; every C duration is a uint32_t, so d must
+// be between 0 and about 49 days.
+func durationMs(d time.Duration) (uint32, bool) {
 	if d < 0 {
 		return 0, false
 	}
-	return uint64((d + time.Millisecond - 1) / time.Millisecond), true
+	ms := uint64((d + time.Millisecond - 1) / time.Millisecond)
+	if ms > math.MaxUint32 {
+		return 0, false
+	}
+	return uint32(ms), true
 }
 
-func durationUs(d time.Duration) (uint64, bool) {
+// durationUs rounds d up to whole microseconds, at most about 71 minutes (uint32_t).
+func durationUs(d time.Duration) (uint32, bool) {
 	if d < 0 {
 		return 0, false
 	}
-	return uint64((d + time.Microsecond - 1) / time.Microsecond), true
+	us := uint64((d + time.Microsecond - 1) / time.Microsecond)
+	if us > math.MaxUint32 {
+		return 0, false
+	}
+	return uint32(us), true
 }
 
 func sizeArg(n int) (C.size_t, bool) {
@@ -112,7 +123,7 @@ func (c *clientConfig) add(name string, f func(b *C.fastrpc_client_config_builde
 func WithCompression(c Compression) ClientOption {
 	return func(cfg *clientConfig) {
 		cfg.add("WithCompression", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			return C.fastrpc_client_config_builder_set_compression(b, C.uint32_t(c))
+			return C.fastrpc_client_config_builder_set_compression(b, C.fastrpc_compression(c))
 		})
 	}
 }
@@ -182,7 +193,7 @@ func WithMaxBatchDelay(d time.Duration) ClientOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_max_batch_delay_us(b, C.uint64_t(us))
+			return C.fastrpc_client_config_builder_set_max_batch_delay_us(b, C.uint32_t(us))
 		})
 	}
 }
@@ -195,7 +206,7 @@ func WithRequestTimeout(d time.Duration) ClientOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_request_timeout_ms(b, C.uint64_t(ms))
+			return C.fastrpc_client_config_builder_set_request_timeout_ms(b, C.uint32_t(ms))
 		})
 	}
 }
@@ -209,7 +220,7 @@ func WithReadTimeout(d time.Duration) ClientOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_read_timeout_ms(b, C.uint64_t(ms))
+			return C.fastrpc_client_config_builder_set_read_timeout_ms(b, C.uint32_t(ms))
 		})
 	}
 }
@@ -222,7 +233,7 @@ func WithWriteTimeout(d time.Duration) ClientOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_write_timeout_ms(b, C.uint64_t(ms))
+			return C.fastrpc_client_config_builder_set_write_timeout_ms(b, C.uint32_t(ms))
 		})
 	}
 }
@@ -276,7 +287,7 @@ func WithHandshakeTimeout(d time.Duration) ClientOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_handshake_timeout_ms(b, C.uint64_t(ms))
+			return C.fastrpc_client_config_builder_set_handshake_timeout_ms(b, C.uint32_t(ms))
 		})
 	}
 }
@@ -292,7 +303,7 @@ func WithReconnectBackoff(min, max time.Duration) ClientOption {
 			if !ok1 || !ok2 {
 				return goInvalidValue
 			}
-			return C.fastrpc_client_config_builder_set_reconnect_backoff_ms(b, C.uint64_t(lo), C.uint64_t(hi))
+			return C.fastrpc_client_config_builder_set_reconnect_backoff_ms(b, C.uint32_t(lo), C.uint32_t(hi))
 		})
 	}
 }
@@ -362,13 +373,13 @@ func (c *serverConfig) bytes(name string, data []byte, f func(*C.fastrpc_server_
 	})
 }
 
-func (c *serverConfig) ms(name string, d time.Duration, f func(*C.fastrpc_server_config_builder, C.uint64_t) C.fastrpc_status) {
+func (c *serverConfig) ms(name string, d time.Duration, f func(*C.fastrpc_server_config_builder, C.uint32_t) C.fastrpc_status) {
 	c.add(name, func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
 		ms, ok := durationMs(d)
 		if !ok {
 			return goInvalidValue
 		}
-		return f(b, C.uint64_t(ms))
+		return f(b, C.uint32_t(ms))
 	})
 }
 
@@ -386,7 +397,7 @@ func (c *serverConfig) size(name string, n int, f func(*C.fastrpc_server_config_
 func WithServerCompression(c Compression) ServerOption {
 	return func(cfg *serverConfig) {
 		cfg.add("WithServerCompression", func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
-			return C.fastrpc_server_config_builder_set_compression(b, C.uint32_t(c))
+			return C.fastrpc_server_config_builder_set_compression(b, C.fastrpc_compression(c))
 		})
 	}
 }
@@ -472,7 +483,7 @@ func WithServerMaxBatchDelay(d time.Duration) ServerOption {
 			if !ok {
 				return goInvalidValue
 			}
-			return C.fastrpc_server_config_builder_set_max_batch_delay_us(b, C.uint64_t(us))
+			return C.fastrpc_server_config_builder_set_max_batch_delay_us(b, C.uint32_t(us))
 		})
 	}
 }
@@ -481,7 +492,7 @@ func WithServerMaxBatchDelay(d time.Duration) ServerOption {
 // of a connection (default 0: none).
 func WithServerReadTimeout(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
-		cfg.ms("WithServerReadTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint64_t) C.fastrpc_status {
+		cfg.ms("WithServerReadTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
 			return C.fastrpc_server_config_builder_set_read_timeout_ms(b, v)
 		})
 	}
@@ -490,7 +501,7 @@ func WithServerReadTimeout(d time.Duration) ServerOption {
 // WithServerWriteTimeout bounds writing one batch (default 0: none).
 func WithServerWriteTimeout(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
-		cfg.ms("WithServerWriteTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint64_t) C.fastrpc_status {
+		cfg.ms("WithServerWriteTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
 			return C.fastrpc_server_config_builder_set_write_timeout_ms(b, v)
 		})
 	}
@@ -499,7 +510,7 @@ func WithServerWriteTimeout(d time.Duration) ServerOption {
 // WithServerHandshakeTimeout bounds the connection handshake, TLS included (default 3s).
 func WithServerHandshakeTimeout(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
-		cfg.ms("WithServerHandshakeTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint64_t) C.fastrpc_status {
+		cfg.ms("WithServerHandshakeTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
 			return C.fastrpc_server_config_builder_set_handshake_timeout_ms(b, v)
 		})
 	}

@@ -37,6 +37,11 @@ type Request struct {
 	name  []byte
 	value []byte
 	id    uint32
+
+	// The C request, for the peer accessors, while the handler runs; nil once it returned
+	// (the request is then answered and freed).
+	mu sync.Mutex
+	c  *C.fastrpc_request
 }
 
 // Name is the request's name (often a method name).
@@ -50,6 +55,79 @@ func (r *Request) ID() uint32 { return r.id }
 
 // IsNowait reports whether the client wants no response (request id 0).
 func (r *Request) IsNowait() bool { return r.id == 0 }
+
+// PeerAddr is the client's address ("127.0.0.1:50123", or "unix:..." for a Unix socket).
+// Like the other peer accessors it answers while the handler runs; after the handler
+// returned it gives the zero value.
+func (r *Request) PeerAddr() string {
+	return r.text(func(c *C.fastrpc_request, buf *C.char, n C.size_t, out *C.size_t) C.fastrpc_status {
+		return C.fastrpc_request_peer_addr(c, buf, n, out)
+	})
+}
+
+// IsTLS reports whether the request came over TLS.
+func (r *Request) IsTLS() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c == nil {
+		return false
+	}
+	var tls C.bool
+	if C.fastrpc_request_is_tls(r.c, &tls) != C.FASTRPC_STATUS_OK {
+		return false
+	}
+	return bool(tls)
+}
+
+// PeerCertificate is the client's certificate (DER, a copy), verified by the server against
+// its client CAs: present with mutual TLS (WithClientCA), nil otherwise.
+func (r *Request) PeerCertificate() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c == nil {
+		return nil
+	}
+	var data *C.uint8_t
+	var n C.size_t
+	if C.fastrpc_request_peer_certificate(r.c, &data, &n) != C.FASTRPC_STATUS_OK || n == 0 {
+		return nil
+	}
+	return C.GoBytes(unsafe.Pointer(data), C.int(n))
+}
+
+// PeerSubject is the client certificate's subject as text ("CN=client,O=Example"), or ""
+// without a client certificate.
+func (r *Request) PeerSubject() string {
+	return r.text(func(c *C.fastrpc_request, buf *C.char, n C.size_t, out *C.size_t) C.fastrpc_status {
+		return C.fastrpc_request_peer_subject(c, buf, n, out)
+	})
+}
+
+// PeerSubjectAltNames is the client certificate's subject alternative names as text
+// ("DNS:host,IP:10.0.0.1"), or "" without a client certificate or SANs.
+func (r *Request) PeerSubjectAltNames() string {
+	return r.text(func(c *C.fastrpc_request, buf *C.char, n C.size_t, out *C.size_t) C.fastrpc_status {
+		return C.fastrpc_request_peer_subject_alt_names(c, buf, n, out)
+	})
+}
+
+// text measures a text accessor with (NULL, 0), then fills a buffer of that size.
+func (r *Request) text(f func(*C.fastrpc_request, *C.char, C.size_t, *C.size_t) C.fastrpc_status) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c == nil {
+		return ""
+	}
+	var n C.size_t
+	if f(r.c, nil, 0, &n) != C.FASTRPC_STATUS_OK || n == 0 {
+		return ""
+	}
+	buf := make([]byte, int(n)+1)
+	if f(r.c, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n) != C.FASTRPC_STATUS_OK {
+		return ""
+	}
+	return string(buf[:n])
+}
 
 // PanicError is what WithErrorHandler receives for a handler that panicked.
 type PanicError struct {
@@ -185,6 +263,7 @@ func (s *Server) Stats() ServerStats {
 	var st ServerStats
 	if s.state == serverServing {
 		var cs C.struct_fastrpc_server_stats
+		cs.struct_size = C.size_t(unsafe.Sizeof(cs))
 		C.gofrpc_server_stats(s.ptr, &cs)
 		st = serverStatsFrom(&cs)
 	}
@@ -212,11 +291,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	if s.stopDone == nil {
-		ms := uint64(math.MaxUint32)
+		ms := uint32(math.MaxUint32)
 		if dl, ok := ctx.Deadline(); ok {
-			ms, _ = durationMs(time.Until(dl))
-			if ms > math.MaxUint32 {
-				ms = math.MaxUint32
+			left := time.Until(dl)
+			if v, ok := durationMs(left); ok {
+				ms = v
+			} else if left < 0 {
+				ms = 0
 			}
 		}
 		s.stopDone = make(chan struct{})
@@ -331,9 +412,12 @@ func (s *Server) handle(r C.gofrpc_req) {
 	if vl > 0 {
 		copy(buf[nl:], unsafe.Slice((*byte)(unsafe.Pointer(r.value)), vl))
 	}
-	req := &Request{name: buf[:nl:nl], value: buf[nl:], id: uint32(r.id)}
+	req := &Request{name: buf[:nl:nl], value: buf[nl:], id: uint32(r.id), c: r.req}
 
 	resp, err := s.run(req)
+	req.mu.Lock()
+	req.c = nil // answered and freed below: the peer accessors stop here
+	req.mu.Unlock()
 	if err != nil {
 		// Freed unanswered: the library sends the configured error reply.
 		C.gofrpc_request_finish(r.req, 0, nil, 0)

@@ -1,7 +1,9 @@
 package fastrpc
 
 import (
+	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
@@ -510,4 +512,52 @@ func TestVersion(t *testing.T) {
 	} else if !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("SetWorkerThreads after start: %v", err)
 	}
+}
+
+// TestPeerIdentity: a handler sees the client's address, whether the connection is TLS, and
+// with mutual TLS the verified client certificate and its subject (the test client's:
+// CN "fastrpc test client", no SAN). After the handler returns the accessors give zero values.
+func TestPeerIdentity(t *testing.T) {
+	certs := testcerts.New()
+	clientDER, _ := pem.Decode(certs.ClientCertPEM)
+	type seen struct {
+		addr, subject, sans string
+		tls                 bool
+		cert                []byte
+		req                 *Request
+	}
+	got := make(chan seen, 1)
+	h := func(_ context.Context, req *Request) ([]byte, error) {
+		got <- seen{req.PeerAddr(), req.PeerSubject(), req.PeerSubjectAltNames(), req.IsTLS(),
+			req.PeerCertificate(), req}
+		return []byte("ok"), nil
+	}
+	check := func(t *testing.T, c *Client, tls bool, cert []byte, subject string) {
+		mustEqual(t, call(t, c, "who", ""), []byte("ok"))
+		s := <-got
+		if !strings.HasPrefix(s.addr, "127.0.0.1:") || len(s.addr) <= len("127.0.0.1:") {
+			t.Fatalf("peer address %q", s.addr)
+		}
+		if s.tls != tls || !bytes.Equal(s.cert, cert) || s.subject != subject || s.sans != "" {
+			t.Fatalf("tls %v cert %d bytes subject %q sans %q", s.tls, len(s.cert), s.subject, s.sans)
+		}
+		if s.req.PeerAddr() != "" || s.req.IsTLS() || s.req.PeerCertificate() != nil {
+			t.Fatal("peer accessors answered after the handler returned")
+		}
+	}
+	t.Run("plaintext", func(t *testing.T) {
+		s := startServer(t, h)
+		check(t, newClient(t, s.Addr()), false, nil, "")
+	})
+	t.Run("tls", func(t *testing.T) {
+		s := startServer(t, h, WithServerTLS(certs.ServerCertPEM, certs.ServerKeyPEM))
+		check(t, newClient(t, s.Addr(), WithTLS(certs.CAPEM, "localhost")), true, nil, "")
+	})
+	t.Run("mutual", func(t *testing.T) {
+		s := startServer(t, h, WithServerTLS(certs.ServerCertPEM, certs.ServerKeyPEM),
+			WithClientCA(certs.CAPEM))
+		c := newClient(t, s.Addr(), WithTLS(certs.CAPEM, "localhost"),
+			WithClientCertificate(certs.ClientCertPEM, certs.ClientKeyPEM))
+		check(t, c, true, clientDER.Bytes, "CN=fastrpc test client")
+	})
 }

@@ -282,8 +282,8 @@ pub extern "C" fn fastrpc_balanced_client_pending_requests(
     })
 }
 
-/// Writes the counters of every connection, summed, into `*out`. Any thread. Returns OK or
-/// INVALID_ARGUMENT.
+/// Writes the counters of every connection, summed, into `*out` (set `out->struct_size`
+/// first, as for `fastrpc_client_get_stats`). Any thread. Returns OK or INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn fastrpc_balanced_client_get_stats(
     client: *const fastrpc_balanced_client,
@@ -292,8 +292,7 @@ pub extern "C" fn fastrpc_balanced_client_get_stats(
     ffi_boundary!({
         let c = &arg_ref!(client).client;
         arg_out!(out);
-        unsafe { *out = c.stats().total.into() };
-        fastrpc_status::FASTRPC_STATUS_OK
+        unsafe { super::write_sized(out, c.stats().total.into(), "fastrpc_client_stats") }
     })
 }
 
@@ -311,6 +310,9 @@ pub extern "C" fn fastrpc_balanced_client_server_count(
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fastrpc_balanced_server_stats {
+    /// Set by the caller to `sizeof(fastrpc_balanced_server_stats)`; on return, the bytes
+    /// written (see `fastrpc_client_stats`).
+    pub struct_size: usize,
     /// 1 when new calls go to it; 0 when every connection to it failed to connect and is
     /// skipped until its backoff passes.
     pub up: u8,
@@ -318,6 +320,13 @@ pub struct fastrpc_balanced_server_stats {
     pub connections: u32,
     /// Its connections' counters, summed.
     pub stats: fastrpc_client_stats,
+}
+
+// SAFETY: `struct_size` is the first field, a usize.
+unsafe impl super::Sized_ for fastrpc_balanced_server_stats {
+    fn set_size(&mut self, n: usize) {
+        self.struct_size = n;
+    }
 }
 
 /// Writes the counters of server `index` (0 <= index < `fastrpc_balanced_client_server_count`)
@@ -346,13 +355,16 @@ pub extern "C" fn fastrpc_balanced_client_get_server_stats(
                 st.servers.len()
             ));
         };
-        unsafe {
-            *out = fastrpc_balanced_server_stats {
-                up: u8::from(s.state == BackendState::Up),
-                connections: s.connections as u32,
-                stats: s.stats.into(),
-            }
+        let v = fastrpc_balanced_server_stats {
+            struct_size: 0,
+            up: u8::from(s.state == BackendState::Up),
+            connections: s.connections as u32,
+            stats: s.stats.into(),
         };
+        let st = unsafe { super::write_sized(out, v, "fastrpc_balanced_server_stats") };
+        if st != fastrpc_status::FASTRPC_STATUS_OK {
+            return st;
+        }
         if addr_buf.is_null() && addr_buf_len == 0 {
             if !addr_len.is_null() {
                 unsafe { *addr_len = s.addr.len() };

@@ -174,6 +174,7 @@ pub extern "C" fn fastrpc_client_new(
             Ok(client) => {
                 let callbacks = Callbacks::new();
                 unsafe { *out = super::into_raw(ClientHandle { client, callbacks }) };
+                super::global::OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 fastrpc_status::FASTRPC_STATUS_OK
             }
             Err(e) => super::fail(&e),
@@ -391,6 +392,7 @@ pub struct fastrpc_io_stats {
 impl From<crate::client::ClientStats> for fastrpc_client_stats {
     fn from(s: crate::client::ClientStats) -> Self {
         fastrpc_client_stats {
+            struct_size: std::mem::size_of::<fastrpc_client_stats>(),
             calls: s.calls,
             responses: s.responses,
             sends: s.sends,
@@ -419,10 +421,14 @@ impl From<IoStats> for fastrpc_io_stats {
     }
 }
 
-/// A client's counters, from `fastrpc_client_get_stats`.
+/// A client's counters, from `fastrpc_client_get_stats`. Set `struct_size` to
+/// `sizeof(fastrpc_client_stats)` before the call: later versions append fields, and the
+/// library fills only what both it and the caller's header know.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fastrpc_client_stats {
+    /// Set by the caller to `sizeof(fastrpc_client_stats)`; on return, the bytes written.
+    pub struct_size: usize,
     /// Calls accepted (not counting fire-and-forget sends).
     pub calls: u64,
     /// Calls that got their response.
@@ -445,8 +451,15 @@ pub struct fastrpc_client_stats {
     pub io: fastrpc_io_stats,
 }
 
-/// Writes a snapshot of the client's counters into `*out`. Any thread. Returns OK or
-/// INVALID_ARGUMENT.
+unsafe impl super::Sized_ for fastrpc_client_stats {
+    fn set_size(&mut self, n: usize) {
+        self.struct_size = n;
+    }
+}
+
+/// Writes a snapshot of the client's counters into `*out`, whose `struct_size` the caller
+/// set (see `fastrpc_client_stats`). Any thread. Returns OK or INVALID_ARGUMENT (NULL
+/// `client` or `out`, `out->struct_size` not set).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_get_stats(
     client: *const fastrpc_client,
@@ -456,21 +469,20 @@ pub extern "C" fn fastrpc_client_get_stats(
         let c = &arg_ref!(client).client;
         arg_out!(out);
         let s = c.stats();
-        unsafe {
-            *out = fastrpc_client_stats {
-                calls: s.calls,
-                responses: s.responses,
-                sends: s.sends,
-                unexpected_responses: s.unexpected_responses,
-                connects: s.connects,
-                reconnects: s.reconnects,
-                connect_failures: s.connect_failures,
-                pending_requests: s.pending_requests,
-                errors: s.errors.into(),
-                io: s.io.into(),
-            }
+        let v = fastrpc_client_stats {
+            struct_size: 0,
+            calls: s.calls,
+            responses: s.responses,
+            sends: s.sends,
+            unexpected_responses: s.unexpected_responses,
+            connects: s.connects,
+            reconnects: s.reconnects,
+            connect_failures: s.connect_failures,
+            pending_requests: s.pending_requests,
+            errors: s.errors.into(),
+            io: s.io.into(),
         };
-        fastrpc_status::FASTRPC_STATUS_OK
+        unsafe { super::write_sized(out, v, "fastrpc_client_stats") }
     })
 }
 
@@ -516,6 +528,7 @@ pub extern "C" fn fastrpc_client_free(client: *mut fastrpc_client) {
                 h.callbacks.wait_idle();
             }
             drop(h);
+            super::global::OPEN_OBJECTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     })
 }

@@ -35,6 +35,14 @@ pub enum fastrpc_compression {
     FASTRPC_COMPRESSION_SNAPPY = 2,
 }
 
+/// A `fastrpc_compression` as C passes it: the header names the parameter's type
+/// `fastrpc_compression` (cbindgen.toml renames this alias), while Rust reads the raw
+/// `uint32_t`, so an out-of-range value is refused, never undefined behaviour.
+pub type fastrpc_compression_arg = u32;
+
+/// A `fastrpc_log_level` as C passes it (see `fastrpc_compression_arg`).
+pub type fastrpc_log_level_arg = u32;
+
 pub(crate) struct ClientBuilder {
     pub cfg: ClientConfig,
     /// Servers added with `fastrpc_client_config_builder_add_addr` (for
@@ -57,10 +65,6 @@ pub(crate) fn parse_compression(code: u32) -> Result<Compression, fastrpc_status
                 "unknown compression {code} (0 flate, 1 none, 2 snappy)"
             ))
         })
-}
-
-pub(crate) fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
 }
 
 fn tls(b: &mut ClientBuilder) -> &mut TlsClientConfig {
@@ -94,6 +98,8 @@ pub extern "C" fn fastrpc_client_config_builder_free(builder: *mut fastrpc_clien
 }
 
 /// The server address: `host:port` or `unix:/path` (NUL-terminated UTF-8). Required.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 `addr`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_addr(
     builder: *mut fastrpc_client_config_builder,
@@ -136,7 +142,7 @@ pub extern "C" fn fastrpc_client_config_builder_set_connections_per_server(
     ffi_boundary!({
         let b = arg_mut!(builder);
         if n == 0 || n > 1024 {
-            return super::invalid("connections_per_server must be 1..=1024");
+            return super::invalid("connections per server must be between 1 and 1024");
         }
         b.connections_per_server = n as usize;
         fastrpc_status::FASTRPC_STATUS_OK
@@ -148,16 +154,18 @@ pub extern "C" fn fastrpc_client_config_builder_set_connections_per_server(
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_resolve_interval_ms(
     builder: *mut fastrpc_client_config_builder,
-    interval_ms: u64,
+    interval_ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.resolve_interval = ms(interval_ms);
+        b.resolve_interval = Duration::from_millis(interval_ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// The sniff header written first on each connection (`(NULL, 0)`: none).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_sniff_header(
     builder: *mut fastrpc_client_config_builder,
@@ -172,6 +180,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_sniff_header(
 }
 
 /// The protocol version byte (0 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_protocol_version(
     builder: *mut fastrpc_client_config_builder,
@@ -185,10 +195,12 @@ pub extern "C" fn fastrpc_client_config_builder_set_protocol_version(
 }
 
 /// Compression of requests: a `fastrpc_compression` value; anything else is INVALID_ARGUMENT.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, not a `fastrpc_compression` value).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_compression(
     builder: *mut fastrpc_client_config_builder,
-    compression: u32,
+    compression: fastrpc_compression_arg,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
@@ -198,6 +210,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_compression(
 }
 
 /// DEFLATE level 0-9 (6 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `level` above 9).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_flate_level(
     builder: *mut fastrpc_client_config_builder,
@@ -206,7 +220,7 @@ pub extern "C" fn fastrpc_client_config_builder_set_flate_level(
     ffi_boundary!({
         let b = arg_mut!(builder);
         if level > 9 {
-            return super::invalid("flate level must be 0..=9");
+            return super::invalid(&format!("flate level {level} is not between 0 and 9"));
         }
         b.cfg.flate_level = level;
         fastrpc_status::FASTRPC_STATUS_OK
@@ -214,6 +228,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_flate_level(
 }
 
 /// Calls that may wait at once (1000 by default); must be at least 1.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0; above 16777216 is refused by `fastrpc_client_new`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_max_pending_requests(
     builder: *mut fastrpc_client_config_builder,
@@ -230,6 +246,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_max_pending_requests(
 }
 
 /// At the pending limit, fail the oldest queued call instead of the new one.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_prioritize_new_requests(
     builder: *mut fastrpc_client_config_builder,
@@ -243,61 +261,71 @@ pub extern "C" fn fastrpc_client_config_builder_set_prioritize_new_requests(
 }
 
 /// Longest wait, in microseconds, for more requests to share a write (0 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_max_batch_delay_us(
     builder: *mut fastrpc_client_config_builder,
-    us: u64,
+    us: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.cfg.max_batch_delay = Duration::from_micros(us);
+        b.cfg.max_batch_delay = Duration::from_micros(us as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Deadline of calls made with timeout 0 (10000 by default); must be more than 0.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_request_timeout_ms(
     builder: *mut fastrpc_client_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        if ms_ == 0 {
+        if ms == 0 {
             return super::invalid("request timeout must be more than 0");
         }
-        b.cfg.request_timeout = ms(ms_);
+        b.cfg.request_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Longest time to read one whole response frame; also the idle lifetime (0: none).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_read_timeout_ms(
     builder: *mut fastrpc_client_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.cfg.read_timeout = ms(ms_);
+        b.cfg.read_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Longest time to write one batch (0: none).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_write_timeout_ms(
     builder: *mut fastrpc_client_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.cfg.write_timeout = ms(ms_);
+        b.cfg.write_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Socket read buffer size in bytes (64 KiB by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_read_buffer_size(
     builder: *mut fastrpc_client_config_builder,
@@ -305,12 +333,17 @@ pub extern "C" fn fastrpc_client_config_builder_set_read_buffer_size(
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("read buffer size 0: it must be at least 1 byte");
+        }
         b.cfg.read_buffer_size = n;
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Write buffer size in bytes (64 KiB by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_write_buffer_size(
     builder: *mut fastrpc_client_config_builder,
@@ -318,12 +351,17 @@ pub extern "C" fn fastrpc_client_config_builder_set_write_buffer_size(
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("write buffer size 0: it must be at least 1 byte");
+        }
         b.cfg.write_buffer_size = n;
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Largest name or value in bytes, both directions (1 MiB by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0 or above 4294967295).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_max_frame_size(
     builder: *mut fastrpc_client_config_builder,
@@ -332,7 +370,9 @@ pub extern "C" fn fastrpc_client_config_builder_set_max_frame_size(
     ffi_boundary!({
         let b = arg_mut!(builder);
         if n == 0 || n > u32::MAX as usize {
-            return super::invalid("max_frame_size must be 1..=4294967295");
+            return super::invalid(&format!(
+                "max_frame_size {n} is not between 1 and 4294967295 bytes"
+            ));
         }
         b.cfg.max_frame_size = n;
         fastrpc_status::FASTRPC_STATUS_OK
@@ -340,40 +380,46 @@ pub extern "C" fn fastrpc_client_config_builder_set_max_frame_size(
 }
 
 /// Bound on the connection handshake, TLS included (3000 by default); more than 0.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_handshake_timeout_ms(
     builder: *mut fastrpc_client_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        if ms_ == 0 {
+        if ms == 0 {
             return super::invalid("handshake timeout must be more than 0");
         }
-        b.cfg.handshake_timeout = ms(ms_);
+        b.cfg.handshake_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Wait between connect attempts: starts at `min_ms`, doubles with jitter up to `max_ms` (20 and 1000 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `min_ms` above `max_ms`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_reconnect_backoff_ms(
     builder: *mut fastrpc_client_config_builder,
-    min_ms: u64,
-    max_ms: u64,
+    min_ms: u32,
+    max_ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
         if min_ms > max_ms {
             return super::invalid("reconnect backoff: min_ms exceeds max_ms");
         }
-        b.cfg.reconnect_backoff_min = ms(min_ms);
-        b.cfg.reconnect_backoff_max = ms(max_ms);
+        b.cfg.reconnect_backoff_min = Duration::from_millis(min_ms as u64);
+        b.cfg.reconnect_backoff_max = Duration::from_millis(max_ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Turns TLS on, trusting the CA certificates in `pem` (PEM bytes) to verify the server.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_client_new`
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_tls_ca_pem(
     builder: *mut fastrpc_client_config_builder,
@@ -388,6 +434,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_tls_ca_pem(
 }
 
 /// Turns TLS on, trusting the CA certificates in the PEM file at `path`.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 `path`), or TLS (the file cannot be read).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_tls_ca_file(
     builder: *mut fastrpc_client_config_builder,
@@ -410,6 +458,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_tls_ca_file(
 }
 
 /// The name the server's certificate must carry (default: the host of the address).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 `name`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_tls_server_name(
     builder: *mut fastrpc_client_config_builder,
@@ -423,6 +473,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_tls_server_name(
 }
 
 /// Mutual TLS: the client's certificate chain and private key (PEM bytes).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_client_new`
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_tls_client_cert_pem(
     builder: *mut fastrpc_client_config_builder,
@@ -443,6 +495,8 @@ pub extern "C" fn fastrpc_client_config_builder_set_tls_client_cert_pem(
 }
 
 /// DANGEROUS, for tests and development only: turns TLS on and accepts any server certificate, so the connection is encrypted but the server is not authenticated.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_client_config_builder_set_tls_insecure_skip_verify_for_testing_only(
     builder: *mut fastrpc_client_config_builder,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::pollfd::ReadyFd;
 use super::response::{self, fastrpc_response, Response};
 use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
 use crate::client::Completion;
@@ -44,6 +45,8 @@ struct QueueState {
     /// Pollers blocked in `wait_timeout`: a completion wakes one only when some wait, so a
     /// busy queue costs no futex syscall per completion.
     waiters: usize,
+    /// `fastrpc_completion_queue_fd`: readable while `items` is non-empty or `shut`.
+    ready_fd: ReadyFd,
 }
 
 impl Queue {
@@ -54,7 +57,10 @@ impl Queue {
 
     fn shut_down(&self) {
         self.shut.store(true, Relaxed);
-        self.lock().shut = true;
+        let mut st = self.lock();
+        st.shut = true;
+        st.ready_fd.set();
+        drop(st);
         self.ready.notify_all();
     }
 
@@ -66,6 +72,9 @@ impl Queue {
         let mut st = self.lock();
         let was_empty = st.items.is_empty();
         st.items.push_back((tag, r));
+        if was_empty {
+            st.ready_fd.set();
+        }
         // Pollers wait only while the queue is empty; the one this wakes passes the wakeup
         // on when it leaves completions behind (see poll).
         let wake = was_empty && st.waiters > 0;
@@ -109,6 +118,8 @@ impl Drop for QueueHandle {
         for (_, r) in st.items.drain(..) {
             response::give_back(r);
         }
+        // Closes the descriptor now, not when the last call in flight lets go of the queue.
+        st.ready_fd = ReadyFd::default();
         drop(st);
         self.queue.ready.notify_all();
     }
@@ -127,6 +138,7 @@ pub extern "C" fn fastrpc_completion_queue_new(
                 items: VecDeque::with_capacity(1024),
                 shut: false,
                 waiters: 0,
+                ready_fd: ReadyFd::default(),
             }),
             ready: Condvar::new(),
             shut: AtomicBool::new(false),
@@ -201,6 +213,9 @@ pub extern "C" fn fastrpc_completion_queue_poll(
                 });
             }
         }
+        if st.items.is_empty() && !st.shut {
+            st.ready_fd.clear();
+        }
         let more = !st.items.is_empty() && st.waiters > 0;
         drop(st);
         if more {
@@ -211,9 +226,53 @@ pub extern "C" fn fastrpc_completion_queue_poll(
     })
 }
 
+/// Writes into `*fd` a file descriptor that is readable exactly while the queue holds
+/// completions or is shut down, for the caller's own epoll, poll, select, libuv, asyncio
+/// (`loop.add_reader`) or Go netpoller: no thread needs to block in
+/// `fastrpc_completion_queue_poll`. It is an eventfd (non-blocking, close-on-exec) owned by
+/// the queue: never read, write or close it; it stays valid until
+/// `fastrpc_completion_queue_free`. Every call returns the same descriptor (made on the
+/// first call, so queues that are never watched hold no descriptor).
+///
+/// Semantics are level-triggered: the descriptor becomes readable when the queue goes from
+/// empty to non-empty (or is shut down) and stops being readable when a poll takes the last
+/// completion. Drain pattern, when the descriptor is reported readable:
+/// `fastrpc_completion_queue_poll(q, out, max, 0, &n)` with timeout 0 until it returns
+/// `n == 0` (or CLOSED after shutdown). With level-triggered epoll taking one batch per
+/// wakeup is also correct: the descriptor stays readable while completions remain. With
+/// `EPOLLET` the drain loop is required. Cost: one eventfd write when the queue becomes
+/// non-empty and one read when a poll empties it; nothing per completion in between.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL `queue` or `fd`), or IO when the eventfd cannot be
+/// created (the process is out of descriptors). Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_completion_queue_fd(
+    queue: *const fastrpc_completion_queue,
+    fd: *mut std::ffi::c_int,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let q = &arg_ref!(queue).queue;
+        arg_out!(fd);
+        let mut st = q.lock();
+        let ready = !st.items.is_empty() || st.shut;
+        match st.ready_fd.get(ready) {
+            Ok(raw) => {
+                unsafe { *fd = raw };
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
+            Err(e) => super::fail(&Error::new(
+                crate::ErrorKind::Io,
+                format!("cannot create the completion queue's eventfd: {e}"),
+            )),
+        }
+    })
+}
+
 /// Shuts the queue down: pollers wake, and once it is empty poll returns CLOSED. Calls still
 /// in flight still complete into it; new calls for it are refused
 /// (`fastrpc_client_call_queued` returns CLOSED). Any thread, including inside callbacks.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `queue`).
 #[no_mangle]
 pub extern "C" fn fastrpc_completion_queue_shutdown(
     queue: *const fastrpc_completion_queue,
@@ -239,6 +298,81 @@ pub(crate) fn sink(h: &QueueHandle) -> Arc<dyn Completion> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    fn readable(fd: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    /// The descriptor is level-triggered: readable from the first completion until a poll
+    /// takes the last one, also across partial takes; readable again on the next one; and
+    /// readable after shutdown while empty.
+    #[test]
+    fn the_fd_is_readable_exactly_while_completions_wait() {
+        let mut q = std::ptr::null_mut();
+        assert_eq!(
+            fastrpc_completion_queue_new(&mut q),
+            fastrpc_status::FASTRPC_STATUS_OK
+        );
+        let handle = unsafe { super::super::as_ref(q as *const fastrpc_completion_queue) }
+            .unwrap()
+            .queue
+            .clone();
+        // Completions already waiting when the descriptor is first asked for.
+        handle.push(1, response::take());
+        let mut fd = -1;
+        assert_eq!(
+            fastrpc_completion_queue_fd(q, &mut fd),
+            fastrpc_status::FASTRPC_STATUS_OK
+        );
+        assert!(readable(fd));
+        handle.push(2, response::take());
+        handle.push(3, response::take());
+        let mut out: Vec<fastrpc_completion> = (0..3)
+            .map(|_| fastrpc_completion {
+                tag: 0,
+                status: fastrpc_status::FASTRPC_STATUS_OK,
+                response: std::ptr::null_mut(),
+            })
+            .collect();
+        let mut tags = Vec::new();
+        for left in [2, 1, 0] {
+            let mut n = 0;
+            let s = fastrpc_completion_queue_poll(q, out.as_mut_ptr(), 1, 0, &mut n);
+            assert_eq!((s, n), (fastrpc_status::FASTRPC_STATUS_OK, 1));
+            tags.push(out[0].tag);
+            super::super::response::fastrpc_response_free(out[0].response);
+            assert_eq!(readable(fd), left > 0, "{left} left");
+        }
+        assert_eq!(tags, [1, 2, 3]);
+        let mut n = 9;
+        let s = fastrpc_completion_queue_poll(q, out.as_mut_ptr(), 3, 0, &mut n);
+        assert_eq!((s, n), (fastrpc_status::FASTRPC_STATUS_OK, 0));
+        assert!(!readable(fd));
+        handle.push(4, response::take());
+        assert!(readable(fd));
+        let s = fastrpc_completion_queue_poll(q, out.as_mut_ptr(), 3, 0, &mut n);
+        assert_eq!(
+            (s, n, out[0].tag),
+            (fastrpc_status::FASTRPC_STATUS_OK, 1, 4)
+        );
+        super::super::response::fastrpc_response_free(out[0].response);
+        assert!(!readable(fd));
+        assert_eq!(
+            fastrpc_completion_queue_shutdown(q),
+            fastrpc_status::FASTRPC_STATUS_OK
+        );
+        assert!(readable(fd));
+        let s = fastrpc_completion_queue_poll(q, out.as_mut_ptr(), 3, 0, &mut n);
+        assert_eq!(s, fastrpc_status::FASTRPC_STATUS_CLOSED);
+        assert!(readable(fd));
+        fastrpc_completion_queue_free(q);
+        drop(handle);
+    }
 
     /// Completions wake pollers only when some wait; the woken one passes the wakeup on.
     /// Bursts of 4 completions meet 4 pollers taking one each: every burst is taken well

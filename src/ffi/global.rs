@@ -13,6 +13,29 @@ pub extern "C" fn fastrpc_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
+/// The library version as one integer, `MAJOR * 10000 + MINOR * 100 + PATCH` (0.2.0 is 200),
+/// the same form as the header's `FASTRPC_VERSION_NUMBER`. A program checks at run time that
+/// the library it loaded is the one its header describes:
+/// `fastrpc_version_number() / 100 == FASTRPC_VERSION_NUMBER / 100` (same major and minor;
+/// before 1.0 every minor version may change the ABI). Any thread, never fails.
+#[no_mangle]
+pub extern "C" fn fastrpc_version_number() -> u32 {
+    const fn num(s: &str) -> u32 {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut n = 0;
+        while i < b.len() {
+            n = n * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        n
+    }
+    const V: u32 = num(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
+        + num(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + num(env!("CARGO_PKG_VERSION_PATCH"));
+    V
+}
+
 /// Sets the number of threads of the library's runtime (the threads that run connections,
 /// handlers and callbacks). Call it before creating any client or server; 0 restores the
 /// default (the number of CPUs, at most 4). Returns OK, or INVALID_ARGUMENT when the runtime
@@ -62,7 +85,7 @@ pub type fastrpc_log_callback = Option<
 pub extern "C" fn fastrpc_set_log_callback(
     callback: fastrpc_log_callback,
     userdata: *mut c_void,
-    max_level: u32,
+    max_level: super::client_config::fastrpc_log_level_arg,
 ) -> fastrpc_status {
     ffi_boundary!({
         let max = match max_level {
@@ -91,5 +114,40 @@ pub extern "C" fn fastrpc_set_log_callback(
             })),
         );
         fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Clients and servers created through the C ABI and not yet freed: `fastrpc_shutdown`
+/// refuses while any is open.
+pub(crate) static OPEN_OBJECTS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Stops the library's threads (its runtime), for `dlclose` and for leak checkers; the next
+/// fastrpc call that needs them starts them again. Safe to call at any time from your own
+/// thread, also when the library never started (then it does nothing) and twice.
+///
+/// While a client or server is still open (created and not yet freed) it stops nothing and
+/// returns INVALID_ARGUMENT, saying how many are open: free them first (freeing waits for
+/// their callbacks). Queues, responses, requests and builders need no threads and may stay.
+/// It waits up to 5 s for the library's threads to finish what they run, then returns.
+///
+/// Returns OK, or INVALID_ARGUMENT (clients or servers still open; called from a library
+/// thread, inside a callback or handler; another thread inside a blocking call; or in a
+/// child process after fork, where the threads do not exist).
+#[no_mangle]
+pub extern "C" fn fastrpc_shutdown() -> fastrpc_status {
+    ffi_boundary!({
+        super::not_forked!();
+        let open = OPEN_OBJECTS.load(std::sync::atomic::Ordering::SeqCst);
+        if open > 0 {
+            return super::invalid(&format!(
+                "{open} client(s) or server(s) are still open: free them before \
+                 fastrpc_shutdown; nothing was stopped"
+            ));
+        }
+        match crate::runtime::shutdown(std::time::Duration::from_secs(5)) {
+            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Err(e) => super::fail(&e),
+        }
     })
 }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod client_config;
 pub mod completion_queue;
 pub mod global;
+mod pollfd;
 pub mod request;
 pub mod response;
 pub mod server;
@@ -136,7 +137,8 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, 
 
 /// Writes `text` NUL-terminated into `(buf, len)`. `*out_len` (when not NULL) receives the
 /// text's full length without the NUL, also when it did not fit: then the text is cut, still
-/// NUL-terminated, and `FASTRPC_STATUS_BUFFER_TOO_SMALL` is returned.
+/// NUL-terminated, and `FASTRPC_STATUS_BUFFER_TOO_SMALL` is returned. `(NULL, 0)` measures:
+/// OK with the length in `*out_len`.
 ///
 /// # Safety
 /// `buf` must point to `len` writable bytes when not NULL; `out_len` must be NULL or valid.
@@ -150,9 +152,9 @@ pub(crate) unsafe fn write_text(
         *out_len = text.len();
     }
     if buf.is_null() || len == 0 {
-        return if text.is_empty() && buf.is_null() && len == 0 {
+        return if buf.is_null() && len == 0 {
             fastrpc_status::FASTRPC_STATUS_OK
-        } else if buf.is_null() && len != 0 {
+        } else if buf.is_null() {
             invalid("`buf` is NULL with a non-zero length")
         } else {
             fastrpc_status::FASTRPC_STATUS_BUFFER_TOO_SMALL
@@ -166,6 +168,40 @@ pub(crate) unsafe fn write_text(
     } else {
         fastrpc_status::FASTRPC_STATUS_OK
     }
+}
+
+/// A stats struct whose first field is `struct_size` (see [`write_sized`]).
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` and start with a `size_t struct_size` field.
+pub(crate) unsafe trait Sized_ {
+    fn set_size(&mut self, n: usize);
+}
+
+/// Writes `value` into the caller's `*out` the way every sized struct is filled: the caller
+/// set `out->struct_size` to `sizeof *out` (its header's size); the first
+/// `min(struct_size, size_of::<T>())` bytes are written, so a program built against an older
+/// (smaller) or newer (larger) header gets exactly the fields both know, and `struct_size`
+/// then holds the number of bytes written. A `struct_size` that does not even cover
+/// `struct_size` itself (0: not set) is INVALID_ARGUMENT.
+///
+/// # Safety
+/// `out` must be non-NULL and point to at least `(*out).struct_size` writable bytes.
+pub(crate) unsafe fn write_sized<T: Sized_>(
+    out: *mut T,
+    mut value: T,
+    what: &str,
+) -> fastrpc_status {
+    let want = std::ptr::read_unaligned(out.cast::<usize>());
+    if want < std::mem::size_of::<usize>() {
+        return invalid(&format!(
+            "`out->struct_size` is {want}: set it to sizeof({what}) before the call"
+        ));
+    }
+    let n = want.min(std::mem::size_of::<T>());
+    value.set_size(n);
+    std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), out.cast::<u8>(), n);
+    fastrpc_status::FASTRPC_STATUS_OK
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

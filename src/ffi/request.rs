@@ -99,7 +99,8 @@ pub extern "C" fn fastrpc_request_value(
 }
 
 /// The request id (0 for a fire-and-forget request, whose reply is not sent; also 0 when
-/// `request` is NULL or already answered).
+/// `request` is NULL or already answered, so 0 is ambiguous: prefer
+/// `fastrpc_request_get_id`, which tells those apart).
 #[no_mangle]
 pub extern "C" fn fastrpc_request_id(request: *const fastrpc_request) -> u32 {
     super::boundary_or(0, || {
@@ -149,5 +150,132 @@ pub extern "C" fn fastrpc_request_free(request: *mut fastrpc_request) {
         if let Some(h) = unsafe { super::from_raw(request) } {
             release(h);
         }
+    })
+}
+
+/// Writes the request id into `*id`: 0 means exactly a fire-and-forget request (its reply is
+/// not sent), anything else a call that waits for its reply. Returns OK, ALREADY_ANSWERED
+/// (the request was answered: `*id` is not written) or INVALID_ARGUMENT (NULL `request` or
+/// `id`). Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_get_id(
+    request: *const fastrpc_request,
+    id: *mut u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        arg_out!(id);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        unsafe { *id = c.request_id() };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Writes the client's address (`127.0.0.1:50123`, or `unix:...` for a Unix socket) into
+/// `buf`, NUL-terminated, as `fastrpc_status_message` does. Returns OK, BUFFER_TOO_SMALL
+/// (cut; `*out_len` has the full length), ALREADY_ANSWERED or INVALID_ARGUMENT (NULL
+/// `request`, NULL `buf` with `len` > 0). `(NULL, 0)` measures. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_peer_addr(
+    request: *const fastrpc_request,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        unsafe { super::write_text(c.peer_addr(), buf, len, out_len) }
+    })
+}
+
+/// Writes into `*tls` whether the request came over TLS. Returns OK, ALREADY_ANSWERED or
+/// INVALID_ARGUMENT (NULL `request` or `tls`). Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_is_tls(
+    request: *const fastrpc_request,
+    tls: *mut bool,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        arg_out!(tls);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        unsafe { *tls = c.is_tls() };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Points `*data`/`*len` at the client's certificate (DER), which the server verified
+/// against its client CAs (mutual TLS); `(NULL, 0)` when the client presented none (plaintext,
+/// or TLS without client certificates). Valid until the request is answered or freed.
+/// Returns OK, ALREADY_ANSWERED or INVALID_ARGUMENT (NULL arguments). Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_peer_certificate(
+    request: *const fastrpc_request,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        arg_out!(data);
+        arg_out!(len);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        let cert = c.peer_certificate();
+        unsafe {
+            *data = cert.map_or(std::ptr::null(), |d| d.as_ptr());
+            *len = cert.map_or(0, |d| d.len());
+        }
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Writes the client certificate's subject as text (`CN=client,O=Example`; CN, C, L, ST, O,
+/// OU and serialNumber, in certificate order) into `buf`, as `fastrpc_status_message` does;
+/// empty without a client certificate. Returns OK, BUFFER_TOO_SMALL, ALREADY_ANSWERED or
+/// INVALID_ARGUMENT. `(NULL, 0)` measures. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_peer_subject(
+    request: *const fastrpc_request,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        let text = c.peer_subject().unwrap_or_default();
+        unsafe { super::write_text(&text, buf, len, out_len) }
+    })
+}
+
+/// Writes the client certificate's subject alternative names as text
+/// (`DNS:host,IP:10.0.0.1,email:a@b,URI:spiffe://...`) into `buf`, as
+/// `fastrpc_status_message` does; empty without a client certificate or without SANs.
+/// Returns OK, BUFFER_TOO_SMALL, ALREADY_ANSWERED or INVALID_ARGUMENT. `(NULL, 0)`
+/// measures. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_request_peer_subject_alt_names(
+    request: *const fastrpc_request,
+    buf: *mut std::ffi::c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let r = arg_ref!(request);
+        let Some(c) = &r.call else {
+            return answered();
+        };
+        let text = c.peer_subject_alt_names().unwrap_or_default();
+        unsafe { super::write_text(&text, buf, len, out_len) }
     })
 }

@@ -118,8 +118,9 @@ pub extern "C" fn fastrpc_response_len(resp: *const fastrpc_response) -> usize {
     })
 }
 
-/// The status of the call this object holds the outcome of: OK, or why it failed.
-/// INVALID_ARGUMENT when `resp` is NULL.
+/// Returns the status of the call this object holds the outcome of: OK, or why it failed
+/// (any status a call can end with: TIMEOUT, OVERFLOW, CONNECT, CONNECTION, CLOSED, PROTOCOL,
+/// TLS, TOO_LARGE, INVALID_ARGUMENT, IO, PANIC); INVALID_ARGUMENT when `resp` is NULL.
 #[no_mangle]
 pub extern "C" fn fastrpc_response_status(resp: *const fastrpc_response) -> fastrpc_status {
     ffi_boundary!({
@@ -130,6 +131,10 @@ pub extern "C" fn fastrpc_response_status(resp: *const fastrpc_response) -> fast
 
 /// Writes the message of the failure this object holds (which peer, which cause) into
 /// `buf`, as `fastrpc_status_message` does; empty when the call succeeded.
+///
+/// Returns OK, BUFFER_TOO_SMALL (the text was cut; `*out_len` has its full length) or
+/// INVALID_ARGUMENT (NULL `resp`, or NULL `buf` with `len` > 0). `(NULL, 0)` measures: OK
+/// with the length in `*out_len`.
 #[no_mangle]
 pub extern "C" fn fastrpc_response_error_message(
     resp: *const fastrpc_response,

@@ -112,6 +112,7 @@ fn start(
     match BlockingServer::bind(addr, b.cfg.clone(), handler) {
         Ok(server) => {
             unsafe { *out = super::into_raw(ServerHandle { server, active }) };
+            super::global::OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             fastrpc_status::FASTRPC_STATUS_OK
         }
         Err(e) => super::fail(&e),
@@ -150,6 +151,9 @@ pub extern "C" fn fastrpc_server_new(
 
 /// Like `fastrpc_server_new`, but each request goes into `queue`, to be taken with
 /// `fastrpc_server_queue_poll`. The queue must outlive the server.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL arguments, bad address or options, called from a
+/// library thread), IO (cannot listen there) or TLS (unusable certificate or key).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_new_queued(
     builder: *const fastrpc_server_config_builder,
@@ -166,7 +170,8 @@ pub extern "C" fn fastrpc_server_new_queued(
 
 /// Writes the bound address (`127.0.0.1:40123` with the real port, or `unix:/path`) into
 /// `buf`, NUL-terminated; `*out_len` (when not NULL) receives its length. Returns OK,
-/// BUFFER_TOO_SMALL (cut to fit) or INVALID_ARGUMENT. Any thread.
+/// BUFFER_TOO_SMALL (cut to fit) or INVALID_ARGUMENT (NULL `server`, NULL `buf` with `len`
+/// > 0). `(NULL, 0)` measures: OK with the length in `*out_len`. Any thread.
 #[no_mangle]
 pub extern "C" fn fastrpc_server_local_addr(
     server: *const fastrpc_server,
@@ -180,10 +185,14 @@ pub extern "C" fn fastrpc_server_local_addr(
     })
 }
 
-/// A server's counters, from `fastrpc_server_get_stats`.
+/// A server's counters, from `fastrpc_server_get_stats`. Set `struct_size` to
+/// `sizeof(fastrpc_server_stats)` before the call: later versions append fields, and the
+/// library fills only what both it and the caller's header know.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fastrpc_server_stats {
+    /// Set by the caller to `sizeof(fastrpc_server_stats)`; on return, the bytes written.
+    pub struct_size: usize,
     /// Requests that want a response.
     pub requests: u64,
     /// Fire-and-forget requests.
@@ -210,8 +219,15 @@ pub struct fastrpc_server_stats {
     pub io: fastrpc_io_stats,
 }
 
-/// Writes a snapshot of the server's counters into `*out`. Any thread. Returns OK or
-/// INVALID_ARGUMENT.
+unsafe impl super::Sized_ for fastrpc_server_stats {
+    fn set_size(&mut self, n: usize) {
+        self.struct_size = n;
+    }
+}
+
+/// Writes a snapshot of the server's counters into `*out`, whose `struct_size` the caller
+/// set (see `fastrpc_server_stats`). Any thread. Returns OK or INVALID_ARGUMENT (NULL
+/// `server` or `out`, `out->struct_size` not set).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_get_stats(
     server: *const fastrpc_server,
@@ -220,23 +236,22 @@ pub extern "C" fn fastrpc_server_get_stats(
     ffi_boundary!({
         let s = arg_ref!(server).server.stats();
         arg_out!(out);
-        unsafe {
-            *out = fastrpc_server_stats {
-                requests: s.requests,
-                nowait_requests: s.nowait_requests,
-                responses: s.responses,
-                concurrency_limit_replies: s.concurrency_limit_replies,
-                handler_panics: s.handler_panics,
-                unanswered: s.unanswered,
-                running: s.running,
-                connections_accepted: s.connections_accepted,
-                connections_open: s.connections_open,
-                handshake_failures: s.handshake_failures,
-                errors: s.errors.into(),
-                io: s.io.into(),
-            }
+        let v = fastrpc_server_stats {
+            struct_size: 0,
+            requests: s.requests,
+            nowait_requests: s.nowait_requests,
+            responses: s.responses,
+            concurrency_limit_replies: s.concurrency_limit_replies,
+            handler_panics: s.handler_panics,
+            unanswered: s.unanswered,
+            running: s.running,
+            connections_accepted: s.connections_accepted,
+            connections_open: s.connections_open,
+            handshake_failures: s.handshake_failures,
+            errors: s.errors.into(),
+            io: s.io.into(),
         };
-        fastrpc_status::FASTRPC_STATUS_OK
+        unsafe { super::write_sized(out, v, "fastrpc_server_stats") }
     })
 }
 
@@ -282,5 +297,6 @@ pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
         while active.running.load(SeqCst) > own {
             std::thread::sleep(Duration::from_millis(1));
         }
+        super::global::OPEN_OBJECTS.fetch_sub(1, SeqCst);
     })
 }

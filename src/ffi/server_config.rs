@@ -5,7 +5,7 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
-use super::client_config::{ms, parse_compression};
+use super::client_config::parse_compression;
 use super::{arg_mut, arg_out, arg_try, fastrpc_status, ffi_boundary, Castable};
 use crate::config::ServerConfig;
 use crate::tls::TlsServerConfig;
@@ -56,6 +56,8 @@ pub extern "C" fn fastrpc_server_config_builder_free(builder: *mut fastrpc_serve
 }
 
 /// The sniff header expected first on each connection and written back (`(NULL, 0)`: none).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_sniff_header(
     builder: *mut fastrpc_server_config_builder,
@@ -70,6 +72,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_sniff_header(
 }
 
 /// The protocol version byte (0 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_protocol_version(
     builder: *mut fastrpc_server_config_builder,
@@ -83,10 +87,12 @@ pub extern "C" fn fastrpc_server_config_builder_set_protocol_version(
 }
 
 /// Compression of responses: a `fastrpc_compression` value; anything else is INVALID_ARGUMENT.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, not a `fastrpc_compression` value).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_compression(
     builder: *mut fastrpc_server_config_builder,
-    compression: u32,
+    compression: super::client_config::fastrpc_compression_arg,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
@@ -96,6 +102,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_compression(
 }
 
 /// DEFLATE level 0-9 (6 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `level` above 9).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_flate_level(
     builder: *mut fastrpc_server_config_builder,
@@ -104,7 +112,7 @@ pub extern "C" fn fastrpc_server_config_builder_set_flate_level(
     ffi_boundary!({
         let b = arg_mut!(builder);
         if level > 9 {
-            return super::invalid("flate level must be 0..=9");
+            return super::invalid(&format!("flate level {level} is not between 0 and 9"));
         }
         b.cfg.flate_level = level;
         fastrpc_status::FASTRPC_STATUS_OK
@@ -112,6 +120,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_flate_level(
 }
 
 /// Handlers that may run at once over all connections (10000 by default); at least 1.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_concurrency(
     builder: *mut fastrpc_server_config_builder,
@@ -128,6 +138,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_concurrency(
 }
 
 /// The response value sent at once, instead of running the handler, when `concurrency` handlers already run (empty by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_concurrency_limit_reply(
     builder: *mut fastrpc_server_config_builder,
@@ -143,6 +155,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_concurrency_limit_reply(
 }
 
 /// The response value sent for a request freed unanswered (empty by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_error_reply(
     builder: *mut fastrpc_server_config_builder,
@@ -157,6 +171,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_error_reply(
 }
 
 /// Run each connection's requests one after another, in order.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_pipeline_requests(
     builder: *mut fastrpc_server_config_builder,
@@ -170,45 +186,53 @@ pub extern "C" fn fastrpc_server_config_builder_set_pipeline_requests(
 }
 
 /// Longest wait, in microseconds, for more responses to share a write (0 by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_max_batch_delay_us(
     builder: *mut fastrpc_server_config_builder,
-    us: u64,
+    us: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.cfg.max_batch_delay = Duration::from_micros(us);
+        b.cfg.max_batch_delay = Duration::from_micros(us as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Longest time to read one whole request frame; also the idle lifetime (0: none).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_read_timeout_ms(
     builder: *mut fastrpc_server_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.cfg.read_timeout = ms(ms_);
+        b.cfg.read_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Longest time to write one batch (0: none).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_write_timeout_ms(
     builder: *mut fastrpc_server_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        b.cfg.write_timeout = ms(ms_);
+        b.cfg.write_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Socket read buffer size in bytes (64 KiB by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_read_buffer_size(
     builder: *mut fastrpc_server_config_builder,
@@ -216,12 +240,17 @@ pub extern "C" fn fastrpc_server_config_builder_set_read_buffer_size(
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("read buffer size 0: it must be at least 1 byte");
+        }
         b.cfg.read_buffer_size = n;
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Write buffer size in bytes (64 KiB by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_write_buffer_size(
     builder: *mut fastrpc_server_config_builder,
@@ -229,12 +258,17 @@ pub extern "C" fn fastrpc_server_config_builder_set_write_buffer_size(
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("write buffer size 0: it must be at least 1 byte");
+        }
         b.cfg.write_buffer_size = n;
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Largest name or value in bytes, both directions (1 MiB by default).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0 or above 4294967295).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_max_frame_size(
     builder: *mut fastrpc_server_config_builder,
@@ -243,7 +277,9 @@ pub extern "C" fn fastrpc_server_config_builder_set_max_frame_size(
     ffi_boundary!({
         let b = arg_mut!(builder);
         if n == 0 || n > u32::MAX as usize {
-            return super::invalid("max_frame_size must be 1..=4294967295");
+            return super::invalid(&format!(
+                "max_frame_size {n} is not between 1 and 4294967295 bytes"
+            ));
         }
         b.cfg.max_frame_size = n;
         fastrpc_status::FASTRPC_STATUS_OK
@@ -251,22 +287,26 @@ pub extern "C" fn fastrpc_server_config_builder_set_max_frame_size(
 }
 
 /// Bound on the connection handshake, TLS included (3000 by default); more than 0.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_handshake_timeout_ms(
     builder: *mut fastrpc_server_config_builder,
-    ms_: u64,
+    ms: u32,
 ) -> fastrpc_status {
     ffi_boundary!({
         let b = arg_mut!(builder);
-        if ms_ == 0 {
+        if ms == 0 {
             return super::invalid("handshake timeout must be more than 0");
         }
-        b.cfg.handshake_timeout = ms(ms_);
+        b.cfg.handshake_timeout = Duration::from_millis(ms as u64);
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
 /// Turns TLS on with this certificate chain and private key (PEM bytes).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_server_new`
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_pem(
     builder: *mut fastrpc_server_config_builder,
@@ -287,6 +327,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_pem(
 }
 
 /// Turns TLS on with the certificate chain and private key in these PEM files.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL `builder`, NULL or non-UTF-8 paths), or TLS (a file cannot be read).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_files(
     builder: *mut fastrpc_server_config_builder,
@@ -327,6 +369,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_tls_cert_files(
 /// handshake is answered with TLS required, then the connection closes), whatever
 /// `fastrpc_server_config_builder_set_require_tls` says. No setting serves plaintext while
 /// asking for client certificates.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `(NULL, len > 0)` bytes).; PEM that does not parse is TLS from `fastrpc_server_new`
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_pem(
     builder: *mut fastrpc_server_config_builder,
@@ -344,6 +388,8 @@ pub extern "C" fn fastrpc_server_config_builder_set_tls_client_ca_pem(
 /// TLS is required, then the connection closes. With a client CA
 /// (`fastrpc_server_config_builder_set_tls_client_ca_pem` or `_file`) plaintext clients are
 /// refused even when this is off.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_config_builder_set_require_tls(
     builder: *mut fastrpc_server_config_builder,

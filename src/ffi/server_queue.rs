@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::pollfd::ReadyFd;
 use super::request::{self, fastrpc_request, RequestHandle};
 use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
 use crate::error::Error;
@@ -27,6 +28,8 @@ pub(crate) struct ServerQueue {
 struct State {
     items: VecDeque<Box<RequestHandle>>,
     shut: bool,
+    /// `fastrpc_server_queue_fd`: readable while `items` is non-empty or `shut`.
+    ready_fd: ReadyFd,
 }
 
 impl ServerQueue {
@@ -41,6 +44,9 @@ impl ServerQueue {
             drop(st);
             request::release(h);
             return;
+        }
+        if st.items.is_empty() {
+            st.ready_fd.set();
         }
         st.items.push_back(h);
         drop(st);
@@ -61,6 +67,7 @@ impl Drop for ServerQueueHandle {
         let mut st = self.queue.lock();
         st.shut = true;
         let items: Vec<_> = st.items.drain(..).collect();
+        st.ready_fd = ReadyFd::default();
         drop(st);
         self.queue.ready.notify_all();
         for h in items {
@@ -80,6 +87,7 @@ pub extern "C" fn fastrpc_server_queue_new(out: *mut *mut fastrpc_server_queue) 
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(1024),
                 shut: false,
+                ready_fd: ReadyFd::default(),
             }),
             ready: Condvar::new(),
         });
@@ -141,6 +149,9 @@ pub extern "C" fn fastrpc_server_queue_poll(
             let h = st.items.pop_front().expect("counted");
             unsafe { out.add(i).write(super::box_into_raw(h)) };
         }
+        if st.items.is_empty() && !st.shut {
+            st.ready_fd.clear();
+        }
         let more = !st.items.is_empty();
         drop(st);
         if more {
@@ -151,15 +162,58 @@ pub extern "C" fn fastrpc_server_queue_poll(
     })
 }
 
+/// Writes into `*fd` a file descriptor that is readable exactly while requests wait in the
+/// queue or it is shut down, for the caller's own epoll, poll, select, libuv, asyncio or Go
+/// netpoller: no thread needs to block in `fastrpc_server_queue_poll`. It is an eventfd
+/// (non-blocking, close-on-exec) owned by the queue: never read, write or close it; it stays
+/// valid until `fastrpc_server_queue_free`. Every call returns the same descriptor.
+///
+/// Level-triggered, as `fastrpc_completion_queue_fd`: readable from the moment the queue
+/// goes from empty to non-empty (or is shut down) until a poll takes the last request.
+/// Drain pattern: when it is readable, `fastrpc_server_queue_poll(q, out, max, 0, &n)` with
+/// timeout 0 until `n == 0` (or CLOSED after shutdown); with level-triggered epoll one
+/// batch per wakeup is also correct. No syscall per request while the queue stays
+/// non-empty.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL `queue` or `fd`), or IO when the eventfd cannot be
+/// created. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_server_queue_fd(
+    queue: *const fastrpc_server_queue,
+    fd: *mut std::ffi::c_int,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let q = &arg_ref!(queue).queue;
+        arg_out!(fd);
+        let mut st = q.lock();
+        let ready = !st.items.is_empty() || st.shut;
+        match st.ready_fd.get(ready) {
+            Ok(raw) => {
+                unsafe { *fd = raw };
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
+            Err(e) => super::fail(&Error::new(
+                crate::ErrorKind::Io,
+                format!("cannot create the server queue's eventfd: {e}"),
+            )),
+        }
+    })
+}
+
 /// Shuts the queue down: pollers wake; requests already queued can still be polled, new ones
 /// are answered with the error reply; once empty, poll returns CLOSED. Any thread.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `queue`).
 #[no_mangle]
 pub extern "C" fn fastrpc_server_queue_shutdown(
     queue: *const fastrpc_server_queue,
 ) -> fastrpc_status {
     ffi_boundary!({
         let q = &arg_ref!(queue).queue;
-        q.lock().shut = true;
+        let mut st = q.lock();
+        st.shut = true;
+        st.ready_fd.set();
+        drop(st);
         q.ready.notify_all();
         fastrpc_status::FASTRPC_STATUS_OK
     })

@@ -96,8 +96,9 @@ impl fastrpc_status {
 /// address, which TLS alert) see `fastrpc_last_error_message` and
 /// `fastrpc_response_error_message`.
 ///
-/// Returns OK, or BUFFER_TOO_SMALL when the message was cut to fit (`buf` NULL with `len` 0
-/// just measures), or INVALID_ARGUMENT when `buf` is NULL with a non-zero `len`.
+/// Returns OK, or BUFFER_TOO_SMALL when the message was cut to fit, or INVALID_ARGUMENT
+/// when `buf` is NULL with a non-zero `len`. `(NULL, 0)` measures: OK with the length in
+/// `*out_len`.
 /// Any thread.
 #[no_mangle]
 pub extern "C" fn fastrpc_status_message(
@@ -114,6 +115,10 @@ pub extern "C" fn fastrpc_status_message(
 /// Writes the details of the last failure returned to this thread by a fastrpc function
 /// (for example "fastrpc connect: cannot connect to 127.0.0.1:1: Connection refused") into
 /// `buf`, as `fastrpc_status_message` does. Empty when nothing failed on this thread yet.
+///
+/// Returns OK, BUFFER_TOO_SMALL (the text was cut; `*out_len` has its full length) or
+/// INVALID_ARGUMENT (NULL `buf` with `len` > 0). `(NULL, 0)` measures: OK with the length
+/// in `*out_len`.
 #[no_mangle]
 pub extern "C" fn fastrpc_last_error_message(
     buf: *mut c_char,

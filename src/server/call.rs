@@ -66,6 +66,29 @@ impl Call {
         &self.conn.peer
     }
 
+    /// Whether the request came over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.conn.tls_peer.is_some()
+    }
+
+    /// The client's certificate (DER), verified against the server's client CAs: present on
+    /// mutual-TLS connections, `None` otherwise.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.conn.tls_peer.as_ref()?.as_deref()
+    }
+
+    /// The client certificate's subject as text (`CN=client,O=Example`), or `None` without
+    /// a client certificate.
+    pub fn peer_subject(&self) -> Option<String> {
+        self.peer_certificate().map(crate::x509::subject)
+    }
+
+    /// The client certificate's subject alternative names as text
+    /// (`DNS:host,IP:10.0.0.1`; empty when it has none), or `None` without a certificate.
+    pub fn peer_subject_alt_names(&self) -> Option<String> {
+        self.peer_certificate().map(crate::x509::subject_alt_names)
+    }
+
     /// Sends `value` as the response. Errors: [`ErrorKind::TooLarge`] when `value` exceeds
     /// `max_frame_size` (the configured `error_reply` is sent instead), and
     /// [`ErrorKind::Closed`] when the connection is gone (the reply is dropped). Either way the

@@ -59,6 +59,8 @@ pub(crate) struct ConnShared {
     pub out: Mutex<Out>,
     pub server: Arc<ServerInner>,
     pub peer: String,
+    /// `Some` on a TLS connection, holding the client's verified certificate (DER) if any.
+    pub tls_peer: Option<Option<Arc<[u8]>>>,
 }
 
 impl ConnShared {
@@ -100,6 +102,7 @@ pub(crate) async fn serve(
         },
         _ = stop.cancelled() => return,
     };
+    let tls_peer = stream.tls_peer().map(|c| c.map(Arc::from));
     let (rd, wr) = stream.split();
     let mut reader = FrameReader::new(
         rd,
@@ -132,6 +135,7 @@ pub(crate) async fn serve(
         }),
         server: server.clone(),
         peer,
+        tls_peer,
     });
     // The connection's own token: the server's stop cancels it, and so does a failed write,
     // which must end the reader too (replies can no longer be delivered).

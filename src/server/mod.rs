@@ -301,7 +301,7 @@ impl BlockingServer {
     ) -> Result<BlockingServer, Error> {
         let rt = crate::runtime::global();
         let addr = addr.to_string();
-        let server = crate::runtime::run_blocking(rt, async move {
+        let server = crate::runtime::run_blocking(&rt, async move {
             Server::bind(&addr, config, handler).await
         })??;
         Ok(BlockingServer {
@@ -323,6 +323,6 @@ impl BlockingServer {
     pub fn stop(&self, timeout: Duration) -> Result<(), Error> {
         let rt = crate::runtime::global();
         let server = self.server.clone();
-        crate::runtime::run_blocking(rt, async move { server.stop(timeout).await })?
+        crate::runtime::run_blocking(&rt, async move { server.stop(timeout).await })?
     }
 }

@@ -1,0 +1,555 @@
+/*
+ * test_abi.c: the C ABI 0.2 additions (issue 13): pollable queues driven from one epoll
+ * loop, the version check, sized stats, the tidied edges and library teardown.
+ *
+ *   queue_fds_level_triggered   each queue's descriptor: the same one every call, readable
+ *                               exactly while something waits, readable after shutdown
+ *   epoll_one_thread            a client (completion queue) and a queued server (server
+ *                               queue) served by ONE epoll loop on this thread: thousands of
+ *                               calls, every fastrpc poll with timeout 0
+ *   version_number              fastrpc_version_number() matches the header's macros
+ *   stats_struct_size           stats structs filled up to the caller's struct_size; an
+ *                               unset size is refused; a larger (newer) struct is not
+ *                               written past the library's fields
+ *   tidy_edges                  (NULL, 0) measures text; buffer sizes 0 refused; C-worded
+ *                               errors; enum-typed parameters; fastrpc_request_get_id
+ *   shutdown                    fastrpc_shutdown: refused while a client or server is open
+ *                               (which keeps working) and from a callback; once all are
+ *                               freed, no fastrpc-worker thread is left; the next use starts
+ *                               the threads again; twice and with nothing running is OK
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+/* Whether fd is readable now (poll with timeout 0, or up to timeout_ms). */
+static int readable(int fd, int timeout_ms) {
+    struct pollfd p;
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    return r == 1 && (p.revents & POLLIN);
+}
+
+/* A queued server on 127.0.0.1:0, its queue and a client of it with a completion queue. */
+typedef struct pair {
+    fastrpc_server_queue *sq;
+    fastrpc_server *s;
+    fastrpc_completion_queue *q;
+    fastrpc_client *c;
+    char addr[64];
+} pair;
+
+static int pair_start(pair *p) {
+    memset(p, 0, sizeof *p);
+    if (fastrpc_server_queue_new(&p->sq) != FASTRPC_STATUS_OK) return 0;
+    fastrpc_server_config_builder *sb = NULL;
+    if (fastrpc_server_config_builder_new(&sb) != FASTRPC_STATUS_OK) return 0;
+    fastrpc_status st = fastrpc_server_new_queued(sb, "127.0.0.1:0", p->sq, &p->s);
+    fastrpc_server_config_builder_free(sb);
+    if (st != FASTRPC_STATUS_OK) return 0;
+    if (fastrpc_server_local_addr(p->s, p->addr, sizeof p->addr, NULL) != FASTRPC_STATUS_OK)
+        return 0;
+    if (fastrpc_completion_queue_new(&p->q) != FASTRPC_STATUS_OK) return 0;
+    p->c = th_client_new(p->addr);
+    return p->c != NULL;
+}
+
+static void pair_stop(pair *p) {
+    fastrpc_client_free(p->c);
+    fastrpc_completion_queue_free(p->q);
+    fastrpc_server_free(p->s);
+    fastrpc_server_queue_free(p->sq);
+}
+
+/* Answers a request with `name ":" value` and frees it. */
+static void echo(fastrpc_request *r) {
+    const uint8_t *name, *value;
+    size_t nl, vl;
+    char buf[256];
+    size_t k = 0;
+    if (fastrpc_request_name(r, &name, &nl) == FASTRPC_STATUS_OK &&
+        fastrpc_request_value(r, &value, &vl) == FASTRPC_STATUS_OK && nl + vl + 1 <= sizeof buf) {
+        memcpy(buf, name, nl);
+        buf[nl] = ':';
+        memcpy(buf + nl + 1, value, vl);
+        k = nl + 1 + vl;
+    }
+    CHECK_STATUS(fastrpc_request_reply(r, TH_B(buf), k), FASTRPC_STATUS_OK);
+    fastrpc_request_free(r);
+}
+
+static void test_queue_fds_level_triggered(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    int cfd = -1, cfd2 = -2, sfd = -1, sfd2 = -2;
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd2), FASTRPC_STATUS_OK);
+    CHECK(cfd >= 0 && cfd == cfd2);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd2), FASTRPC_STATUS_OK);
+    CHECK(sfd >= 0 && sfd == sfd2 && sfd != cfd);
+    /* Invalid arguments; the out-parameter is left alone. */
+    int untouched = 1234;
+    CHECK_STATUS(fastrpc_completion_queue_fd(NULL, &untouched), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_completion_queue_fd(p.q, NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_server_queue_fd(NULL, &untouched), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_server_queue_fd(p.sq, NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(untouched == 1234);
+
+    /* Empty queues: not readable. */
+    CHECK(!readable(cfd, 0));
+    CHECK(!readable(sfd, 0));
+
+    /* Three calls in flight: the server queue's fd becomes readable; it stays readable
+     * (level-triggered) until the last request is taken. */
+    for (uint64_t t = 1; t <= 3; t++) {
+        char v[8];
+        snprintf(v, sizeof v, "%u", (unsigned)t);
+        CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("fd"), 2, TH_B(v), strlen(v),
+                                                th_ms(10000), p.q, t),
+                     FASTRPC_STATUS_OK);
+    }
+    fastrpc_request *reqs[3];
+    size_t got = 0;
+    while (got < 3) {
+        REQUIRE(readable(sfd, (int)th_ms(10000)));
+        CHECK(readable(sfd, 0)); /* reading readiness does not consume it */
+        size_t n = 0;
+        REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, reqs + got, 1, 0, &n), FASTRPC_STATUS_OK);
+        REQUIRE(n == 1);
+        got += n;
+    }
+    /* All three taken and nothing else in flight: no longer readable. */
+    CHECK(!readable(sfd, 0));
+    size_t n = 7;
+    CHECK_STATUS(fastrpc_server_queue_poll(p.sq, reqs, 1, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n == 0);
+    CHECK(!readable(cfd, 0)); /* no completion yet: nothing was answered */
+    for (int i = 0; i < 3; i++) echo(reqs[i]);
+
+    /* The three completions arrive; the fd is readable until the last one is taken. */
+    fastrpc_completion comp[3];
+    got = 0;
+    while (got < 3) {
+        REQUIRE(readable(cfd, (int)th_ms(10000)));
+        REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, comp + got, 1, 0, &n),
+                       FASTRPC_STATUS_OK);
+        REQUIRE(n == 1);
+        got += n;
+    }
+    CHECK(!readable(cfd, 0));
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "fd:%u", (unsigned)comp[i].tag);
+        CHECK(comp[i].status == FASTRPC_STATUS_OK);
+        CHECK(th_response_is(comp[i].response, want));
+        fastrpc_response_free(comp[i].response);
+    }
+
+    /* Shutdown makes an empty queue's fd readable, so a loop learns of it: poll says CLOSED. */
+    CHECK_STATUS(fastrpc_completion_queue_shutdown(p.q), FASTRPC_STATUS_OK);
+    CHECK(readable(cfd, 0));
+    CHECK_STATUS(fastrpc_completion_queue_poll(p.q, comp, 3, 0, &n), FASTRPC_STATUS_CLOSED);
+    CHECK(readable(cfd, 0));
+    CHECK_STATUS(fastrpc_server_queue_shutdown(p.sq), FASTRPC_STATUS_OK);
+    CHECK(readable(sfd, 0));
+    CHECK_STATUS(fastrpc_server_queue_poll(p.sq, reqs, 3, 0, &n), FASTRPC_STATUS_CLOSED);
+    pair_stop(&p);
+    /* Freed with its queue: the descriptor is closed. */
+    CHECK(fcntl(cfd, F_GETFD) == -1 && errno == EBADF);
+    CHECK(fcntl(sfd, F_GETFD) == -1 && errno == EBADF);
+}
+
+/*
+ * One thread, one epoll set, two descriptors: the server queue's (requests to answer) and
+ * the completion queue's (answers to our calls). Calls are kept WINDOW in flight until
+ * TOTAL completed; every completion is checked against its tag. Nothing blocks but
+ * epoll_wait, which is bounded: a wait that times out means a lost wakeup and fails.
+ */
+static void test_epoll_one_thread(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    int cfd = -1, sfd = -1;
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    REQUIRE(ep >= 0);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = cfd;
+    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev) == 0);
+    ev.data.fd = sfd;
+    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) == 0);
+
+    const long total = th_count(20000, 2000);
+    const long window = 256;
+    long sent = 0, done = 0, served = 0, wakeups = 0, bad = 0;
+    while (done < total) {
+        while (sent < total && sent - done < window) {
+            char v[24];
+            snprintf(v, sizeof v, "%ld", sent);
+            fastrpc_status st = fastrpc_client_call_queued(
+                p.c, TH_B("e"), 1, TH_B(v), strlen(v), th_ms(10000), p.q, (uint64_t)sent);
+            if (st != FASTRPC_STATUS_OK) {
+                CHECK_STATUS(st, FASTRPC_STATUS_OK);
+                goto out;
+            }
+            sent++;
+        }
+        struct epoll_event evs[2];
+        int k = epoll_wait(ep, evs, 2, (int)th_ms(10000));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            printf("  # epoll_wait returned %d with %ld sent, %ld done, %ld served\n", k, sent,
+                   done, served);
+            CHECK(k > 0);
+            goto out;
+        }
+        wakeups++;
+        for (int i = 0; i < k; i++) {
+            size_t n;
+            if (evs[i].data.fd == sfd) {
+                fastrpc_request *reqs[64];
+                do { /* the drain pattern: timeout 0 until nothing is left */
+                    n = 0;
+                    fastrpc_status st = fastrpc_server_queue_poll(p.sq, reqs, 64, 0, &n);
+                    if (st != FASTRPC_STATUS_OK) {
+                        CHECK_STATUS(st, FASTRPC_STATUS_OK);
+                        goto out;
+                    }
+                    for (size_t j = 0; j < n; j++) echo(reqs[j]);
+                    served += (long)n;
+                } while (n > 0);
+            } else {
+                fastrpc_completion comp[64];
+                do {
+                    n = 0;
+                    fastrpc_status st = fastrpc_completion_queue_poll(p.q, comp, 64, 0, &n);
+                    if (st != FASTRPC_STATUS_OK) {
+                        CHECK_STATUS(st, FASTRPC_STATUS_OK);
+                        goto out;
+                    }
+                    for (size_t j = 0; j < n; j++) {
+                        char want[32];
+                        snprintf(want, sizeof want, "e:%llu", (unsigned long long)comp[j].tag);
+                        if (comp[j].status != FASTRPC_STATUS_OK ||
+                            !th_response_is(comp[j].response, want))
+                            bad++;
+                        fastrpc_response_free(comp[j].response);
+                    }
+                    done += (long)n;
+                } while (n > 0);
+            }
+        }
+    }
+out:
+    printf("  # epoll: %ld calls, %ld served, %ld wakeups, %ld wrong\n", done, served, wakeups,
+           bad);
+    CHECK(done == total);
+    CHECK(served == total);
+    CHECK(bad == 0);
+    /* Everything drained and nothing in flight: neither descriptor is ready. */
+    if (done == total) {
+        struct epoll_event e2[2];
+        CHECK(epoll_wait(ep, e2, 2, 0) == 0);
+    }
+    close(ep);
+    pair_stop(&p);
+}
+
+static void test_version_number(void) {
+    CHECK(FASTRPC_VERSION_NUMBER ==
+          FASTRPC_VERSION_MAJOR * 10000 + FASTRPC_VERSION_MINOR * 100 + FASTRPC_VERSION_PATCH);
+    CHECK(fastrpc_version_number() == FASTRPC_VERSION_NUMBER);
+    CHECK(fastrpc_version_number() / 100 == FASTRPC_VERSION_NUMBER / 100);
+    CHECK(FASTRPC_VERSION_NUMBER == 200); /* 0.2.0 */
+}
+
+static void test_stats_struct_size(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    /* Unset (0) or too small to hold struct_size itself: refused, nothing written. */
+    fastrpc_client_stats cs;
+    memset(&cs, 0xAB, sizeof cs);
+    cs.struct_size = 0;
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "struct_size") != NULL);
+    CHECK(cs.calls == 0xABABABABABABABABull);
+    fastrpc_server_stats ss;
+    memset(&ss, 0xAB, sizeof ss);
+    ss.struct_size = 4;
+    CHECK_STATUS(fastrpc_server_get_stats(p.s, &ss), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(ss.requests == 0xABABABABABABABABull);
+
+    /* One call, so the counters are not all 0. */
+    fastrpc_response *r = NULL;
+    REQUIRE_STATUS(fastrpc_response_new(&r), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("s"), 1, TH_B("1"), 1, th_ms(10000), p.q, 1),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *req = NULL;
+    size_t n = 0;
+    int sfd = -1, cfd = -1;
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE(readable(sfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    echo(req);
+    fastrpc_completion comp;
+    REQUIRE(readable(cfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &comp, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    fastrpc_response_free(comp.response);
+    fastrpc_response_free(r);
+
+    /* The full struct: everything written, struct_size says so. */
+    memset(&cs, 0xAB, sizeof cs);
+    cs.struct_size = sizeof cs;
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.struct_size == sizeof cs);
+    CHECK(cs.calls == 1 && cs.responses == 1);
+    CHECK(cs.io.frames_received >= 1 && cs.io.frames_received < 1000);
+
+    /* An older, smaller struct (up to `responses`): only those bytes are written. */
+    memset(&cs, 0xAB, sizeof cs);
+    cs.struct_size = offsetof(fastrpc_client_stats, sends);
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.struct_size == offsetof(fastrpc_client_stats, sends));
+    CHECK(cs.calls == 1 && cs.responses == 1);
+    CHECK(cs.sends == 0xABABABABABABABABull); /* not written */
+
+    /* A newer, larger struct: the library writes its own size and no further. */
+    struct {
+        fastrpc_server_stats s;
+        uint64_t future_field;
+    } big;
+    memset(&big, 0xAB, sizeof big);
+    big.s.struct_size = sizeof big;
+    CHECK_STATUS(fastrpc_server_get_stats(p.s, &big.s), FASTRPC_STATUS_OK);
+    CHECK(big.s.struct_size == sizeof(fastrpc_server_stats));
+    CHECK(big.s.requests == 1);
+    CHECK(big.future_field == 0xABABABABABABABABull);
+    pair_stop(&p);
+}
+
+static void test_tidy_edges(void) {
+    /* (NULL, 0) measures: OK and the length. */
+    size_t n = 0;
+    CHECK_STATUS(fastrpc_status_message(FASTRPC_STATUS_TIMEOUT, NULL, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n > 0);
+    /* Buffer sizes of 0: refused with a message saying so. */
+    fastrpc_client_config_builder *cb = NULL;
+    REQUIRE_STATUS(fastrpc_client_config_builder_new(&cb), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_set_read_buffer_size(cb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "read buffer size 0") != NULL);
+    CHECK_STATUS(fastrpc_last_error_message(NULL, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n == strlen(th_last_error()));
+    CHECK_STATUS(fastrpc_client_config_builder_set_write_buffer_size(cb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "write buffer size 0") != NULL);
+    CHECK_STATUS(fastrpc_client_config_builder_set_read_buffer_size(cb, 1), FASTRPC_STATUS_OK);
+    /* C words, not Rust paths. */
+    CHECK_STATUS(fastrpc_client_config_builder_set_flate_level(cb, 10),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strcmp(th_last_error(),
+                 "fastrpc invalid argument: flate level 10 is not between 0 and 9") == 0);
+    CHECK_STATUS(fastrpc_client_config_builder_set_max_frame_size(cb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "..=") == NULL && strstr(th_last_error(), "::") == NULL);
+    /* Enum-typed parameters; an out-of-range value is still refused. */
+    fastrpc_compression comp = FASTRPC_COMPRESSION_SNAPPY;
+    CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, comp), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)7),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    /* Every duration is a uint32_t. */
+    uint32_t ms = 4000000000u;
+    CHECK_STATUS(fastrpc_client_config_builder_set_request_timeout_ms(cb, ms), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_set_reconnect_backoff_ms(cb, 5, 4),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "min_ms") != NULL);
+    fastrpc_client_config_builder_free(cb);
+    fastrpc_server_config_builder *sb = NULL;
+    REQUIRE_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_server_config_builder_set_read_buffer_size(sb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_server_config_builder_set_write_buffer_size(sb, 0),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    fastrpc_server_config_builder_free(sb);
+
+    /* A closed client says so in words. */
+    pair p;
+    REQUIRE(pair_start(&p));
+    CHECK_STATUS(fastrpc_client_close(p.c, 0), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_send(p.c, TH_B("x"), 1, NULL, 0), FASTRPC_STATUS_CLOSED);
+    CHECK(strcmp(th_last_error(), "fastrpc closed: the client was closed") == 0);
+    fastrpc_client_free(p.c);
+
+    /* fastrpc_request_get_id: 0 is exactly fire-and-forget; answered is a status. */
+    p.c = th_client_new(p.addr);
+    REQUIRE(p.c != NULL);
+    int sfd = -1;
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_send(p.c, TH_B("ff"), 2, NULL, 0), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("call"), 4, NULL, 0, th_ms(10000), p.q, 9),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *reqs[2];
+    size_t got = 0;
+    while (got < 2) {
+        REQUIRE(readable(sfd, (int)th_ms(10000)));
+        REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, reqs + got, 2 - got, 0, &n),
+                       FASTRPC_STATUS_OK);
+        got += n;
+    }
+    int seen_ff = 0, seen_call = 0;
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *name;
+        size_t nl;
+        uint32_t id = 77;
+        CHECK_STATUS(fastrpc_request_get_id(reqs[i], &id), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_request_name(reqs[i], &name, &nl), FASTRPC_STATUS_OK);
+        if (nl == 2) {
+            seen_ff = 1;
+            CHECK(id == 0);
+        } else {
+            seen_call = 1;
+            CHECK(id != 0);
+        }
+        CHECK_STATUS(fastrpc_request_reply(reqs[i], TH_B("ok"), 2), FASTRPC_STATUS_OK);
+        uint32_t after = 55;
+        CHECK_STATUS(fastrpc_request_get_id(reqs[i], &after), FASTRPC_STATUS_ALREADY_ANSWERED);
+        CHECK(after == 55); /* not written on failure */
+        CHECK_STATUS(fastrpc_request_get_id(reqs[i], NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+        fastrpc_request_free(reqs[i]);
+    }
+    CHECK(seen_ff && seen_call);
+    uint32_t idx = 0;
+    CHECK_STATUS(fastrpc_request_get_id(NULL, &idx),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    fastrpc_completion c;
+    int cfd = -1;
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE(readable(cfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &c, 1, 0, &n), FASTRPC_STATUS_OK);
+    CHECK(n == 1 && c.tag == 9 && c.status == FASTRPC_STATUS_OK);
+    if (n == 1) fastrpc_response_free(c.response);
+    pair_stop(&p);
+}
+
+/* Threads of this process named fastrpc-worker (from /proc/self/task/N/comm). */
+static int worker_threads(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[288], comm[64] = {0};
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (fgets(comm, sizeof comm, f) && strncmp(comm, "fastrpc-worker", 14) == 0) n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+typedef struct shutdown_cb {
+    th_counter done;
+    fastrpc_status status;
+} shutdown_cb;
+
+static void shutdown_in_callback(void *ud, fastrpc_status st, fastrpc_response *r) {
+    shutdown_cb *s = (shutdown_cb *)ud;
+    (void)st;
+    s->status = fastrpc_shutdown();
+    fastrpc_response_free(r);
+    th_counter_add(&s->done, 1);
+}
+
+static void test_shutdown(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    CHECK(worker_threads() > 0);
+    /* Something open: refused, nothing stopped, the client still works. */
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "2 client(s) or server(s) are still open") != NULL);
+    CHECK(worker_threads() > 0);
+    /* From a callback (a library thread): refused. Nobody polls the server queue, so the
+     * call ends by its 50 ms timeout and the callback runs on a library thread. */
+    shutdown_cb sc;
+    th_counter_init(&sc.done);
+    sc.status = FASTRPC_STATUS_OK;
+    CHECK_STATUS(fastrpc_client_call_async(p.c, TH_B("cb"), 2, NULL, 0, 50, shutdown_in_callback,
+                                           &sc),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_counter_wait(&sc.done, 1, th_ms(10000)));
+    CHECK(sc.status == FASTRPC_STATUS_INVALID_ARGUMENT);
+    th_counter_destroy(&sc.done);
+    pair_stop(&p);
+
+    /* All freed: stops every library thread. Twice is fine. */
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
+    CHECK(worker_threads() == 0);
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
+    /* The runtime may be sized again, and the next use starts it again. */
+    CHECK_STATUS(fastrpc_set_worker_threads(1), FASTRPC_STATUS_OK);
+    REQUIRE(pair_start(&p));
+    CHECK(worker_threads() == 1);
+    int sfd = -1, cfd = -1;
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("again"), 5, TH_B("1"), 1, th_ms(10000),
+                                            p.q, 5),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *req = NULL;
+    size_t n = 0;
+    REQUIRE(readable(sfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    echo(req);
+    fastrpc_completion c;
+    REQUIRE(readable(cfd, (int)th_ms(10000)));
+    REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &c, 1, 0, &n), FASTRPC_STATUS_OK);
+    REQUIRE(n == 1);
+    CHECK(c.status == FASTRPC_STATUS_OK && th_response_is(c.response, "again:1"));
+    fastrpc_response_free(c.response);
+    /* Queues and responses may outlive the shutdown; clients and servers may not. */
+    fastrpc_client_free(p.c);
+    fastrpc_server_free(p.s);
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
+    CHECK(worker_threads() == 0);
+    fastrpc_completion_queue_free(p.q);
+    fastrpc_server_queue_free(p.sq);
+    CHECK_STATUS(fastrpc_set_worker_threads(0), FASTRPC_STATUS_OK);
+}
+
+int main(int argc, char **argv) {
+    th_init(argc, argv, "test_abi");
+    th_run("queue_fds_level_triggered", test_queue_fds_level_triggered);
+    th_run("epoll_one_thread", test_epoll_one_thread);
+    th_run("version_number", test_version_number);
+    th_run("stats_struct_size", test_stats_struct_size);
+    th_run("tidy_edges", test_tidy_edges);
+    th_run("shutdown", test_shutdown); /* last: it stops the library's threads */
+    return th_finish();
+}
