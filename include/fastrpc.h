@@ -895,6 +895,17 @@ fastrpc_status fastrpc_client_config_builder_set_max_pending_requests(struct fas
                                                                       size_t n);
 
 /**
+ * Bytes of requests that may wait for the writer (32 MiB by default); a call or send that
+ * would pass it fails at once with OVERFLOW (a request alone in the queue is always taken).
+ * With a server that stops reading, the client holds at most this plus the batch being
+ * written.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
+ */
+fastrpc_status fastrpc_client_config_builder_set_max_queued_bytes(struct fastrpc_client_config_builder *builder,
+                                                                  size_t n);
+
+/**
  * At the pending limit, fail the oldest queued call instead of the new one.
  *
  * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
@@ -1453,6 +1464,15 @@ fastrpc_status fastrpc_server_config_builder_set_read_timeout_ms(struct fastrpc_
  */
 fastrpc_status fastrpc_server_config_builder_set_write_timeout_ms(struct fastrpc_server_config_builder *builder,
                                                                   uint32_t ms);
+
+/**
+ * Close a connection with no request for this long and no request running (0, the
+ * default: keep idle connections).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
+ */
+fastrpc_status fastrpc_server_config_builder_set_idle_timeout_ms(struct fastrpc_server_config_builder *builder,
+                                                                 uint32_t ms);
 
 /**
  * Socket read buffer size in bytes (64 KiB by default).

@@ -385,6 +385,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_compression(NULL, (fastrpc_compression)1));
     CHECK_INVALID(fastrpc_client_config_builder_set_flate_level(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_pending_requests(NULL, 1));
+    CHECK_INVALID(fastrpc_client_config_builder_set_max_queued_bytes(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_prioritize_new_requests(NULL, true));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_batch_delay_us(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_request_timeout_ms(NULL, 1));
@@ -415,6 +416,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_server_config_builder_set_max_batch_delay_us(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_read_timeout_ms(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_write_timeout_ms(NULL, 1));
+    CHECK_INVALID(fastrpc_server_config_builder_set_idle_timeout_ms(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_read_buffer_size(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_write_buffer_size(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_max_frame_size(NULL, 1));
@@ -438,6 +440,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_compression(cb, (fastrpc_compression)0xFFFFFFFFu));
     CHECK_INVALID(fastrpc_client_config_builder_set_flate_level(cb, 10));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_pending_requests(cb, 0));
+    CHECK_INVALID(fastrpc_client_config_builder_set_max_queued_bytes(cb, 0));
     CHECK_INVALID(fastrpc_client_config_builder_set_request_timeout_ms(cb, 0));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_frame_size(cb, 0));
     CHECK_INVALID(fastrpc_client_config_builder_set_handshake_timeout_ms(cb, 0));
@@ -1767,6 +1770,45 @@ static void test_completion_queue_freed_with_calls_in_flight(void) {
     th_handler_destroy(&h);
 }
 
+/* A server with an idle timeout closes a connection that went quiet; the client's next
+ * call connects again. */
+static void test_server_idle_timeout(void) {
+    th_handler h;
+    th_handler_init(&h);
+    fastrpc_server_config_builder *sb = NULL;
+    REQUIRE_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_server_config_builder_set_idle_timeout_ms(sb, 200), FASTRPC_STATUS_OK);
+    char addr[64];
+    fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
+    fastrpc_server_config_builder_free(sb);
+    REQUIRE(s != NULL);
+    fastrpc_client_config_builder *cb = th_client_builder(addr);
+    REQUIRE(cb != NULL);
+    CHECK_STATUS(fastrpc_client_config_builder_set_max_queued_bytes(cb, 1 << 20),
+                 FASTRPC_STATUS_OK);
+    fastrpc_client *c = th_client_from(cb);
+    REQUIRE(c != NULL);
+    fastrpc_response *r = new_response();
+    CHECK_STATUS(th_call(c, "a", "b", th_ms(10000), r), FASTRPC_STATUS_OK);
+    fastrpc_server_stats st;
+    st.struct_size = sizeof st;
+    int64_t t0 = th_now_ms();
+    int closed = TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &st) == FASTRPC_STATUS_OK &&
+                                   st.connections_open == 0,
+                               th_ms(5000));
+    CHECK(closed);
+    CHECK(th_now_ms() - t0 >= 150);
+    /* The next call reconnects (a first attempt may meet the closing connection). */
+    fastrpc_status cs = th_call(c, "c", "d", th_ms(10000), r);
+    if (cs != FASTRPC_STATUS_OK) cs = th_call(c, "c", "d", th_ms(10000), r);
+    CHECK_STATUS(cs, FASTRPC_STATUS_OK);
+    CHECK(th_response_is(r, "c:d"));
+    fastrpc_response_free(r);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
 /* =====================================================================================
  * Lifetimes: free waits for callbacks, a shut-down queue refuses calls, fork.
  * ===================================================================================== */
@@ -2662,6 +2704,7 @@ int main(int argc, char **argv) {
     th_run("callbacks_on_library_threads", test_callbacks_on_library_threads);
     th_run("completion_queue_freed_with_calls_in_flight",
            test_completion_queue_freed_with_calls_in_flight);
+    th_run("server_idle_timeout", test_server_idle_timeout);
     th_run("free_waits_for_callbacks", test_free_waits_for_callbacks);
     th_run("queue_shutdown_refuses_calls", test_queue_shutdown_refuses_calls);
     th_run("fork_child_fails_fast", test_fork_child_fails_fast);

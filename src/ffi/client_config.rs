@@ -245,6 +245,27 @@ pub extern "C" fn fastrpc_client_config_builder_set_max_pending_requests(
     })
 }
 
+/// Bytes of requests that may wait for the writer (32 MiB by default); a call or send that
+/// would pass it fails at once with OVERFLOW (a request alone in the queue is always taken).
+/// With a server that stops reading, the client holds at most this plus the batch being
+/// written.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_config_builder_set_max_queued_bytes(
+    builder: *mut fastrpc_client_config_builder,
+    n: usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        if n == 0 {
+            return super::invalid("max_queued_bytes must be at least 1");
+        }
+        b.cfg.max_queued_bytes = n;
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
 /// At the pending limit, fail the oldest queued call instead of the new one.
 ///
 /// Returns OK, or INVALID_ARGUMENT (NULL `builder`).

@@ -230,6 +230,22 @@ pub extern "C" fn fastrpc_server_config_builder_set_write_timeout_ms(
     })
 }
 
+/// Close a connection with no request for this long and no request running (0, the
+/// default: keep idle connections).
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `builder`).
+#[no_mangle]
+pub extern "C" fn fastrpc_server_config_builder_set_idle_timeout_ms(
+    builder: *mut fastrpc_server_config_builder,
+    ms: u32,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let b = arg_mut!(builder);
+        b.cfg.idle_timeout = Duration::from_millis(ms as u64);
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
 /// Socket read buffer size in bytes (64 KiB by default).
 ///
 /// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `n` 0).
