@@ -174,6 +174,21 @@ func WithMaxPendingRequests(n int) ClientOption {
 	}
 }
 
+// WithMaxQueuedBytes bounds the bytes of requests waiting for the writer (default 32 MiB);
+// a call or send that would pass it fails at once with ErrOverflow, so a server that stops
+// reading cannot grow the client's memory.
+func WithMaxQueuedBytes(n int) ClientOption {
+	return func(cfg *clientConfig) {
+		cfg.add("WithMaxQueuedBytes", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
+			s, ok := sizeArg(n)
+			if !ok {
+				return goInvalidValue
+			}
+			return C.fastrpc_client_config_builder_set_max_queued_bytes(b, s)
+		})
+	}
+}
+
 // WithPrioritizeNewRequests makes a new call at the pending limit fail the oldest queued
 // call (with ErrOverflow) instead of failing itself.
 func WithPrioritizeNewRequests(on bool) ClientOption {
@@ -494,6 +509,16 @@ func WithServerReadTimeout(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
 		cfg.ms("WithServerReadTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
 			return C.fastrpc_server_config_builder_set_read_timeout_ms(b, v)
+		})
+	}
+}
+
+// WithServerIdleTimeout closes a connection with no request for d and none running
+// (default 0: idle connections are kept).
+func WithServerIdleTimeout(d time.Duration) ServerOption {
+	return func(cfg *serverConfig) {
+		cfg.ms("WithServerIdleTimeout", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_server_config_builder_set_idle_timeout_ms(b, v)
 		})
 	}
 }

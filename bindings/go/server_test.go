@@ -561,3 +561,23 @@ func TestPeerIdentity(t *testing.T) {
 		check(t, c, true, clientDER.Bytes, "CN=fastrpc test client")
 	})
 }
+
+// WithServerIdleTimeout closes a connection that went quiet; WithMaxQueuedBytes is taken.
+func TestIdleTimeoutAndMaxQueuedBytes(t *testing.T) {
+	s := startServer(t, echo, WithServerIdleTimeout(200*time.Millisecond))
+	c := newClient(t, s.Addr(), WithMaxQueuedBytes(1<<20))
+	mustEqual(t, call(t, c, "a", "b"), []byte("ab"))
+	start := time.Now()
+	for s.Stats().ConnectionsOpen != 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the quiet connection was not closed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout", took)
+	}
+	if _, err := NewClient(s.Addr(), WithMaxQueuedBytes(0)); err == nil {
+		t.Fatalf("WithMaxQueuedBytes(0) was accepted")
+	}
+}
