@@ -4,8 +4,7 @@
 //! deadlines, and large responses do not pin memory after they are delivered. Heap bytes are
 //! counted by this binary's global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,40 +14,17 @@ use fastrpc::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Counting;
+mod common;
 
-static LIVE: AtomicI64 = AtomicI64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as i64, Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as i64, Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as i64, Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as i64 - l.size() as i64, Relaxed);
-        System.realloc(p, l, new)
-    }
-}
+use common::live_heap::{live_bytes, LiveHeap};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: LiveHeap = LiveHeap;
 
 const MIB: i64 = 1 << 20;
 
 /// The tests measure the heap of the whole process: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn live() -> i64 {
-    LIVE.load(Relaxed)
-}
 
 /// A server that does the handshake (compression none) and then never reads.
 async fn stalled_server() -> (String, tokio::task::JoinHandle<Vec<TcpStream>>) {
@@ -77,7 +53,7 @@ fn none_cfg(addr: &str) -> ClientConfig {
 async fn queued_bytes_are_bounded_when_the_server_stops_reading() {
     let _g = SERIAL.lock().await;
     let (addr, server) = stalled_server().await;
-    let base = live();
+    let base = live_bytes();
     let client = Client::new(none_cfg(&addr)).unwrap();
     let value = Arc::new(vec![7u8; 64 * 1024]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -105,7 +81,7 @@ async fn queued_bytes_are_bounded_when_the_server_stops_reading() {
                     .await
                     .unwrap_err();
                 kinds.lock().unwrap().insert(format!("{:?}", e.kind()));
-                peak.fetch_max(live() - base, SeqCst);
+                peak.fetch_max(live_bytes() - base, SeqCst);
                 if e.kind() == ErrorKind::Overflow {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -145,7 +121,7 @@ async fn queued_bytes_are_bounded_when_the_server_stops_reading() {
 async fn closing_ends_a_connection_whose_write_is_blocked() {
     let _g = SERIAL.lock().await;
     let (addr, server) = stalled_server().await;
-    let base = live();
+    let base = live_bytes();
     let client = Client::new(none_cfg(&addr)).unwrap();
     let value = vec![1u8; 1 << 20];
     let c2 = client.clone();
@@ -175,11 +151,11 @@ async fn closing_ends_a_connection_whose_write_is_blocked() {
     // The server still reads nothing: the client must let go of the connection and its
     // 24 MiB of queued and blocked requests by itself.
     let start = Instant::now();
-    while live() - base > 4 * MIB {
+    while live_bytes() - base > 4 * MIB {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "the client still holds {} MiB",
-            (live() - base) / MIB
+            (live_bytes() - base) / MIB
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -263,7 +239,7 @@ async fn large_responses_do_not_pin_memory() {
     })
     .await
     .unwrap();
-    let base = live();
+    let base = live_bytes();
     let client = Client::new(none_cfg(&server.local_addr())).unwrap();
     let mut callers = Vec::new();
     for _ in 0..256 {
@@ -283,7 +259,7 @@ async fn large_responses_do_not_pin_memory() {
     assert_eq!(client.call(b"small", b"").await.unwrap().len(), 10);
     let start = Instant::now();
     loop {
-        let held = live() - base;
+        let held = live_bytes() - base;
         if held <= 24 * MIB {
             break;
         }

@@ -5,40 +5,18 @@
 //! allocator; resident memory (VmRSS) is reported too, but it depends on the allocator
 //! (glibc keeps freed small blocks resident), so the bound is on what the library holds.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use fastrpc::{Client, ClientConfig, Compression, Server, ServerConfig};
 
-/// Counts the heap bytes live in this process.
-struct Counting;
+mod common;
 
-static LIVE: AtomicI64 = AtomicI64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as i64, Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as i64, Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as i64, Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as i64 - l.size() as i64, Relaxed);
-        System.realloc(p, l, new)
-    }
-}
+use common::live_heap::{live_bytes, LiveHeap};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: LiveHeap = LiveHeap;
 
 /// Connections opened per compression.
 const CONNS: usize = 200;
@@ -92,7 +70,7 @@ fn idle_memory_server_child() {
         tokio::task::spawn_blocking(|| {
             let mut line = String::new();
             while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {
-                println!("live {}", LIVE.load(Relaxed));
+                println!("live {}", live_bytes());
                 std::io::stdout().flush().unwrap();
                 line.clear();
             }

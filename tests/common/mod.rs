@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod live_heap;
 
 /// This process's resident memory in KiB (VmRSS), after giving free heap memory back to the
 /// system so that it measures what is in use.
