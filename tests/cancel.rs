@@ -232,8 +232,19 @@ async fn cancel_racing_responses_ends_each_call_once() {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    // Cancel some at once, some a few calls later, some never.
-                    if seed % 3 == 0 {
+                    // Cancel some at once, some a few calls later, some never; every 100th
+                    // only once it completed (that cancel must find nothing).
+                    if i % 100 == 0 {
+                        let (tag, id) = ids.pop().unwrap();
+                        let start = Instant::now();
+                        while tally.counts[tag].load(SeqCst) == 0 {
+                            assert!(start.elapsed() < Duration::from_secs(20), "tag {tag}");
+                            std::thread::yield_now();
+                        }
+                        let late = client.cancel(id);
+                        assert!(!late, "tag {tag}: cancelled after it completed");
+                        cancelled.push((tag, late));
+                    } else if seed % 3 == 0 {
                         let (tag, id) = ids.pop().unwrap();
                         cancelled.push((tag, client.cancel(id)));
                     } else if seed % 3 == 1 && ids.len() > 8 {
@@ -259,10 +270,10 @@ async fn cancel_racing_responses_ends_each_call_once() {
             tried[*tag] = Some(*ok);
             true_cancels += u64::from(*ok);
         }
-        for tag in 0..THREADS * PER {
+        for (tag, tried) in tried.iter().enumerate() {
             assert_eq!(tally.counts[tag].load(SeqCst), 1, "tag {tag}");
             let o = tally.outcome[tag].load(SeqCst);
-            match tried[tag] {
+            match tried {
                 Some(true) => assert_eq!(o, 2, "tag {tag}: cancel said true"),
                 _ => assert_eq!(o, 1, "tag {tag}: not cancelled"),
             }
@@ -278,11 +289,8 @@ async fn cancel_racing_responses_ends_each_call_once() {
             st.unexpected_responses + st.responses == st.io.frames_sent
         })
         .await;
+        // Some cancels won (the every-100th ones, which came late, lost: asserted above).
         assert!(true_cancels > 0, "some cancels won");
-        assert!(
-            (results.len() as u64) > true_cancels,
-            "some responses won the race"
-        );
         client.close(CloseMode::Cancel).await;
     })
     .await;
