@@ -354,3 +354,49 @@ async fn dropped_futures_free_their_slots() {
     })
     .await;
 }
+
+/// Cancels racing `close(Cancel)` on calls the server holds: each call completes exactly
+/// once, Cancelled exactly when `cancel` returned true, else Closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_racing_close_ends_each_call_once() {
+    bounded(async {
+        let (server, rx) = holding_server().await;
+        let mut cfg = ClientConfig::new(server.local_addr());
+        cfg.max_pending_requests = 10_000;
+        let client = Client::new(cfg).unwrap();
+        const N: usize = 2000;
+        let tally = Tally::new(N);
+        let mut ids = Vec::new();
+        for i in 0..N {
+            let sink: Arc<dyn Completion> = tally.clone();
+            ids.push(
+                client
+                    .submit_with_id(b"n", b"v", Duration::from_secs(30), sink, i as u128)
+                    .unwrap(),
+            );
+        }
+        let c2 = client.clone();
+        let canceller =
+            std::thread::spawn(move || ids.iter().map(|id| c2.cancel(*id)).collect::<Vec<bool>>());
+        client.close(CloseMode::Cancel).await;
+        let won = tokio::task::spawn_blocking(move || canceller.join().unwrap())
+            .await
+            .unwrap();
+        wait_until("every call completed", || {
+            tally.done.load(SeqCst) == N as u64
+        })
+        .await;
+        for (tag, w) in won.iter().enumerate() {
+            assert_eq!(tally.counts[tag].load(SeqCst), 1, "tag {tag}");
+            let want = if *w { 2 } else { 3 };
+            assert_eq!(tally.outcome[tag].load(SeqCst), want, "tag {tag}");
+        }
+        let n_won = won.iter().filter(|w| **w).count() as u64;
+        let st = client.stats();
+        assert_eq!(st.errors.cancelled, n_won, "{st:?}");
+        assert_eq!(st.errors.closed, N as u64 - n_won, "{st:?}");
+        assert_eq!(client.pending_requests(), 0);
+        drop(rx);
+    })
+    .await;
+}
