@@ -27,7 +27,8 @@
  *                     (null_arguments does get one today: see fastrpc_last_error_message)
  *   ALREADY_ANSWERED  server_double_answer
  *   BUFFER_TOO_SMALL  status_messages (a 4-byte buffer), local_addr_buffer
- *   CANCELLED         cancel_callback_and_queue, cancel_racing_responses
+ *   CANCELLED         cancel_callback_and_queue, cancel_racing_responses,
+ *                     cancel_inside_callback
  */
 #include "harness.h"
 
@@ -2821,6 +2822,59 @@ static void test_cancel_racing_responses(void) {
     th_handler_destroy(&h);
 }
 
+/* fastrpc_client_cancel from inside a callback: call A's callback cancels the held call B. */
+struct cancel_in_cb {
+    const fastrpc_client *c;
+    uint64_t victim;
+    fastrpc_status cancel_status;
+    th_counter *done;
+};
+
+static void cancel_in_cb_fn(void *ud, fastrpc_status status, fastrpc_response *resp) {
+    struct cancel_in_cb *x = (struct cancel_in_cb *)ud;
+    (void)status;
+    x->cancel_status = fastrpc_client_cancel(x->c, x->victim);
+    fastrpc_response_free(resp);
+    th_counter_add(x->done, 1);
+}
+
+static void test_cancel_inside_callback(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    th_counter done;
+    th_counter_init(&done);
+    th_async b;
+    memset(&b, 0, sizeof b);
+    b.done = &done;
+    uint64_t bid = 0;
+    CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("hold"), 4, TH_B("b"), 1, th_ms(30000),
+                                              th_async_cb, &b, &bid),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_handler_wait_held(&h, 1, th_ms(10000)));
+    struct cancel_in_cb x;
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    x.victim = bid;
+    x.cancel_status = FASTRPC_STATUS_PANIC;
+    x.done = &done;
+    CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("echo"), 4, TH_B("a"), 1, th_ms(30000),
+                                              cancel_in_cb_fn, &x, NULL),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_counter_wait(&done, 2, th_ms(10000)));
+    CHECK_STATUS(x.cancel_status, FASTRPC_STATUS_OK);
+    CHECK_STATUS(b.status, FASTRPC_STATUS_CANCELLED);
+    CHECK(b.calls == 1);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_counter_destroy(&done);
+    th_handler_destroy(&h);
+}
+
 /* Runs last: every status code came out of at least one test (PANIC excepted). */
 static void test_every_status_was_produced(void) {
     for (unsigned s = 0; s <= FASTRPC_STATUS_CANCELLED; s++) {
@@ -2887,6 +2941,7 @@ int main(int argc, char **argv) {
     th_run("unix_socket", test_unix_socket);
     th_run("cancel_callback_and_queue", test_cancel_callback_and_queue);
     th_run("cancel_racing_responses", test_cancel_racing_responses);
+    th_run("cancel_inside_callback", test_cancel_inside_callback);
     th_run("no_sockets_left_open", test_no_sockets_left_open);
     th_run("every_status_was_produced", test_every_status_was_produced);
     return th_finish();
