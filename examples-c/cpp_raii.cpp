@@ -27,9 +27,11 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -338,15 +340,22 @@ public:
 
     // Async call: `cb` runs once on a library thread with the outcome (keep it short, no
     // blocking calls in it). Throws if the call could not even start (then `cb` never runs).
-    void call_async(std::string_view name, std::string_view value, Callback cb) const {
+    // Returns the call's id, for cancel().
+    uint64_t call_async(std::string_view name, std::string_view value, Callback cb) const {
         auto *heap = new Callback(std::move(cb)); // freed by the trampoline
-        fastrpc_status st = fastrpc_client_call_async(c_.get(), bytes(name), name.size(), bytes(value), value.size(),
-                                                      0, &Client::trampoline, heap);
+        uint64_t id = 0;
+        fastrpc_status st = fastrpc_client_call_async_id(c_.get(), bytes(name), name.size(), bytes(value),
+                                                         value.size(), 0, &Client::trampoline, heap, &id);
         if (st != FASTRPC_STATUS_OK) {
             delete heap; // the callback will never run
             check(st, "call_async");
         }
+        return id;
     }
+
+    // Cancels a call still waiting: its callback (or completion) then comes with
+    // FASTRPC_STATUS_CANCELLED, once. False when it had already completed.
+    bool cancel(uint64_t id) const noexcept { return fastrpc_client_cancel(c_.get(), id) == FASTRPC_STATUS_OK; }
 
     // Queued call: completes into `q` with `tag`. Throws if it could not start.
     void call_queued(std::string_view name, std::string_view value, const CompletionQueue &q, uint64_t tag) const {
@@ -395,11 +404,19 @@ int main() {
         //   "fail"  -> the handler throws: the request is freed unanswered, error reply sent
         fastrpc::ServerConfig scfg;
         scfg.compression(FASTRPC_COMPRESSION_SNAPPY).error_reply("error: handler failed");
-        fastrpc::Server server(scfg, "127.0.0.1:0", [&handled](fastrpc::Request req) {
+        //   "hold"  -> kept unanswered in `held` (to show cancelling a call)
+        std::mutex held_mu;
+        std::vector<fastrpc::Request> held;
+        fastrpc::Server server(scfg, "127.0.0.1:0", [&handled, &held_mu, &held](fastrpc::Request req) {
             handled.fetch_add(1, std::memory_order_relaxed);
             std::string_view name = req.name();
             std::string_view value = req.value();
             if (name == "fail") throw std::runtime_error("asked to fail");
+            if (name == "hold") { // kept unanswered until the demo lets it go
+                std::lock_guard<std::mutex> lock(held_mu);
+                held.push_back(std::move(req));
+                return;
+            }
             if (name == "whoami") {
                 req.reply(req.peer_addr() + (req.is_tls() ? " (TLS)" : " (plaintext)"));
                 return;
@@ -438,6 +455,29 @@ int main() {
             else promise.set_value("failed: " + r.error_message());
         });
         std::printf("cpp_raii: call_async echo(async) -> %s\n", future.get().c_str());
+
+        // Cancelling a call the server holds: its callback runs at once with CANCELLED; the
+        // server's answer, when it comes, is dropped (counted in unexpected_responses).
+        std::promise<fastrpc_status> cancelled;
+        std::future<fastrpc_status> cancelled_f = cancelled.get_future();
+        uint64_t id = client.call_async("hold", "x", [&cancelled](fastrpc::Response r) {
+            cancelled.set_value(r.status());
+        });
+        for (int i = 0; i < 10000; i++) { // wait (at most 10 s) until the server holds it
+            std::lock_guard<std::mutex> lock(held_mu);
+            if (!held.empty()) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        bool was_cancelled = client.cancel(id);
+        fastrpc_status cst = cancelled_f.get();
+        std::printf("cpp_raii: cancel(hold) -> %s, callback status %u (CANCELLED is %u); cancel again -> %s\n",
+                    was_cancelled ? "cancelled" : "already done", static_cast<unsigned>(cst),
+                    static_cast<unsigned>(FASTRPC_STATUS_CANCELLED), client.cancel(id) ? "cancelled" : "already done");
+        if (!was_cancelled || cst != FASTRPC_STATUS_CANCELLED) return 1;
+        {
+            std::lock_guard<std::mutex> lock(held_mu);
+            held.clear(); // freed unanswered: the error reply goes out, and the client drops it
+        }
 
         // Queued calls, waited for with poll(2) on the queue's descriptor: the way to wait in
         // an event loop (epoll, libuv, asio, ...) instead of a thread blocked in a poll.
@@ -481,7 +521,7 @@ int main() {
         std::printf("cpp_raii: client made %llu calls; server handled %d requests (%llu unanswered)\n",
                     static_cast<unsigned long long>(cs.calls), handled.load(),
                     static_cast<unsigned long long>(ss.unanswered));
-        return cs.calls == 8 && handled.load() == 8 && ss.unanswered == 1 ? 0 : 1;
+        return cs.calls == 9 && handled.load() == 9 && ss.unanswered == 2 && cs.cancelled == 1 ? 0 : 1;
         // Destructors run in reverse order: response, client (closes its connection), then
         // the server (graceful stop, free, then the handler lambda).
     } catch (const fastrpc::Error &e) {

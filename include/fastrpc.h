@@ -165,6 +165,11 @@ enum fastrpc_status
    * full length was written to `out_len`.
    */
   FASTRPC_STATUS_BUFFER_TOO_SMALL = 13,
+  /**
+   * The call was cancelled with `fastrpc_client_cancel` (the status its callback or
+   * completion carries).
+   */
+  FASTRPC_STATUS_CANCELLED = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -443,6 +448,11 @@ typedef struct fastrpc_client_stats {
    * Traffic.
    */
   struct fastrpc_io_stats io;
+  /**
+   * Calls cancelled with `fastrpc_client_cancel` (since 0.2; not in `errors`, whose
+   * layout is fixed).
+   */
+  uint64_t cancelled;
 } fastrpc_client_stats;
 
 /**
@@ -744,6 +754,24 @@ fastrpc_status fastrpc_client_call_async(const struct fastrpc_client *client,
                                          void *userdata);
 
 /**
+ * `fastrpc_client_call_async` that also writes the call's id to `*call_id` (on OK only;
+ * `call_id` may be NULL), for `fastrpc_client_cancel`. The id is never 0. Any thread,
+ * including inside callbacks (the callback may even run before this returns: the id is
+ * still written).
+ *
+ * Returns as `fastrpc_client_call_async`.
+ */
+fastrpc_status fastrpc_client_call_async_id(const struct fastrpc_client *client,
+                                            const uint8_t *name,
+                                            size_t name_len,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            uint32_t timeout_ms,
+                                            fastrpc_call_callback callback,
+                                            void *userdata,
+                                            uint64_t *call_id);
+
+/**
  * Starts a call and returns at once without blocking; when it finishes, a completion with
  * `tag` goes into `queue`, to be taken by `fastrpc_completion_queue_poll`. `timeout_ms` 0
  * means the configured request timeout. Name and value are copied before this returns. Any
@@ -760,6 +788,40 @@ fastrpc_status fastrpc_client_call_queued(const struct fastrpc_client *client,
                                           uint32_t timeout_ms,
                                           const struct fastrpc_completion_queue *queue,
                                           uint64_t tag);
+
+/**
+ * `fastrpc_client_call_queued` that also writes the call's id to `*call_id` (on OK only;
+ * `call_id` may be NULL), for `fastrpc_client_cancel`. The id is never 0. Any thread.
+ *
+ * Returns as `fastrpc_client_call_queued`.
+ */
+fastrpc_status fastrpc_client_call_queued_id(const struct fastrpc_client *client,
+                                             const uint8_t *name,
+                                             size_t name_len,
+                                             const uint8_t *value,
+                                             size_t value_len,
+                                             uint32_t timeout_ms,
+                                             const struct fastrpc_completion_queue *queue,
+                                             uint64_t tag,
+                                             uint64_t *call_id);
+
+/**
+ * Cancels the call `call_id` (from `fastrpc_client_call_async_id` or
+ * `fastrpc_client_call_queued_id`) if it still waits, queued or sent: it completes at once
+ * with status CANCELLED, exactly once, through its callback (on a library thread, soon after
+ * this returns, possibly before) or its completion queue; its pending slot is free at once;
+ * a request not yet written is never sent; a response that still arrives is dropped and
+ * counted in `unexpected_responses`. Racing the response, the deadline or a close, exactly
+ * one outcome reaches the callback or queue: OK from here means it is CANCELLED. Ids are
+ * unique among a client's calls until they wrap after 2^32 - 1 calls. Any thread, including
+ * inside callbacks.
+ *
+ * Returns OK (the call was cancelled), CLOSED (no such call is waiting: it already
+ * completed, or the id is none of this client's calls; nothing happened) or
+ * INVALID_ARGUMENT (NULL `client`).
+ */
+fastrpc_status fastrpc_client_cancel(const struct fastrpc_client *client,
+                                     uint64_t call_id);
 
 /**
  * Sends a request that wants no response (request id 0) and returns at once. OK means it

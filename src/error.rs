@@ -38,6 +38,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Any other I/O failure.
     Io,
+    /// The call was cancelled by its caller ([`crate::Client::cancel`]).
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -54,11 +56,12 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too large",
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Io => "io",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 
     /// All kinds, in the order of their index (see [`ErrorKind::index`]).
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Timeout,
         ErrorKind::Overflow,
         ErrorKind::Connect,
@@ -69,6 +72,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::InvalidArgument,
         ErrorKind::Io,
+        ErrorKind::Cancelled,
     ];
 
     /// A dense index `0..ALL.len()`, for counting errors by kind.
@@ -158,6 +162,10 @@ impl Error {
             "pending requests overflow: this queued call was failed to make room for a newer one \
              (prioritize_new_requests is set)",
         )
+    }
+
+    pub(crate) fn cancelled() -> Error {
+        Error::fixed(ErrorKind::Cancelled, "the call was cancelled")
     }
 
     pub(crate) fn closed() -> Error {

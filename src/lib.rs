@@ -55,7 +55,7 @@ mod x509;
 pub use balance::{
     BackendState, BackendStats, BalancedClient, BalancedConfig, BalancedStats, Endpoint, Resolve,
 };
-pub use client::{BlockingClient, Client, ClientStats, CloseMode, Completion};
+pub use client::{BlockingClient, CallId, Client, ClientStats, CloseMode, Completion};
 pub use compress::Compression;
 pub use config::{ClientConfig, ServerConfig};
 pub use error::{Error, ErrorKind, Result};

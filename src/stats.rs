@@ -84,6 +84,7 @@ impl ErrorCounters {
             too_large: g(ErrorKind::TooLarge),
             invalid_argument: g(ErrorKind::InvalidArgument),
             io: g(ErrorKind::Io),
+            cancelled: g(ErrorKind::Cancelled),
         }
     }
 }
@@ -102,6 +103,8 @@ pub struct ErrorCounts {
     pub too_large: u64,
     pub invalid_argument: u64,
     pub io: u64,
+    /// Calls cancelled by their caller.
+    pub cancelled: u64,
 }
 
 impl ErrorCounts {
@@ -117,5 +120,6 @@ impl ErrorCounts {
             + self.too_large
             + self.invalid_argument
             + self.io
+            + self.cancelled
     }
 }

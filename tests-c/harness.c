@@ -145,6 +145,7 @@ const char *th_status_name(fastrpc_status s) {
     case FASTRPC_STATUS_PANIC: return "PANIC";
     case FASTRPC_STATUS_ALREADY_ANSWERED: return "ALREADY_ANSWERED";
     case FASTRPC_STATUS_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
+    case FASTRPC_STATUS_CANCELLED: return "CANCELLED";
     default: return "?";
     }
 }

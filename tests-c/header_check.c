@@ -32,6 +32,9 @@ static const any_fn every_function[] = {
     FN(fastrpc_client_call),
     FN(fastrpc_client_call_async),
     FN(fastrpc_client_call_queued),
+    FN(fastrpc_client_call_async_id),
+    FN(fastrpc_client_call_queued_id),
+    FN(fastrpc_client_cancel),
     FN(fastrpc_client_send),
     FN(fastrpc_client_pending_requests),
     FN(fastrpc_client_get_stats),
@@ -175,8 +178,11 @@ int main(void) {
     /* Stats structs start with their size (set by the caller), then u64 counters. */
     EXPECT(offsetof(fastrpc_client_stats, struct_size) == 0);
     EXPECT(offsetof(fastrpc_server_stats, struct_size) == 0);
-    EXPECT(sizeof(fastrpc_client_stats) == 9 * 8 + sizeof(fastrpc_error_counts) +
+    EXPECT(sizeof(fastrpc_client_stats) == 10 * 8 + sizeof(fastrpc_error_counts) +
                                               sizeof(fastrpc_io_stats));
+    /* Appended after `io` (a field added later goes at the end: see struct_size). */
+    EXPECT(offsetof(fastrpc_client_stats, cancelled) ==
+           9 * 8 + sizeof(fastrpc_error_counts) + sizeof(fastrpc_io_stats));
     EXPECT(offsetof(fastrpc_client_stats, errors) == 9 * 8);
     EXPECT(sizeof(fastrpc_server_stats) == 11 * 8 + sizeof(fastrpc_error_counts) +
                                               sizeof(fastrpc_io_stats));

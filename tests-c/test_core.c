@@ -27,6 +27,8 @@
  *                     (null_arguments does get one today: see fastrpc_last_error_message)
  *   ALREADY_ANSWERED  server_double_answer
  *   BUFFER_TOO_SMALL  status_messages (a 4-byte buffer), local_addr_buffer
+ *   CANCELLED         cancel_callback_and_queue, cancel_racing_responses,
+ *                     cancel_inside_callback
  */
 #include "harness.h"
 
@@ -250,7 +252,7 @@ static void test_status_messages(void) {
     char buf[256];
     size_t n = 0;
     /* Every known status has its own message. */
-    for (unsigned s = 0; s <= 13; s++) {
+    for (unsigned s = 0; s <= FASTRPC_STATUS_CANCELLED; s++) {
         memset(buf, 'X', sizeof buf);
         n = 12345;
         CHECK_STATUS(fastrpc_status_message(s, buf, sizeof buf, &n), FASTRPC_STATUS_OK);
@@ -2660,9 +2662,222 @@ static void test_no_sockets_left_open(void) {
     CHECK(ok);
 }
 
+/* fastrpc_client_cancel: a call the server holds, made through a callback and through a
+ * completion queue, completes once with CANCELLED; the late reply is dropped and counted;
+ * cancelling a finished call (or no call) returns CLOSED and changes nothing. */
+static void test_cancel_callback_and_queue(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    fastrpc_completion_queue *q = NULL;
+    REQUIRE_STATUS(fastrpc_completion_queue_new(&q), FASTRPC_STATUS_OK);
+    th_counter done;
+    th_counter_init(&done);
+
+    /* Through a callback. */
+    th_async a;
+    memset(&a, 0, sizeof a);
+    a.done = &done;
+    uint64_t id = 0;
+    CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("hold"), 4, TH_B("a"), 1, th_ms(30000),
+                                              th_async_cb, &a, &id),
+                 FASTRPC_STATUS_OK);
+    CHECK(id != 0);
+    CHECK(th_handler_wait_held(&h, 1, th_ms(10000)));
+    CHECK(fastrpc_client_pending_requests(c) == 1);
+    CHECK_STATUS(fastrpc_client_cancel(c, id), FASTRPC_STATUS_OK);
+    CHECK(fastrpc_client_pending_requests(c) == 0);
+    CHECK(th_counter_wait(&done, 1, th_ms(10000)));
+    CHECK_STATUS(a.status, FASTRPC_STATUS_CANCELLED);
+    CHECK_STATUS(fastrpc_client_cancel(c, id), FASTRPC_STATUS_CLOSED);
+    CHECK(strstr(th_last_error(), "no such call is waiting") != NULL);
+
+    /* Through a queue. */
+    uint64_t qid = 0;
+    CHECK_STATUS(fastrpc_client_call_queued_id(c, TH_B("hold"), 4, TH_B("b"), 1, th_ms(30000),
+                                               q, 77, &qid),
+                 FASTRPC_STATUS_OK);
+    CHECK(qid != 0 && qid != id);
+    CHECK(th_handler_wait_held(&h, 2, th_ms(10000)));
+    CHECK_STATUS(fastrpc_client_cancel(c, qid), FASTRPC_STATUS_OK);
+    fastrpc_completion out[4];
+    size_t m = 0;
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 4, th_ms(10000), &m), FASTRPC_STATUS_OK);
+    REQUIRE(m == 1);
+    CHECK(out[0].tag == 77);
+    CHECK_STATUS(out[0].status, FASTRPC_STATUS_CANCELLED);
+    CHECK_STATUS(fastrpc_response_status(out[0].response), FASTRPC_STATUS_CANCELLED);
+    char msg[128];
+    CHECK(strstr(th_response_error(out[0].response, msg, sizeof msg), "the call was cancelled") !=
+          NULL);
+    fastrpc_response_free(out[0].response);
+    CHECK_STATUS(fastrpc_client_cancel(c, qid), FASTRPC_STATUS_CLOSED);
+
+    /* The server answers both late: dropped, counted, no second completion. */
+    th_handler_release_all(&h);
+    fastrpc_client_stats cs;
+    memset(&cs, 0, sizeof cs);
+    cs.struct_size = sizeof cs;
+    CHECK(TH_WAIT_UNTIL(fastrpc_client_get_stats(c, &cs) == FASTRPC_STATUS_OK &&
+                            cs.unexpected_responses == 2,
+                        th_ms(10000)));
+    CHECK(cs.cancelled == 2);
+    m = 9;
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 4, 0, &m), FASTRPC_STATUS_OK);
+    CHECK(m == 0);
+    CHECK(a.calls == 1);
+
+    /* A finished call, id 0, a NULL client. */
+    th_async b;
+    memset(&b, 0, sizeof b);
+    b.done = &done;
+    snprintf(b.expect, sizeof b.expect, "echo:x");
+    uint64_t bid = 0;
+    CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("echo"), 4, TH_B("x"), 1, th_ms(30000),
+                                              th_async_cb, &b, &bid),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_counter_wait(&done, 2, th_ms(10000)));
+    CHECK(b.status == FASTRPC_STATUS_OK && b.value_ok);
+    CHECK_STATUS(fastrpc_client_cancel(c, bid), FASTRPC_STATUS_CLOSED);
+    CHECK_STATUS(fastrpc_client_cancel(c, 0), FASTRPC_STATUS_CLOSED);
+    CHECK_STATUS(fastrpc_client_cancel(c, UINT64_MAX), FASTRPC_STATUS_CLOSED);
+    CHECK_STATUS(fastrpc_client_cancel(NULL, bid), FASTRPC_STATUS_INVALID_ARGUMENT);
+    /* NULL call_id is allowed: the plain call. */
+    CHECK_STATUS(fastrpc_client_call_queued_id(c, TH_B("echo"), 4, TH_B("y"), 1, th_ms(30000), q,
+                                               78, NULL),
+                 FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 4, th_ms(10000), &m), FASTRPC_STATUS_OK);
+    REQUIRE(m == 1);
+    CHECK(out[0].tag == 78 && out[0].status == FASTRPC_STATUS_OK);
+    fastrpc_response_free(out[0].response);
+    CHECK(a.calls == 1 && b.calls == 1);
+
+    fastrpc_client_free(c);
+    fastrpc_completion_queue_free(q);
+    fastrpc_server_free(s);
+    th_counter_destroy(&done);
+    th_handler_destroy(&h);
+}
+
+/* Cancels racing immediate echoes: each call's callback runs once, with CANCELLED exactly
+ * when fastrpc_client_cancel returned OK, else with OK. */
+static void test_cancel_racing_responses(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client_config_builder *cb = th_client_builder(addr);
+    REQUIRE(cb != NULL);
+    CHECK_STATUS(fastrpc_client_config_builder_set_max_pending_requests(cb, 100000),
+                 FASTRPC_STATUS_OK);
+    fastrpc_client *c = th_client_from(cb);
+    REQUIRE(c != NULL);
+    const long n = th_count(4000, 400);
+    th_async *a = (th_async *)calloc((size_t)n, sizeof *a);
+    fastrpc_status *cancel = (fastrpc_status *)calloc((size_t)n, sizeof *cancel);
+    REQUIRE(a != NULL && cancel != NULL);
+    th_counter done;
+    th_counter_init(&done);
+    long won = 0;
+    for (long i = 0; i < n; i++) {
+        a[i].done = &done;
+        uint64_t id = 0;
+        CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("echo"), 4, TH_B("r"), 1,
+                                                  th_ms(30000), th_async_cb, &a[i], &id),
+                     FASTRPC_STATUS_OK);
+        if (i % 50 == 0) CHECK(th_counter_wait(&done, i + 1, th_ms(10000))); /* cancel late */
+        cancel[i] = fastrpc_client_cancel(c, id);
+        if (cancel[i] == FASTRPC_STATUS_OK) won++;
+    }
+    CHECK(th_counter_wait(&done, n, th_ms(20000)));
+    long bad = 0;
+    for (long i = 0; i < n; i++) {
+        long calls = TH_LOAD(&a[i].calls);
+        fastrpc_status want =
+            cancel[i] == FASTRPC_STATUS_OK ? FASTRPC_STATUS_CANCELLED : FASTRPC_STATUS_OK;
+        if (calls != 1 || a[i].status != want ||
+            (cancel[i] != FASTRPC_STATUS_OK && cancel[i] != FASTRPC_STATUS_CLOSED) ||
+            (i % 50 == 0 && cancel[i] != FASTRPC_STATUS_CLOSED))
+            bad++;
+    }
+    CHECK(bad == 0);
+    CHECK(won > 0);
+    fastrpc_client_stats cs;
+    memset(&cs, 0, sizeof cs);
+    cs.struct_size = sizeof cs;
+    CHECK_STATUS(fastrpc_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.cancelled == (uint64_t)won);
+    CHECK(cs.responses + (uint64_t)won == (uint64_t)n);
+    CHECK(cs.pending_requests == 0);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_counter_destroy(&done);
+    free(a);
+    free(cancel);
+    th_handler_destroy(&h);
+}
+
+/* fastrpc_client_cancel from inside a callback: call A's callback cancels the held call B. */
+struct cancel_in_cb {
+    const fastrpc_client *c;
+    uint64_t victim;
+    fastrpc_status cancel_status;
+    th_counter *done;
+};
+
+static void cancel_in_cb_fn(void *ud, fastrpc_status status, fastrpc_response *resp) {
+    struct cancel_in_cb *x = (struct cancel_in_cb *)ud;
+    (void)status;
+    x->cancel_status = fastrpc_client_cancel(x->c, x->victim);
+    fastrpc_response_free(resp);
+    th_counter_add(x->done, 1);
+}
+
+static void test_cancel_inside_callback(void) {
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(NULL, &h, addr, sizeof addr);
+    REQUIRE(s != NULL);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    th_counter done;
+    th_counter_init(&done);
+    th_async b;
+    memset(&b, 0, sizeof b);
+    b.done = &done;
+    uint64_t bid = 0;
+    CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("hold"), 4, TH_B("b"), 1, th_ms(30000),
+                                              th_async_cb, &b, &bid),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_handler_wait_held(&h, 1, th_ms(10000)));
+    struct cancel_in_cb x;
+    memset(&x, 0, sizeof x);
+    x.c = c;
+    x.victim = bid;
+    x.cancel_status = FASTRPC_STATUS_PANIC;
+    x.done = &done;
+    CHECK_STATUS(fastrpc_client_call_async_id(c, TH_B("echo"), 4, TH_B("a"), 1, th_ms(30000),
+                                              cancel_in_cb_fn, &x, NULL),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_counter_wait(&done, 2, th_ms(10000)));
+    CHECK_STATUS(x.cancel_status, FASTRPC_STATUS_OK);
+    CHECK_STATUS(b.status, FASTRPC_STATUS_CANCELLED);
+    CHECK(b.calls == 1);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_counter_destroy(&done);
+    th_handler_destroy(&h);
+}
+
 /* Runs last: every status code came out of at least one test (PANIC excepted). */
 static void test_every_status_was_produced(void) {
-    for (unsigned s = 0; s <= 13; s++) {
+    for (unsigned s = 0; s <= FASTRPC_STATUS_CANCELLED; s++) {
         if (s == FASTRPC_STATUS_PANIC) continue; /* no trigger without a library bug */
         if (!th_status_seen((fastrpc_status)s)) {
             char what[96];
@@ -2724,6 +2939,9 @@ int main(int argc, char **argv) {
     th_run("local_addr_buffer", test_local_addr_buffer);
     th_run("stats", test_stats);
     th_run("unix_socket", test_unix_socket);
+    th_run("cancel_callback_and_queue", test_cancel_callback_and_queue);
+    th_run("cancel_racing_responses", test_cancel_racing_responses);
+    th_run("cancel_inside_callback", test_cancel_inside_callback);
     th_run("no_sockets_left_open", test_no_sockets_left_open);
     th_run("every_status_was_produced", test_every_status_was_produced);
     return th_finish();

@@ -28,6 +28,10 @@ import (
 	"unsafe"
 )
 
+// The status constants of errors.go are the header's: a mismatch fails to compile.
+var _ = [1]struct{}{}[statusCancelled-C.FASTRPC_STATUS_CANCELLED]
+var _ = [1]struct{}{}[C.FASTRPC_STATUS_CANCELLED-statusCancelled]
+
 // bytesPtr is b's first byte for the duration of one cgo call (NULL for an empty slice:
 // the C API takes (NULL, 0) as an empty buffer). The C side copies before returning.
 func bytesPtr(b []byte) *C.uint8_t {

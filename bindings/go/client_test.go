@@ -517,3 +517,19 @@ func TestFinalizerClosesClient(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The library's CANCELLED status maps to ErrCancelled (and to nothing else).
+func TestCancelledStatusMapsToErrCancelled(t *testing.T) {
+	err := error(newError(statusCancelled, "the call was cancelled"))
+	if !errors.Is(err, ErrCancelled) {
+		t.Fatalf("want ErrCancelled, got %v", err)
+	}
+	for _, other := range []error{ErrTimeout, ErrClosed, ErrInternal, ErrInvalidArgument} {
+		if errors.Is(err, other) {
+			t.Errorf("CANCELLED also matches %v", other)
+		}
+	}
+	if got := statusText(statusCancelled); got != "the call was cancelled" {
+		t.Errorf("status text: %q", got)
+	}
+}

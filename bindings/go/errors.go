@@ -34,6 +34,9 @@ var (
 	ErrInvalidArgument = errors.New("fastrpc: invalid argument")
 	// ErrIO: another I/O failure (for example: cannot listen on the address).
 	ErrIO = errors.New("fastrpc: I/O error")
+	// ErrCancelled: the call was cancelled (the C API's FASTRPC_STATUS_CANCELLED, from
+	// fastrpc_client_cancel).
+	ErrCancelled = errors.New("fastrpc: the call was cancelled")
 	// ErrInternal: the library caught an internal panic (please report it), or returned a
 	// status this binding does not know.
 	ErrInternal = errors.New("fastrpc: internal error")
@@ -55,6 +58,7 @@ const (
 	statusPanic           = 11
 	statusAlreadyAnswered = 12
 	statusBufferTooSmall  = 13
+	statusCancelled       = 14
 )
 
 func sentinel(status uint32) error {
@@ -79,6 +83,8 @@ func sentinel(status uint32) error {
 		return ErrInvalidArgument
 	case statusIO:
 		return ErrIO
+	case statusCancelled:
+		return ErrCancelled
 	default:
 		return ErrInternal
 	}

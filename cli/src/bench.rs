@@ -728,6 +728,7 @@ fn sum_stats(clients: &[Handle]) -> ClientStats {
         t.errors.too_large += s.errors.too_large;
         t.errors.invalid_argument += s.errors.invalid_argument;
         t.errors.io += s.errors.io;
+        t.errors.cancelled += s.errors.cancelled;
         t.io.bytes_sent_wire += s.io.bytes_sent_wire;
         t.io.bytes_received_wire += s.io.bytes_received_wire;
         t.io.frames_sent += s.io.frames_sent;

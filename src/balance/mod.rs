@@ -700,6 +700,7 @@ fn add_errors(t: &mut ErrorCounts, s: &ErrorCounts) {
     t.too_large += s.too_large;
     t.invalid_argument += s.invalid_argument;
     t.io += s.io;
+    t.cancelled += s.cancelled;
 }
 
 fn add_io(t: &mut IoStats, s: &IoStats) {

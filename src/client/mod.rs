@@ -43,6 +43,25 @@ pub trait Completion: Send + Sync + 'static {
     fn complete(&self, tag: u128, result: Result<&[u8], &Error>);
 }
 
+/// The identity of a call made with [`Client::submit_with_id`], for [`Client::cancel`]: its
+/// request id, unique among the calls of its client until the id wraps after 2^32 - 1
+/// calls (a completed call's id is never confused with a live call's before that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallId(u32);
+
+impl CallId {
+    /// The id as a number (never 0), for C and other bindings.
+    pub fn as_u64(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// The id from [`CallId::as_u64`]; a number that is no call's id gives an id that
+    /// cancels nothing.
+    pub fn from_u64(v: u64) -> CallId {
+        CallId(u32::try_from(v).unwrap_or(0))
+    }
+}
+
 /// How [`Client::close`] treats calls still waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseMode {
@@ -565,6 +584,19 @@ impl Client {
         sink: Arc<dyn Completion>,
         tag: u128,
     ) -> Result<(), Error> {
+        self.submit_with_id(name, value, timeout, sink, tag)
+            .map(|_| ())
+    }
+
+    /// [`Client::submit`], returning the call's identity for [`Client::cancel`].
+    pub fn submit_with_id(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+        sink: Arc<dyn Completion>,
+        tag: u128,
+    ) -> Result<CallId, Error> {
         // Our own reference: the sink may run (and the last handle be dropped, say from a C
         // callback freeing the client) before this returns.
         let inner = self.inner().clone();
@@ -573,7 +605,27 @@ impl Client {
         if let Err(e) = &r {
             inner.counters.errors.add(e.kind(), 1);
         }
-        r.map(|_| ())
+        r.map(|(id, _)| CallId(id))
+    }
+
+    /// Cancels call `id` if it still waits (queued or sent): it completes at once (its sink
+    /// is told [`ErrorKind::Cancelled`] on a library thread), its pending slot is free, a
+    /// request not yet written is never sent, and a response that still comes is dropped
+    /// (counted in [`ClientStats::unexpected_responses`]). Returns false if the call had
+    /// already completed (or never existed): then nothing happens. Racing the response, a
+    /// deadline or `close`, exactly one of them completes the call.
+    pub fn cancel(&self, id: CallId) -> bool {
+        let inner = self.inner();
+        let Some(c) = inner.table.lookup(id.0) else {
+            return false;
+        };
+        if !c.claim(id.0, WAITING) {
+            return false;
+        }
+        let mut sinks = Vec::new();
+        inner.fail_claimed(c, id.0, &Error::cancelled(), &mut sinks);
+        inner.deliver_from_caller(&mut sinks);
+        true
     }
 
     /// Sends a request that wants no response (request id 0). `Ok` means it was queued: it

@@ -239,6 +239,55 @@ pub extern "C" fn fastrpc_client_call_async(
     callback: fastrpc_call_callback,
     userdata: *mut c_void,
 ) -> fastrpc_status {
+    call_async(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        callback,
+        userdata,
+        std::ptr::null_mut(),
+    )
+}
+
+/// `fastrpc_client_call_async` that also writes the call's id to `*call_id` (on OK only;
+/// `call_id` may be NULL), for `fastrpc_client_cancel`. The id is never 0. Any thread,
+/// including inside callbacks (the callback may even run before this returns: the id is
+/// still written).
+///
+/// Returns as `fastrpc_client_call_async`.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_call_async_id(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    callback: fastrpc_call_callback,
+    userdata: *mut c_void,
+    call_id: *mut u64,
+) -> fastrpc_status {
+    call_async(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        callback,
+        userdata,
+        call_id,
+    )
+}
+
+fn call_async(
+    client: *const fastrpc_client,
+    (name, name_len): (*const u8, usize),
+    (value, value_len): (*const u8, usize),
+    timeout_ms: u32,
+    callback: fastrpc_call_callback,
+    userdata: *mut c_void,
+    call_id: *mut u64,
+) -> fastrpc_status {
     ffi_boundary!({
         not_forked!();
         let h = arg_ref!(client);
@@ -252,8 +301,17 @@ pub extern "C" fn fastrpc_client_call_async(
         let t = timeout(c, timeout_ms);
         let callbacks = &h.callbacks;
         callbacks.live.fetch_add(1, SeqCst);
-        match c.client().submit(name, value, t, callbacks.clone(), tag) {
-            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+        match c
+            .client()
+            .submit_with_id(name, value, t, callbacks.clone(), tag)
+        {
+            Ok(id) => {
+                if !call_id.is_null() {
+                    // SAFETY: the caller passes a writable u64 or NULL.
+                    unsafe { call_id.write(id.as_u64()) };
+                }
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
             Err(e) => {
                 callbacks.finished();
                 super::fail(&e)
@@ -280,6 +338,85 @@ pub extern "C" fn fastrpc_client_call_queued(
     queue: *const fastrpc_completion_queue,
     tag: u64,
 ) -> fastrpc_status {
+    call_queued(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        queue,
+        tag,
+        std::ptr::null_mut(),
+    )
+}
+
+/// `fastrpc_client_call_queued` that also writes the call's id to `*call_id` (on OK only;
+/// `call_id` may be NULL), for `fastrpc_client_cancel`. The id is never 0. Any thread.
+///
+/// Returns as `fastrpc_client_call_queued`.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_call_queued_id(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    queue: *const fastrpc_completion_queue,
+    tag: u64,
+    call_id: *mut u64,
+) -> fastrpc_status {
+    call_queued(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        queue,
+        tag,
+        call_id,
+    )
+}
+
+/// Cancels the call `call_id` (from `fastrpc_client_call_async_id` or
+/// `fastrpc_client_call_queued_id`) if it still waits, queued or sent: it completes at once
+/// with status CANCELLED, exactly once, through its callback (on a library thread, soon after
+/// this returns, possibly before) or its completion queue; its pending slot is free at once;
+/// a request not yet written is never sent; a response that still arrives is dropped and
+/// counted in `unexpected_responses`. Racing the response, the deadline or a close, exactly
+/// one outcome reaches the callback or queue: OK from here means it is CANCELLED. Ids are
+/// unique among a client's calls until they wrap after 2^32 - 1 calls. Any thread, including
+/// inside callbacks.
+///
+/// Returns OK (the call was cancelled), CLOSED (no such call is waiting: it already
+/// completed, or the id is none of this client's calls; nothing happened) or
+/// INVALID_ARGUMENT (NULL `client`).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_cancel(
+    client: *const fastrpc_client,
+    call_id: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        if c.client().cancel(crate::client::CallId::from_u64(call_id)) {
+            fastrpc_status::FASTRPC_STATUS_OK
+        } else {
+            super::fail(&Error::fixed(
+                crate::ErrorKind::Closed,
+                "no such call is waiting: it already completed (or the id is not one of this \
+                 client's calls)",
+            ))
+        }
+    })
+}
+
+fn call_queued(
+    client: *const fastrpc_client,
+    (name, name_len): (*const u8, usize),
+    (value, value_len): (*const u8, usize),
+    timeout_ms: u32,
+    queue: *const fastrpc_completion_queue,
+    tag: u64,
+    call_id: *mut u64,
+) -> fastrpc_status {
     ffi_boundary!({
         not_forked!();
         let c = &arg_ref!(client).client;
@@ -295,9 +432,15 @@ pub extern "C" fn fastrpc_client_call_queued(
         let t = timeout(c, timeout_ms);
         match c
             .client()
-            .submit(name, value, t, completion_queue::sink(q), tag as u128)
+            .submit_with_id(name, value, t, completion_queue::sink(q), tag as u128)
         {
-            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+            Ok(id) => {
+                if !call_id.is_null() {
+                    // SAFETY: the caller passes a writable u64 or NULL.
+                    unsafe { call_id.write(id.as_u64()) };
+                }
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
             Err(e) => super::fail(&e),
         }
     })
@@ -403,6 +546,7 @@ impl From<crate::client::ClientStats> for fastrpc_client_stats {
             pending_requests: s.pending_requests,
             errors: s.errors.into(),
             io: s.io.into(),
+            cancelled: s.errors.cancelled,
         }
     }
 }
@@ -449,6 +593,9 @@ pub struct fastrpc_client_stats {
     pub errors: fastrpc_error_counts,
     /// Traffic.
     pub io: fastrpc_io_stats,
+    /// Calls cancelled with `fastrpc_client_cancel` (since 0.2; not in `errors`, whose
+    /// layout is fixed).
+    pub cancelled: u64,
 }
 
 unsafe impl super::Sized_ for fastrpc_client_stats {
@@ -481,6 +628,7 @@ pub extern "C" fn fastrpc_client_get_stats(
             pending_requests: s.pending_requests,
             errors: s.errors.into(),
             io: s.io.into(),
+            cancelled: s.errors.cancelled,
         };
         unsafe { super::write_sized(out, v, "fastrpc_client_stats") }
     })

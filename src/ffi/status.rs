@@ -48,6 +48,9 @@ pub enum fastrpc_status {
     /// The text did not fit in the caller's buffer: it was cut (still NUL-terminated) and the
     /// full length was written to `out_len`.
     FASTRPC_STATUS_BUFFER_TOO_SMALL = 13,
+    /// The call was cancelled with `fastrpc_client_cancel` (the status its callback or
+    /// completion carries).
+    FASTRPC_STATUS_CANCELLED = 14,
 }
 
 impl fastrpc_status {
@@ -64,6 +67,7 @@ impl fastrpc_status {
             ErrorKind::Tls => FASTRPC_STATUS_TLS,
             ErrorKind::TooLarge => FASTRPC_STATUS_TOO_LARGE,
             ErrorKind::InvalidArgument => FASTRPC_STATUS_INVALID_ARGUMENT,
+            ErrorKind::Cancelled => FASTRPC_STATUS_CANCELLED,
             _ => FASTRPC_STATUS_IO,
         }
     }
@@ -85,6 +89,7 @@ impl fastrpc_status {
             11 => "internal panic caught by the library (please report it)",
             12 => "the request was already answered",
             13 => "the buffer is too small",
+            14 => "the call was cancelled",
             _ => "unknown status",
         }
     }
