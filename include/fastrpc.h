@@ -13,6 +13,9 @@
  * failed; every value keeps its meaning forever. fastrpc_status_message renders a status,
  * fastrpc_last_error_message the details of the last failure on the calling thread, and a
  * failed call's fastrpc_response carries its own message (fastrpc_response_error_message).
+ * TLS failures are told apart without parsing text: fastrpc_response_tls_detail and
+ * fastrpc_last_error_tls_detail give a fastrpc_tls_detail (unknown CA, name mismatch,
+ * expired, not yet valid, no client certificate, certificate rejected by the peer, alert).
  *
  * OWNERSHIP. A `T **out` parameter hands a new object to the caller, who frees it with
  * that object's _free function; every _free accepts NULL. Memory the library allocates is
@@ -209,6 +212,65 @@ enum fastrpc_log_level
 typedef enum fastrpc_log_level fastrpc_log_level;
 #else
 typedef uint32_t fastrpc_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which TLS problem a failure with status TLS (or CONNECT/CONNECTION caused by TLS) was, so
+ * a program can tell them apart without reading the message. The values are explicit and
+ * never change meaning; new ones are only ever added.
+ */
+enum fastrpc_tls_detail
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Not a TLS failure, or no detail known.
+   */
+  FASTRPC_TLS_DETAIL_NONE = 0,
+  /**
+   * The peer's certificate is not signed by a trusted CA (also: self-signed).
+   */
+  FASTRPC_TLS_DETAIL_UNKNOWN_CA = 1,
+  /**
+   * The server's certificate is not valid for the name connected to.
+   */
+  FASTRPC_TLS_DETAIL_NAME_MISMATCH = 2,
+  /**
+   * The peer's certificate has expired.
+   */
+  FASTRPC_TLS_DETAIL_EXPIRED = 3,
+  /**
+   * The peer's certificate is not valid yet.
+   */
+  FASTRPC_TLS_DETAIL_NOT_YET_VALID = 4,
+  /**
+   * The peer's certificate is invalid in another way (purpose, signature, encoding).
+   */
+  FASTRPC_TLS_DETAIL_BAD_CERTIFICATE = 5,
+  /**
+   * A client certificate was required and none was presented.
+   */
+  FASTRPC_TLS_DETAIL_NO_CLIENT_CERTIFICATE = 6,
+  /**
+   * The peer refused our certificate (it sent a certificate alert).
+   */
+  FASTRPC_TLS_DETAIL_PEER_REJECTED_CERTIFICATE = 7,
+  /**
+   * The peer ended the handshake with another alert.
+   */
+  FASTRPC_TLS_DETAIL_HANDSHAKE_ALERT = 8,
+  /**
+   * Another TLS failure (a corrupt or forged record, a protocol violation).
+   */
+  FASTRPC_TLS_DETAIL_OTHER = 9,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum fastrpc_tls_detail fastrpc_tls_detail;
+#else
+typedef uint32_t fastrpc_tls_detail;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1345,6 +1407,12 @@ size_t fastrpc_response_len(const struct fastrpc_response *resp);
 fastrpc_status fastrpc_response_status(const struct fastrpc_response *resp);
 
 /**
+ * The TLS detail of the failure this object holds (`FASTRPC_TLS_DETAIL_NONE` when the call
+ * succeeded, failed for another reason, or `resp` is NULL). Any thread; never fails.
+ */
+fastrpc_tls_detail fastrpc_response_tls_detail(const struct fastrpc_response *resp);
+
+/**
  * Writes the message of the failure this object holds (which peer, which cause) into
  * `buf`, as `fastrpc_status_message` does; empty when the call succeeded.
  *
@@ -1705,6 +1773,13 @@ fastrpc_status fastrpc_status_message(uint32_t status,
 fastrpc_status fastrpc_last_error_message(char *buf,
                                           size_t len,
                                           size_t *out_len);
+
+/**
+ * The TLS detail of the last failure returned to this thread by a fastrpc function
+ * (`FASTRPC_TLS_DETAIL_NONE` when it was not a TLS failure, or nothing failed yet). Any
+ * thread; never fails.
+ */
+fastrpc_tls_detail fastrpc_last_error_tls_detail(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -81,6 +81,34 @@ impl ErrorKind {
     }
 }
 
+/// For a TLS failure: which problem it was, so a program can tell them apart without
+/// reading the message. [`TlsDetail::None`] for every other error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsDetail {
+    /// Not a TLS failure, or no detail known.
+    #[default]
+    None,
+    /// The peer's certificate is not signed by a trusted CA (also: self-signed).
+    UnknownCa,
+    /// The server's certificate is not valid for the name connected to.
+    NameMismatch,
+    /// The peer's certificate has expired.
+    Expired,
+    /// The peer's certificate is not valid yet.
+    NotYetValid,
+    /// The peer's certificate is invalid in another way (purpose, signature, encoding, ...).
+    BadCertificate,
+    /// A client certificate was required and none was presented.
+    NoClientCertificate,
+    /// The peer refused our certificate (it sent a certificate alert).
+    PeerRejectedCertificate,
+    /// The peer ended the handshake with another alert.
+    HandshakeAlert,
+    /// Another TLS failure (a corrupt or forged record, a protocol violation, ...).
+    Other,
+}
+
 #[derive(Clone)]
 enum Message {
     Static(&'static str),
@@ -93,6 +121,7 @@ enum Message {
 #[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
+    tls: TlsDetail,
     msg: Message,
 }
 
@@ -101,6 +130,7 @@ impl Error {
     pub const fn fixed(kind: ErrorKind, msg: &'static str) -> Error {
         Error {
             kind,
+            tls: TlsDetail::None,
             msg: Message::Static(msg),
         }
     }
@@ -110,6 +140,7 @@ impl Error {
         let s: String = msg.into();
         Error {
             kind,
+            tls: TlsDetail::None,
             msg: Message::Shared(Arc::from(s)),
         }
     }
@@ -127,17 +158,36 @@ impl Error {
         }
     }
 
+    /// For a TLS failure, which problem it was ([`TlsDetail::None`] otherwise).
+    pub fn tls_detail(&self) -> TlsDetail {
+        self.tls
+    }
+
     /// The same message with another kind.
     pub fn with_kind(&self, kind: ErrorKind) -> Error {
         Error {
             kind,
+            tls: self.tls,
             msg: self.msg.clone(),
         }
     }
 
     /// This error's message prefixed by `context` (for example the peer's address).
     pub fn context(&self, context: &str) -> Error {
-        Error::new(self.kind, format!("{context}: {}", self.message()))
+        self.rewrap(self.kind, format!("{context}: {}", self.message()))
+    }
+
+    /// A new kind and message that keep this error's TLS detail.
+    pub(crate) fn rewrap(&self, kind: ErrorKind, msg: impl Into<String>) -> Error {
+        let mut e = Error::new(kind, msg);
+        e.tls = self.tls;
+        e
+    }
+
+    /// The same error with a TLS detail.
+    pub(crate) fn with_tls_detail(mut self, tls: TlsDetail) -> Error {
+        self.tls = tls;
+        self
     }
 
     pub(crate) fn timeout() -> Error {
@@ -189,13 +239,19 @@ impl Error {
             _ => kind,
         };
         // rustls reports its failures as InvalidData with a rustls::Error inside.
-        let k = match e.get_ref() {
-            Some(inner) if inner.is::<rustls::Error>() || inner.is::<crate::tls::TlsFailure>() => {
-                ErrorKind::Tls
+        let (k, tls) = match e.get_ref() {
+            Some(inner) => {
+                if let Some(f) = inner.downcast_ref::<crate::tls::TlsFailure>() {
+                    (ErrorKind::Tls, crate::tls::detail(&f.error))
+                } else if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                    (ErrorKind::Tls, crate::tls::detail(r))
+                } else {
+                    (k, TlsDetail::None)
+                }
             }
-            _ => k,
+            None => (k, TlsDetail::None),
         };
-        Error::new(k, format!("{what}: {e}"))
+        Error::new(k, format!("{what}: {e}")).with_tls_detail(tls)
     }
 }
 

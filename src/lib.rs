@@ -58,7 +58,7 @@ pub use balance::{
 pub use client::{BlockingClient, CallId, Client, ClientStats, CloseMode, Completion};
 pub use compress::Compression;
 pub use config::{ClientConfig, ServerConfig};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, TlsDetail};
 pub use server::{BlockingServer, Call, Handler, Server, ServerStats};
 pub use stats::{ErrorCounts, IoStats};
 pub use tls::{TlsClientConfig, TlsServerConfig};

@@ -459,6 +459,35 @@ impl Side {
 /// A rustls failure in words a user understands: certificate problems (self-signed, unknown
 /// CA, wrong name, expired, not yet valid, missing client certificate) and the peer's alerts
 /// about ours. Anything else keeps rustls's own wording.
+/// Which problem a rustls failure was, for [`crate::Error::tls_detail`].
+pub(crate) fn detail(e: &rustls::Error) -> crate::error::TlsDetail {
+    use crate::error::TlsDetail as D;
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => D::UnknownCa,
+            C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => D::UnknownCa,
+            C::NotValidForName | C::NotValidForNameContext { .. } => D::NameMismatch,
+            C::Expired | C::ExpiredContext { .. } => D::Expired,
+            C::NotValidYet | C::NotValidYetContext { .. } => D::NotYetValid,
+            _ => D::BadCertificate,
+        },
+        E::NoCertificatesPresented => D::NoClientCertificate,
+        E::AlertReceived(A::CertificateRequired) => D::NoClientCertificate,
+        E::AlertReceived(
+            A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::AccessDenied,
+        ) => D::PeerRejectedCertificate,
+        E::AlertReceived(_) => D::HandshakeAlert,
+        _ => D::Other,
+    }
+}
+
 pub(crate) fn describe(e: &rustls::Error, side: Side) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     let peer = side.peer();

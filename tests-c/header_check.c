@@ -140,6 +140,8 @@ static const any_fn every_function[] = {
     FN(fastrpc_server_queue_free),
     FN(fastrpc_status_message),
     FN(fastrpc_last_error_message),
+    FN(fastrpc_last_error_tls_detail),
+    FN(fastrpc_response_tls_detail),
 };
 
 int main(void) {

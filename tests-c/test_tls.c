@@ -228,7 +228,8 @@ static void test_tls_pem_bytes_and_server_name(void) {
 }
 
 /* Verification failures: TLS for the client, a warning logged by the server. */
-static void check_tls_failure(const char *ca_file, const char *server_name, const char *what) {
+static void check_tls_failure(const char *ca_file, const char *server_name, const char *what,
+                              fastrpc_tls_detail want) {
     th_handler h;
     th_handler_init(&h);
     char addr[64];
@@ -244,6 +245,10 @@ static void check_tls_failure(const char *ca_file, const char *server_name, cons
     REQUIRE_STATUS(fastrpc_response_new(&r), FASTRPC_STATUS_OK);
     long before = warnings();
     CHECK_STATUS(th_call(c, "x", "", th_ms(10000), r), FASTRPC_STATUS_TLS);
+    /* Which problem it was, without reading the message: on the response and as this
+     * thread's last error. */
+    CHECK(fastrpc_response_tls_detail(r) == want);
+    CHECK(fastrpc_last_error_tls_detail() == want);
     char err[512];
     th_response_error(r, err, sizeof err);
     if (strstr(err, "TLS") == NULL) {
@@ -268,11 +273,12 @@ static void check_tls_failure(const char *ca_file, const char *server_name, cons
 }
 
 static void test_tls_untrusted_certificate(void) {
-    check_tls_failure("client.crt", NULL, "untrusted certificate");
+    check_tls_failure("client.crt", NULL, "untrusted certificate", FASTRPC_TLS_DETAIL_UNKNOWN_CA);
 }
 
 static void test_tls_wrong_server_name(void) {
-    check_tls_failure("server.crt", "not-the-server.example", "wrong server name");
+    check_tls_failure("server.crt", "not-the-server.example", "wrong server name",
+                      FASTRPC_TLS_DETAIL_NAME_MISMATCH);
 }
 
 /* Encryption without verification (for tests only). */
@@ -354,6 +360,8 @@ static void test_tls_mutual(void) {
     REQUIRE_STATUS(fastrpc_response_new(&r), FASTRPC_STATUS_OK);
     CHECK_STATUS(th_call(c, "mtls", "ok", th_ms(10000), r), FASTRPC_STATUS_OK);
     CHECK(th_response_is(r, "mtls:ok"));
+    CHECK(fastrpc_response_tls_detail(r) == FASTRPC_TLS_DETAIL_NONE);
+    CHECK(fastrpc_response_tls_detail(NULL) == FASTRPC_TLS_DETAIL_NONE);
     fastrpc_client_free(c);
     /* Without a client certificate the server refuses the handshake. */
     c = th_client_from(tls_client_builder(addr, "server.crt"));
@@ -362,6 +370,7 @@ static void test_tls_mutual(void) {
     th_note_status(st);
     CHECK(st != FASTRPC_STATUS_OK);
     CHECK_STATUS(st, FASTRPC_STATUS_TLS);
+    CHECK(fastrpc_response_tls_detail(r) == FASTRPC_TLS_DETAIL_NO_CLIENT_CERTIFICATE);
     fastrpc_server_stats ss;
     ss.struct_size = sizeof ss;
     CHECK(TH_WAIT_UNTIL(fastrpc_server_get_stats(s, &ss) == FASTRPC_STATUS_OK &&

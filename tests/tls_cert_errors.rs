@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fastrpc::log::{self, Level};
 use fastrpc::{
     Call, Client, ClientConfig, Compression, Error, ErrorKind, Server, ServerConfig,
-    TlsClientConfig, TlsServerConfig,
+    TlsClientConfig, TlsDetail, TlsServerConfig,
 };
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -142,6 +142,7 @@ async fn self_signed_server_certificate() {
     let cert = p.self_signed(&key).unwrap().pem();
     let s = serve(&cert, &key.serialize_pem(), None).await;
     let e = tls_err(call(&s.local_addr(), trusting(&cert)).await);
+    assert_eq!(e.tls_detail(), TlsDetail::UnknownCa, "{e}");
     assert_eq!(
         e.message(),
         handshake_error(
@@ -159,6 +160,7 @@ async fn self_signed_server_certificate() {
         .pem();
     let s = serve(&cert, &key.serialize_pem(), None).await;
     let e = tls_err(call(&s.local_addr(), trusting(&ca("some CA").0.pem())).await);
+    assert_eq!(e.tls_detail(), TlsDetail::UnknownCa, "{e}");
     assert_eq!(
         e.message(),
         handshake_error(&s.local_addr(), UNKNOWN_ISSUER)
@@ -173,6 +175,7 @@ async fn server_certificate_from_an_unknown_ca() {
     );
     let s = serve(&cert, &key, None).await;
     let e = tls_err(call(&s.local_addr(), trusting(&ca("CA 2").0.pem())).await);
+    assert_eq!(e.tls_detail(), TlsDetail::UnknownCa, "{e}");
     assert_eq!(
         e.message(),
         handshake_error(&s.local_addr(), UNKNOWN_ISSUER)
@@ -187,6 +190,7 @@ async fn server_certificate_for_another_name() {
     let mut tls = trusting(&root.0.pem());
     tls.server_name = Some("example.com".into());
     let e = tls_err(call(&s.local_addr(), tls).await);
+    assert_eq!(e.tls_detail(), TlsDetail::NameMismatch, "{e}");
     assert_eq!(
         e.message(),
         handshake_error(
@@ -206,6 +210,7 @@ async fn expired_server_certificate() {
     let (cert, key) = signed(p, &root);
     let s = serve(&cert, &key, None).await;
     let e = tls_err(call(&s.local_addr(), trusting(&root.0.pem())).await);
+    assert_eq!(e.tls_detail(), TlsDetail::Expired, "{e}");
     assert_eq!(
         e.message(),
         handshake_error(
@@ -224,6 +229,7 @@ async fn server_certificate_not_yet_valid() {
     let (cert, key) = signed(p, &root);
     let s = serve(&cert, &key, None).await;
     let e = tls_err(call(&s.local_addr(), trusting(&root.0.pem())).await);
+    assert_eq!(e.tls_detail(), TlsDetail::NotYetValid, "{e}");
     assert_eq!(
         e.message(),
         handshake_error(
@@ -240,6 +246,7 @@ async fn missing_client_certificate() {
     let (cert, key) = signed(leaf_params(ExtendedKeyUsagePurpose::ServerAuth), &root);
     let s = serve(&cert, &key, Some(&root.0.pem())).await;
     let e = tls_err(call(&s.local_addr(), trusting(&root.0.pem())).await);
+    assert_eq!(e.tls_detail(), TlsDetail::NoClientCertificate, "{e}");
     // TLS 1.3: the client's handshake is done before the server checks its certificate, so
     // the server's alert arrives at the client's first read.
     assert_eq!(
@@ -270,6 +277,7 @@ async fn client_certificate_from_an_unknown_ca() {
     tls.client_cert_pem = Some(ccert.into_bytes());
     tls.client_key_pem = Some(ckey.into_bytes());
     let e = tls_err(call(&s.local_addr(), tls).await);
+    assert_eq!(e.tls_detail(), TlsDetail::PeerRejectedCertificate, "{e}");
     assert_eq!(
         e.message(),
         format!(

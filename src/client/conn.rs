@@ -129,7 +129,7 @@ async fn manager(inner: Arc<Inner>) {
                 let cause = write_loop(&inner, writer, &mut batch, &mut entries).await;
                 reader_task.0.abort();
                 let _ = (&mut reader_task.0).await;
-                let err = Error::new(
+                let err = cause.rewrap(
                     cause.kind(),
                     format!("connection to {} failed: {}", inner.addr, cause.message()),
                 );
@@ -173,7 +173,7 @@ async fn connect(
                 ErrorKind::Tls | ErrorKind::Protocol | ErrorKind::Timeout => e.kind(),
                 _ => ErrorKind::Connect,
             };
-            Error::new(
+            e.rewrap(
                 kind,
                 format!("handshake with {} failed: {}", inner.addr, e.message()),
             )

@@ -76,11 +76,14 @@ pub(crate) unsafe fn from_raw<C: Castable>(p: *mut C) -> Option<Box<C::Rust>> {
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+    static LAST_TLS_DETAIL: std::cell::Cell<crate::error::TlsDetail> =
+        const { std::cell::Cell::new(crate::error::TlsDetail::None) };
 }
 
 /// Records the details of the failure this thread just returned, for
 /// `fastrpc_last_error_message`.
 pub(crate) fn set_last_error(msg: &str) {
+    LAST_TLS_DETAIL.with(|d| d.set(crate::error::TlsDetail::None));
     LAST_ERROR.with(|e| {
         let mut e = e.borrow_mut();
         e.clear();
@@ -95,7 +98,13 @@ pub(crate) fn with_last_error<R>(f: impl FnOnce(&str) -> R) -> R {
 /// Records `e` as this thread's last error and returns its status.
 pub(crate) fn fail(e: &Error) -> fastrpc_status {
     set_last_error(&e.to_string());
+    LAST_TLS_DETAIL.with(|d| d.set(e.tls_detail()));
     fastrpc_status::from_kind(e.kind())
+}
+
+/// The TLS detail of this thread's last failure.
+pub(crate) fn last_tls_detail() -> crate::error::TlsDetail {
+    LAST_TLS_DETAIL.with(|d| d.get())
 }
 
 /// Records an invalid-argument failure.

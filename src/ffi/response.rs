@@ -129,6 +129,25 @@ pub extern "C" fn fastrpc_response_status(resp: *const fastrpc_response) -> fast
     })
 }
 
+/// The TLS detail of the failure this object holds (`FASTRPC_TLS_DETAIL_NONE` when the call
+/// succeeded, failed for another reason, or `resp` is NULL). Any thread; never fails.
+#[no_mangle]
+pub extern "C" fn fastrpc_response_tls_detail(
+    resp: *const fastrpc_response,
+) -> super::status::fastrpc_tls_detail {
+    super::boundary_or(
+        super::status::fastrpc_tls_detail::FASTRPC_TLS_DETAIL_NONE,
+        || {
+            unsafe { super::as_ref(resp) }
+                .and_then(|r| r.error.as_ref())
+                .map_or(
+                    super::status::fastrpc_tls_detail::FASTRPC_TLS_DETAIL_NONE,
+                    |e| e.tls_detail().into(),
+                )
+        },
+    )
+}
+
 /// Writes the message of the failure this object holds (which peer, which cause) into
 /// `buf`, as `fastrpc_status_message` does; empty when the call succeeded.
 ///

@@ -136,3 +136,61 @@ pub extern "C" fn fastrpc_last_error_message(
         unsafe { super::write_text(&msg, buf, len, out_len) }
     })
 }
+
+/// Which TLS problem a failure with status TLS (or CONNECT/CONNECTION caused by TLS) was, so
+/// a program can tell them apart without reading the message. The values are explicit and
+/// never change meaning; new ones are only ever added.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum fastrpc_tls_detail {
+    /// Not a TLS failure, or no detail known.
+    FASTRPC_TLS_DETAIL_NONE = 0,
+    /// The peer's certificate is not signed by a trusted CA (also: self-signed).
+    FASTRPC_TLS_DETAIL_UNKNOWN_CA = 1,
+    /// The server's certificate is not valid for the name connected to.
+    FASTRPC_TLS_DETAIL_NAME_MISMATCH = 2,
+    /// The peer's certificate has expired.
+    FASTRPC_TLS_DETAIL_EXPIRED = 3,
+    /// The peer's certificate is not valid yet.
+    FASTRPC_TLS_DETAIL_NOT_YET_VALID = 4,
+    /// The peer's certificate is invalid in another way (purpose, signature, encoding).
+    FASTRPC_TLS_DETAIL_BAD_CERTIFICATE = 5,
+    /// A client certificate was required and none was presented.
+    FASTRPC_TLS_DETAIL_NO_CLIENT_CERTIFICATE = 6,
+    /// The peer refused our certificate (it sent a certificate alert).
+    FASTRPC_TLS_DETAIL_PEER_REJECTED_CERTIFICATE = 7,
+    /// The peer ended the handshake with another alert.
+    FASTRPC_TLS_DETAIL_HANDSHAKE_ALERT = 8,
+    /// Another TLS failure (a corrupt or forged record, a protocol violation).
+    FASTRPC_TLS_DETAIL_OTHER = 9,
+}
+
+impl From<crate::error::TlsDetail> for fastrpc_tls_detail {
+    fn from(d: crate::error::TlsDetail) -> Self {
+        use crate::error::TlsDetail as D;
+        use fastrpc_tls_detail::*;
+        match d {
+            D::None => FASTRPC_TLS_DETAIL_NONE,
+            D::UnknownCa => FASTRPC_TLS_DETAIL_UNKNOWN_CA,
+            D::NameMismatch => FASTRPC_TLS_DETAIL_NAME_MISMATCH,
+            D::Expired => FASTRPC_TLS_DETAIL_EXPIRED,
+            D::NotYetValid => FASTRPC_TLS_DETAIL_NOT_YET_VALID,
+            D::BadCertificate => FASTRPC_TLS_DETAIL_BAD_CERTIFICATE,
+            D::NoClientCertificate => FASTRPC_TLS_DETAIL_NO_CLIENT_CERTIFICATE,
+            D::PeerRejectedCertificate => FASTRPC_TLS_DETAIL_PEER_REJECTED_CERTIFICATE,
+            D::HandshakeAlert => FASTRPC_TLS_DETAIL_HANDSHAKE_ALERT,
+            _ => FASTRPC_TLS_DETAIL_OTHER,
+        }
+    }
+}
+
+/// The TLS detail of the last failure returned to this thread by a fastrpc function
+/// (`FASTRPC_TLS_DETAIL_NONE` when it was not a TLS failure, or nothing failed yet). Any
+/// thread; never fails.
+#[no_mangle]
+pub extern "C" fn fastrpc_last_error_tls_detail() -> fastrpc_tls_detail {
+    super::boundary_or(fastrpc_tls_detail::FASTRPC_TLS_DETAIL_NONE, || {
+        super::last_tls_detail().into()
+    })
+}

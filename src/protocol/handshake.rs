@@ -206,11 +206,11 @@ pub(crate) async fn server(
 }
 
 fn tls_error(what: &str, e: &tls_stream::HandshakeError, side: Side) -> Error {
-    let detail = match e {
-        tls_stream::HandshakeError::Tls(e) => describe(e, side),
-        tls_stream::HandshakeError::Io(e) => e.to_string(),
+    let (text, tls) = match e {
+        tls_stream::HandshakeError::Tls(e) => (describe(e, side), crate::tls::detail(e)),
+        tls_stream::HandshakeError::Io(e) => (e.to_string(), crate::error::TlsDetail::Other),
     };
-    Error::new(ErrorKind::Tls, format!("{what}: {detail}"))
+    Error::new(ErrorKind::Tls, format!("{what}: {text}")).with_tls_detail(tls)
 }
 
 #[cfg(test)]
