@@ -14,23 +14,9 @@ use fastrpc::{
     ServerConfig,
 };
 
-async fn bounded(f: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .expect("the test did not finish within 60 s");
-}
+mod common;
 
-/// Polls `cond` every 2 ms for up to 20 s.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+use common::{bounded, wait_until};
 
 /// Records every completion: per tag how many, and the outcome.
 struct Tally {

@@ -615,21 +615,7 @@ pub extern "C" fn fastrpc_client_get_stats(
     ffi_boundary!({
         let c = &arg_ref!(client).client;
         arg_out!(out);
-        let s = c.stats();
-        let v = fastrpc_client_stats {
-            struct_size: 0,
-            calls: s.calls,
-            responses: s.responses,
-            sends: s.sends,
-            unexpected_responses: s.unexpected_responses,
-            connects: s.connects,
-            reconnects: s.reconnects,
-            connect_failures: s.connect_failures,
-            pending_requests: s.pending_requests,
-            errors: s.errors.into(),
-            io: s.io.into(),
-            cancelled: s.errors.cancelled,
-        };
+        let v: fastrpc_client_stats = c.stats().into();
         unsafe { super::write_sized(out, v, "fastrpc_client_stats") }
     })
 }

@@ -18,3 +18,22 @@ pub fn rss_kb() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Runs a test body with a bound of 60 s.
+pub async fn bounded(f: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), f)
+        .await
+        .expect("the test did not finish within 60 s");
+}
+
+/// Polls `cond` every 2 ms for up to 20 s.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
