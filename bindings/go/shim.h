@@ -10,38 +10,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * Header bug workaround: fastrpc.h 0.1.0 declares the typedef `fastrpc_client_stats` and a
- * function of the same name (same for the server), which no C or C++ compiler accepts.
- * These function-like macros rename only the function declarations (a typedef name is never
- * followed by '('); the functions are then reached through weak aliases below, under
- * either their current names or the `*_get_stats` names the C examples already use.
- */
-#define fastrpc_client_stats(client, out) gofrpc_unused_client_stats_decl(client, out)
-#define fastrpc_server_stats(server, out) gofrpc_unused_server_stats_decl(server, out)
+/* Outside this repository the header comes from an installed library (cgo_pkgconfig.go). */
+#if defined(__has_include)
+#if !__has_include("fastrpc.h")
+#error "fastrpc.h not found. Outside the fastrpc repository, install the library (PREFIX=... scripts/install.sh) and build with -tags fastrpc_pkgconfig and PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig: see bindings/go/README.md, Install."
+#define GOFRPC_NO_HEADER 1
+#endif
+#endif
+
+#ifndef GOFRPC_NO_HEADER
 #include "fastrpc.h"
-#undef fastrpc_client_stats
-#undef fastrpc_server_stats
+#if !defined(FASTRPC_VERSION_NUMBER) || FASTRPC_VERSION_NUMBER < 200
+#error "this binding needs fastrpc.h 0.2 or later (completion queues, fastrpc_*_get_stats): install the library from the same checkout as the binding"
+#endif
+#endif
 
-extern fastrpc_status gofrpc_client_stats_v1(const fastrpc_client *, struct fastrpc_client_stats *)
-	__asm__("fastrpc_client_stats") __attribute__((weak));
-extern fastrpc_status gofrpc_client_stats_v2(const fastrpc_client *, struct fastrpc_client_stats *)
-	__asm__("fastrpc_client_get_stats") __attribute__((weak));
-extern fastrpc_status gofrpc_server_stats_v1(const fastrpc_server *, struct fastrpc_server_stats *)
-	__asm__("fastrpc_server_stats") __attribute__((weak));
-extern fastrpc_status gofrpc_server_stats_v2(const fastrpc_server *, struct fastrpc_server_stats *)
-	__asm__("fastrpc_server_get_stats") __attribute__((weak));
-
+/* The stats getters under the names client.go and server.go use. */
 static inline fastrpc_status gofrpc_client_stats(const fastrpc_client *c, struct fastrpc_client_stats *out) {
-	if (gofrpc_client_stats_v2) return gofrpc_client_stats_v2(c, out);
-	if (gofrpc_client_stats_v1) return gofrpc_client_stats_v1(c, out);
-	return FASTRPC_STATUS_INVALID_ARGUMENT;
+	return fastrpc_client_get_stats(c, out);
 }
 
 static inline fastrpc_status gofrpc_server_stats(const fastrpc_server *s, struct fastrpc_server_stats *out) {
-	if (gofrpc_server_stats_v2) return gofrpc_server_stats_v2(s, out);
-	if (gofrpc_server_stats_v1) return gofrpc_server_stats_v1(s, out);
-	return FASTRPC_STATUS_INVALID_ARGUMENT;
+	return fastrpc_server_get_stats(s, out);
 }
 
 /* A status and, on failure, a malloc'd copy of the message (the caller frees it). */
