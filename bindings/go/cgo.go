@@ -4,8 +4,8 @@ package fastrpc
 // slices into C buffers and fastrpc statuses into Go errors. The C helpers live in shim.h.
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -lfastrpc -Wl,-rpath,${SRCDIR}/lib -Wl,-rpath,${SRCDIR}/../../target/release
+// Where the header and the library are found: cgo_repo.go (this repository, the default) or
+// cgo_pkgconfig.go (an installed library, -tags fastrpc_pkgconfig).
 
 // The library copies names and values before returning and keeps no pointer: tell cgo,
 // so that passing a Go slice does not force it onto the heap.
