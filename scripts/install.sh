@@ -5,11 +5,13 @@
 #   PREFIX=/usr/local ./scripts/install.sh      (default PREFIX: /usr/local; DESTDIR honoured)
 #   STRIP=/path/to/strip                         (default: strip; none found: installed as built)
 #
-# Run time: a program linked with -lfastrpc must find libfastrpc.so.0.1 when it starts. The
-# loader looks in the system's library directories (/usr/lib, and /usr/local/lib on most
-# distributions once `ldconfig` has run) and in the program's rpath. For any other prefix the
-# pkg-config file adds `-Wl,-rpath,$LIBDIR` to `pkg-config --libs fastrpc`, and this script
-# says what to do for programs built without pkg-config. scripts/test-install.sh tests this.
+# Run time: a program linked with -lfastrpc must find the SONAME (libfastrpc.so.0.MINOR while
+# the major version is 0) when it starts. The loader looks in the system's library
+# directories (/usr/lib, and /usr/local/lib on most distributions once `ldconfig` has run) and
+# in the program's rpath. For any other prefix the pkg-config file adds `-Wl,-rpath,$LIBDIR`
+# to `pkg-config --libs fastrpc`, and this script says what to do for programs built without
+# pkg-config. scripts/test-install.sh tests this; scripts/test-go-module.sh tests the Go
+# binding built against such an installation (-tags fastrpc_pkgconfig, bindings/go/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}

@@ -17,7 +17,7 @@
 #
 #   ./scripts/test.sh
 #   SOAK_SECONDS=20 ./scripts/test.sh          shorter C ABI soak (default 60 s)
-#   TEST_SUITES="cli install" ./scripts/test.sh   only these of: rust cli alloc install c go robustness
+#   TEST_SUITES="cli install" ./scripts/test.sh   only these of: rust cli alloc install c go gomodule robustness
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -43,7 +43,7 @@ tmp_before=$(ls -A /tmp 2>/dev/null | grep '^fastrpc' | sort)
 export TMPDIR=$WORK/tmp
 
 # ---- running ---------------------------------------------------------------------------------
-ALL="rust cli alloc install c go robustness"
+ALL="rust cli alloc install c go gomodule robustness"
 names=()
 declare -A P F S SECS RC NOTE
 skips=() # "suite: what: why"
@@ -72,6 +72,8 @@ suite install "scripts/install.sh into a temporary prefix, a C program built wit
 suite c "C ABI: C11, C++17, static and shared linking, ASan+UBSan, valgrind" './scripts/test-c.sh'
 suite go "Go binding (go vet, go test -race); interop with the reference where it can be had" \
     "GO_TEST_FLAGS='-v ${GO_TEST_FLAGS:-}' ./scripts/test-go.sh"
+suite gomodule "Go binding from another module: install.sh, a replace, -tags fastrpc_pkgconfig, a vendored copy" \
+    './scripts/test-go-module.sh'
 suite robustness "robustness: fuzz replay, bad-input catalogue and faults (release), C ABI soak under ASan" \
     "SOAK_SECONDS=${SOAK_SECONDS:-60} ./scripts/test-robustness.sh"
 
@@ -218,6 +220,12 @@ if ran go; then
         skips+=("go interop: the whole suite: $(grep -m1 '^SKIPPED: ' "$LOGS/go.log" | sed 's/^SKIPPED: //') ($why); set FASTRPC_REFERENCE_DIR (bindings/go/INTEROP.md)")
     fi
     check_rc go go "go interop"
+fi
+
+if ran gomodule; then
+    from_line "go module" "$LOGS/gomodule.log" '^[0-9]+ passed, [0-9]+ failed$'
+    lines_to_fails "go module: " < <(grep -E '^FAIL ' "$LOGS/gomodule.log" | sed 's/^FAIL *//')
+    check_rc gomodule "go module"
 fi
 
 # Robustness: each step of test-robustness.sh is its own row.
