@@ -8,7 +8,8 @@
 # 127.0.0.1:0 whose exact response is checked, and the path of the libfastrpc the process
 # mapped (/proc/self/maps) must be the installed one. Then the same program against a
 # vendored copy (`go mod vendor`, built from vendor/ with its own build cache): without the
-# tag it must fail with the header's hint, with it build and run the same way. Also
+# tag it must fail with the header's hint, with it build and run the same way; and a plain
+# copy of bindings/go in the module's third_party/ through a replace. Also
 # `go vet -tags fastrpc_pkgconfig` of the binding itself (its tests compile that way too).
 #
 # Offline: GOPROXY=off (the module needs nothing but the replace). Each build uses a build
@@ -168,6 +169,17 @@ check "vendored copy without the tag: fails with the header's hint" \
 check "vendored copy: go build -mod=vendor -tags fastrpc_pkgconfig (its own build cache)" \
   bash -c "cd '$app' && GOCACHE='$tmp/gocache-vendor' timeout 300 go build -mod=vendor -tags fastrpc_pkgconfig -o '$tmp/vendored.bin' ."
 binary_checks "vendored" "$tmp/vendored.bin"
+
+# A plain copy of bindings/go in another module's tree (third_party/), through a replace.
+app2=$tmp/app2
+mkdir -p "$app2/third_party"
+cp -R bindings/go "$app2/third_party/fastrpc-go"
+cp "$app/main.go" "$app2/main.go"
+sed 's/^module .*/module example.com\/fastrpcapp2/' "$app/go.mod" | grep -v '^replace ' >"$app2/go.mod"
+check "plain copy in third_party/: go mod edit -replace=./third_party/fastrpc-go, go build -tags fastrpc_pkgconfig" \
+  bash -c "cd '$app2' && timeout 120 go mod edit -replace=github.com/fastrpc-rs/fastrpc/bindings/go=./third_party/fastrpc-go \
+    && GOCACHE='$tmp/gocache-vendor' timeout 300 go build -tags fastrpc_pkgconfig -o '$tmp/copy.bin' ."
+binary_checks "plain copy" "$tmp/copy.bin"
 
 # The binding's own package and tests compile with the tag.
 check "bindings/go: go vet -tags fastrpc_pkgconfig ./..." \
