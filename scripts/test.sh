@@ -23,14 +23,18 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 start=$(date +%s)
 
-# tests/tls_interop.rs runs OpenSSL (`openssl s_server`/`s_client`) and builds a Go peer
-# (the Go toolchain is needed anyway, for the Go binding below).
-if ! command -v openssl >/dev/null; then
-    echo "== installing openssl (Debian package), for tests/tls_interop.rs"
+# Debian packages the suites need: OpenSSL (tests/tls_interop.rs runs `openssl s_server` /
+# `s_client`) and pkg-config (the install and Go module suites find the installed library
+# through it). The Go toolchain is needed anyway, for the Go binding.
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+if ((${#need[@]})); then
+    echo "== installing ${need[*]} (Debian packages)"
     SUDO=
     [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssl
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fastrpc-test-run.XXXXXX")
