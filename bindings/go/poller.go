@@ -1,0 +1,113 @@
+package fastrpc
+
+// How the client's and the server's poller goroutines wait for their queue: in Go's
+// netpoller, on the queue's eventfd (fastrpc_completion_queue_fd, fastrpc_server_queue_fd),
+// so that an idle poller holds no OS thread and no P and is woken by the same epoll_wait
+// that wakes Go's network connections. The blocking poll (fastrpc_*_queue_poll with a
+// timeout) is the fallback when the descriptor cannot be had.
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"os"
+	"runtime"
+	"syscall"
+)
+
+// pollerMode is how pollers wait. FASTRPC_GO_POLLER (read when a client or server starts)
+// chooses one, for the benchmark's comparisons only: "netpoll" (the default), "netpoll-spin"
+// (netpoll, polling a few more times before parking) or "blocking" (the blocking poll with
+// the pacer, as before the eventfd existed).
+type pollerMode int
+
+const (
+	modeNetpoll pollerMode = iota
+	modeNetpollSpin
+	modeBlocking
+)
+
+func pollerModeFromEnv() pollerMode {
+	switch os.Getenv("FASTRPC_GO_POLLER") {
+	case "blocking":
+		return modeBlocking
+	case "netpoll-spin":
+		return modeNetpollSpin
+	}
+	return modeNetpoll
+}
+
+// idleSpins is how many empty non-blocking polls (with a runtime.Gosched between) a
+// netpoll poller makes before parking in the netpoller.
+func (m pollerMode) idleSpins() int {
+	if m == modeNetpollSpin {
+		return spinPolls
+	}
+	return 0
+}
+
+// queueWaiter is a queue's eventfd in Go's netpoller: a duplicate of the descriptor (the
+// queue owns the original and closes it when freed), so that closing ours leaves the
+// queue's intact.
+type queueWaiter struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+// newQueueWaiter wraps fd (the queue's level-triggered eventfd, non-blocking).
+func newQueueWaiter(fd C.int, name string) (*queueWaiter, error) {
+	nfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	// The descriptor is non-blocking (O_NONBLOCK is shared by the duplicate), so os.NewFile
+	// registers it with the netpoller.
+	f := os.NewFile(nfd, name)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &queueWaiter{f: f, rc: rc}, nil
+}
+
+// run calls drain until it reports the queue closed. drain polls without blocking until the
+// queue is empty (then returns false) or closed (true). Go's epoll is edge-triggered: an
+// empty-to-non-empty transition after drain saw the queue empty writes the eventfd, which
+// marks the descriptor ready, and the wait that follows returns at once; readiness before
+// drain ran is covered by drain itself. It returns an error when the descriptor is not
+// pollable (the caller then falls back to blocking polls).
+func (w *queueWaiter) run(drain func() bool) error {
+	return w.rc.Read(func(uintptr) bool { return drain() })
+}
+
+func (w *queueWaiter) close() {
+	if w != nil {
+		w.f.Close()
+	}
+}
+
+// spinner counts empty polls: after work, and for the first idleSpins empty polls, the poller
+// yields (runtime.Gosched: the goroutines it woke run, and may submit more work) and polls
+// again; then it parks.
+type spinner struct {
+	idle, max int
+}
+
+// again reports whether to poll again now.
+func (s *spinner) again(gotWork bool) bool {
+	if gotWork {
+		s.idle = 0
+		runtime.Gosched()
+		return true
+	}
+	if s.idle < s.max {
+		s.idle++
+		runtime.Gosched()
+		return true
+	}
+	s.idle = 0
+	return false
+}
