@@ -166,18 +166,28 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	}
 
 	w := waiterPool.Get().(*waiter)
-	tag := c.nextTag.Add(1)
-	c.waiters.put(tag, w)
+	waiters := &c.waiters
+	var tag uint64
+	if c.mode == modeCallback && c.bal == nil {
+		waiters = &cbWaiters
+		tag = cbNextTag.Add(1)
+	} else {
+		tag = c.nextTag.Add(1)
+	}
+	waiters.put(tag, w)
 
 	c.mu.RLock()
 	if c.closed || c.draining.Load() {
 		c.mu.RUnlock()
-		c.waiters.take(tag)
+		waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, errClosed("client")
 	}
 	var r C.gofrpc_call_ret
-	if c.bal != nil {
+	if waiters == &cbWaiters {
+		r = C.gofrpc_call_async_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+			C.size_t(len(value)), C.uint32_t(timeoutMs), C.uint64_t(tag))
+	} else if c.bal != nil {
 		r = C.gofrpc_bal_call_queued_id(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
 			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
 	} else {
@@ -190,7 +200,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	runtime.KeepAlive(cl)
 	if r.status != C.FASTRPC_STATUS_OK {
 		// No completion will come for this tag.
-		c.waiters.take(tag)
+		waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
@@ -210,7 +220,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		}
 		return res.data, res.err
 	case <-done:
-		if c.waiters.take(tag) != nil {
+		if waiters.take(tag) != nil {
 			// Ours to end: the library completes the call with CANCELLED at once (or it has
 			// just completed otherwise); either way the poller finds no waiter and discards
 			// the completion, so w is clean.

@@ -19,14 +19,16 @@ import (
 
 // pollerMode is how pollers wait. FASTRPC_GO_POLLER (read when a client or server starts)
 // chooses one, for the benchmark's comparisons only: "netpoll" (the default), "netpoll-spin"
-// (netpoll, polling a few more times before parking) or "blocking" (the blocking poll with
-// the pacer, as before the eventfd existed).
+// (netpoll, polling a few more times before parking), "blocking" (the blocking poll with
+// the pacer, as before the eventfd existed) or "callback" (a client's calls complete through
+// callbacks into Go on the library's threads; servers use netpoll).
 type pollerMode int
 
 const (
 	modeNetpoll pollerMode = iota
 	modeNetpollSpin
 	modeBlocking
+	modeCallback // the client's calls complete through callbacks (callback.go); servers: netpoll
 )
 
 func pollerModeFromEnv() pollerMode {
@@ -35,6 +37,8 @@ func pollerModeFromEnv() pollerMode {
 		return modeBlocking
 	case "netpoll-spin":
 		return modeNetpollSpin
+	case "callback":
+		return modeCallback
 	}
 	return modeNetpoll
 }
