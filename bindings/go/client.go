@@ -241,7 +241,7 @@ func (c *client) cancel(id uint64) {
 	c.mu.RLock()
 	if !c.closed {
 		if c.bal != nil {
-			// TEMP
+			C.fastrpc_balanced_client_cancel(c.bal, C.uint64_t(id))
 		} else {
 			C.fastrpc_client_cancel(c.ptr, C.uint64_t(id))
 		}

@@ -89,13 +89,6 @@ static inline gofrpc_ret gofrpc_wrap(fastrpc_status st) {
 
 /* ---- client ---- */
 
-static inline gofrpc_ret gofrpc_call_queued(const fastrpc_client *c, const uint8_t *name,
-		size_t name_len, const uint8_t *value, size_t value_len, uint32_t timeout_ms,
-		const fastrpc_completion_queue *q, uint64_t tag) {
-	return gofrpc_wrap(fastrpc_client_call_queued(c, name, name_len, value, value_len,
-		timeout_ms, q, tag));
-}
-
 /* A call started with an id (for fastrpc_*_cancel): status, message, id (0 unless OK). */
 typedef struct {
 	uint32_t status;
@@ -158,20 +151,13 @@ static inline gofrpc_ret gofrpc_client_new(const fastrpc_client_config_builder *
 
 /* ---- balanced client (fastrpc_balanced_client): the same calls ---- */
 
-static inline gofrpc_ret gofrpc_bal_call_queued(const fastrpc_balanced_client *c,
-		const uint8_t *name, size_t name_len, const uint8_t *value, size_t value_len,
-		uint32_t timeout_ms, const fastrpc_completion_queue *q, uint64_t tag) {
-	return gofrpc_wrap(fastrpc_balanced_client_call_queued(c, name, name_len, value,
-		value_len, timeout_ms, q, tag));
-}
-
-/* TEMP: no id until the C ABI has fastrpc_balanced_client_call_queued_id. */
 static inline gofrpc_call_ret gofrpc_bal_call_queued_id(const fastrpc_balanced_client *c,
 		const uint8_t *name, size_t name_len, const uint8_t *value, size_t value_len,
 		uint32_t timeout_ms, const fastrpc_completion_queue *q, uint64_t tag) {
-	fastrpc_status st = fastrpc_balanced_client_call_queued(c, name, name_len, value,
-		value_len, timeout_ms, q, tag);
-	return gofrpc_call_wrap(st, 0);
+	uint64_t id = 0;
+	fastrpc_status st = fastrpc_balanced_client_call_queued_id(c, name, name_len, value,
+		value_len, timeout_ms, q, tag, &id);
+	return gofrpc_call_wrap(st, id);
 }
 
 static inline gofrpc_ret gofrpc_bal_send(const fastrpc_balanced_client *c, const uint8_t *name,
