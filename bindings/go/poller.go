@@ -17,6 +17,24 @@ import (
 	"syscall"
 )
 
+// The library's worker threads, unless SetWorkerThreads says otherwise: half the CPUs (at
+// least 1, at most 4) rather than the library's own default (every CPU, at most 4). In a Go
+// program the goroutines (callers, handlers) run on Go's own threads, one per CPU, and the
+// library's threads only do the connections' I/O; measured on 2 cores, one worker instead of
+// two halves the context switches per call (8.9 to 5.3 for one goroutine, 1.0 to 0.5 for 16;
+// see README.md "Threading model"). Set here, at package initialization, so that a
+// SetWorkerThreads call before the first client or server still decides.
+func init() {
+	n := runtime.NumCPU() / 2
+	if n < 1 {
+		n = 1
+	}
+	if n > 4 {
+		n = 4
+	}
+	C.fastrpc_set_worker_threads(C.size_t(n))
+}
+
 // pollerMode is how pollers wait. FASTRPC_GO_POLLER (read when a client or server starts)
 // chooses one, for the benchmark's comparisons only: "netpoll" (the default), "netpoll-spin"
 // (netpoll, polling a few more times before parking), "blocking" (the blocking poll with

@@ -49,7 +49,39 @@ type Config struct {
 type sample struct {
 	callsPerSec float64
 	p50         time.Duration
+	switches    float64 // context switches of this process's threads per call
 	err         error
+}
+
+// contextSwitches sums the context switches of this process's threads (Linux; 0 elsewhere).
+func contextSwitches() int64 {
+	dirs, _ := os.ReadDir("/proc/self/task")
+	var n int64
+	for _, d := range dirs {
+		b, err := os.ReadFile("/proc/self/task/" + d.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n += atoi(v)
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n += atoi(v)
+			}
+		}
+	}
+	return n
+}
+
+func atoi(s string) int64 {
+	var n int64
+	for _, c := range strings.TrimSpace(s) {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 // measure runs g goroutines calling for d (after one warm-up call each) and returns the
@@ -66,6 +98,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	var stop atomic.Bool
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
+	sw0 := contextSwitches()
 	start := time.Now()
 	for i := 0; i < g; i++ {
 		wg.Add(1)
@@ -88,6 +121,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	stop.Store(true)
 	wg.Wait()
 	el := time.Since(start)
+	sw := contextSwitches() - sw0
 	if e := firstErr.Load(); e != nil {
 		return sample{err: e.(error)}
 	}
@@ -99,7 +133,8 @@ func measure(impl Impl, g int, d time.Duration) sample {
 		return sample{err: fmt.Errorf("no call finished in %v", d)}
 	}
 	slices.Sort(all)
-	return sample{callsPerSec: float64(len(all)) / el.Seconds(), p50: all[len(all)/2]}
+	return sample{callsPerSec: float64(len(all)) / el.Seconds(), p50: all[len(all)/2],
+		switches: float64(sw) / float64(len(all))}
 }
 
 func median(v []float64) float64 {
@@ -126,8 +161,8 @@ func Run(out, log io.Writer, cfg Config) error {
 				k := key{ci, ii}
 				cps[k] = append(cps[k], s.callsPerSec)
 				p50[k] = append(p50[k], float64(s.p50))
-				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs\n",
-					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3)
+				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call\n",
+					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches)
 			}
 		}
 	}
