@@ -50,24 +50,37 @@ type sample struct {
 	callsPerSec float64
 	p50         time.Duration
 	switches    float64 // context switches of this process's threads per call
+	libSwitches float64 // of which the library's threads
 	err         error
 }
 
-// contextSwitches sums the context switches of this process's threads (Linux; 0 elsewhere).
-func contextSwitches() int64 {
+// contextSwitchesByKind: of the library's threads (named fastrpc-*), and of the others.
+func contextSwitchesByKind() (lib, other int64) {
 	dirs, _ := os.ReadDir("/proc/self/task")
-	var n int64
 	for _, d := range dirs {
-		b, err := os.ReadFile("/proc/self/task/" + d.Name() + "/status")
-		if err != nil {
-			continue
+		comm, _ := os.ReadFile("/proc/self/task/" + d.Name() + "/comm")
+		n := threadSwitches(d.Name())
+		if strings.HasPrefix(string(comm), "fastrpc-") {
+			lib += n
+		} else {
+			other += n
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				n += atoi(v)
-			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
-				n += atoi(v)
-			}
+	}
+	return lib, other
+}
+
+// threadSwitches is one thread's voluntary and involuntary context switches.
+func threadSwitches(tid string) int64 {
+	b, err := os.ReadFile("/proc/self/task/" + tid + "/status")
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+			n += atoi(v)
+		} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+			n += atoi(v)
 		}
 	}
 	return n
@@ -98,7 +111,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	var stop atomic.Bool
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	sw0 := contextSwitches()
+	lib0, other0 := contextSwitchesByKind()
 	start := time.Now()
 	for i := 0; i < g; i++ {
 		wg.Add(1)
@@ -121,7 +134,8 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	stop.Store(true)
 	wg.Wait()
 	el := time.Since(start)
-	sw := contextSwitches() - sw0
+	lib1, other1 := contextSwitchesByKind()
+	sw := lib1 - lib0 + other1 - other0
 	if e := firstErr.Load(); e != nil {
 		return sample{err: e.(error)}
 	}
@@ -134,7 +148,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	}
 	slices.Sort(all)
 	return sample{callsPerSec: float64(len(all)) / el.Seconds(), p50: all[len(all)/2],
-		switches: float64(sw) / float64(len(all))}
+		switches: float64(sw) / float64(len(all)), libSwitches: float64(lib1-lib0) / float64(len(all))}
 }
 
 func median(v []float64) float64 {
@@ -161,8 +175,8 @@ func Run(out, log io.Writer, cfg Config) error {
 				k := key{ci, ii}
 				cps[k] = append(cps[k], s.callsPerSec)
 				p50[k] = append(p50[k], float64(s.p50))
-				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call\n",
-					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches)
+				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call (library threads %.2f)\n",
+					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches, s.libSwitches)
 			}
 		}
 	}
