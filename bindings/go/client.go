@@ -340,10 +340,10 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 	c := cl.c
 	c.draining.Store(true)
 	var err error
-	if c.waiters.len() > 0 {
+	if c.waiting() > 0 {
 		t := time.NewTicker(2 * time.Millisecond)
 	wait:
-		for c.waiters.len() > 0 {
+		for c.waiting() > 0 {
 			select {
 			case <-ctx.Done():
 				err = ctx.Err()
@@ -357,6 +357,20 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 		err = cerr
 	}
 	return err
+}
+
+// waiting counts the calls still waiting (for Shutdown). In modeCallback the waiters are in
+// the process-wide map, so the library's count is used.
+func (c *client) waiting() int {
+	if c.mode == modeCallback && c.bal == nil {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		if c.closed {
+			return 0
+		}
+		return int(C.fastrpc_client_pending_requests(c.ptr))
+	}
+	return c.waiters.len()
 }
 
 func (c *client) close() error {
