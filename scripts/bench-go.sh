@@ -6,7 +6,8 @@
 # one cell with client and server in one process. Without FASTRPC_REFERENCE_DIR it prints
 # the binding's own figures (against our server in another process).
 #
-#   FASTRPC_REFERENCE_DIR=/work/ref-fastrpc flock /work/bench.lock ./scripts/bench-go.sh
+#   FASTRPC_REFERENCE_DIR=/path/to/valyala/fastrpc ./scripts/bench-go.sh
+#   (on a shared machine: flock /work/bench.lock ./scripts/bench-go.sh, one benchmark at a time)
 #
 # Knobs: FASTRPC_BENCH_ROUNDS (3), FASTRPC_BENCH_MS (400 ms per client, cell and round),
 # FASTRPC_BENCH_MODES (our client's poller modes to compare, e.g. netpoll,netpoll-spin,blocking),
