@@ -159,7 +159,7 @@ type Server struct {
 	queue   *C.fastrpc_server_queue
 	addr    string
 	scratch []unsafe.Pointer // C memory per poller
-	waiters []*queueWaiter   // per poller: its own duplicate of the queue's eventfd (nil: blocking polls)
+	pollFds []*queueWaiter   // per poller: its own duplicate of the queue's eventfd (nil: blocking polls)
 	mode    pollerMode
 
 	baseCtx context.Context
@@ -254,7 +254,7 @@ func (s *Server) Serve(addr string) error {
 		if haveFd {
 			w, _ = newQueueWaiter(fd, "fastrpc-server-queue")
 		}
-		s.waiters = append(s.waiters, w)
+		s.pollFds = append(s.pollFds, w)
 		s.pollWG.Add(1)
 		go s.poll(mem, w)
 	}
@@ -379,10 +379,10 @@ func (s *Server) Close() error {
 	s.ptr = nil
 	C.fastrpc_server_queue_shutdown(s.queue)
 	s.pollWG.Wait()
-	for _, w := range s.waiters {
+	for _, w := range s.pollFds {
 		w.close()
 	}
-	s.waiters = nil
+	s.pollFds = nil
 	C.fastrpc_server_queue_free(s.queue)
 	s.queue = nil
 	for _, m := range s.scratch {
