@@ -313,7 +313,8 @@ typedef uint32_t fastrpc_compression;
  * many threads at once. Created by `fastrpc_balanced_client_new`, freed by
  * `fastrpc_balanced_client_free`. Functions: `fastrpc_balanced_client_call`,
  * `fastrpc_balanced_client_call_async`, `fastrpc_balanced_client_call_queued`,
- * `fastrpc_balanced_client_send`, `fastrpc_balanced_client_pending_requests`,
+ * `fastrpc_balanced_client_call_async_id`, `fastrpc_balanced_client_call_queued_id`,
+ * `fastrpc_balanced_client_cancel`, `fastrpc_balanced_client_send`, `fastrpc_balanced_client_pending_requests`,
  * `fastrpc_balanced_client_get_stats`, `fastrpc_balanced_client_server_count`,
  * `fastrpc_balanced_client_get_server_stats`, `fastrpc_balanced_client_close`.
  */
@@ -694,6 +695,25 @@ fastrpc_status fastrpc_balanced_client_call_async(const struct fastrpc_balanced_
                                                   void *userdata);
 
 /**
+ * `fastrpc_balanced_client_call_async` that also writes the call's id to `*call_id` (on OK
+ * only; `call_id` may be NULL), for `fastrpc_balanced_client_cancel`. The id is never 0 and
+ * follows the call when a failed connect moves it to another server. Any thread, including
+ * inside callbacks (the callback may even run before this returns: the id is still
+ * written).
+ *
+ * Returns as `fastrpc_balanced_client_call_async`.
+ */
+fastrpc_status fastrpc_balanced_client_call_async_id(const struct fastrpc_balanced_client *client,
+                                                     const uint8_t *name,
+                                                     size_t name_len,
+                                                     const uint8_t *value,
+                                                     size_t value_len,
+                                                     uint32_t timeout_ms,
+                                                     fastrpc_call_callback callback,
+                                                     void *userdata,
+                                                     uint64_t *call_id);
+
+/**
  * As `fastrpc_client_call_queued`, on the chosen server.
  *
  * Returns OK (exactly one completion will arrive), or OVERFLOW, CONNECT, CLOSED, TOO_LARGE,
@@ -707,6 +727,40 @@ fastrpc_status fastrpc_balanced_client_call_queued(const struct fastrpc_balanced
                                                    uint32_t timeout_ms,
                                                    const struct fastrpc_completion_queue *queue,
                                                    uint64_t tag);
+
+/**
+ * `fastrpc_balanced_client_call_queued` that also writes the call's id to `*call_id` (on OK
+ * only; `call_id` may be NULL), for `fastrpc_balanced_client_cancel`. The id is never 0 and
+ * follows the call when a failed connect moves it to another server. Any thread.
+ *
+ * Returns as `fastrpc_balanced_client_call_queued`.
+ */
+fastrpc_status fastrpc_balanced_client_call_queued_id(const struct fastrpc_balanced_client *client,
+                                                      const uint8_t *name,
+                                                      size_t name_len,
+                                                      const uint8_t *value,
+                                                      size_t value_len,
+                                                      uint32_t timeout_ms,
+                                                      const struct fastrpc_completion_queue *queue,
+                                                      uint64_t tag,
+                                                      uint64_t *call_id);
+
+/**
+ * Cancels the call `call_id` (from `fastrpc_balanced_client_call_async_id` or
+ * `fastrpc_balanced_client_call_queued_id`) if it still waits, queued, sent, or between two
+ * servers after a failed connect: it completes at once with status CANCELLED, exactly once,
+ * through its callback (on a library thread, soon after this returns, possibly before) or
+ * its completion queue; its pending slot on its server is free at once; a request not yet
+ * written is never sent; a response that still arrives is dropped. Racing the response, the
+ * deadline or a close, exactly one outcome reaches the callback or queue: OK from here means
+ * it is CANCELLED. Any thread, including inside callbacks.
+ *
+ * Returns OK (the call was cancelled), CLOSED (no such call is waiting: it already
+ * completed or was cancelled, or the id is none of this client's calls; nothing happened)
+ * or INVALID_ARGUMENT (NULL `client`).
+ */
+fastrpc_status fastrpc_balanced_client_cancel(const struct fastrpc_balanced_client *client,
+                                              uint64_t call_id);
 
 /**
  * As `fastrpc_client_send`, on the chosen server.

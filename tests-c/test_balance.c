@@ -2,7 +2,8 @@
  * test_balance.c: the balanced client of the C ABI (fastrpc_balanced_client) against real
  * servers on 127.0.0.1 (port 0): calls of the three kinds spread over three servers with
  * two connections each, per-server stats, a server that goes away (its calls go to the
- * others), every server down (CONNECT naming them), argument errors. Waits are counters with
+ * others), every server down (CONNECT naming them), argument errors, cancellation
+ * (fastrpc_balanced_client_cancel of calls made with the _id variants). Waits are counters with
  * condition variables or the completion queue's own wait; each test is bounded by the
  * harness watchdog.
  */
@@ -269,10 +270,135 @@ static void test_arguments(void) {
     fastrpc_balanced_client_free(NULL);
 }
 
+/* fastrpc_balanced_client_cancel: calls the servers hold, made through a callback and through
+ * a completion queue, complete once with CANCELLED and free their pending slot at once;
+ * cancelling a finished call (or no call) returns CLOSED; 5000 calls cancelled in a row never
+ * overflow the default 1000 pending calls per connection. */
+static void test_cancel(void) {
+    th_handler h; /* shared by both servers: it holds every "hold" request */
+    th_handler_init(&h);
+    char addrs[2][64];
+    fastrpc_server *s[2];
+    for (int i = 0; i < 2; i++) {
+        s[i] = th_server_start(NULL, &h, addrs[i], sizeof addrs[i]);
+        REQUIRE(s[i] != NULL);
+    }
+    fastrpc_balanced_client *c = balanced_new(addrs, 2, 1);
+    REQUIRE(c != NULL);
+    fastrpc_completion_queue *q = NULL;
+    REQUIRE_STATUS(fastrpc_completion_queue_new(&q), FASTRPC_STATUS_OK);
+    th_counter done;
+    th_counter_init(&done);
+
+    /* Through a callback. */
+    th_async a;
+    memset(&a, 0, sizeof a);
+    a.done = &done;
+    uint64_t id = 0;
+    CHECK_STATUS(fastrpc_balanced_client_call_async_id(c, TH_B("hold"), 4, TH_B("a"), 1,
+                                                       th_ms(30000), th_async_cb, &a, &id),
+                 FASTRPC_STATUS_OK);
+    CHECK(id != 0);
+    CHECK(th_handler_wait_held(&h, 1, th_ms(10000)));
+    CHECK(fastrpc_balanced_client_pending_requests(c) == 1);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, id), FASTRPC_STATUS_OK);
+    CHECK(fastrpc_balanced_client_pending_requests(c) == 0);
+    CHECK(th_counter_wait(&done, 1, th_ms(10000)));
+    CHECK_STATUS(a.status, FASTRPC_STATUS_CANCELLED);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, id), FASTRPC_STATUS_CLOSED);
+    CHECK(strstr(th_last_error(), "no such call is waiting") != NULL);
+
+    /* Through a queue. */
+    uint64_t qid = 0;
+    CHECK_STATUS(fastrpc_balanced_client_call_queued_id(c, TH_B("hold"), 4, TH_B("b"), 1,
+                                                        th_ms(30000), q, 77, &qid),
+                 FASTRPC_STATUS_OK);
+    CHECK(qid != 0 && qid != id);
+    CHECK(th_handler_wait_held(&h, 2, th_ms(10000)));
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, qid), FASTRPC_STATUS_OK);
+    CHECK(fastrpc_balanced_client_pending_requests(c) == 0);
+    fastrpc_completion out[4];
+    size_t m = 0;
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 4, th_ms(10000), &m), FASTRPC_STATUS_OK);
+    REQUIRE(m == 1);
+    CHECK(out[0].tag == 77);
+    CHECK_STATUS(out[0].status, FASTRPC_STATUS_CANCELLED);
+    char msg[128];
+    CHECK(strstr(th_response_error(out[0].response, msg, sizeof msg), "the call was cancelled") !=
+          NULL);
+    fastrpc_response_free(out[0].response);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, qid), FASTRPC_STATUS_CLOSED);
+
+    /* Many in a row: each cancel frees its slot (2 connections x 1000 would overflow). */
+    long overflows = 0, not_cancelled = 0;
+    for (uint64_t i = 0; i < 5000; i++) {
+        uint64_t cid = 0;
+        fastrpc_status st = fastrpc_balanced_client_call_queued_id(
+            c, TH_B("hold"), 4, TH_B("c"), 1, th_ms(30000), q, 1000 + i, &cid);
+        if (st == FASTRPC_STATUS_OVERFLOW) overflows++;
+        if (st != FASTRPC_STATUS_OK) break;
+        if (fastrpc_balanced_client_cancel(c, cid) != FASTRPC_STATUS_OK) not_cancelled++;
+        m = 0;
+        if (fastrpc_completion_queue_poll(q, out, 4, th_ms(10000), &m) != FASTRPC_STATUS_OK ||
+            m != 1) {
+            not_cancelled++;
+            break;
+        }
+        if (out[0].tag != 1000 + i || out[0].status != FASTRPC_STATUS_CANCELLED) not_cancelled++;
+        fastrpc_response_free(out[0].response);
+    }
+    CHECK(overflows == 0);
+    CHECK(not_cancelled == 0);
+    CHECK(fastrpc_balanced_client_pending_requests(c) == 0);
+
+    /* The servers answer the held ones late: dropped, no second completion. */
+    th_handler_release_all(&h);
+    fastrpc_client_stats cs;
+    memset(&cs, 0, sizeof cs);
+    cs.struct_size = sizeof cs;
+    CHECK_STATUS(fastrpc_balanced_client_get_stats(c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.cancelled == 5002);
+    CHECK(cs.errors.overflow == 0);
+    m = 9;
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 4, 0, &m), FASTRPC_STATUS_OK);
+    CHECK(m == 0);
+    CHECK(a.calls == 1);
+
+    /* A finished call, id 0, an unknown id, a NULL client; NULL call_id is the plain call. */
+    th_async b;
+    memset(&b, 0, sizeof b);
+    b.done = &done;
+    snprintf(b.expect, sizeof b.expect, "echo:x");
+    uint64_t bid = 0;
+    CHECK_STATUS(fastrpc_balanced_client_call_async_id(c, TH_B("echo"), 4, TH_B("x"), 1,
+                                                       th_ms(30000), th_async_cb, &b, &bid),
+                 FASTRPC_STATUS_OK);
+    CHECK(th_counter_wait(&done, 2, th_ms(10000)));
+    CHECK(b.status == FASTRPC_STATUS_OK && b.value_ok);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, bid), FASTRPC_STATUS_CLOSED);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, 0), FASTRPC_STATUS_CLOSED);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(c, UINT64_MAX), FASTRPC_STATUS_CLOSED);
+    CHECK_STATUS(fastrpc_balanced_client_cancel(NULL, bid), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_balanced_client_call_queued_id(c, TH_B("echo"), 4, TH_B("y"), 1,
+                                                        th_ms(30000), q, 78, NULL),
+                 FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_completion_queue_poll(q, out, 4, th_ms(10000), &m), FASTRPC_STATUS_OK);
+    REQUIRE(m == 1);
+    CHECK(out[0].tag == 78 && out[0].status == FASTRPC_STATUS_OK);
+    fastrpc_response_free(out[0].response);
+    CHECK(a.calls == 1 && b.calls == 1);
+
+    fastrpc_balanced_client_free(c);
+    fastrpc_completion_queue_free(q);
+    for (int i = 0; i < 2; i++) fastrpc_server_free(s[i]);
+    th_handler_destroy(&h);
+}
+
 int main(int argc, char **argv) {
     th_init(argc, argv, "test_balance");
     th_run("spread_three_kinds", test_spread_three_kinds);
     th_run("server_down_then_all_down", test_server_down_then_all_down);
     th_run("arguments", test_arguments);
+    th_run("cancel", test_cancel);
     return th_finish();
 }

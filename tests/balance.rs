@@ -452,3 +452,84 @@ async fn submit_retries_connect_failures_elsewhere() {
     .await
     .unwrap();
 }
+
+/// `submit_with_id` and `cancel`: with one dead server and one that parks every call, calls
+/// that reached the live server (some after a failed connect moved them there: the id
+/// follows them) and calls cancelled right after their submit each complete exactly once
+/// with Cancelled, free their slot at once, and a second cancel does nothing; the late
+/// answers are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_follows_calls_moved_by_a_failed_connect() {
+    timeout(LIMIT, async {
+        let p = pool(&[Duration::ZERO]).await;
+        let (count_tx, mut count_rx) = watch::channel(0usize);
+        *p.parks[0].count.lock().unwrap() = Some(count_tx);
+        p.parks[0].armed.store(true, Relaxed);
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let mut cfg = BalancedConfig::new([dead, p.addrs[0].clone()]);
+        cfg.resolve_interval = Duration::ZERO;
+        cfg.client.reconnect_backoff_min = Duration::from_secs(5);
+        cfg.client.reconnect_backoff_max = Duration::from_secs(10);
+        let c = BalancedClient::new(cfg).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Arc::new(Sink(tx));
+
+        // Held by the server, then cancelled.
+        let ids: Vec<_> = (0..100u128)
+            .map(|tag| {
+                c.submit_with_id(b"f", b"x", Duration::from_secs(20), sink.clone(), tag)
+                    .unwrap()
+            })
+            .collect();
+        count_rx.wait_for(|n| *n == 100).await.unwrap();
+        assert_eq!(c.pending_requests(), 100);
+        // The dead server's connect is tried by the first call it gets (at the latest the
+        // second: it has fewer calls in flight), which then moves to the live one.
+        assert!(c.stats().connect_retries >= 1);
+        for id in &ids {
+            assert!(c.cancel(*id));
+            assert!(!c.cancel(*id), "a second cancel must do nothing");
+        }
+        assert_eq!(c.pending_requests(), 0);
+        let mut seen = [false; 200];
+        for _ in 0..100 {
+            let (tag, r) = rx.recv().await.unwrap();
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+            assert!(!std::mem::replace(&mut seen[tag as usize], true));
+        }
+
+        // Cancelled at once after the submit (queued, or just written).
+        for tag in 100..200u128 {
+            let id = c
+                .submit_with_id(b"f", b"x", Duration::from_secs(20), sink.clone(), tag)
+                .unwrap();
+            assert!(c.cancel(id));
+        }
+        for _ in 100..200 {
+            let (tag, r) = rx.recv().await.unwrap();
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+            assert!(!std::mem::replace(&mut seen[tag as usize], true));
+        }
+        assert_eq!(c.pending_requests(), 0);
+
+        // The server answers what it holds: dropped, nothing more reaches the sink.
+        p.parks[0].armed.store(false, Relaxed);
+        let held: Vec<Call> = std::mem::take(&mut *p.parks[0].calls.lock().unwrap());
+        let n = held.len() as u64;
+        for call in held {
+            let _ = call.reply(b"late");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.stats().total.unexpected_responses < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(c.stats().total.unexpected_responses, n);
+        assert!(rx.try_recv().is_err());
+        assert!(!c.cancel(fastrpc::balance::BalancedCallId::from_u64(0)));
+    })
+    .await
+    .unwrap();
+}

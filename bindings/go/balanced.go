@@ -56,20 +56,10 @@ func NewBalancedClient(addrs []string, opts ...ClientOption) (*Client, error) {
 	if err := retErr(C.gofrpc_bal_new(b, &c.bal)); err != nil {
 		return nil, err
 	}
-	if st := C.fastrpc_completion_queue_new(&c.queue); st != C.FASTRPC_STATUS_OK {
-		err := cStatusErr(st)
+	if err := c.start(); err != nil {
 		C.fastrpc_balanced_client_free(c.bal)
 		return nil, err
 	}
-	c.pollScratch = C.calloc(pollBatch, C.size_t(unsafe.Sizeof(C.fastrpc_completion{})+unsafe.Sizeof(C.gofrpc_done{})))
-	if c.pollScratch == nil {
-		C.fastrpc_completion_queue_free(c.queue)
-		C.fastrpc_balanced_client_free(c.bal)
-		return nil, invalid("out of memory")
-	}
-	c.waiters.init()
-	go c.poll()
-
 	pub := &Client{c: c}
 	runtime.SetFinalizer(pub, func(p *Client) { _ = p.c.close() })
 	return pub, nil

@@ -101,3 +101,20 @@ func TestBalancedClientAllDown(t *testing.T) {
 		t.Errorf("no address: %v", err)
 	}
 }
+
+// TestBalancedCancelFreesSlots: the balanced client cancels the same way as the one-server
+// client (fastrpc_balanced_client_cancel): 10,000 cancelled calls in a row over two servers
+// never overflow (each connection allows the default 1000 pending calls).
+func TestBalancedCancelFreesSlots(t *testing.T) {
+	const n = 10000
+	s1, held := holdServer(t, n)
+	s2 := startServer(t, func(ctx context.Context, req *Request) ([]byte, error) {
+		return s1.handler(ctx, req) // the same holding handler
+	}, WithConcurrency(2*n))
+	c, err := NewBalancedClient([]string{s1.Addr(), s2.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	cancelInARow(t, c, held, n)
+}

@@ -9,12 +9,13 @@ package fastrpc
 
 // The library copies names and values before returning and keeps no pointer: tell cgo,
 // so that passing a Go slice does not force it onto the heap.
-#cgo noescape gofrpc_call_queued
-#cgo nocallback gofrpc_call_queued
+#cgo noescape gofrpc_call_queued_id
+#cgo nocallback gofrpc_call_queued_id
+#cgo noescape gofrpc_call_async_id
 #cgo noescape gofrpc_send
 #cgo nocallback gofrpc_send
-#cgo noescape gofrpc_bal_call_queued
-#cgo nocallback gofrpc_bal_call_queued
+#cgo noescape gofrpc_bal_call_queued_id
+#cgo nocallback gofrpc_bal_call_queued_id
 #cgo noescape gofrpc_bal_send
 #cgo nocallback gofrpc_bal_send
 #cgo noescape gofrpc_request_finish

@@ -1,10 +1,12 @@
 package fastrpc
 
-// The client: every call is submitted to the library with a tag (fastrpc_client_call_queued)
-// and completes into the client's one completion queue; one poller goroutine per client takes
-// finished calls in batches (one cgo call per batch) and hands each to the goroutine waiting
-// for it through a channel. No OS thread waits per call: a waiting call is a parked
-// goroutine.
+// The client: every call is submitted to the library with a tag
+// (fastrpc_client_call_queued_id) and completes into the client's one completion queue; one
+// poller goroutine per client waits in Go's netpoller on the queue's eventfd (poller.go),
+// takes finished calls in batches (one cgo call per batch) and hands each to the goroutine
+// waiting for it through a channel. No OS thread waits per call: a waiting call is a parked
+// goroutine. A call whose context ends is cancelled in the library (fastrpc_client_cancel),
+// which frees its pending slot at once.
 
 /*
 #include "shim.h"
@@ -23,8 +25,8 @@ import (
 
 const (
 	pollBatch     = 256 // completions or requests taken per cgo call
-	pollTimeoutMs = 100 // how long one poll may block in C
-	spinPolls     = 50  // polls without blocking (with a yield between) before one that blocks
+	pollTimeoutMs = 100 // how long one blocking poll may block in C (modeBlocking only)
+	spinPolls     = 50  // polls without blocking (with a yield between) before waiting
 )
 
 // Client calls one server over one connection (connected lazily on the first call,
@@ -52,6 +54,8 @@ type client struct {
 	closeErr    error
 	pollerDone  chan struct{}
 	pollScratch unsafe.Pointer // C memory: pollBatch fastrpc_completion + pollBatch gofrpc_done
+	mode        pollerMode
+	qw          *queueWaiter // the queue's eventfd in the netpoller; nil in modeBlocking
 }
 
 // result is one finished call as the poller hands it to its caller.
@@ -97,31 +101,48 @@ func NewClient(addr string, opts ...ClientOption) (*Client, error) {
 	if err := retErr(C.gofrpc_client_new(b, &c.ptr)); err != nil {
 		return nil, err
 	}
-	if st := C.fastrpc_completion_queue_new(&c.queue); st != C.FASTRPC_STATUS_OK {
-		err := cStatusErr(st)
+	if err := c.start(); err != nil {
 		C.fastrpc_client_free(c.ptr)
 		return nil, err
+	}
+	pub := &Client{c: c}
+	runtime.SetFinalizer(pub, func(p *Client) { _ = p.c.close() })
+	return pub, nil
+}
+
+// start makes the completion queue, the poller's scratch memory and its netpoller
+// registration, and starts the poller goroutine. On failure it frees what it made (the
+// caller frees the client handle). Called with the goroutine locked to its OS thread.
+func (c *client) start() error {
+	if st := C.fastrpc_completion_queue_new(&c.queue); st != C.FASTRPC_STATUS_OK {
+		return cStatusErr(st)
 	}
 	c.pollScratch = C.calloc(pollBatch, C.size_t(unsafe.Sizeof(C.fastrpc_completion{})+unsafe.Sizeof(C.gofrpc_done{})))
 	if c.pollScratch == nil {
 		C.fastrpc_completion_queue_free(c.queue)
-		C.fastrpc_client_free(c.ptr)
-		return nil, invalid("out of memory")
+		return invalid("out of memory")
+	}
+	c.mode = pollerModeFromEnv()
+	if c.mode != modeBlocking {
+		var fd C.int
+		if C.fastrpc_completion_queue_fd(c.queue, &fd) == C.FASTRPC_STATUS_OK {
+			c.qw, _ = newQueueWaiter(fd, "fastrpc-completion-queue")
+		}
+		// Without a descriptor (out of descriptors), the poller blocks in C instead.
 	}
 	c.waiters.init()
 	go c.poll()
-
-	pub := &Client{c: c}
-	runtime.SetFinalizer(pub, func(p *Client) { _ = p.c.close() })
-	return pub, nil
+	return nil
 }
 
 // Call sends name and value and waits for the response value, which belongs to the caller.
 //
 // The context's deadline is the call's deadline (without one, the client's request timeout
 // applies); when it passes, Call returns an *Error matching both ErrTimeout and
-// context.DeadlineExceeded. Cancelling the context makes Call return ctx.Err() at once; the
-// call still completes inside the library later, and its outcome is discarded.
+// context.DeadlineExceeded. Cancelling the context makes Call return ctx.Err() at once and
+// cancels the call in the library: its pending slot (WithMaxPendingRequests) is free at
+// once, a request not yet written is never sent, and a response that still arrives is
+// dropped.
 // Other failures are *Error values matching ErrOverflow, ErrConnect, ErrConnection,
 // ErrClosed, ErrTooLarge, ErrTLS, ErrProtocol or ErrInvalidArgument.
 //
@@ -145,22 +166,32 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	}
 
 	w := waiterPool.Get().(*waiter)
-	tag := c.nextTag.Add(1)
-	c.waiters.put(tag, w)
+	waiters := &c.waiters
+	var tag uint64
+	if c.mode == modeCallback && c.bal == nil {
+		waiters = &cbWaiters
+		tag = cbNextTag.Add(1)
+	} else {
+		tag = c.nextTag.Add(1)
+	}
+	waiters.put(tag, w)
 
 	c.mu.RLock()
 	if c.closed || c.draining.Load() {
 		c.mu.RUnlock()
-		c.waiters.take(tag)
+		waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, errClosed("client")
 	}
-	var r C.gofrpc_ret
-	if c.bal != nil {
-		r = C.gofrpc_bal_call_queued(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+	var r C.gofrpc_call_ret
+	if waiters == &cbWaiters {
+		r = C.gofrpc_call_async_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+			C.size_t(len(value)), C.uint32_t(timeoutMs), C.uint64_t(tag))
+	} else if c.bal != nil {
+		r = C.gofrpc_bal_call_queued_id(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
 			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
 	} else {
-		r = C.gofrpc_call_queued(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+		r = C.gofrpc_call_queued_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
 			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
 	}
 	c.mu.RUnlock()
@@ -169,9 +200,9 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	runtime.KeepAlive(cl)
 	if r.status != C.FASTRPC_STATUS_OK {
 		// No completion will come for this tag.
-		c.waiters.take(tag)
+		waiters.take(tag)
 		waiterPool.Put(w)
-		return nil, retErr(r)
+		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
 
 	done := ctx.Done()
@@ -189,13 +220,33 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		}
 		return res.data, res.err
 	case <-done:
-		if c.waiters.take(tag) != nil {
-			// The poller will find no waiter and discard the completion: w is clean.
-			waiterPool.Put(w)
+		if waiters.take(tag) != nil {
+			// Ours to end: the library completes the call with CANCELLED at once (or it has
+			// just completed otherwise); either way the poller finds no waiter and discards
+			// the completion, so w is clean.
+			c.cancel(uint64(r.id))
+		} else {
+			// The poller took w first and is handing it the outcome: wait for that (it
+			// never blocks), so that w can be reused.
+			<-w.ch
 		}
-		// Otherwise the poller holds w and sends into it; w is left to the GC.
+		waiterPool.Put(w)
 		return nil, ctxError(ctx.Err())
 	}
+}
+
+// cancel cancels call id in the library (nothing when it already completed, or the client
+// is closed: Close completes every call).
+func (c *client) cancel(id uint64) {
+	c.mu.RLock()
+	if !c.closed {
+		if c.bal != nil {
+			C.fastrpc_balanced_client_cancel(c.bal, C.uint64_t(id))
+		} else {
+			C.fastrpc_client_cancel(c.ptr, C.uint64_t(id))
+		}
+	}
+	c.mu.RUnlock()
 }
 
 func isTimeout(err error) bool {
@@ -289,10 +340,10 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 	c := cl.c
 	c.draining.Store(true)
 	var err error
-	if c.waiters.len() > 0 {
+	if c.waiting() > 0 {
 		t := time.NewTicker(2 * time.Millisecond)
 	wait:
-		for c.waiters.len() > 0 {
+		for c.waiting() > 0 {
 			select {
 			case <-ctx.Done():
 				err = ctx.Err()
@@ -306,6 +357,20 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 		err = cerr
 	}
 	return err
+}
+
+// waiting counts the calls still waiting (for Shutdown). In modeCallback the waiters are in
+// the process-wide map, so the library's count is used.
+func (c *client) waiting() int {
+	if c.mode == modeCallback && c.bal == nil {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		if c.closed {
+			return 0
+		}
+		return int(C.fastrpc_client_pending_requests(c.ptr))
+	}
+	return c.waiters.len()
 }
 
 func (c *client) close() error {
@@ -323,6 +388,8 @@ func (c *client) close() error {
 		}
 		C.fastrpc_completion_queue_shutdown(c.queue)
 		<-c.pollerDone
+		c.qw.close()
+		c.qw = nil
 		C.fastrpc_completion_queue_free(c.queue)
 		c.queue = nil
 		C.free(c.pollScratch)
@@ -334,48 +401,80 @@ func (c *client) close() error {
 }
 
 // poll is the client's one poller goroutine: it takes finished calls in batches and hands
-// each to its waiting caller, until the queue is shut down and empty.
+// each to its waiting caller, until the queue is shut down and empty. It waits in the
+// netpoller when it can, else in blocking polls.
 func (c *client) poll() {
 	defer close(c.pollerDone)
-	tmp := (*C.fastrpc_completion)(c.pollScratch)
-	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
-	done := unsafe.Slice(doneArr, pollBatch)
-	var n C.size_t
+	if c.qw != nil {
+		sp := spinner{max: c.mode.idleSpins()}
+		err := c.qw.run(func() bool {
+			for {
+				n, open := c.pollOnce(0)
+				if !open {
+					return true
+				}
+				if !sp.again(n > 0) {
+					return false
+				}
+			}
+		})
+		if err == nil {
+			return
+		}
+		// Not pollable after all: block in C instead.
+	}
 	var pace pacer
 	timeout := C.uint32_t(0)
 	for {
-		st := C.gofrpc_cq_poll(c.queue, tmp, doneArr, pollBatch, timeout, &n)
-		if st != C.FASTRPC_STATUS_OK {
-			return // CLOSED: shut down and empty
+		n, open := c.pollOnce(timeout)
+		if !open {
+			return
 		}
 		timeout = pace.next(n > 0)
-		k := int(n)
-		for i := 0; i < k; i++ {
-			d := &done[i]
-			w := c.waiters.take(uint64(d.tag))
-			if w == nil {
-				continue // its caller gave up (context cancelled): discard
-			}
-			var res result
-			if d.status == C.FASTRPC_STATUS_OK {
-				res.data = make([]byte, int(d.len))
-				if d.len > 0 {
-					copy(res.data, unsafe.Slice((*byte)(unsafe.Pointer(d.data)), int(d.len)))
-				}
-			} else {
-				msg := ""
-				if d.msg != nil {
-					msg = C.GoString(d.msg)
-				}
-				res.err = newError(uint32(d.status), msg)
-			}
-			w.ch <- res
-		}
-		C.gofrpc_cq_release(doneArr, n)
 	}
 }
 
-// pacer chooses how long a poller's next poll may block. While a cgo call blocks, its
+// pollOnce takes up to pollBatch finished calls (waiting up to timeoutMs for the first) and
+// hands each to its caller. It returns how many, and false once the queue is shut down and
+// empty.
+func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
+	tmp := (*C.fastrpc_completion)(c.pollScratch)
+	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
+	var n C.size_t
+	if st := C.gofrpc_cq_poll(c.queue, tmp, doneArr, pollBatch, timeoutMs, &n); st != C.FASTRPC_STATUS_OK {
+		return 0, false // CLOSED: shut down and empty
+	}
+	k := int(n)
+	done := unsafe.Slice(doneArr, pollBatch)
+	for i := 0; i < k; i++ {
+		d := &done[i]
+		w := c.waiters.take(uint64(d.tag))
+		if w == nil {
+			continue // its caller gave up (context ended, call cancelled): discard
+		}
+		var res result
+		if d.status == C.FASTRPC_STATUS_OK {
+			res.data = make([]byte, int(d.len))
+			if d.len > 0 {
+				copy(res.data, unsafe.Slice((*byte)(unsafe.Pointer(d.data)), int(d.len)))
+			}
+		} else {
+			msg := ""
+			if d.msg != nil {
+				msg = C.GoString(d.msg)
+			}
+			res.err = newError(uint32(d.status), msg)
+		}
+		w.ch <- res
+	}
+	if k > 0 {
+		C.gofrpc_cq_release(doneArr, n)
+	}
+	return k, true
+}
+
+// pacer chooses how long a poller's next blocking poll may block (modeBlocking, or when
+// the queue's descriptor cannot be had). While a cgo call blocks, its
 // goroutine keeps its P (Go's scheduler slot) until sysmon takes it back, which can take up
 // to 10ms on a quiet process; goroutines made runnable on that P (a woken caller, a new
 // handler) would wait as long. So after work the poller yields, and it polls without

@@ -533,3 +533,92 @@ func TestCancelledStatusMapsToErrCancelled(t *testing.T) {
 		t.Errorf("status text: %q", got)
 	}
 }
+
+// holdServer starts a server that holds every "hold" request until the test ends (and
+// echoes anything else); each held request is announced on the returned channel.
+func holdServer(t *testing.T, n int) (*Server, <-chan struct{}) {
+	held := make(chan struct{})
+	release := make(chan struct{})
+	s := startServer(t, func(ctx context.Context, req *Request) ([]byte, error) {
+		if string(req.Name()) != "hold" {
+			return echo(ctx, req)
+		}
+		select {
+		case held <- struct{}{}:
+		case <-release:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}, WithConcurrency(2*n))
+	t.Cleanup(func() { close(release) }) // runs before the server's Close
+	return s, held
+}
+
+// cancelInARow makes n calls in a row that the server holds, cancelling each once the
+// server has it: each must end with context.Canceled at once, and free its pending slot at
+// once (the client's limit is the default 1000, far below n: a slot kept would end in
+// ErrOverflow). Then deadlines: an *Error matching context.DeadlineExceeded and ErrTimeout.
+func cancelInARow(t *testing.T, c *Client, held <-chan struct{}, n int) {
+	var failure atomic.Value
+	within(t, 120*time.Second, fmt.Sprintf("%d cancelled calls", n), func() {
+		for i := 0; i < n; i++ {
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-held:
+				case <-time.After(30 * time.Second):
+				}
+				cancel()
+			}()
+			_, err := c.Call(ctx, []byte("hold"), []byte(fmt.Sprint(i)))
+			cancel()
+			if !errors.Is(err, context.Canceled) {
+				failure.Store(fmt.Sprintf("call %d: want context.Canceled, got %v (overflow: %v)", i, err, errors.Is(err, ErrOverflow)))
+				return
+			}
+		}
+	})
+	if f := failure.Load(); f != nil {
+		t.Fatal(f)
+	}
+	if p := c.PendingRequests(); p != 0 {
+		t.Fatalf("%d calls still pending after every call was cancelled", p)
+	}
+	st := c.Stats()
+	if st.Errors.Overflow != 0 || st.Calls < uint64(n) {
+		t.Fatalf("stats after %d cancelled calls: %d calls, %d overflows", n, st.Calls, st.Errors.Overflow)
+	}
+
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the held requests of deadlines need no one to wait for them
+		for {
+			select {
+			case <-held:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		_, err := c.Call(ctx, []byte("hold"), nil)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrTimeout) {
+			t.Fatalf("deadline %d: want context.DeadlineExceeded and ErrTimeout, got %v", i, err)
+		}
+	}
+	mustEqual(t, call(t, c, "after", "-cancel"), []byte("after-cancel"))
+}
+
+// TestCancelFreesSlots: 10,000 cancelled calls in a row never overflow the default 1000
+// pending calls (fastrpc_client_cancel frees each slot at once).
+func TestCancelFreesSlots(t *testing.T) {
+	const n = 10000
+	s, held := holdServer(t, n)
+	c := newClient(t, s.Addr())
+	cancelInARow(t, c, held, n)
+}

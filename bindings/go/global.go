@@ -21,9 +21,9 @@ func Version() string { return C.GoString(C.fastrpc_version()) }
 const HeaderVersion = C.FASTRPC_VERSION
 
 // SetWorkerThreads sets how many threads the library's runtime uses (the threads that run
-// connections; default: the number of CPUs, at most 4). It must be called before the first
-// client or server is created; later it returns ErrInvalidArgument and changes nothing.
-// 0 restores the default.
+// connections; the binding's default: half the CPUs, at least 1, at most 4). It must be
+// called before the first client or server is created; later it returns ErrInvalidArgument
+// and changes nothing. 0 restores the library's own default (the number of CPUs, at most 4).
 func SetWorkerThreads(n int) error {
 	if n < 0 {
 		return invalid("SetWorkerThreads: negative count")

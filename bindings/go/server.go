@@ -1,9 +1,10 @@
 package fastrpc
 
 // The server: the library listens and reads; each request goes into the server's queue
-// (fastrpc_server_new_queued), a few poller goroutines take requests in batches (one cgo call
-// per batch), and each request's handler runs in a goroutine of its own, which answers with
-// fastrpc_request_reply and frees the request. A slow handler costs a parked goroutine, not an
+// (fastrpc_server_new_queued), a few poller goroutines, waiting in Go's netpoller on the
+// queue's eventfd (poller.go), take requests in batches (one cgo call per batch), and each
+// request's handler runs in a goroutine of its own, which answers with fastrpc_request_reply
+// and frees the request. A slow handler costs a parked goroutine, not an
 // OS thread.
 
 /*
@@ -158,6 +159,8 @@ type Server struct {
 	queue   *C.fastrpc_server_queue
 	addr    string
 	scratch []unsafe.Pointer // C memory per poller
+	pollFds []*queueWaiter   // per poller: its own duplicate of the queue's eventfd (nil: blocking polls)
+	mode    pollerMode
 
 	baseCtx context.Context
 	cancel  context.CancelFunc
@@ -239,11 +242,21 @@ func (s *Server) Serve(addr string) error {
 	s.b = nil
 	s.ptr, s.queue, s.state = ptr, q, serverServing
 	per := C.size_t(unsafe.Sizeof((*C.fastrpc_request)(nil)) + unsafe.Sizeof(C.gofrpc_req{}))
+	s.mode = pollerModeFromEnv()
+	var fd C.int
+	haveFd := s.mode != modeBlocking && C.fastrpc_server_queue_fd(q, &fd) == C.FASTRPC_STATUS_OK
 	for i := 0; i < s.pollers; i++ {
 		mem := C.calloc(pollBatch, per)
 		s.scratch = append(s.scratch, mem)
+		// Each poller waits on a descriptor of its own: Go lets one goroutine at a time wait
+		// to read a descriptor. Every duplicate is woken when the queue becomes non-empty.
+		var w *queueWaiter
+		if haveFd {
+			w, _ = newQueueWaiter(fd, "fastrpc-server-queue")
+		}
+		s.pollFds = append(s.pollFds, w)
 		s.pollWG.Add(1)
-		go s.poll(mem)
+		go s.poll(mem, w)
 	}
 	return nil
 }
@@ -366,6 +379,10 @@ func (s *Server) Close() error {
 	s.ptr = nil
 	C.fastrpc_server_queue_shutdown(s.queue)
 	s.pollWG.Wait()
+	for _, w := range s.pollFds {
+		w.close()
+	}
+	s.pollFds = nil
 	C.fastrpc_server_queue_free(s.queue)
 	s.queue = nil
 	for _, m := range s.scratch {
@@ -376,30 +393,57 @@ func (s *Server) Close() error {
 }
 
 // poll is one poller goroutine: it takes requests in batches and starts a goroutine per
-// request, until the queue is shut down and empty.
-func (s *Server) poll(mem unsafe.Pointer) {
+// request, until the queue is shut down and empty. It waits in the netpoller on w when it
+// can, else in blocking polls.
+func (s *Server) poll(mem unsafe.Pointer, w *queueWaiter) {
 	defer s.pollWG.Done()
-	tmp := (**C.fastrpc_request)(mem)
-	reqArr := (*C.gofrpc_req)(unsafe.Add(mem, pollBatch*unsafe.Sizeof((*C.fastrpc_request)(nil))))
-	reqs := unsafe.Slice(reqArr, pollBatch)
-	q := s.queue
-	var n C.size_t
+	if w != nil {
+		sp := spinner{max: s.mode.idleSpins()}
+		err := w.run(func() bool {
+			for {
+				n, open := s.pollOnce(mem, 0)
+				if !open {
+					return true
+				}
+				if !sp.again(n > 0) {
+					return false
+				}
+			}
+		})
+		if err == nil {
+			return
+		}
+		// Not pollable after all: block in C instead.
+	}
 	var pace pacer
 	timeout := C.uint32_t(0)
 	for {
-		if st := C.gofrpc_sq_poll(q, tmp, reqArr, pollBatch, timeout, &n); st != C.FASTRPC_STATUS_OK {
-			return // CLOSED: shut down and empty
+		n, open := s.pollOnce(mem, timeout)
+		if !open {
+			return
 		}
 		timeout = pace.next(n > 0)
-		if s.closing.Load() {
-			C.gofrpc_requests_free(reqArr, n)
-			continue
-		}
-		for i := 0; i < int(n); i++ {
-			r := reqs[i] // copy: the array is reused by the next poll
-			go s.handle(r)
-		}
 	}
+}
+
+// pollOnce takes up to pollBatch requests (waiting up to timeoutMs for the first) and starts
+// a goroutine for each. It returns how many, and false once the queue is shut down and empty.
+func (s *Server) pollOnce(mem unsafe.Pointer, timeoutMs C.uint32_t) (int, bool) {
+	tmp := (**C.fastrpc_request)(mem)
+	reqArr := (*C.gofrpc_req)(unsafe.Add(mem, pollBatch*unsafe.Sizeof((*C.fastrpc_request)(nil))))
+	var n C.size_t
+	if st := C.gofrpc_sq_poll(s.queue, tmp, reqArr, pollBatch, timeoutMs, &n); st != C.FASTRPC_STATUS_OK {
+		return 0, false // CLOSED: shut down and empty
+	}
+	if s.closing.Load() {
+		C.gofrpc_requests_free(reqArr, n)
+		return int(n), true
+	}
+	reqs := unsafe.Slice(reqArr, pollBatch)
+	for i := 0; i < int(n); i++ {
+		go s.handle(reqs[i]) // a copy: the array is reused by the next poll
+	}
+	return int(n), true
 }
 
 // handle runs the handler for one request and answers it.

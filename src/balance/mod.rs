@@ -18,13 +18,14 @@
 mod pick;
 mod resolver;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::client::{Client, ClientStats, CloseMode, Completion};
+use crate::client::{CallId, Client, ClientStats, CloseMode, Completion};
 use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind};
 use crate::stats::{ErrorCounts, IoStats};
@@ -135,6 +136,31 @@ struct Shared {
     /// Serializes refreshes (the timer's and `resolve_now`).
     refreshing: tokio::sync::Mutex<()>,
     rt: tokio::runtime::Handle,
+    /// The calls made with `submit_with_id` still waiting, by id, for `cancel` (sharded by
+    /// id; an entry lives from the submit to the call's completion, so there are at most as
+    /// many as calls in flight).
+    calls: [Mutex<HashMap<u64, Weak<Submitted>>>; CALL_SHARDS],
+    next_call_id: AtomicU64,
+}
+
+const CALL_SHARDS: usize = 16;
+
+/// The identity of a call made with [`BalancedClient::submit_with_id`], for
+/// [`BalancedClient::cancel`]: it follows the call when a failed connect moves it to another
+/// server. Unique among a client's calls (a 64-bit counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BalancedCallId(u64);
+
+impl BalancedCallId {
+    /// The id as a number (never 0), for C and other bindings.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The id from [`BalancedCallId::as_u64`]; a number that is no call's id cancels nothing.
+    pub fn from_u64(v: u64) -> BalancedCallId {
+        BalancedCallId(v)
+    }
 }
 
 /// A client over many servers. Cloning shares it; when the last handle is dropped every
@@ -193,6 +219,8 @@ impl BalancedClient {
             resolved: tx,
             refreshing: tokio::sync::Mutex::new(()),
             rt: rt.clone(),
+            calls: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            next_call_id: AtomicU64::new(1),
             cfg: config,
         });
         shared.apply(endpoints)?;
@@ -318,8 +346,76 @@ impl BalancedClient {
             deadline: Instant::now() + timeout,
             sink,
             tag,
+            track: None,
         });
         self.shared.submit(&call, 0)
+    }
+
+    /// [`BalancedClient::submit`], returning the call's identity for
+    /// [`BalancedClient::cancel`] (which then keeps an entry per call in flight).
+    pub fn submit_with_id(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+        sink: Arc<dyn Completion>,
+        tag: u128,
+    ) -> Result<BalancedCallId, Error> {
+        let sh = &self.shared;
+        let id = sh.next_call_id.fetch_add(1, Relaxed);
+        let call = Arc::new(Submitted {
+            name: name.into(),
+            value: value.into(),
+            deadline: Instant::now() + timeout,
+            sink,
+            tag,
+            track: Some(Track {
+                id,
+                state: Mutex::new(TrackState::default()),
+            }),
+        });
+        sh.call_shard(id).insert(id, Arc::downgrade(&call));
+        match sh.submit(&call, 0) {
+            Ok(()) => Ok(BalancedCallId(id)),
+            Err(e) => {
+                sh.forget_call(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cancels call `id` if it still waits (queued, sent, or between two servers after a
+    /// failed connect): it completes at once, exactly once, with [`ErrorKind::Cancelled`]
+    /// (its sink is told on a library thread, or on this one), its pending slot on its server
+    /// is free at once, and a response that still comes is dropped. Returns false if the call
+    /// had already completed, was already cancelled, or never existed: then nothing happens.
+    pub fn cancel(&self, id: BalancedCallId) -> bool {
+        let call = match self.shared.call_shard(id.0).get(&id.0) {
+            Some(w) => w.upgrade(),
+            None => None,
+        };
+        let Some(call) = call else {
+            return false;
+        };
+        let Some(t) = &call.track else {
+            return false;
+        };
+        let current = {
+            let mut st = t.lock();
+            if st.done || st.cancelled {
+                return false;
+            }
+            st.cancelled = true;
+            st.current.take()
+        };
+        // From here the call's outcome is CANCELLED (see Submitted::finish); cancelling the
+        // try in its client frees the slot and completes it now. Without a try recorded (its
+        // submit is just returning, or it is moving to another server), the try cancels itself
+        // as soon as it is recorded (Track::started).
+        if let Some((client, cid)) = current {
+            client.cancel(cid);
+        }
+        true
     }
 
     /// Like [`Client::send`] (fire-and-forget), on the chosen server; tried on another when
@@ -435,10 +531,16 @@ impl Shared {
                 shared: Arc::downgrade(self),
                 tries,
             });
-            match conn
-                .client
-                .submit(&call.name, &call.value, timeout, tracked, call.tag)
-            {
+            let r = match &call.track {
+                None => conn
+                    .client
+                    .submit(&call.name, &call.value, timeout, tracked, call.tag),
+                Some(t) => conn
+                    .client
+                    .submit_with_id(&call.name, &call.value, timeout, tracked, call.tag)
+                    .map(|cid| t.started(&conn.client, cid)),
+            };
+            match r {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     conn.in_flight.fetch_sub(1, Relaxed);
@@ -453,6 +555,16 @@ impl Shared {
                 }
             }
         }
+    }
+
+    fn call_shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Submitted>>> {
+        self.calls[(id % CALL_SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget_call(&self, id: u64) {
+        self.call_shard(id).remove(&id);
     }
 
     fn current(&self) -> Arc<Set> {
@@ -640,6 +752,67 @@ struct Submitted {
     deadline: Instant,
     sink: Arc<dyn Completion>,
     tag: u128,
+    /// For calls made with `submit_with_id`: what `cancel` needs.
+    track: Option<Track>,
+}
+
+/// A cancellable call's state: its id, whether it was cancelled or finished, and its current
+/// try (the connection's client and the call's id there).
+struct Track {
+    id: u64,
+    state: Mutex<TrackState>,
+}
+
+#[derive(Default)]
+struct TrackState {
+    cancelled: bool,
+    done: bool,
+    current: Option<(Client, CallId)>,
+}
+
+impl Track {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A try was submitted as `cid` on `client`: record it, or cancel it if the call was
+    /// cancelled meanwhile.
+    fn started(&self, client: &Client, cid: CallId) {
+        let mut st = self.lock();
+        if st.cancelled {
+            drop(st);
+            client.cancel(cid);
+        } else if !st.done {
+            st.current = Some((client.clone(), cid));
+        }
+    }
+}
+
+impl Submitted {
+    fn is_cancelled(&self) -> bool {
+        self.track.as_ref().is_some_and(|t| t.lock().cancelled)
+    }
+
+    /// Hands the call's outcome to the caller's sink, once: CANCELLED if `cancel` won,
+    /// whatever the try's result (a response racing the cancel is dropped).
+    fn finish(&self, shared: &Weak<Shared>, tag: u128, result: Result<&[u8], &Error>) {
+        if let Some(t) = &self.track {
+            let cancelled = {
+                let mut st = t.lock();
+                st.done = true;
+                st.current = None;
+                st.cancelled
+            };
+            if let Some(sh) = shared.upgrade() {
+                sh.forget_call(t.id);
+            }
+            if cancelled && !matches!(result, Err(e) if e.kind() == ErrorKind::Cancelled) {
+                self.sink.complete(tag, Err(&Error::cancelled()));
+                return;
+            }
+        }
+        self.sink.complete(tag, result);
+    }
 }
 
 /// The sink of one try of a submitted call: keeps the in-flight count and the server's
@@ -661,10 +834,10 @@ impl Completion for Tracked {
                 if let Some(sh) = self.shared.upgrade() {
                     self.conn.mark_down(now_ns(sh.base), e);
                     let tries = self.tries + 1;
-                    if sh.retry_allowed(tries, self.call.deadline) {
+                    if !self.call.is_cancelled() && sh.retry_allowed(tries, self.call.deadline) {
                         // The request never reached that server: try another.
                         if let Err(e2) = sh.submit(&self.call, tries) {
-                            self.call.sink.complete(tag, Err(&e2));
+                            self.call.finish(&self.shared, tag, Err(&e2));
                         }
                         return;
                     }
@@ -672,7 +845,7 @@ impl Completion for Tracked {
             }
             Err(_) => {}
         }
-        self.call.sink.complete(tag, result);
+        self.call.finish(&self.shared, tag, result);
     }
 }
 

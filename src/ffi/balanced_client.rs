@@ -17,7 +17,7 @@ use super::response::fastrpc_response;
 use super::{
     arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, not_forked, Castable,
 };
-use crate::balance::{BackendState, BalancedClient, BalancedConfig};
+use crate::balance::{BackendState, BalancedCallId, BalancedClient, BalancedConfig};
 use crate::client::CloseMode;
 use crate::error::{Error, ErrorKind};
 
@@ -30,7 +30,8 @@ use crate::error::{Error, ErrorKind};
 /// many threads at once. Created by `fastrpc_balanced_client_new`, freed by
 /// `fastrpc_balanced_client_free`. Functions: `fastrpc_balanced_client_call`,
 /// `fastrpc_balanced_client_call_async`, `fastrpc_balanced_client_call_queued`,
-/// `fastrpc_balanced_client_send`, `fastrpc_balanced_client_pending_requests`,
+/// `fastrpc_balanced_client_call_async_id`, `fastrpc_balanced_client_call_queued_id`,
+/// `fastrpc_balanced_client_cancel`, `fastrpc_balanced_client_send`, `fastrpc_balanced_client_pending_requests`,
 /// `fastrpc_balanced_client_get_stats`, `fastrpc_balanced_client_server_count`,
 /// `fastrpc_balanced_client_get_server_stats`, `fastrpc_balanced_client_close`.
 pub struct fastrpc_balanced_client {
@@ -193,6 +194,54 @@ pub extern "C" fn fastrpc_balanced_client_call_async(
     callback: fastrpc_call_callback,
     userdata: *mut c_void,
 ) -> fastrpc_status {
+    call_async(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        (callback, userdata),
+        std::ptr::null_mut(),
+    )
+}
+
+/// `fastrpc_balanced_client_call_async` that also writes the call's id to `*call_id` (on OK
+/// only; `call_id` may be NULL), for `fastrpc_balanced_client_cancel`. The id is never 0 and
+/// follows the call when a failed connect moves it to another server. Any thread, including
+/// inside callbacks (the callback may even run before this returns: the id is still
+/// written).
+///
+/// Returns as `fastrpc_balanced_client_call_async`.
+#[no_mangle]
+pub extern "C" fn fastrpc_balanced_client_call_async_id(
+    client: *const fastrpc_balanced_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    callback: fastrpc_call_callback,
+    userdata: *mut c_void,
+    call_id: *mut u64,
+) -> fastrpc_status {
+    call_async(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        (callback, userdata),
+        call_id,
+    )
+}
+
+/// The async calls; `call_id` NULL: without an id (no cancel entry is kept).
+fn call_async(
+    client: *const fastrpc_balanced_client,
+    (name, name_len): (*const u8, usize),
+    (value, value_len): (*const u8, usize),
+    timeout_ms: u32,
+    (callback, userdata): (fastrpc_call_callback, *mut c_void),
+    call_id: *mut u64,
+) -> fastrpc_status {
     ffi_boundary!({
         not_forked!();
         let h = arg_ref!(client);
@@ -204,14 +253,34 @@ pub extern "C" fn fastrpc_balanced_client_call_async(
         let tag = ((f as usize as u128) << 64) | (userdata as usize as u64 as u128);
         let t = timeout(&h.client, timeout_ms);
         h.callbacks.live.fetch_add(1, SeqCst);
-        match h.client.submit(name, value, t, h.callbacks.clone(), tag) {
-            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+        let r = if call_id.is_null() {
+            h.client
+                .submit(name, value, t, h.callbacks.clone(), tag)
+                .map(|()| None)
+        } else {
+            h.client
+                .submit_with_id(name, value, t, h.callbacks.clone(), tag)
+                .map(Some)
+        };
+        match r {
+            Ok(id) => {
+                write_id(call_id, id);
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
             Err(e) => {
                 h.callbacks.finished();
                 super::fail(&e)
             }
         }
     })
+}
+
+/// Writes a call's id for the caller (`call_id` non-NULL exactly when `id` is Some).
+fn write_id(call_id: *mut u64, id: Option<BalancedCallId>) {
+    if let Some(id) = id {
+        // SAFETY: the caller passes a writable u64 (call_id is non-NULL whenever id is Some).
+        unsafe { call_id.write(id.as_u64()) };
+    }
 }
 
 /// As `fastrpc_client_call_queued`, on the chosen server.
@@ -229,6 +298,52 @@ pub extern "C" fn fastrpc_balanced_client_call_queued(
     queue: *const fastrpc_completion_queue,
     tag: u64,
 ) -> fastrpc_status {
+    call_queued(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        (queue, tag),
+        std::ptr::null_mut(),
+    )
+}
+
+/// `fastrpc_balanced_client_call_queued` that also writes the call's id to `*call_id` (on OK
+/// only; `call_id` may be NULL), for `fastrpc_balanced_client_cancel`. The id is never 0 and
+/// follows the call when a failed connect moves it to another server. Any thread.
+///
+/// Returns as `fastrpc_balanced_client_call_queued`.
+#[no_mangle]
+pub extern "C" fn fastrpc_balanced_client_call_queued_id(
+    client: *const fastrpc_balanced_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    queue: *const fastrpc_completion_queue,
+    tag: u64,
+    call_id: *mut u64,
+) -> fastrpc_status {
+    call_queued(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        (queue, tag),
+        call_id,
+    )
+}
+
+/// The queued calls; `call_id` NULL: without an id (no cancel entry is kept).
+fn call_queued(
+    client: *const fastrpc_balanced_client,
+    (name, name_len): (*const u8, usize),
+    (value, value_len): (*const u8, usize),
+    timeout_ms: u32,
+    (queue, tag): (*const fastrpc_completion_queue, u64),
+    call_id: *mut u64,
+) -> fastrpc_status {
     ffi_boundary!({
         not_forked!();
         let c = &arg_ref!(client).client;
@@ -242,9 +357,50 @@ pub extern "C" fn fastrpc_balanced_client_call_queued(
         let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
         let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
         let t = timeout(c, timeout_ms);
-        match c.submit(name, value, t, completion_queue::sink(q), tag as u128) {
-            Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
+        let sink = completion_queue::sink(q);
+        let r = if call_id.is_null() {
+            c.submit(name, value, t, sink, tag as u128).map(|()| None)
+        } else {
+            c.submit_with_id(name, value, t, sink, tag as u128)
+                .map(Some)
+        };
+        match r {
+            Ok(id) => {
+                write_id(call_id, id);
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
             Err(e) => super::fail(&e),
+        }
+    })
+}
+
+/// Cancels the call `call_id` (from `fastrpc_balanced_client_call_async_id` or
+/// `fastrpc_balanced_client_call_queued_id`) if it still waits, queued, sent, or between two
+/// servers after a failed connect: it completes at once with status CANCELLED, exactly once,
+/// through its callback (on a library thread, soon after this returns, possibly before) or
+/// its completion queue; its pending slot on its server is free at once; a request not yet
+/// written is never sent; a response that still arrives is dropped. Racing the response, the
+/// deadline or a close, exactly one outcome reaches the callback or queue: OK from here means
+/// it is CANCELLED. Any thread, including inside callbacks.
+///
+/// Returns OK (the call was cancelled), CLOSED (no such call is waiting: it already
+/// completed or was cancelled, or the id is none of this client's calls; nothing happened)
+/// or INVALID_ARGUMENT (NULL `client`).
+#[no_mangle]
+pub extern "C" fn fastrpc_balanced_client_cancel(
+    client: *const fastrpc_balanced_client,
+    call_id: u64,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = &arg_ref!(client).client;
+        if c.cancel(BalancedCallId::from_u64(call_id)) {
+            fastrpc_status::FASTRPC_STATUS_OK
+        } else {
+            super::fail(&Error::fixed(
+                ErrorKind::Closed,
+                "no such call is waiting: it already completed (or the id is not one of this \
+                 client's calls)",
+            ))
         }
     })
 }
