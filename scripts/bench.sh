@@ -15,7 +15,9 @@
 #      With FASTRPC_REFERENCE_DIR (a checkout of valyala/fastrpc) and go: the reference
 #      (bench/go-reference: its client -> its server, separate processes, one connection) in
 #      the same rounds, right after ours, for none/snappy/flate/TLS at C=1024, none at C=16
-#      and C=1; the summary prints ours/Go per cell against issue 11's targets.
+#      and C=1; the summary prints ours/Go per cell against issue 11's targets. C=16 and C=1
+#      also run with `--read-spin 50us` (both sides; config `read_spin`), against the same
+#      reference cells.
 #   4. benches-c: the C ABI bench (blocking T=1/16/64, callbacks, completion queue; in-process
 #      server and child `fastrpc serve`), with the raw ceiling in the same run.
 #   5. Idle CPU: a client connected and idle for IDLE (3s) after a C=1 run, and its child
@@ -63,7 +65,9 @@ SHAPES=(
     "flate1_c1024|--compress flate --flate-level 1 --concurrency 1024"
     "tls_c1024|--compress none --concurrency 1024 TLS"
     "none_c16|--compress none --concurrency 16"
+    "none_c16_spin|--compress none --concurrency 16 --read-spin 50us"
     "none_c1|--compress none --concurrency 1"
+    "none_c1_spin|--compress none --concurrency 1 --read-spin 50us"
     "snappy_c1|--compress snappy --concurrency 1"
     "flate_c1|--compress flate --concurrency 1"
     "tls_c1|--compress none --concurrency 1 TLS"
@@ -265,6 +269,11 @@ if [[ -z ${SKIP_IDLE:-} ]]; then
         echo "{\"shape\":\"ours\",\"result\":$j}" >>"$IDLE_JSON"
         printf '   ours   client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
     fi
+    if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration 1s --idle "$IDLE" --json --no-progress \
+        --compress none --concurrency 1 --read-spin 50us 2>/dev/null); then
+        echo "{\"shape\":\"ours_spin\",\"result\":$j}" >>"$IDLE_JSON"
+        printf '   ours --read-spin 50us  client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
+    fi
     if [[ -n $REF ]] && j=$(timeout 60 "$REF" bench --duration 1s --idle "$IDLE" --json --compress none \
         --concurrency 1 2>/dev/null); then
         echo "{\"shape\":\"reference\",\"result\":$j}" >>"$IDLE_JSON"
@@ -306,10 +315,11 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
     # One value per round: $1 FILE, $2 shape, $3 round, $4 key (top level).
     rval() { local l; l=$(grep "\"shape\":\"$2\",\"round\":$3," "$1" | head -1); [[ -n $l ]] && jtop "$l" "$4"; }
     rounds() { grep -o '"round":[0-9]*' "$CLI_JSON" "$REF_JSON" "$THREADS_JSON" 2>/dev/null | cut -d: -f3 | sort -un; }
-    # Per-round ratios ours/reference of key $2 for shape $1, one per line.
+    # Per-round ratios ours/reference of key $2 for shape $1 (against the reference's shape
+    # $3, default $1), one per line.
     ref_ratios() {
         for r in $(rounds); do
-            a=$(rval "$CLI_JSON" "$1" "$r" "$2"); b=$(rval "$REF_JSON" "$1" "$r" "$2")
+            a=$(rval "$CLI_JSON" "$1" "$r" "$2"); b=$(rval "$REF_JSON" "${3:-$1}" "$r" "$2")
             [[ -n $a && -n $b ]] && awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) print a / b }'
         done
     }
@@ -317,15 +327,18 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         echo
         echo "ours / Go reference, same rounds (one connection; Go: bench/go-reference client -> server, separate processes)"
         printf '%-13s %-30s %-30s %-26s %s\n' cell "ours calls/s" "Go calls/s" "ours/Go (per-round)" "p50 us ours | Go"
-        for name in $REF_SHAPES; do
-            grep -q "\"shape\":\"$name\"" "$REF_JSON" || continue
+        for name in $REF_SHAPES none_c16_spin none_c1_spin; do
+            rn=${name%_spin}
+            grep -q "\"shape\":\"$rn\"" "$REF_JSON" || continue
+            grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
             o=$(grep "\"shape\":\"$name\"" "$CLI_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
-            g=$(grep "\"shape\":\"$name\"" "$REF_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
-            rr=$(ref_ratios "$name" calls_per_sec | stats '%.2f')
+            g=$(grep "\"shape\":\"$rn\"" "$REF_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
+            rr=$(ref_ratios "$name" calls_per_sec "$rn" | stats '%.2f')
             op=$(grep "\"shape\":\"$name\"" "$CLI_JSON" | while read -r l; do jtop "$l" p50_us; done | median)
-            gp=$(grep "\"shape\":\"$name\"" "$REF_JSON" | while read -r l; do jtop "$l" p50_us; done | median)
+            gp=$(grep "\"shape\":\"$rn\"" "$REF_JSON" | while read -r l; do jtop "$l" p50_us; done | median)
             printf '%-13s %-30s %-30s %-26s %s | %s\n' "$name" "$o" "$g" "$rr" "$op" "$gp"
         done
+        echo "(*_spin: ours with --read-spin 50us on both sides, against the reference's same shape)"
     fi
     if [[ -s $THREADS_JSON ]]; then
         echo
@@ -349,7 +362,7 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         echo
         echo "idle CPU (connected, no calls; percent of one core):"
         while read -r l; do
-            printf '   %-10s client %s%%  server %s%%  over %s s\n' "$(grep -o '"shape":"[a-z]*"' <<<"$l" | cut -d'"' -f4)" \
+            printf '   %-10s client %s%%  server %s%%  over %s s\n' "$(grep -o '"shape":"[a-z_]*"' <<<"$l" | cut -d'"' -f4)" \
                 "$(jtop "$l" idle_client_cpu_pct)" "$(jtop "$l" idle_server_cpu_pct)" "$(jtop "$l" idle_s)"
         done <"$IDLE_JSON"
     fi
@@ -396,8 +409,17 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
             r=$(ref_ratios "$name" calls_per_sec | median)
             printf '   %-52s %-8s %s\n' "ours/Go $name >= ${t}x" "$(printf '%.2f' "$r")" "$(verdict "$r" "$t")"
         done
-        r=$(ref_ratios none_c1 p50_us | median)
-        printf '   %-52s %-8s %s\n' "p50 ours/Go none C=1 <= 1.0" "$(printf '%.2f' "$r")" "$(awk -v v="$r" 'BEGIN { print (v > 0 && v <= 1.0) ? "met" : "MISSED" }')"
+        for cell in none_c16_spin:3; do
+            name=${cell%%:*}; t=${cell#*:}
+            grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
+            r=$(ref_ratios "$name" calls_per_sec "${name%_spin}" | median)
+            printf '   %-52s %-8s %s\n' "ours/Go $name >= ${t}x" "$(printf '%.2f' "$r")" "$(verdict "$r" "$t")"
+        done
+        for name in none_c1 none_c1_spin; do
+            grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
+            r=$(ref_ratios "$name" p50_us none_c1 | median)
+            printf '   %-52s %-8s %s\n' "p50 ours/Go $name <= 1.0" "$(printf '%.2f' "$r")" "$(awk -v v="$r" 'BEGIN { print (v > 0 && v <= 1.0) ? "met" : "MISSED" }')"
+        done
         if [[ -s $CB_OUT ]]; then
             r=$(for rd in $(rounds); do
                 a=$(grep "^round=$rd " "$CB_OUT" | grep -o ' calls_per_sec=[0-9.]*' | cut -d= -f2)
