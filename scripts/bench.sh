@@ -10,15 +10,30 @@
 #   3. fastrpc bench --spawn-server child --compare-raw for: none, snappy, flate, flate level 1,
 #      TLS at C=1024; none, snappy, flate, TLS at C=1 (ping-pong); none --nowait.
 #      REPEAT rounds, the shapes interleaved within a round, so noise spreads over all of them.
+#      In each round also: `fastrpc bench --threads 1,2,4,8` at C=1024 (none; no raw run), and
+#      the C ABI callback path at 1024 in flight (benches-c `cbench --modes callback`).
+#      With FASTRPC_REFERENCE_DIR (a checkout of valyala/fastrpc) and go: the reference
+#      (bench/go-reference: its client -> its server, separate processes, one connection) in
+#      the same rounds, right after ours, for none/snappy/flate/TLS at C=1024, none at C=16
+#      and C=1; the summary prints ours/Go per cell against issue 11's targets. C=16 and C=1
+#      also run with `--read-spin 50us` (both sides; config `read_spin`), against the same
+#      reference cells.
 #   4. benches-c: the C ABI bench (blocking T=1/16/64, callbacks, completion queue; in-process
 #      server and child `fastrpc serve`), with the raw ceiling in the same run.
-#   5. The summary: median [min..max] over the rounds, ratios to the raw ceiling, targets.
+#   5. Idle CPU: a client connected and idle for IDLE (3s) after a C=1 run, and its child
+#      server (`fastrpc bench --idle`; the reference's too when at hand), from getrusage and
+#      /proc/PID/stat.
+#   6. The summary: median [min..max] over the rounds, ratios to the raw ceiling and to the
+#      reference (the median of the per-round ratios), targets.
 #
 # Environment: REPEAT (3), DURATION (2s, per CLI run and phase), C_DURATION (1, seconds per
 # C mode), C_REPEAT (1), BUDGET (270, seconds: steps are skipped once it is spent),
-# SKIP_BUILD=1, SKIP_E2E=1, SKIP_CLI=1, SKIP_C=1, OUT (results directory, default
-# target/bench-results/DATE); SUMMARY_ONLY=1 OUT=DIR re-prints the summary of DIR. Needs bash, coreutils, awk; openssl for the TLS shapes (skipped
-# without it); cc and make for the C bench.
+# SKIP_BUILD=1, SKIP_E2E=1, SKIP_CLI=1, SKIP_C=1, SKIP_CB=1 (the per-round C callback cell), SKIP_IDLE=1, IDLE (3s), FASTRPC_REFERENCE_DIR
+# (run the reference too; needs go), OUT (results directory, default
+# target/bench-results/DATE); SUMMARY_ONLY=1 OUT=DIR re-prints the summary of DIR. Needs bash,
+# coreutils, awk; openssl for the TLS shapes (skipped without it); cc and make for the C bench.
+# With the reference, a round takes about 40 x DURATION: REPEAT=3 DURATION=2s needs
+# BUDGET=300 with SKIP_E2E=1 SKIP_C=1 (the per-round C ABI callback cell still runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -49,7 +64,10 @@ SHAPES=(
     "flate_c1024|--compress flate --concurrency 1024"
     "flate1_c1024|--compress flate --flate-level 1 --concurrency 1024"
     "tls_c1024|--compress none --concurrency 1024 TLS"
+    "none_c16|--compress none --concurrency 16"
+    "none_c16_spin|--compress none --concurrency 16 --read-spin 50us"
     "none_c1|--compress none --concurrency 1"
+    "none_c1_spin|--compress none --concurrency 1 --read-spin 50us"
     "snappy_c1|--compress snappy --concurrency 1"
     "flate_c1|--compress flate --concurrency 1"
     "tls_c1|--compress none --concurrency 1 TLS"
@@ -57,7 +75,7 @@ SHAPES=(
 )
 if [[ -n ${SUMMARY_ONLY:-} ]]; then
     # Re-print the summary of an earlier run: SUMMARY_ONLY=1 OUT=target/bench-results/DATE
-    SKIP_BUILD=1 SKIP_E2E=1 SKIP_CLI=1 SKIP_C=1 KEEP=1
+    SKIP_BUILD=1 SKIP_E2E=1 SKIP_CLI=1 SKIP_C=1 SKIP_IDLE=1 KEEP=1
 fi
 
 # ------------------------------------------------------------------------------------------
@@ -82,6 +100,45 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     START=$((START + SECONDS - t))
 fi
 [[ -n ${KEEP:-} || -x $FASTRPC ]] || { echo "missing $FASTRPC: cargo build --release -p fastrpc-cli" >&2; exit 1; }
+
+# ------------------------------------------------------------------------------------------
+# The reference peer (bench/go-reference), built only when FASTRPC_REFERENCE_DIR names a
+# checkout of github.com/valyala/fastrpc: the module's go.mod is copied and the reference added
+# with a replace, used through -modfile (as scripts/test-go.sh does for the interop suite).
+REF=""
+REF_BIN=$ROOT/target/go-reference/go-reference
+if [[ -n ${FASTRPC_REFERENCE_DIR:-} && -z ${KEEP:-} ]]; then
+    say "the Go reference (bench/go-reference against $FASTRPC_REFERENCE_DIR)"
+    if ! command -v go >/dev/null; then
+        echo "   go is not installed: the reference is skipped"
+    else
+        t=$SECONDS
+        gtmp=$(mktemp -d)
+        rdir=$(cd "$FASTRPC_REFERENCE_DIR" && pwd)
+        if [[ ! -f $rdir/go.mod ]]; then
+            # The reference's repository has no go.mod: use a copy with one.
+            mkdir -p "$gtmp/reference" && cp -R "$rdir/." "$gtmp/reference/"
+            printf 'module github.com/valyala/fastrpc\n\ngo 1.21\n' >"$gtmp/reference/go.mod"
+            rdir=$gtmp/reference
+        fi
+        cp bench/go-reference/go.mod bench/go-reference/go.sum "$gtmp/"
+        if (cd bench/go-reference && go mod edit -modfile="$gtmp/go.mod" \
+            -require=github.com/valyala/fastrpc@v0.0.0-00010101000000-000000000000 \
+            -replace=github.com/valyala/fastrpc="$rdir" \
+            && GOFLAGS=-mod=mod timeout 300 go build -modfile="$gtmp/go.mod" -o "$REF_BIN" .); then
+            REF=$REF_BIN
+            echo "   built $REF ($(go version | cut -d' ' -f3)) in $((SECONDS - t)) s (not counted in the budget)"
+        else
+            echo "   the reference peer did not build: the reference is skipped"
+        fi
+        rm -rf "$gtmp"
+        START=$((START + SECONDS - t))
+    fi
+fi
+# Shapes the reference runs too (same names as SHAPES; the reference has no flate level).
+REF_SHAPES=" none_c1024 snappy_c1024 flate_c1024 tls_c1024 none_c16 none_c1 "
+# DURATION in seconds, for cbench.
+DUR_S=$(awk -v d="$DURATION" 'BEGIN { if (d ~ /ms$/) print d / 1000; else { sub(/s$/, "", d); print d + 0 } }')
 
 # ------------------------------------------------------------------------------------------
 if [[ -z ${SKIP_E2E:-} ]] && ! over_budget "endtoend"; then
@@ -109,7 +166,15 @@ stats() {
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 CLI_JSON=$OUT/cli.jsonl
+REF_JSON=$OUT/ref.jsonl
+THREADS_JSON=$OUT/threads.jsonl
+CB_OUT=$OUT/callback.txt
+IDLE_JSON=$OUT/idle.jsonl
 [[ -n ${KEEP:-} ]] || : >"$CLI_JSON"
+[[ -n ${KEEP:-} ]] || : >"$REF_JSON"
+[[ -n ${KEEP:-} ]] || : >"$THREADS_JSON"
+[[ -n ${KEEP:-} ]] || : >"$CB_OUT"
+[[ -n ${KEEP:-} ]] || : >"$IDLE_JSON"
 TLS_ARGS=()
 if [[ -z ${SKIP_CLI:-} ]]; then
     if command -v openssl >/dev/null; then
@@ -132,14 +197,53 @@ if [[ -z ${SKIP_CLI:-} ]]; then
                 ((${#TLS_ARGS[@]})) || continue
                 args+=("${TLS_ARGS[@]}")
             fi
-            j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration "$DURATION" --compare-raw \
-                --json --no-progress "${args[@]}" 2>/dev/null) || { echo "   $name: failed"; continue; }
-            load=$(cut -d' ' -f1 /proc/loadavg)
-            echo "{\"shape\":\"$name\",\"round\":$round,\"load1\":$load,\"result\":$j}" >>"$CLI_JSON"
-            printf '   round %d %-13s engine %9.0f/s  raw %9.0f/s  ratio %.3f  p50 %7.1f / %7.1f us  (load %s)\n' \
-                "$round" "$name" "$(jtop "$j" calls_per_sec)" "$(jraw "$j" calls_per_sec)" \
-                "$(jtop "$j" ratio_to_raw)" "$(jtop "$j" p50_us)" "$(jraw "$j" p50_us)" "$load"
+            if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration "$DURATION" --compare-raw \
+                --json --no-progress "${args[@]}" 2>/dev/null); then
+                load=$(cut -d' ' -f1 /proc/loadavg)
+                echo "{\"shape\":\"$name\",\"round\":$round,\"load1\":$load,\"result\":$j}" >>"$CLI_JSON"
+                printf '   round %d %-13s engine %9.0f/s  raw %9.0f/s  ratio %.3f  p50 %7.1f / %7.1f us  (load %s)\n' \
+                    "$round" "$name" "$(jtop "$j" calls_per_sec)" "$(jraw "$j" calls_per_sec)" \
+                    "$(jtop "$j" ratio_to_raw)" "$(jtop "$j" p50_us)" "$(jraw "$j" p50_us)" "$load"
+            else
+                echo "   $name: failed"
+            fi
+            # The reference, right after ours: the same shape, its client -> its server.
+            if [[ -n $REF && $REF_SHAPES == *" $name "* ]]; then
+                rargs=(--compress "${args[1]}" --concurrency "${args[3]}")
+                [[ ${args[-1]} == --insecure-skip-verify ]] \
+                    && rargs+=(--server-tls-cert "$OUT/cert.pem" --server-tls-key "$OUT/key.pem")
+                if j=$(timeout 60 "$REF" bench --duration "$DURATION" --json "${rargs[@]}" 2>/dev/null); then
+                    load=$(cut -d' ' -f1 /proc/loadavg)
+                    echo "{\"shape\":\"$name\",\"round\":$round,\"load1\":$load,\"result\":$j}" >>"$REF_JSON"
+                    printf '   round %d %-13s Go ref %9.0f/s                                p50 %7.1f us\n' \
+                        "$round" "$name" "$(jtop "$j" calls_per_sec)" "$(jtop "$j" p50_us)"
+                else
+                    echo "   $name (reference): failed"
+                fi
+            fi
         done
+        # Worker threads of the bench client at C=1024 (none): 1, 2, 4, 8.
+        for th in 1 2 4 8; do
+            if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration "$DURATION" --json --no-progress \
+                --compress none --concurrency 1024 --threads "$th" 2>/dev/null); then
+                echo "{\"shape\":\"threads_$th\",\"round\":$round,\"result\":$j}" >>"$THREADS_JSON"
+                printf '   round %d %-13s engine %9.0f/s\n' "$round" "threads_$th" "$(jtop "$j" calls_per_sec)"
+            else
+                echo "   threads_$th: failed"
+            fi
+        done
+        # The C ABI callback path, 1024 in flight, child server.
+        if [[ -z ${SKIP_CB:-} ]] && command -v cc >/dev/null && command -v make >/dev/null; then
+            make -s -C benches-c >/dev/null 2>&1 || true
+            if [[ -x benches-c/build/cbench ]] && l=$(timeout 60 benches-c/build/cbench --fastrpc "$FASTRPC" \
+                --server child --modes callback --no-raw --inflight 1024 --duration "$DUR_S" \
+                | grep '^RESULT server=child mode=callback'); then
+                echo "round=$round $l" >>"$CB_OUT"
+                printf '   round %d %-13s engine %9.0f/s\n' "$round" "C callback" "$(grep -o ' calls_per_sec=[0-9.]*' <<<"$l" | cut -d= -f2)"
+            else
+                echo "   C ABI callback: failed"
+            fi
+        fi
     done
 fi
 
@@ -154,6 +258,27 @@ if [[ -z ${SKIP_C:-} ]] && ! over_budget "C ABI bench"; then
         timeout 180 benches-c/build/cbench --fastrpc "$FASTRPC" --duration "$C_DURATION" \
             | tee -a "$C_OUT" | grep -v '^RESULT' || echo "   cbench failed or timed out"
     done
+fi
+
+# ------------------------------------------------------------------------------------------
+if [[ -z ${SKIP_IDLE:-} ]]; then
+    IDLE=${IDLE:-3s}
+    say "idle CPU: connected and idle for $IDLE after a 1 s run at C=1 (none)"
+    if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration 1s --idle "$IDLE" --json --no-progress \
+        --compress none --concurrency 1 2>/dev/null); then
+        echo "{\"shape\":\"ours\",\"result\":$j}" >>"$IDLE_JSON"
+        printf '   ours   client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
+    fi
+    if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration 1s --idle "$IDLE" --json --no-progress \
+        --compress none --concurrency 1 --read-spin 50us 2>/dev/null); then
+        echo "{\"shape\":\"ours_spin\",\"result\":$j}" >>"$IDLE_JSON"
+        printf '   ours --read-spin 50us  client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
+    fi
+    if [[ -n $REF ]] && j=$(timeout 60 "$REF" bench --duration 1s --idle "$IDLE" --json --compress none \
+        --concurrency 1 2>/dev/null); then
+        echo "{\"shape\":\"reference\",\"result\":$j}" >>"$IDLE_JSON"
+        printf '   Go ref client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
+    fi
 fi
 
 # ------------------------------------------------------------------------------------------
@@ -187,6 +312,61 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         done
     fi
 
+    # One value per round: $1 FILE, $2 shape, $3 round, $4 key (top level).
+    rval() { local l; l=$(grep "\"shape\":\"$2\",\"round\":$3," "$1" | head -1); [[ -n $l ]] && jtop "$l" "$4"; }
+    rounds() { grep -o '"round":[0-9]*' "$CLI_JSON" "$REF_JSON" "$THREADS_JSON" 2>/dev/null | cut -d: -f3 | sort -un; }
+    # Per-round ratios ours/reference of key $2 for shape $1 (against the reference's shape
+    # $3, default $1), one per line.
+    ref_ratios() {
+        for r in $(rounds); do
+            a=$(rval "$CLI_JSON" "$1" "$r" "$2"); b=$(rval "$REF_JSON" "${3:-$1}" "$r" "$2")
+            [[ -n $a && -n $b ]] && awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) print a / b }'
+        done
+    }
+    if [[ -s $REF_JSON ]]; then
+        echo
+        echo "ours / Go reference, same rounds (one connection; Go: bench/go-reference client -> server, separate processes)"
+        printf '%-13s %-30s %-30s %-26s %s\n' cell "ours calls/s" "Go calls/s" "ours/Go (per-round)" "p50 us ours | Go"
+        for name in $REF_SHAPES none_c16_spin none_c1_spin; do
+            rn=${name%_spin}
+            grep -q "\"shape\":\"$rn\"" "$REF_JSON" || continue
+            grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
+            o=$(grep "\"shape\":\"$name\"" "$CLI_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
+            g=$(grep "\"shape\":\"$rn\"" "$REF_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
+            rr=$(ref_ratios "$name" calls_per_sec "$rn" | stats '%.2f')
+            op=$(grep "\"shape\":\"$name\"" "$CLI_JSON" | while read -r l; do jtop "$l" p50_us; done | median)
+            gp=$(grep "\"shape\":\"$rn\"" "$REF_JSON" | while read -r l; do jtop "$l" p50_us; done | median)
+            printf '%-13s %-30s %-30s %-26s %s | %s\n' "$name" "$o" "$g" "$rr" "$op" "$gp"
+        done
+        echo "(*_spin: ours with --read-spin 50us on both sides, against the reference's same shape)"
+    fi
+    if [[ -s $THREADS_JSON ]]; then
+        echo
+        echo "fastrpc bench --threads N at C=1024 (none, child server): calls/s, and per round / best of the round"
+        for th in 1 2 4 8; do
+            v=$(grep "\"shape\":\"threads_$th\"" "$THREADS_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
+            rat=$(for r in $(rounds); do
+                best=$(for t in 1 2 4 8; do rval "$THREADS_JSON" "threads_$t" "$r" calls_per_sec; done | sort -g | tail -1)
+                x=$(rval "$THREADS_JSON" "threads_$th" "$r" calls_per_sec)
+                [[ -n $x && -n $best ]] && awk -v a="$x" -v b="$best" 'BEGIN { if (b > 0) print a / b }'
+            done | stats '%.3f')
+            printf '   threads %-3s %-32s %s\n' "$th" "$v" "$rat"
+        done
+    fi
+    if [[ -s $CB_OUT ]]; then
+        echo
+        v=$(grep -o ' calls_per_sec=[0-9.]*' "$CB_OUT" | cut -d= -f2 | stats '%.0f')
+        echo "C ABI callback path, 1024 in flight, child server: $v calls/s"
+    fi
+    if [[ -s $IDLE_JSON ]]; then
+        echo
+        echo "idle CPU (connected, no calls; percent of one core):"
+        while read -r l; do
+            printf '   %-10s client %s%%  server %s%%  over %s s\n' "$(grep -o '"shape":"[a-z_]*"' <<<"$l" | cut -d'"' -f4)" \
+                "$(jtop "$l" idle_client_cpu_pct)" "$(jtop "$l" idle_server_cpu_pct)" "$(jtop "$l" idle_s)"
+        done <"$IDLE_JSON"
+    fi
+
     if [[ -s $CLI_JSON ]]; then
         maxload=$(grep -o '"load1":[0-9.]*' "$CLI_JSON" | cut -d: -f2 | sort -g | tail -1)
         if awk -v l="$maxload" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
@@ -210,6 +390,44 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         pr=$(grep '"shape":"none_c1"' "$CLI_JSON" | while read -r l; do awk -v a="$(jtop "$l" p50_us)" -v b="$(jraw "$l" p50_us)" 'BEGIN { if (b > 0) print a / b }'; done | median)
         printf '   %-52s %-8s %s\n' "ping-pong p50 engine/raw <= 1.10 (none, C=1)" "$pr" "$(awk -v v="$pr" 'BEGIN { print (v > 0 && v <= 1.10) ? "met" : "MISSED" }')"
         n=$(med nowait jtop calls_per_sec);     printf '   %-52s %-8.0f %s\n' "fire-and-forget >= 5M sends/s" "$n" "$(verdict "$n" 5000000)"
+    fi
+    if [[ -s $CLI_JSON ]]; then
+        echo "   issue 11:"
+        r=$(med none_c1024 jtop ratio_to_raw);  printf '   %-52s %-8s %s\n' "engine none C=1024 >= 0.25 of raw" "$r" "$(verdict "$r" 0.25)"
+    fi
+    if [[ -s $THREADS_JSON ]]; then
+        w=$(for th in 1 2 4 8; do for r in $(rounds); do
+                best=$(for t in 1 2 4 8; do rval "$THREADS_JSON" "threads_$t" "$r" calls_per_sec; done | sort -g | tail -1)
+                x=$(rval "$THREADS_JSON" "threads_$th" "$r" calls_per_sec)
+                [[ -n $x && -n $best ]] && awk -v a="$x" -v b="$best" 'BEGIN { if (b > 0) print a / b }'
+            done | median; done | sort -g | head -1)
+        printf '   %-52s %-8.3f %s\n' "--threads 1,2,4,8 at C=1024: worst >= 0.9 of best" "$w" "$(verdict "$w" 0.9)"
+    fi
+    if [[ -s $REF_JSON ]]; then
+        for cell in none_c1024:5 snappy_c1024:5 tls_c1024:5 flate_c1024:3 none_c16:3; do
+            name=${cell%%:*}; t=${cell#*:}
+            r=$(ref_ratios "$name" calls_per_sec | median)
+            printf '   %-52s %-8s %s\n' "ours/Go $name >= ${t}x" "$(printf '%.2f' "$r")" "$(verdict "$r" "$t")"
+        done
+        for cell in none_c16_spin:3; do
+            name=${cell%%:*}; t=${cell#*:}
+            grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
+            r=$(ref_ratios "$name" calls_per_sec "${name%_spin}" | median)
+            printf '   %-52s %-8s %s\n' "ours/Go $name >= ${t}x" "$(printf '%.2f' "$r")" "$(verdict "$r" "$t")"
+        done
+        for name in none_c1 none_c1_spin; do
+            grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
+            r=$(ref_ratios "$name" p50_us none_c1 | median)
+            printf '   %-52s %-8s %s\n' "p50 ours/Go $name <= 1.0" "$(printf '%.2f' "$r")" "$(awk -v v="$r" 'BEGIN { print (v > 0 && v <= 1.0) ? "met" : "MISSED" }')"
+        done
+        if [[ -s $CB_OUT ]]; then
+            r=$(for rd in $(rounds); do
+                a=$(grep "^round=$rd " "$CB_OUT" | grep -o ' calls_per_sec=[0-9.]*' | cut -d= -f2)
+                b=$(rval "$REF_JSON" none_c1024 "$rd" calls_per_sec)
+                [[ -n $a && -n $b ]] && awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) print a / b }'
+            done | median)
+            printf '   %-52s %-8s %s\n' "C ABI callback 1024 / Go none C=1024 >= 10x" "$(printf '%.2f' "$r")" "$(verdict "$r" 10)"
+        fi
     fi
     if [[ -s $C_OUT ]]; then
         for m in callback_1024 queue_1024_poll256; do

@@ -25,6 +25,42 @@ const DECODE_ROOM: usize = 64 * 1024;
 /// frame): what keeps idle connections cheap (docs/RELIABILITY.md).
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
+/// Readers spin (see [`spin_then`], with `read_spin` set) only at low concurrency: a client
+/// with at most this many calls waiting, a server whose last read brought at most this many
+/// requests. With more the reader rarely waits, and a spinning process would take the CPU its
+/// peer needs when both share the cores.
+pub(crate) const SPIN_MAX_IN_FLIGHT: usize = 64;
+
+/// Polls `fut`; while it is pending and `until` has not passed, yields to the runtime instead
+/// of waiting for a wakeup. A yielded task runs again once its worker has nothing else to run,
+/// right after the worker polled the I/O driver without blocking (tokio's `yield_now`), so bytes
+/// that arrive meanwhile are seen at once, and the worker does not park. A parked worker's CPU
+/// may halt, and on a VM waking a halted CPU takes tens of microseconds: ping-pong latency was
+/// two such wakeups per call (one on each side). The cost is the CPU of the spin itself, for at
+/// most `until`, only when bytes are expected: an idle connection does not spin. No allocation.
+/// `until` is on the real clock (`std::time::Instant`): a runtime whose clock is paused (tests)
+/// does not advance it while a task spins.
+pub(crate) async fn spin_then<F: std::future::Future>(
+    fut: F,
+    until: Option<std::time::Instant>,
+) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(until) = until {
+        loop {
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+            if let std::task::Poll::Ready(v) = polled {
+                return v;
+            }
+            if std::time::Instant::now() >= until {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    fut.await
+}
+
 /// What [`FrameReader::fill_or_idle`] found.
 pub(crate) enum Fill {
     /// [`FrameReader::data`] holds at least the bytes asked for.

@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// After the engine's run, keep its connections open and idle this long and report the
+    /// CPU that this process and a spawned child server used meanwhile (percent of one core:
+    /// an idle client or server should not burn CPU).
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle: Duration,
     /// Worker threads of the bench's runtime.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub threads: usize,
@@ -474,6 +479,8 @@ fn child_args(args: &BenchArgs, raw: bool) -> Vec<String> {
         args.proto.protocol_version.to_string(),
         "--batch-delay".into(),
         format!("{}ns", args.batch_delay.as_nanos()),
+        "--read-spin".into(),
+        format!("{}ns", args.proto.read_spin.as_nanos()),
     ]);
     if !args.proto.sniff.is_empty() {
         a.extend(["--sniff".into(), args.proto.sniff.clone()]);
@@ -763,6 +770,7 @@ fn base_report(args: &BenchArgs, mode: &'static str) -> Report {
         server_cpu: None,
         server_summary: None,
         servers: Vec::new(),
+        idle: None,
     }
 }
 
@@ -900,10 +908,36 @@ async fn engine_run(
             .collect();
         report.connections = args.connections * report.servers.len();
     }
+    if !args.idle.is_zero() {
+        report.idle = Some(measure_idle(args.idle, child).await);
+    }
     for c in &clients {
         c.close(CloseMode::Drain(Duration::from_secs(1))).await;
     }
     Ok(report)
+}
+
+/// Sleeps `d` with the clients connected and idle; returns the seconds slept and the CPU this
+/// process and the `child` servers used meanwhile, in percent of one core.
+async fn measure_idle(d: Duration, child: &[u32]) -> report::Idle {
+    let cpu0 = cpu_times(libc::RUSAGE_SELF);
+    let server0 = procs_cpu(child);
+    let t0 = Instant::now();
+    tokio::time::sleep(d).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let (u, s) = sub(cpu_times(libc::RUSAGE_SELF), cpu0);
+    let server_pct = match (server0, procs_cpu(child)) {
+        (Some(a), Some(b)) => {
+            let (u, s) = sub(b, a);
+            Some(100.0 * (u + s) / secs)
+        }
+        _ => None,
+    };
+    report::Idle {
+        secs,
+        client_pct: 100.0 * (u + s) / secs,
+        server_pct,
+    }
 }
 
 /// Connects every connection of a balanced client before the clock starts (and fails early

@@ -124,6 +124,10 @@ pub struct ProtoOpts {
     /// Protocol version byte (both sides must use the same).
     #[arg(long, default_value_t = 0)]
     pub protocol_version: u8,
+    /// Low latency: spin this long (at most 10ms) for expected bytes instead of letting the
+    /// runtime's worker park, at low concurrency (config `read_spin`; 0: off).
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub read_spin: Duration,
 }
 
 /// Client-side TLS options. Any of them turns TLS on.
@@ -241,6 +245,7 @@ pub fn client_config(
     cfg.flate_level = proto.flate_level;
     cfg.sniff_header = proto.sniff.as_bytes().to_vec();
     cfg.protocol_version = proto.protocol_version;
+    cfg.read_spin = proto.read_spin;
     cfg.tls = tls.config()?;
     Ok(cfg)
 }
@@ -252,6 +257,7 @@ pub fn server_config(proto: &ProtoOpts, tls: &ServerTlsOpts) -> Result<ServerCon
     cfg.flate_level = proto.flate_level;
     cfg.sniff_header = proto.sniff.as_bytes().to_vec();
     cfg.protocol_version = proto.protocol_version;
+    cfg.read_spin = proto.read_spin;
     cfg.tls = tls.config()?;
     Ok(cfg)
 }

@@ -43,6 +43,18 @@ pub struct Report {
     pub server_summary: Option<String>,
     /// With the balancing client: each server's share (empty otherwise).
     pub servers: Vec<ServerShare>,
+    /// With `--idle`: the CPU used while connected and idle after the run.
+    pub idle: Option<Idle>,
+}
+
+/// CPU used while the client stayed connected and idle after a run (`fastrpc bench --idle`).
+pub struct Idle {
+    /// How long the idle phase lasted.
+    pub secs: f64,
+    /// This process's CPU (user + sys), percent of one core.
+    pub client_pct: f64,
+    /// A spawned child server's CPU, percent of one core (None without a child).
+    pub server_pct: Option<f64>,
 }
 
 /// One server's share of a balanced run.
@@ -163,7 +175,17 @@ impl Report {
             })).collect::<Vec<_>>(),
         });
         match v {
-            Value::Object(m) => m,
+            Value::Object(mut m) => {
+                if let Some(i) = &self.idle {
+                    m.insert("idle_s".into(), json!(round(i.secs, 3)));
+                    m.insert("idle_client_cpu_pct".into(), json!(round(i.client_pct, 3)));
+                    m.insert(
+                        "idle_server_cpu_pct".into(),
+                        json!(i.server_pct.map(|p| round(p, 3))),
+                    );
+                }
+                m
+            }
             _ => unreachable!("json! of an object literal"),
         }
     }
@@ -247,6 +269,17 @@ impl Report {
                 .map(|(k, n)| format!("{} {n}", k.as_str()))
                 .collect();
             s += &format!("  errors             {}\n", list.join(", "));
+        }
+        if let Some(i) = &self.idle {
+            s += &format!(
+                "  idle CPU           {:.3}% of a core (this process){} over {:.1} s connected \
+                 and idle\n",
+                i.client_pct,
+                i.server_pct
+                    .map(|p| format!(", server {p:.3}%"))
+                    .unwrap_or_default(),
+                i.secs
+            );
         }
         if let Some(sum) = &self.server_summary {
             s += &format!("  server said        {sum}\n");

@@ -631,6 +631,54 @@ fn bench_inproc_json() {
 }
 
 #[test]
+fn bench_idle_reports_idle_cpu_of_client_and_child_server() {
+    let out = run(
+        &[
+            "bench",
+            "--spawn-server",
+            "child",
+            "--compress",
+            "none",
+            "--count",
+            "200",
+            "--concurrency",
+            "4",
+            "--idle",
+            "300ms",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    check_bench_json(&v, 200);
+    let idle = v["idle_s"].as_f64().expect("idle_s");
+    assert!((0.3..30.0).contains(&idle), "{v}");
+    // Percent of one core: at least 0, at most every core of the machine.
+    let max = 100.0 * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for k in ["idle_client_cpu_pct", "idle_server_cpu_pct"] {
+        let p = v[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {v}"));
+        assert!((0.0..=max).contains(&p), "{k} in {v}");
+    }
+    // Without --idle there is no idle phase in the report.
+    let out = run(
+        &[
+            "bench",
+            "--spawn-server",
+            "inproc",
+            "--count",
+            "10",
+            "--json",
+        ],
+        None,
+    );
+    let v = json(&out);
+    assert!(v.get("idle_s").is_none(), "{v}");
+    assert!(v.get("idle_client_cpu_pct").is_none(), "{v}");
+}
+
+#[test]
 fn bench_raw_json() {
     let out = run(
         &[

@@ -20,7 +20,7 @@ use crate::guard::{guarded, AbortOnDrop, Task};
 use crate::protocol::frame::{parse_response, Parse};
 use crate::protocol::handshake;
 use crate::transport;
-use crate::wire::{FrameReader, FrameWriter};
+use crate::wire::{spin_then, FrameReader, FrameWriter, SPIN_MAX_IN_FLIGHT};
 
 use super::table::{mark_batch, Conn, Entry, IN_BURST};
 use super::Inner;
@@ -281,6 +281,7 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
 /// interleaved with the copies, each would wait for the previous copy's cache misses.)
 async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
     let limit = inner.cfg.max_frame_size;
+    let spin_for = inner.cfg.read_spin;
     let table = &inner.table;
     let mut wakers: Vec<Waker> = Vec::with_capacity(64);
     let mut sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)> = Vec::with_capacity(64);
@@ -368,7 +369,13 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
         }
         r.consume(off);
         let need = need - off;
-        match r.fill(need).await {
+        // With `read_spin` and a few calls in flight: their responses come within a round
+        // trip, so spin for it rather than let the worker park (see `spin_then`).
+        let spin = (!spin_for.is_zero())
+            .then(|| table.pending())
+            .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
+            .map(|_| Instant::now() + spin_for);
+        match spin_then(r.fill(need), spin).await {
             Ok(true) => {}
             Ok(false) => {
                 break Error::fixed(ErrorKind::Connection, "the server closed the connection")

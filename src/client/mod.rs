@@ -32,7 +32,8 @@ use crate::error::{Error, ErrorKind};
 use crate::stats::{ErrorCounters, ErrorCounts, IoCounters, IoStats};
 use crate::transport::Addr;
 use table::{
-    word_id, word_state, Cell, Conn, Sink, SinkErr, Submit, Table, DONE, IN_BURST, QUEUED, SENT,
+    word_id, word_state, Cell, Conn, Padded, Sink, SinkErr, Submit, Table, DONE, IN_BURST, QUEUED,
+    SENT,
 };
 
 /// Receives the outcome of calls made with [`Client::submit`]: exactly once per accepted
@@ -129,10 +130,12 @@ pub(crate) struct Inner {
     /// the runtime runs the just-woken writer first and each write carries one frame.) Whoever
     /// brings it back to 0 wakes the writer. Signed: a caller may collect before the reader
     /// has counted its burst.
-    pub burst: AtomicIsize,
+    /// On its own cache lines: every collected call of a burst writes it.
+    pub burst: Padded<AtomicIsize>,
     /// No new calls: `close` was called (waiting calls may still finish when draining).
-    /// Written under the `sub` lock.
-    pub closed: AtomicBool,
+    /// Written under the `sub` lock. Read by every call and every freed cell: on its own
+    /// cache lines (with `shutdown`), away from what calls write.
+    pub closed: Padded<AtomicBool>,
     /// Tear down now: waiting calls were failed and the connection ends.
     pub shutdown: AtomicBool,
     pub counters: Counters,
@@ -470,8 +473,8 @@ impl Client {
         let inner = Arc::new(Inner {
             table: Table::new(config.max_pending_requests),
             sub: Mutex::new(Submit::new(config.write_buffer_size)),
-            burst: AtomicIsize::new(0),
-            closed: AtomicBool::new(false),
+            burst: Padded(AtomicIsize::new(0)),
+            closed: Padded(AtomicBool::new(false)),
             shutdown: AtomicBool::new(false),
             addr,
             tls,

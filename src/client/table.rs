@@ -224,8 +224,18 @@ impl Cell {
     }
 }
 
+/// A value on its own cache lines (128 bytes: a line and its adjacent-line prefetch), so that
+/// writes to its neighbours do not evict it from other cores' caches, nor its writes theirs.
 #[repr(align(128))]
-struct Padded<T>(T);
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// Segments of the table: the first of `n0` cells, then each as large as all before.
 const MAX_SEGS: usize = 28;

@@ -22,7 +22,7 @@ use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
 use crate::protocol::handshake;
 use crate::transport::RawStream;
-use crate::wire::{Fill, FrameReader, FrameWriter, IDLE_RELEASE};
+use crate::wire::{spin_then, Fill, FrameReader, FrameWriter, IDLE_RELEASE, SPIN_MAX_IN_FLIGHT};
 
 use super::call::{Call, Slot};
 use super::ServerInner;
@@ -283,6 +283,13 @@ async fn read_loop(
         // starts by then and no handler runs.
         let mut idle_until = (!cfg.idle_timeout.is_zero() && r.data().is_empty())
             .then(|| tokio::time::Instant::now() + cfg.idle_timeout);
+        // With `read_spin`, when a few requests just came: the client's next ones may follow
+        // within a round trip, so the reader spins for them a little before its worker may
+        // park (see `spin_then`); a quiet connection does not spin, nor one bringing large
+        // batches.
+        let mut spin =
+            (!cfg.read_spin.is_zero() && frames > 0 && frames <= SPIN_MAX_IN_FLIGHT as u64)
+                .then(|| std::time::Instant::now() + cfg.read_spin);
         loop {
             let idle = async move {
                 match idle_until {
@@ -293,7 +300,7 @@ async fn read_loop(
             let fill = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
-                f = r.fill_or_idle(need) => f?,
+                f = spin_then(r.fill_or_idle(need), spin.take()) => f?,
                 _ = idle => {
                     let (busy, last) = {
                         let out = conn.lock();
