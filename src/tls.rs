@@ -1,6 +1,6 @@
 //! TLS configuration: the client and server options ([`TlsClientConfig`], [`TlsServerConfig`]),
 //! PEM loading with precise error messages, and the crate-internal builders that turn them
-//! into rustls client and server configurations (always on the `ring` provider, with rustls'
+//! into rustls client and server configurations (always on the `aws-lc-rs` provider, with rustls'
 //! safe default protocol versions).
 //!
 //! TLS runs over the TCP or Unix socket after the plaintext fastrpc handshake, exactly like
@@ -340,10 +340,14 @@ pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerC
     Ok(Arc::new(config))
 }
 
-/// The crate's one crypto provider: rustls' `ring` provider, built once.
+/// The crate's one crypto provider: rustls' `aws-lc-rs` provider, built once. Chosen over
+/// `ring` for speed (measured, docs/BENCHMARKS.md): its AES-GCM uses VAES with AVX-512 where
+/// the CPU has them, and AES-GCM was the largest share of the TLS cost. Without rustls's
+/// `prefer-post-quantum` feature its key exchange groups are X25519, P-256, P-384, then
+/// X25519MLKEM768.
 fn provider() -> &'static Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
 fn tls(msg: impl Into<String>) -> Error {
