@@ -1,6 +1,6 @@
 //! TLS configuration: the client and server options ([`TlsClientConfig`], [`TlsServerConfig`]),
 //! PEM loading with precise error messages, and the crate-internal builders that turn them
-//! into rustls client and server configurations (always on the `ring` provider, with rustls'
+//! into rustls client and server configurations (always on the `aws-lc-rs` provider, with rustls'
 //! safe default protocol versions).
 //!
 //! TLS runs over the TCP or Unix socket after the plaintext fastrpc handshake, exactly like
@@ -340,10 +340,40 @@ pub(crate) fn server_config(cfg: &TlsServerConfig) -> Result<Arc<rustls::ServerC
     Ok(Arc::new(config))
 }
 
-/// The crate's one crypto provider: rustls' `ring` provider, built once.
+/// The crate's one crypto provider: rustls' `aws-lc-rs` provider, built once. Chosen over
+/// `ring` for speed (measured, docs/BENCHMARKS.md): its AES-GCM uses VAES with AVX-512 where
+/// the CPU has them, and AES-GCM was the largest share of the TLS cost. Without rustls's
+/// `prefer-post-quantum` feature its key exchange groups are X25519, P-256, P-384, then
+/// X25519MLKEM768.
+///
+/// Its cipher suites are rustls's, in rustls's order except that AES-128-GCM comes first (TLS
+/// 1.3, then TLS 1.2): our client offers it first and our server takes the client's order.
+/// AES-128-GCM is TLS 1.3's mandatory suite and what Go's crypto/tls and browsers offer first;
+/// the key exchange (X25519, P-256) gives 128-bit security either way, and AES-128's 10 rounds
+/// against AES-256's 14 cut the AES-GCM time of a TLS run by about 30% (docs/BENCHMARKS.md).
+/// Every suite stays available to a peer that prefers another.
 fn provider() -> &'static Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+    PROVIDER.get_or_init(|| {
+        let mut p = rustls::crypto::aws_lc_rs::default_provider();
+        // A stable sort: TLS 1.3 suites before TLS 1.2 ones as in rustls, AES-128-GCM first
+        // within each, the others in rustls's order.
+        p.cipher_suites.sort_by_key(|s| {
+            let tls12 = matches!(s, rustls::SupportedCipherSuite::Tls12(_));
+            (tls12, !is_aes_128_gcm(s.suite()))
+        });
+        Arc::new(p)
+    })
+}
+
+fn is_aes_128_gcm(s: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as C;
+    matches!(
+        s,
+        C::TLS13_AES_128_GCM_SHA256
+            | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
 }
 
 fn tls(msg: impl Into<String>) -> Error {
@@ -839,6 +869,70 @@ mod tests {
         tokio::time::timeout(LIMIT, f)
             .await
             .expect("test timed out")
+    }
+
+    /// The provider keeps all nine suites of rustls's aws-lc-rs provider, AES-128-GCM first
+    /// within each version, and our client and server settle on TLS 1.3 AES-128-GCM.
+    #[test]
+    fn aes_128_gcm_first_and_every_suite_kept() {
+        use rustls::CipherSuite as C;
+        let suites: Vec<C> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            suites,
+            [
+                C::TLS13_AES_128_GCM_SHA256,
+                C::TLS13_AES_256_GCM_SHA384,
+                C::TLS13_CHACHA20_POLY1305_SHA256,
+                C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
+        );
+        let p = pki();
+        let ccfg = client_cfg(&p.ca);
+        let mut c = rustls::ClientConnection::new(
+            client_config(&ccfg).unwrap(),
+            server_name(&ccfg, "localhost").unwrap(),
+        )
+        .unwrap();
+        let mut s = rustls::ServerConnection::new(
+            server_config(&server_cfg(&p.server_cert, &p.server_key)).unwrap(),
+        )
+        .unwrap();
+        // The handshake in memory: each side's records straight into the other.
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                s.read_tls(&mut &buf[..]).unwrap();
+                s.process_new_packets().unwrap();
+            }
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                c.read_tls(&mut &buf[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        assert_eq!(
+            c.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(C::TLS13_AES_128_GCM_SHA256)
+        );
+        assert_eq!(
+            s.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(C::TLS13_AES_128_GCM_SHA256)
+        );
     }
 
     #[tokio::test]

@@ -504,11 +504,11 @@ impl std::fmt::Display for HandshakeError {
 #[cfg(test)]
 mod tests {
     //! Our plumbing against stock rustls (blocking, over std sockets) on each suite of the
-    //! ring provider, TLS 1.2 and 1.3: multi-record transfers both ways, KeyUpdate both ways
+    //! aws-lc-rs provider, TLS 1.2 and 1.3: multi-record transfers both ways, KeyUpdate both ways
     //! (the answer rustls queues on our read side goes out with our next write),
     //! close_notify both ways, and rustls's own limit on KeyUpdates in a row.
     use super::*;
-    use rustls::crypto::ring::{cipher_suite as cs, default_provider};
+    use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::io::{Read, Write};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -337,7 +337,7 @@ fn forged_finished_flight(port: u16, ca_pem: String, split: bool) -> usize {
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
@@ -529,7 +529,7 @@ fn malicious_tls12_server_fails_one_connection_and_the_client_reconnects() {
             .unwrap();
         let key = PrivateKeyDer::from_pem_slice(p.server_key_pem.as_bytes()).unwrap();
         let tls12 = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()

@@ -330,7 +330,7 @@ async fn mutual_tls_refuses_plaintext_clients_whatever_require_tls_says() {
         assert_eq!(server.stats().requests, 0);
 
         // A custom rustls configuration: plaintext refused too.
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let rc = {
             use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
             let certs = CertificateDer::pem_slice_iter(p.server_cert_pem.as_bytes())
