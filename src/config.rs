@@ -79,9 +79,10 @@ pub struct ClientConfig {
     /// Low-latency option: while at most 64 calls wait, the reader keeps its task runnable
     /// for up to this long waiting for responses instead of letting its runtime worker park
     /// (a parked CPU may halt, and waking a halted CPU of a VM takes tens of µs). It spends
-    /// CPU while calls are in flight, none when idle. Zero (the default) is off. On a
-    /// 2-CPU VM, 50 µs on both sides took ping-pong p50 from ~56 µs to ~10 µs, at a full
-    /// core per side while calls ran (docs/BENCHMARKS.md).
+    /// CPU while calls are in flight, none when idle. Zero (the default) is off. On an
+    /// otherwise idle 2-CPU VM, 50 µs on both sides took ping-pong p50 from ~56 µs to ~10 µs,
+    /// at a full core per side while calls ran; on cores busy with other work it made
+    /// latency worse (docs/BENCHMARKS.md): measure before use.
     pub read_spin: Duration,
 }
 

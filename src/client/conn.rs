@@ -20,7 +20,7 @@ use crate::guard::{guarded, AbortOnDrop, Task};
 use crate::protocol::frame::{parse_response, Parse};
 use crate::protocol::handshake;
 use crate::transport;
-use crate::wire::{spin_then, FrameReader, FrameWriter, SPIN_MAX_IN_FLIGHT};
+use crate::wire::{spin_then, FrameReader, FrameWriter, SpinGate, SPIN_MAX_IN_FLIGHT};
 
 use super::table::{mark_batch, Conn, Entry, IN_BURST};
 use super::Inner;
@@ -282,6 +282,7 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
 async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
     let limit = inner.cfg.max_frame_size;
     let spin_for = inner.cfg.read_spin;
+    let mut gate = SpinGate::new();
     let table = &inner.table;
     let mut wakers: Vec<Waker> = Vec::with_capacity(64);
     let mut sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)> = Vec::with_capacity(64);
@@ -375,7 +376,7 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
             .then(|| table.pending())
             .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
             .map(|_| Instant::now() + spin_for);
-        match spin_then(r.fill(need), spin).await {
+        match spin_then(r.fill(need), spin, &mut gate).await {
             Ok(true) => {}
             Ok(false) => {
                 break Error::fixed(ErrorKind::Connection, "the server closed the connection")

@@ -22,7 +22,9 @@ use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
 use crate::protocol::handshake;
 use crate::transport::RawStream;
-use crate::wire::{spin_then, Fill, FrameReader, FrameWriter, IDLE_RELEASE, SPIN_MAX_IN_FLIGHT};
+use crate::wire::{
+    spin_then, Fill, FrameReader, FrameWriter, SpinGate, IDLE_RELEASE, SPIN_MAX_IN_FLIGHT,
+};
 
 use super::call::{Call, Slot};
 use super::ServerInner;
@@ -228,6 +230,7 @@ async fn read_loop(
     let cfg = &server.cfg;
     let limit = cfg.max_frame_size;
     let mut local_pool: Vec<Slot> = Vec::new();
+    let mut gate = SpinGate::new();
     loop {
         let data = r.data();
         let mut off = 0;
@@ -300,7 +303,7 @@ async fn read_loop(
             let fill = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(ReadEnd::Stopped),
-                f = spin_then(r.fill_or_idle(need), spin.take()) => f?,
+                f = spin_then(r.fill_or_idle(need), spin.take(), &mut gate) => f?,
                 _ = idle => {
                     let (busy, last) = {
                         let out = conn.lock();
