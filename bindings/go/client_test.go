@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,6 +319,56 @@ func TestOptionsEndToEnd(t *testing.T) {
 		}
 		t.Logf("mismatched handshake: %v", err)
 	}
+}
+
+// TestReadSpin: WithReadSpin and WithServerReadSpin take 0 to 10ms and refuse more (the
+// error names the option and the bound); with 50µs on both sides, calls one at a time and 16
+// at once get their own responses.
+func TestReadSpin(t *testing.T) {
+	for _, d := range []time.Duration{11 * time.Millisecond, time.Hour, -time.Microsecond} {
+		_, err := NewClient("127.0.0.1:1", WithReadSpin(d))
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "WithReadSpin") {
+			t.Errorf("WithReadSpin(%v): got %v", d, err)
+		}
+		_, err = NewServer(echo, WithServerReadSpin(d))
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "WithServerReadSpin") {
+			t.Errorf("WithServerReadSpin(%v): got %v", d, err)
+		}
+	}
+	if _, err := NewClient("127.0.0.1:1", WithReadSpin(11*time.Millisecond)); err == nil ||
+		!strings.Contains(err.Error(), "at most 10000") {
+		t.Errorf("the refusal does not say the bound: %v", err)
+	}
+	for _, d := range []time.Duration{0, time.Nanosecond, 10 * time.Millisecond} {
+		c, err := NewClient("127.0.0.1:1", WithReadSpin(d))
+		if err != nil {
+			t.Errorf("WithReadSpin(%v): %v", d, err)
+		} else {
+			c.Close()
+		}
+	}
+	s := startServer(t, echo, WithServerReadSpin(50*time.Microsecond))
+	c := newClient(t, s.Addr(), WithReadSpin(50*time.Microsecond))
+	for i := 0; i < 200; i++ {
+		v := strconv.Itoa(i)
+		mustEqual(t, call(t, c, "spin:", v), []byte("spin:"+v))
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				v := fmt.Sprintf("%d.%d", g, i)
+				resp, err := c.Call(context.Background(), []byte("s:"), []byte(v))
+				if err != nil || string(resp) != "s:"+v {
+					t.Errorf("got %q, %v", resp, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
 }
 
 func TestInvalidOptions(t *testing.T) {
