@@ -165,6 +165,15 @@ func measure(impl Impl, g int, d time.Duration) sample {
 		cpuPerCall: float64(cpu) / 1e3 / float64(len(all))}
 }
 
+// medianRatio is the median over rounds of a[r]/b[r].
+func medianRatio(a, b []float64) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return median(r)
+}
+
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
@@ -172,8 +181,9 @@ func median(v []float64) float64 {
 }
 
 // Run measures every cell's impls in interleaved rounds and prints a Markdown table: per
-// cell and impl, the median over rounds of calls/s and of p50 latency, and the ratios to the
-// baseline (calls/s: ours/reference; p50: ours/reference). Progress goes to log.
+// cell and impl, the median over rounds of calls/s, of p50 latency and of CPU per call, and
+// the ratios to the baseline (calls/s: ours/reference; p50: ours/reference; the median of
+// the rounds' ratios). Progress goes to log.
 func Run(out, log io.Writer, cfg Config) error {
 	type key struct{ cell, impl int }
 	cps := map[key][]float64{}
@@ -205,9 +215,12 @@ func Run(out, log io.Writer, cfg Config) error {
 			cs, p := median(cps[k]), median(p50[k])
 			ratio, pratio := "", ""
 			if c.Baseline && ii != last {
+				// The median of the rounds' ratios: each round measured both clients one
+				// right after the other, so a burst of load elsewhere on the machine moves
+				// one round's pair, not the median.
 				b := key{ci, last}
-				ratio = fmt.Sprintf("%.2fx", cs/median(cps[b]))
-				pratio = fmt.Sprintf("%.2fx", p/median(p50[b]))
+				ratio = fmt.Sprintf("%.2fx", medianRatio(cps[k], cps[b]))
+				pratio = fmt.Sprintf("%.2fx", medianRatio(p50[k], p50[b]))
 			}
 			fmt.Fprintf(out, "| %s | %d | %s | %.0f | %.1f µs | %s | %s | %.1f µs |\n",
 				c.Label, c.G, impl.Name, cs, p/1e3, ratio, pratio, median(cpu[k]))
