@@ -27,6 +27,9 @@ const (
 	pollBatch     = 256 // completions or requests taken per cgo call
 	pollTimeoutMs = 100 // how long one blocking poll may block in C (modeBlocking only)
 	spinPolls     = 50  // polls without blocking (with a yield between) before waiting
+
+	// defaultCallerDrain bounds how long a lone caller drains the queue itself (modeDrain).
+	defaultCallerDrain = 100 * time.Microsecond
 )
 
 // Client calls one server over one connection (connected lazily on the first call,
@@ -56,6 +59,15 @@ type client struct {
 	pollScratch unsafe.Pointer // C memory: pollBatch fastrpc_completion + pollBatch gofrpc_done
 	mode        pollerMode
 	qw          *queueWaiter // the queue's eventfd in the netpoller; nil in modeBlocking
+
+	// pollMu is held by whoever takes completions from the queue (the poller, or a lone
+	// caller in modeDrain): they share pollScratch.
+	pollMu sync.Mutex
+	// inCall counts the Calls between submit and return (modeDrain: a caller drains the
+	// queue itself only while it is alone).
+	inCall     atomic.Int64
+	drainFor   time.Duration // modeDrain: how long a lone caller drains before parking
+	callerPoll bool          // modeDrain with a descriptor (the poller is in the netpoller)
 }
 
 // result is one finished call as the poller hands it to its caller.
@@ -130,6 +142,8 @@ func (c *client) start() error {
 		}
 		// Without a descriptor (out of descriptors), the poller blocks in C instead.
 	}
+	c.callerPoll = c.mode == modeDrain && c.qw != nil
+	c.drainFor = callerDrainFor()
 	c.waiters.init()
 	go c.poll()
 	return nil
@@ -165,6 +179,10 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		return nil, ctxError(err)
 	}
 
+	if c.callerPoll {
+		c.inCall.Add(1)
+		defer c.inCall.Add(-1)
+	}
 	w := waiterPool.Get().(*waiter)
 	waiters := &c.waiters
 	var tag uint64
@@ -206,6 +224,15 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	}
 
 	done := ctx.Done()
+	if c.callerPoll && c.inCall.Load() == 1 {
+		if res, ok := c.drainUntil(w, done); ok {
+			waiterPool.Put(w)
+			if res.err != nil && timeoutMs != 0 && isTimeout(res.err) {
+				return nil, deadlineError(res.err.Error())
+			}
+			return res.data, res.err
+		}
+	}
 	if done == nil {
 		res := <-w.ch
 		waiterPool.Put(w)
@@ -233,6 +260,49 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		waiterPool.Put(w)
 		return nil, ctxError(ctx.Err())
 	}
+}
+
+// drainUntil is how a lone caller (modeDrain) waits first: it takes completions from the
+// queue itself (non-blocking polls, a yield between) until its own comes, for up to
+// c.drainFor, so that a response reaches it without the poller goroutine being woken
+// through the netpoller and handing it over (two goroutine wakeups, and often an OS
+// thread's). It stops as soon as another call starts (then the poller serves everyone) or
+// done is closed, and reports whether it got its outcome. Completions of other calls it
+// takes go to their waiters as the poller would hand them. The poller stays in the
+// netpoller meanwhile: a completion that arrives after this gives up wakes it as usual.
+func (c *client) drainUntil(w *waiter, done <-chan struct{}) (result, bool) {
+	var start time.Time
+	for i := 0; ; i++ {
+		if c.pollMu.TryLock() {
+			_, open := c.pollOnce(0)
+			c.pollMu.Unlock()
+			if !open {
+				break
+			}
+		}
+		select {
+		case res := <-w.ch:
+			return res, true
+		default:
+		}
+		if c.inCall.Load() != 1 {
+			break
+		}
+		if done != nil {
+			select {
+			case <-done:
+				return result{}, false
+			default:
+			}
+		}
+		if i == 0 {
+			start = time.Now()
+		} else if i%8 == 0 && time.Since(start) > c.drainFor {
+			break
+		}
+		runtime.Gosched()
+	}
+	return result{}, false
 }
 
 // cancel cancels call id in the library (nothing when it already completed, or the client
@@ -409,7 +479,9 @@ func (c *client) poll() {
 		sp := spinner{max: c.mode.idleSpins()}
 		err := c.qw.run(func() bool {
 			for {
+				c.pollMu.Lock()
 				n, open := c.pollOnce(0)
+				c.pollMu.Unlock()
 				if !open {
 					return true
 				}
@@ -436,7 +508,7 @@ func (c *client) poll() {
 
 // pollOnce takes up to pollBatch finished calls (waiting up to timeoutMs for the first) and
 // hands each to its caller. It returns how many, and false once the queue is shut down and
-// empty.
+// empty. Its caller holds pollMu, or is the poller in a mode without caller draining.
 func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	tmp := (*C.fastrpc_completion)(c.pollScratch)
 	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
