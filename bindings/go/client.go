@@ -27,9 +27,6 @@ const (
 	pollBatch     = 256 // completions or requests taken per cgo call
 	pollTimeoutMs = 100 // how long one blocking poll may block in C (modeBlocking only)
 	spinPolls     = 50  // polls without blocking (with a yield between) before waiting
-
-	// defaultCallerDrain bounds how long a lone caller drains the queue itself (modeDrain).
-	defaultCallerDrain = 100 * time.Microsecond
 )
 
 // Client calls one server over one connection (connected lazily on the first call,
@@ -60,14 +57,16 @@ type client struct {
 	mode        pollerMode
 	qw          *queueWaiter // the queue's eventfd in the netpoller; nil in modeBlocking
 
-	// pollMu is held by whoever takes completions from the queue (the poller, or a lone
-	// caller in modeDrain): they share pollScratch.
-	pollMu sync.Mutex
-	// inCall counts the Calls between submit and return (modeDrain: a caller drains the
-	// queue itself only while it is alone).
-	inCall     atomic.Int64
-	drainFor   time.Duration // modeDrain: how long a lone caller drains before parking
-	callerPoll bool          // modeDrain with a descriptor (the poller is in the netpoller)
+	// modeLeader (leader.go): whoever holds role waits on the queue's descriptor and takes
+	// its completions (sharing pollScratch): the poller goroutine, or a call that is the only
+	// one in flight.
+	role      sync.Mutex
+	leading   bool          // modeLeader with a descriptor
+	pending   atomic.Int64  // calls submitted whose completion is not yet taken from the queue
+	kick      chan struct{} // (1) wakes the poller: a call was submitted that no leader serves
+	closing   chan struct{} // closed by close(): the poller serves until the queue is closed
+	queueGone bool          // under role: close freed the queue
+	led       atomic.Uint64 // calls that got their outcome as leader (for tests)
 }
 
 // result is one finished call as the poller hands it to its caller.
@@ -142,8 +141,11 @@ func (c *client) start() error {
 		}
 		// Without a descriptor (out of descriptors), the poller blocks in C instead.
 	}
-	c.callerPoll = c.mode == modeDrain && c.qw != nil
-	c.drainFor = callerDrainFor()
+	if c.mode == modeLeader && c.qw != nil {
+		c.leading = true
+		c.kick = make(chan struct{}, 1)
+		c.closing = make(chan struct{})
+	}
 	c.waiters.init()
 	go c.poll()
 	return nil
@@ -179,10 +181,6 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		return nil, ctxError(err)
 	}
 
-	if c.callerPoll {
-		c.inCall.Add(1)
-		defer c.inCall.Add(-1)
-	}
 	w := waiterPool.Get().(*waiter)
 	waiters := &c.waiters
 	var tag uint64
@@ -201,6 +199,10 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		waiterPool.Put(w)
 		return nil, errClosed("client")
 	}
+	lone := false
+	if c.leading {
+		lone = c.pending.Add(1) == 1
+	}
 	var r C.gofrpc_call_ret
 	if waiters == &cbWaiters {
 		r = C.gofrpc_call_async_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
@@ -218,14 +220,17 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	runtime.KeepAlive(cl)
 	if r.status != C.FASTRPC_STATUS_OK {
 		// No completion will come for this tag.
+		if c.leading {
+			c.pending.Add(-1)
+		}
 		waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
 
 	done := ctx.Done()
-	if c.callerPoll && c.inCall.Load() == 1 {
-		if res, ok := c.drainUntil(w, done); ok {
+	if c.leading {
+		if res, ok := c.leadOrKick(ctx, w, lone); ok {
 			waiterPool.Put(w)
 			if res.err != nil && timeoutMs != 0 && isTimeout(res.err) {
 				return nil, deadlineError(res.err.Error())
@@ -260,49 +265,6 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		waiterPool.Put(w)
 		return nil, ctxError(ctx.Err())
 	}
-}
-
-// drainUntil is how a lone caller (modeDrain) waits first: it takes completions from the
-// queue itself (non-blocking polls, a yield between) until its own comes, for up to
-// c.drainFor, so that a response reaches it without the poller goroutine being woken
-// through the netpoller and handing it over (two goroutine wakeups, and often an OS
-// thread's). It stops as soon as another call starts (then the poller serves everyone) or
-// done is closed, and reports whether it got its outcome. Completions of other calls it
-// takes go to their waiters as the poller would hand them. The poller stays in the
-// netpoller meanwhile: a completion that arrives after this gives up wakes it as usual.
-func (c *client) drainUntil(w *waiter, done <-chan struct{}) (result, bool) {
-	var start time.Time
-	for i := 0; ; i++ {
-		if c.pollMu.TryLock() {
-			_, open := c.pollOnce(0)
-			c.pollMu.Unlock()
-			if !open {
-				break
-			}
-		}
-		select {
-		case res := <-w.ch:
-			return res, true
-		default:
-		}
-		if c.inCall.Load() != 1 {
-			break
-		}
-		if done != nil {
-			select {
-			case <-done:
-				return result{}, false
-			default:
-			}
-		}
-		if i == 0 {
-			start = time.Now()
-		} else if i%8 == 0 && time.Since(start) > c.drainFor {
-			break
-		}
-		runtime.Gosched()
-	}
-	return result{}, false
 }
 
 // cancel cancels call id in the library (nothing when it already completed, or the client
@@ -457,13 +419,19 @@ func (c *client) close() error {
 			c.ptr = nil
 		}
 		C.fastrpc_completion_queue_shutdown(c.queue)
+		if c.leading {
+			close(c.closing)
+		}
 		<-c.pollerDone
+		c.role.Lock() // a leader still in the queue leaves first (it sees the queue closed)
+		c.queueGone = true
 		c.qw.close()
 		c.qw = nil
 		C.fastrpc_completion_queue_free(c.queue)
 		c.queue = nil
 		C.free(c.pollScratch)
 		c.pollScratch = nil
+		c.role.Unlock()
 		// Safety net: nothing should be left, but no caller may wait forever.
 		c.waiters.drain(func(w *waiter) { w.ch <- result{err: errClosed("client")} })
 	})
@@ -475,13 +443,15 @@ func (c *client) close() error {
 // netpoller when it can, else in blocking polls.
 func (c *client) poll() {
 	defer close(c.pollerDone)
+	if c.leading {
+		c.pollLeader()
+		return
+	}
 	if c.qw != nil {
 		sp := spinner{max: c.mode.idleSpins()}
 		err := c.qw.run(func() bool {
 			for {
-				c.pollMu.Lock()
 				n, open := c.pollOnce(0)
-				c.pollMu.Unlock()
 				if !open {
 					return true
 				}
@@ -508,7 +478,7 @@ func (c *client) poll() {
 
 // pollOnce takes up to pollBatch finished calls (waiting up to timeoutMs for the first) and
 // hands each to its caller. It returns how many, and false once the queue is shut down and
-// empty. Its caller holds pollMu, or is the poller in a mode without caller draining.
+// empty. In modeLeader its caller holds role.
 func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	tmp := (*C.fastrpc_completion)(c.pollScratch)
 	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
@@ -517,6 +487,9 @@ func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 		return 0, false // CLOSED: shut down and empty
 	}
 	k := int(n)
+	if c.leading {
+		c.pending.Add(-int64(k))
+	}
 	done := unsafe.Slice(doneArr, pollBatch)
 	for i := 0; i < k; i++ {
 		d := &done[i]

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -369,6 +370,62 @@ func TestReadSpin(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
+}
+
+// TestLeader: with the default poller mode a lone call waits on the completion queue itself
+// (leader.go) and gets its outcome there; lone calls whose cancel races their completion end
+// with their response or context.Canceled and leave the client working (a late wake-up of
+// the descriptor is cleared); a lone call leading when the client closes ends with
+// ErrClosed.
+func TestLeader(t *testing.T) {
+	if os.Getenv("FASTRPC_GO_POLLER") != "" {
+		t.Skip("FASTRPC_GO_POLLER chooses another mode")
+	}
+	s := startServer(t, echo)
+	c := newClient(t, s.Addr())
+	for i := 0; i < 100; i++ {
+		v := strconv.Itoa(i)
+		resp, err := c.Call(context.Background(), []byte("l:"), []byte(v))
+		if err != nil || string(resp) != "l:"+v {
+			t.Fatalf("call %d: %q, %v", i, resp, err)
+		}
+	}
+	if n := c.c.led.Load(); n != 100 {
+		t.Fatalf("%d of 100 lone calls led", n)
+	}
+	for i := 0; i < 2000; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		go cancel()
+		v := strconv.Itoa(i)
+		resp, err := c.Call(ctx, []byte("r:"), []byte(v))
+		if err != context.Canceled && (err != nil || string(resp) != "r:"+v) {
+			t.Fatalf("racing cancel %d: %q, %v", i, resp, err)
+		}
+		cancel()
+		mustEqual(t, call(t, c, "after:", v), []byte("after:"+v))
+	}
+
+	s2 := startServer(t, slowHandler(5*time.Second))
+	c2, err := NewClient(s2.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c2.Call(context.Background(), []byte("slow"), nil)
+		errc <- err
+	}()
+	within(t, 2*time.Second, "the lone call leading", func() {
+		for c2.PendingRequests() != 1 || c2.c.role.TryLock() && func() bool { c2.c.role.Unlock(); return true }() {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	within(t, 2*time.Second, "Close", func() { _ = c2.Close() })
+	within(t, 2*time.Second, "the call", func() {
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Errorf("want ErrClosed, got %v", err)
+		}
+	})
 }
 
 func TestInvalidOptions(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"runtime"
 	"syscall"
-	"time"
 )
 
 // The library's worker threads, unless SetWorkerThreads says otherwise: half the CPUs (at
@@ -37,44 +36,35 @@ func init() {
 }
 
 // pollerMode is how pollers wait. FASTRPC_GO_POLLER (read when a client or server starts)
-// chooses one, for the benchmark's comparisons only: "netpoll" (the default), "netpoll-spin"
-// (netpoll, polling a few more times before parking), "drain" (netpoll, and a call that is
-// the client's only one waiting drains the queue itself for a while before parking; see
-// Client.Call), "blocking" (the blocking poll with the pacer, as before the eventfd existed)
-// or "callback" (a client's calls complete through callbacks into Go on the library's
-// threads; servers use netpoll).
+// chooses one, for the benchmark's comparisons only: "leader" (the default: netpoll, and a
+// call that is the client's only one in flight waits on the queue's descriptor itself; see
+// leader.go), "netpoll" (the poller goroutine alone waits in the netpoller and hands every
+// outcome over), "netpoll-spin" (netpoll, polling a few more times before parking),
+// "blocking" (the blocking poll with the pacer, as before the eventfd existed) or
+// "callback" (a client's calls complete through callbacks into Go on the library's threads).
+// Servers use netpoll in every mode but blocking.
 type pollerMode int
 
 const (
-	modeNetpoll pollerMode = iota
+	modeLeader pollerMode = iota // netpoll, and a lone call waits on the queue's descriptor itself (leader.go)
+	modeNetpoll
 	modeNetpollSpin
-	modeDrain // netpoll, and a lone caller drains the completion queue itself before parking
 	modeBlocking
 	modeCallback // the client's calls complete through callbacks (callback.go); servers: netpoll
 )
 
 func pollerModeFromEnv() pollerMode {
 	switch os.Getenv("FASTRPC_GO_POLLER") {
+	case "netpoll":
+		return modeNetpoll
 	case "blocking":
 		return modeBlocking
 	case "netpoll-spin":
 		return modeNetpollSpin
-	case "drain":
-		return modeDrain
 	case "callback":
 		return modeCallback
 	}
-	return modeNetpoll
-}
-
-// callerDrainFor is how long a lone caller drains the completion queue itself (modeDrain)
-// before parking: FASTRPC_GO_CALLER_SPIN (e.g. "100us", for the benchmark), else
-// defaultCallerDrain.
-func callerDrainFor() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("FASTRPC_GO_CALLER_SPIN")); err == nil && d >= 0 {
-		return d
-	}
-	return defaultCallerDrain
+	return modeLeader
 }
 
 // idleSpins is how many empty non-blocking polls (with a runtime.Gosched between) a
