@@ -128,7 +128,7 @@ func TestBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, err := benchrun.ParseVariants(os.Getenv("FASTRPC_BENCH_MODES"), "netpoll")
+	clients, err := benchrun.ParseVariants(os.Getenv("FASTRPC_BENCH_MODES"), "leader")
 	if err != nil {
 		t.Fatal(err)
 	}
