@@ -1100,6 +1100,17 @@ fastrpc_status fastrpc_client_config_builder_set_max_batch_delay_us(struct fastr
                                                                     uint32_t us);
 
 /**
+ * Low-latency option (0, off, by default): while at most 64 calls wait, the connection's
+ * reader keeps its task runnable for up to `us` microseconds waiting for their responses
+ * instead of letting its worker thread park (waking a parked, halted CPU of a VM takes tens
+ * of µs). It spends CPU only while calls wait, none when idle. At most 10000 (10 ms).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `us` above 10000).
+ */
+fastrpc_status fastrpc_client_config_builder_set_read_spin_us(struct fastrpc_client_config_builder *builder,
+                                                              uint32_t us);
+
+/**
  * Deadline of calls made with timeout 0 (10000 by default); must be more than 0.
  *
  * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).
@@ -1632,6 +1643,17 @@ fastrpc_status fastrpc_server_config_builder_set_pipeline_requests(struct fastrp
  */
 fastrpc_status fastrpc_server_config_builder_set_max_batch_delay_us(struct fastrpc_server_config_builder *builder,
                                                                     uint32_t us);
+
+/**
+ * Low-latency option (0, off, by default): after a read that brought at most 64 requests,
+ * a connection's reader keeps its task runnable for up to `us` microseconds waiting for the
+ * next ones instead of letting its worker thread park. It spends CPU only while requests
+ * come, none when idle. At most 10000 (10 ms).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `us` above 10000).
+ */
+fastrpc_status fastrpc_server_config_builder_set_read_spin_us(struct fastrpc_server_config_builder *builder,
+                                                              uint32_t us);
 
 /**
  * Longest time to read one whole request frame; also the idle lifetime (0: none).

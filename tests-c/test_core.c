@@ -390,6 +390,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_client_config_builder_set_max_queued_bytes(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_prioritize_new_requests(NULL, true));
     CHECK_INVALID(fastrpc_client_config_builder_set_max_batch_delay_us(NULL, 1));
+    CHECK_INVALID(fastrpc_client_config_builder_set_read_spin_us(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_request_timeout_ms(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_read_timeout_ms(NULL, 1));
     CHECK_INVALID(fastrpc_client_config_builder_set_write_timeout_ms(NULL, 1));
@@ -416,6 +417,7 @@ static void test_null_arguments(void) {
     CHECK_INVALID(fastrpc_server_config_builder_set_error_reply(NULL, TH_B("x"), 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_pipeline_requests(NULL, true));
     CHECK_INVALID(fastrpc_server_config_builder_set_max_batch_delay_us(NULL, 1));
+    CHECK_INVALID(fastrpc_server_config_builder_set_read_spin_us(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_read_timeout_ms(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_write_timeout_ms(NULL, 1));
     CHECK_INVALID(fastrpc_server_config_builder_set_idle_timeout_ms(NULL, 1));
@@ -1811,6 +1813,78 @@ static void test_server_idle_timeout(void) {
     th_handler_destroy(&h);
 }
 
+/* read_spin: the setters take 0..=10000 µs and refuse more (the last error says the bound);
+ * with 50 µs on both sides, calls one after another and 16 at once get their responses. */
+static void test_read_spin(void) {
+    fastrpc_client_config_builder *cb0 = NULL;
+    fastrpc_server_config_builder *sb = NULL;
+    REQUIRE_STATUS(fastrpc_client_config_builder_new(&cb0), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
+    static const uint32_t ok[] = {0, 1, 50, 10000};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        CHECK_STATUS(fastrpc_client_config_builder_set_read_spin_us(cb0, ok[i]), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_server_config_builder_set_read_spin_us(sb, ok[i]), FASTRPC_STATUS_OK);
+    }
+    static const uint32_t bad[] = {10001, 1000000, 0xFFFFFFFFu};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INVALID(fastrpc_client_config_builder_set_read_spin_us(cb0, bad[i]));
+        CHECK(strstr(th_last_error(), "at most 10000") != NULL);
+        CHECK_INVALID(fastrpc_server_config_builder_set_read_spin_us(sb, bad[i]));
+        CHECK(strstr(th_last_error(), "at most 10000") != NULL);
+    }
+    fastrpc_client_config_builder_free(cb0);
+    /* A refused value left the last accepted one (10000); use 50 for the calls. */
+    CHECK_STATUS(fastrpc_server_config_builder_set_read_spin_us(sb, 50), FASTRPC_STATUS_OK);
+    th_handler h;
+    th_handler_init(&h);
+    char addr[64];
+    fastrpc_server *s = th_server_start(sb, &h, addr, sizeof addr);
+    fastrpc_server_config_builder_free(sb);
+    REQUIRE(s != NULL);
+    fastrpc_client_config_builder *cb = th_client_builder(addr);
+    REQUIRE(cb != NULL);
+    CHECK_STATUS(fastrpc_client_config_builder_set_read_spin_us(cb, 50), FASTRPC_STATUS_OK);
+    fastrpc_client *c = th_client_from(cb);
+    REQUIRE(c != NULL);
+    fastrpc_response *r = new_response();
+    for (int i = 0; i < 200; i++) {
+        char name[32], expect[48];
+        snprintf(name, sizeof name, "spin%d", i);
+        snprintf(expect, sizeof expect, "spin%d:v", i);
+        CHECK_STATUS(th_call(c, name, "v", th_ms(10000), r), FASTRPC_STATUS_OK);
+        CHECK(th_response_is(r, expect));
+    }
+    /* 16 at once through a completion queue. */
+    fastrpc_completion_queue *q = NULL;
+    REQUIRE_STATUS(fastrpc_completion_queue_new(&q), FASTRPC_STATUS_OK);
+    for (uint64_t t = 1; t <= 16; t++) {
+        CHECK_STATUS(fastrpc_client_call_queued(c, TH_B("q"), 1, TH_B("w"), 1, th_ms(10000), q, t),
+                     FASTRPC_STATUS_OK);
+    }
+    uint64_t seen = 0;
+    for (int got = 0; got < 16;) {
+        fastrpc_completion comp[16];
+        size_t n = 0;
+        fastrpc_status st = fastrpc_completion_queue_poll(q, comp, 16, th_ms(10000), &n);
+        REQUIRE_STATUS(st, FASTRPC_STATUS_OK);
+        REQUIRE(n > 0);
+        for (size_t k = 0; k < n; k++) {
+            CHECK_STATUS(comp[k].status, FASTRPC_STATUS_OK);
+            CHECK(th_response_is(comp[k].response, "q:w"));
+            CHECK(comp[k].tag >= 1 && comp[k].tag <= 16);
+            seen |= (uint64_t)1 << comp[k].tag;
+            fastrpc_response_free(comp[k].response);
+        }
+        got += (int)n;
+    }
+    CHECK(seen == 0x1FFFEu);
+    fastrpc_completion_queue_free(q);
+    fastrpc_response_free(r);
+    fastrpc_client_free(c);
+    fastrpc_server_free(s);
+    th_handler_destroy(&h);
+}
+
 /* =====================================================================================
  * Lifetimes: free waits for callbacks, a shut-down queue refuses calls, fork.
  * ===================================================================================== */
@@ -2920,6 +2994,7 @@ int main(int argc, char **argv) {
     th_run("completion_queue_freed_with_calls_in_flight",
            test_completion_queue_freed_with_calls_in_flight);
     th_run("server_idle_timeout", test_server_idle_timeout);
+    th_run("read_spin", test_read_spin);
     th_run("free_waits_for_callbacks", test_free_waits_for_callbacks);
     th_run("queue_shutdown_refuses_calls", test_queue_shutdown_refuses_calls);
     th_run("fork_child_fails_fast", test_fork_child_fails_fast);

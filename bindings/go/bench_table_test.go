@@ -2,9 +2,11 @@ package fastrpc
 
 // TestBenchTable is the binding's benchmark without the reference (scripts/bench-go.sh
 // with FASTRPC_REFERENCE_DIR unset and FASTRPC_BENCH=1; skipped otherwise): our client
-// against our server in another process (a child: this test binary again), for G = 1, 16,
-// 256, 1024 goroutines and compression none and snappy, plus client and server in one
-// process; absolute figures. With the reference, interop/bench_table_test.go runs the same
+// against servers in another process (FASTRPC_BENCH_SERVER, default "engine,ours": the
+// engine's `fastrpc serve` and the Go binding's server, a child running this test binary
+// again), for G = 1, 16, 256, 1024 goroutines and compression none and snappy, plus client
+// and server in one process; absolute figures. FASTRPC_BENCH_MODES and FASTRPC_BENCH_SERVER
+// take "name[+spin=DURATION]" as in interop/bench_table_test.go. With the reference, interop/bench_table_test.go runs the same
 // cells with the reference client beside ours.
 
 import (
@@ -28,14 +30,15 @@ func benchCompression(name string) Compression {
 
 func benchValue(_ context.Context, req *Request) ([]byte, error) { return req.Value(), nil }
 
-// benchImpl: one client shared by every goroutine; each goroutine calls "foo"/"foobar".
-func benchImpl(name string, c *Client) benchrun.Impl {
+// benchImpl: one client shared by every goroutine; each goroutine calls "foo"/"foobar" and
+// checks the response is want.
+func benchImpl(name string, c *Client, want string) benchrun.Impl {
 	return benchrun.Impl{Name: name, NewCaller: func() benchrun.Caller {
 		n, v := []byte("foo"), []byte("foobar")
 		ctx := context.Background()
 		return func() error {
 			resp, err := c.Call(ctx, n, v)
-			if err == nil && string(resp) != "foobar" {
+			if err == nil && string(resp) != want {
 				err = fmt.Errorf("wrong response %q", resp)
 			}
 			return err
@@ -43,44 +46,85 @@ func benchImpl(name string, c *Client) benchrun.Impl {
 	}}
 }
 
+func benchClientOpts(v benchrun.Variant, comp string) []ClientOption {
+	opts := []ClientOption{WithCompression(benchCompression(comp)), WithMaxPendingRequests(4096)}
+	if v.SetSpin {
+		opts = append(opts, WithReadSpin(v.Spin))
+	}
+	return opts
+}
+
 func TestBenchTable(t *testing.T) {
 	if what := os.Getenv(benchrun.ChildEnv); what != "" {
-		_, comp, _ := strings.Cut(what, ":")
-		s := startServer(t, benchValue, WithServerCompression(benchCompression(comp)))
+		f := strings.Split(what, ":")
+		opts := []ServerOption{WithServerCompression(benchCompression(f[1]))}
+		if len(f) > 2 {
+			us, _ := strconv.Atoi(f[2])
+			opts = append(opts, WithServerReadSpin(time.Duration(us)*time.Microsecond))
+		}
+		s := startServer(t, benchValue, opts...)
 		benchrun.Serve(s.Addr())
 		return
 	}
 	if os.Getenv("FASTRPC_BENCH") == "" {
 		t.Skip("the benchmark table: run scripts/bench-go.sh")
 	}
-	modes := strings.Split(os.Getenv("FASTRPC_BENCH_MODES"), ",")
-	if os.Getenv("FASTRPC_BENCH_MODES") == "" {
-		modes = []string{"netpoll"}
+	servers, err := benchrun.ParseVariants(os.Getenv("FASTRPC_BENCH_SERVER"), "engine,ours")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := benchrun.ParseVariants(os.Getenv("FASTRPC_BENCH_MODES"), "leader")
+	if err != nil {
+		t.Fatal(err)
 	}
 	defer os.Unsetenv("FASTRPC_GO_POLLER")
 	var cells []benchrun.Cell
 	for _, comp := range []string{"none", "snappy"} {
-		addr, stop, err := benchrun.StartChild("TestBenchTable", "ours:"+comp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stop()
-		var impls []benchrun.Impl
-		for _, m := range modes {
-			os.Setenv("FASTRPC_GO_POLLER", m) // read by NewClient
-			c := newClient(t, addr, WithCompression(benchCompression(comp)), WithMaxPendingRequests(4096))
-			impls = append(impls, benchImpl("ours ("+m+")", c))
-		}
-		for _, g := range []int{1, 16, 256, 1024} {
-			cells = append(cells, benchrun.Cell{Label: comp + ", our server in another process", G: g, Impls: impls})
+		for _, sv := range servers {
+			var addr string
+			var stop func()
+			want, label := "foobar", "Go binding"
+			switch sv.Name {
+			case "engine":
+				addr, _, stop, err = benchrun.StartEngine(sv, comp)
+				want, label = "foo:foobar", "engine"
+			case "ours":
+				what := "ours:" + comp
+				if sv.SetSpin {
+					what += ":" + strconv.FormatInt(sv.Spin.Microseconds(), 10)
+				}
+				addr, _, stop, err = benchrun.StartChild("TestBenchTable", what)
+			default:
+				t.Fatalf("unknown benchmark server %q (engine, ours; the reference needs FASTRPC_REFERENCE_DIR)", sv.Name)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			if sv.SetSpin {
+				label += fmt.Sprintf(", read_spin %v", sv.Spin)
+			}
+			var impls []benchrun.Impl
+			for _, cv := range clients {
+				os.Setenv("FASTRPC_GO_POLLER", cv.Name) // read by NewClient
+				c := newClient(t, addr, benchClientOpts(cv, comp)...)
+				impls = append(impls, benchImpl("ours ("+cv.String()+")", c, want))
+			}
+			for _, g := range []int{1, 16, 256, 1024} {
+				cells = append(cells, benchrun.Cell{Label: comp + ", " + label + " server in another process", G: g, Impls: impls})
+			}
 		}
 	}
 	var impls []benchrun.Impl
-	for _, m := range modes {
-		os.Setenv("FASTRPC_GO_POLLER", m)
-		s := startServer(t, benchValue, WithServerCompression(CompressNone))
-		c := newClient(t, s.Addr(), WithCompression(CompressNone), WithMaxPendingRequests(4096))
-		impls = append(impls, benchImpl("ours+our server ("+m+")", c))
+	for _, cv := range clients {
+		os.Setenv("FASTRPC_GO_POLLER", cv.Name)
+		sopts := []ServerOption{WithServerCompression(CompressNone)}
+		if cv.SetSpin {
+			sopts = append(sopts, WithServerReadSpin(cv.Spin))
+		}
+		s := startServer(t, benchValue, sopts...)
+		c := newClient(t, s.Addr(), benchClientOpts(cv, "none")...)
+		impls = append(impls, benchImpl("ours+our server ("+cv.String()+")", c, "foobar"))
 	}
 	cells = append(cells, benchrun.Cell{Label: "none, one process", G: 1, Impls: impls})
 	rounds, ms := 3, 400

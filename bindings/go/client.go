@@ -56,6 +56,17 @@ type client struct {
 	pollScratch unsafe.Pointer // C memory: pollBatch fastrpc_completion + pollBatch gofrpc_done
 	mode        pollerMode
 	qw          *queueWaiter // the queue's eventfd in the netpoller; nil in modeBlocking
+
+	// modeLeader (leader.go): whoever holds role waits on the queue's descriptor and takes
+	// its completions (sharing pollScratch): the poller goroutine, or a call that is the only
+	// one in flight.
+	role      sync.Mutex
+	leading   bool          // modeLeader with a descriptor
+	pending   atomic.Int64  // calls submitted whose completion is not yet taken from the queue
+	kick      chan struct{} // (1) wakes the poller: a call was submitted that no leader serves
+	closing   chan struct{} // closed by close(): the poller serves until the queue is closed
+	queueGone bool          // under role: close freed the queue
+	led       atomic.Uint64 // calls that got their outcome as leader (for tests)
 }
 
 // result is one finished call as the poller hands it to its caller.
@@ -130,6 +141,11 @@ func (c *client) start() error {
 		}
 		// Without a descriptor (out of descriptors), the poller blocks in C instead.
 	}
+	if c.mode == modeLeader && c.qw != nil {
+		c.leading = true
+		c.kick = make(chan struct{}, 1)
+		c.closing = make(chan struct{})
+	}
 	c.waiters.init()
 	go c.poll()
 	return nil
@@ -183,6 +199,10 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		waiterPool.Put(w)
 		return nil, errClosed("client")
 	}
+	lone := false
+	if c.leading {
+		lone = c.pending.Add(1) == 1
+	}
 	var r C.gofrpc_call_ret
 	if waiters == &cbWaiters {
 		r = C.gofrpc_call_async_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
@@ -200,12 +220,24 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	runtime.KeepAlive(cl)
 	if r.status != C.FASTRPC_STATUS_OK {
 		// No completion will come for this tag.
+		if c.leading {
+			c.pending.Add(-1)
+		}
 		waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
 
 	done := ctx.Done()
+	if c.leading {
+		if res, ok := c.leadOrKick(ctx, w, lone); ok {
+			waiterPool.Put(w)
+			if res.err != nil && timeoutMs != 0 && isTimeout(res.err) {
+				return nil, deadlineError(res.err.Error())
+			}
+			return res.data, res.err
+		}
+	}
 	if done == nil {
 		res := <-w.ch
 		waiterPool.Put(w)
@@ -387,13 +419,19 @@ func (c *client) close() error {
 			c.ptr = nil
 		}
 		C.fastrpc_completion_queue_shutdown(c.queue)
+		if c.leading {
+			close(c.closing)
+		}
 		<-c.pollerDone
+		c.role.Lock() // a leader still in the queue leaves first (it sees the queue closed)
+		c.queueGone = true
 		c.qw.close()
 		c.qw = nil
 		C.fastrpc_completion_queue_free(c.queue)
 		c.queue = nil
 		C.free(c.pollScratch)
 		c.pollScratch = nil
+		c.role.Unlock()
 		// Safety net: nothing should be left, but no caller may wait forever.
 		c.waiters.drain(func(w *waiter) { w.ch <- result{err: errClosed("client")} })
 	})
@@ -405,6 +443,10 @@ func (c *client) close() error {
 // netpoller when it can, else in blocking polls.
 func (c *client) poll() {
 	defer close(c.pollerDone)
+	if c.leading {
+		c.pollLeader()
+		return
+	}
 	if c.qw != nil {
 		sp := spinner{max: c.mode.idleSpins()}
 		err := c.qw.run(func() bool {
@@ -436,7 +478,7 @@ func (c *client) poll() {
 
 // pollOnce takes up to pollBatch finished calls (waiting up to timeoutMs for the first) and
 // hands each to its caller. It returns how many, and false once the queue is shut down and
-// empty.
+// empty. In modeLeader its caller holds role.
 func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	tmp := (*C.fastrpc_completion)(c.pollScratch)
 	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
@@ -445,6 +487,9 @@ func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 		return 0, false // CLOSED: shut down and empty
 	}
 	k := int(n)
+	if c.leading {
+		c.pending.Add(-int64(k))
+	}
 	done := unsafe.Slice(doneArr, pollBatch)
 	for i := 0; i < k; i++ {
 		d := &done[i]

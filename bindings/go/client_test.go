@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,6 +320,112 @@ func TestOptionsEndToEnd(t *testing.T) {
 		}
 		t.Logf("mismatched handshake: %v", err)
 	}
+}
+
+// TestReadSpin: WithReadSpin and WithServerReadSpin take 0 to 10ms and refuse more (the
+// error names the option and the bound); with 50µs on both sides, calls one at a time and 16
+// at once get their own responses.
+func TestReadSpin(t *testing.T) {
+	for _, d := range []time.Duration{11 * time.Millisecond, time.Hour, -time.Microsecond} {
+		_, err := NewClient("127.0.0.1:1", WithReadSpin(d))
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "WithReadSpin") {
+			t.Errorf("WithReadSpin(%v): got %v", d, err)
+		}
+		_, err = NewServer(echo, WithServerReadSpin(d))
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "WithServerReadSpin") {
+			t.Errorf("WithServerReadSpin(%v): got %v", d, err)
+		}
+	}
+	if _, err := NewClient("127.0.0.1:1", WithReadSpin(11*time.Millisecond)); err == nil ||
+		!strings.Contains(err.Error(), "at most 10000") {
+		t.Errorf("the refusal does not say the bound: %v", err)
+	}
+	for _, d := range []time.Duration{0, time.Nanosecond, 10 * time.Millisecond} {
+		c, err := NewClient("127.0.0.1:1", WithReadSpin(d))
+		if err != nil {
+			t.Errorf("WithReadSpin(%v): %v", d, err)
+		} else {
+			c.Close()
+		}
+	}
+	s := startServer(t, echo, WithServerReadSpin(50*time.Microsecond))
+	c := newClient(t, s.Addr(), WithReadSpin(50*time.Microsecond))
+	for i := 0; i < 200; i++ {
+		v := strconv.Itoa(i)
+		mustEqual(t, call(t, c, "spin:", v), []byte("spin:"+v))
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				v := fmt.Sprintf("%d.%d", g, i)
+				resp, err := c.Call(context.Background(), []byte("s:"), []byte(v))
+				if err != nil || string(resp) != "s:"+v {
+					t.Errorf("got %q, %v", resp, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+}
+
+// TestLeader: with the default poller mode a lone call waits on the completion queue itself
+// (leader.go) and gets its outcome there; lone calls whose cancel races their completion end
+// with their response or context.Canceled and leave the client working (a late wake-up of
+// the descriptor is cleared); a lone call leading when the client closes ends with
+// ErrClosed.
+func TestLeader(t *testing.T) {
+	if os.Getenv("FASTRPC_GO_POLLER") != "" {
+		t.Skip("FASTRPC_GO_POLLER chooses another mode")
+	}
+	s := startServer(t, echo)
+	c := newClient(t, s.Addr())
+	for i := 0; i < 100; i++ {
+		v := strconv.Itoa(i)
+		resp, err := c.Call(context.Background(), []byte("l:"), []byte(v))
+		if err != nil || string(resp) != "l:"+v {
+			t.Fatalf("call %d: %q, %v", i, resp, err)
+		}
+	}
+	if n := c.c.led.Load(); n != 100 {
+		t.Fatalf("%d of 100 lone calls led", n)
+	}
+	for i := 0; i < 2000; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		go cancel()
+		v := strconv.Itoa(i)
+		resp, err := c.Call(ctx, []byte("r:"), []byte(v))
+		if err != context.Canceled && (err != nil || string(resp) != "r:"+v) {
+			t.Fatalf("racing cancel %d: %q, %v", i, resp, err)
+		}
+		cancel()
+		mustEqual(t, call(t, c, "after:", v), []byte("after:"+v))
+	}
+
+	s2 := startServer(t, slowHandler(5*time.Second))
+	c2, err := NewClient(s2.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c2.Call(context.Background(), []byte("slow"), nil)
+		errc <- err
+	}()
+	within(t, 2*time.Second, "the lone call leading", func() {
+		for c2.PendingRequests() != 1 || c2.c.role.TryLock() && func() bool { c2.c.role.Unlock(); return true }() {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	within(t, 2*time.Second, "Close", func() { _ = c2.Close() })
+	within(t, 2*time.Second, "the call", func() {
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Errorf("want ErrClosed, got %v", err)
+		}
+	})
 }
 
 func TestInvalidOptions(t *testing.T) {

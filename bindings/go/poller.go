@@ -36,14 +36,18 @@ func init() {
 }
 
 // pollerMode is how pollers wait. FASTRPC_GO_POLLER (read when a client or server starts)
-// chooses one, for the benchmark's comparisons only: "netpoll" (the default), "netpoll-spin"
-// (netpoll, polling a few more times before parking), "blocking" (the blocking poll with
-// the pacer, as before the eventfd existed) or "callback" (a client's calls complete through
-// callbacks into Go on the library's threads; servers use netpoll).
+// chooses one, for the benchmark's comparisons only: "leader" (the default: netpoll, and a
+// call that is the client's only one in flight waits on the queue's descriptor itself; see
+// leader.go), "netpoll" (the poller goroutine alone waits in the netpoller and hands every
+// outcome over), "netpoll-spin" (netpoll, polling a few more times before parking),
+// "blocking" (the blocking poll with the pacer, as before the eventfd existed) or
+// "callback" (a client's calls complete through callbacks into Go on the library's threads).
+// Servers use netpoll in every mode but blocking.
 type pollerMode int
 
 const (
-	modeNetpoll pollerMode = iota
+	modeLeader pollerMode = iota // netpoll, and a lone call waits on the queue's descriptor itself (leader.go)
+	modeNetpoll
 	modeNetpollSpin
 	modeBlocking
 	modeCallback // the client's calls complete through callbacks (callback.go); servers: netpoll
@@ -51,6 +55,8 @@ const (
 
 func pollerModeFromEnv() pollerMode {
 	switch os.Getenv("FASTRPC_GO_POLLER") {
+	case "netpoll":
+		return modeNetpoll
 	case "blocking":
 		return modeBlocking
 	case "netpoll-spin":
@@ -58,7 +64,7 @@ func pollerModeFromEnv() pollerMode {
 	case "callback":
 		return modeCallback
 	}
-	return modeNetpoll
+	return modeLeader
 }
 
 // idleSpins is how many empty non-blocking polls (with a runtime.Gosched between) a

@@ -107,6 +107,9 @@ pub(crate) fn last_tls_detail() -> crate::error::TlsDetail {
     LAST_TLS_DETAIL.with(|d| d.get())
 }
 
+/// Largest `read_spin` the builders take, in microseconds (the engine's bound: 10 ms).
+const MAX_READ_SPIN_US: u32 = 10_000;
+
 /// Records an invalid-argument failure.
 pub(crate) fn invalid(msg: &str) -> fastrpc_status {
     set_last_error(&format!("fastrpc invalid argument: {msg}"));

@@ -31,19 +31,19 @@ func BenchmarkCall(b *testing.B) {
 	}{
 		{"ours", func(b *testing.B) func() func() error {
 			s := startOurServer(b, w, func(_ context.Context, req *ours.Request) ([]byte, error) { return req.Value(), nil })
-			return ourLoop(newOurClient(b, s.Addr(), w))
+			return ourLoop(newOurClient(b, s.Addr(), w), "foobar")
 		}},
 		{"reference", func(b *testing.B) func() func() error {
 			addr, _ := startRefServer(b, w, func(ctx *tlv.RequestCtx) { ctx.Response.Append(ctx.Request.Value()) })
-			return refLoop(newRefClient(addr, w))
+			return refLoop(newRefClient(addr, w), "foobar")
 		}},
 		{"ref-to-ours", func(b *testing.B) func() func() error {
 			s := startOurServer(b, w, func(_ context.Context, req *ours.Request) ([]byte, error) { return req.Value(), nil })
-			return refLoop(newRefClient(s.Addr(), w))
+			return refLoop(newRefClient(s.Addr(), w), "foobar")
 		}},
 		{"ours-to-ref", func(b *testing.B) func() func() error {
 			addr, _ := startRefServer(b, w, func(ctx *tlv.RequestCtx) { ctx.Response.Append(ctx.Request.Value()) })
-			return ourLoop(newOurClient(b, addr, w))
+			return ourLoop(newOurClient(b, addr, w), "foobar")
 		}},
 	}
 	for _, impl := range impls {
@@ -79,13 +79,14 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
-func ourLoop(c *ours.Client) func() func() error {
+// ourLoop and refLoop: each goroutine calls "foo"/"foobar" and checks the response is want.
+func ourLoop(c *ours.Client, want string) func() func() error {
 	return func() func() error {
 		name, value := []byte("foo"), []byte("foobar")
 		ctx := context.Background()
 		return func() error {
 			resp, err := c.Call(ctx, name, value)
-			if err == nil && string(resp) != "foobar" {
+			if err == nil && string(resp) != want {
 				err = fmt.Errorf("wrong response %q", resp)
 			}
 			return err
@@ -95,7 +96,7 @@ func ourLoop(c *ours.Client) func() func() error {
 
 // refLoop calls as the reference's own benchmarks do: one request and response per
 // goroutine, reused.
-func refLoop(c *ref.Client) func() func() error {
+func refLoop(c *ref.Client, want string) func() func() error {
 	return func() func() error {
 		req := &tlv.Request{}
 		resp := &tlv.Response{}
@@ -105,7 +106,7 @@ func refLoop(c *ref.Client) func() func() error {
 			req.SetName("foo")
 			req.Append(value)
 			err := c.DoDeadline(req, resp, time.Now().Add(10*time.Second))
-			if err == nil && string(resp.Value()) != "foobar" {
+			if err == nil && string(resp.Value()) != want {
 				err = fmt.Errorf("wrong response %q", resp.Value())
 			}
 			return err

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -51,7 +52,17 @@ type sample struct {
 	p50         time.Duration
 	switches    float64 // context switches of this process's threads per call
 	libSwitches float64 // of which the library's threads
+	cpuPerCall  float64 // this process's CPU time (user + system) per call, in µs
 	err         error
+}
+
+// CPUTime is the CPU time (user + system) this process has used so far.
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // contextSwitchesByKind: of the library's threads (named fastrpc-*), and of the others.
@@ -112,6 +123,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	lib0, other0 := contextSwitchesByKind()
+	cpu0 := CPUTime()
 	start := time.Now()
 	for i := 0; i < g; i++ {
 		wg.Add(1)
@@ -134,6 +146,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	stop.Store(true)
 	wg.Wait()
 	el := time.Since(start)
+	cpu := CPUTime() - cpu0
 	lib1, other1 := contextSwitchesByKind()
 	sw := lib1 - lib0 + other1 - other0
 	if e := firstErr.Load(); e != nil {
@@ -148,7 +161,17 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	}
 	slices.Sort(all)
 	return sample{callsPerSec: float64(len(all)) / el.Seconds(), p50: all[len(all)/2],
-		switches: float64(sw) / float64(len(all)), libSwitches: float64(lib1-lib0) / float64(len(all))}
+		switches: float64(sw) / float64(len(all)), libSwitches: float64(lib1-lib0) / float64(len(all)),
+		cpuPerCall: float64(cpu) / 1e3 / float64(len(all))}
+}
+
+// medianRatio is the median over rounds of a[r]/b[r].
+func medianRatio(a, b []float64) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return median(r)
 }
 
 func median(v []float64) float64 {
@@ -158,12 +181,14 @@ func median(v []float64) float64 {
 }
 
 // Run measures every cell's impls in interleaved rounds and prints a Markdown table: per
-// cell and impl, the median over rounds of calls/s and of p50 latency, and the ratios to the
-// baseline (calls/s: ours/reference; p50: ours/reference). Progress goes to log.
+// cell and impl, the median over rounds of calls/s, of p50 latency and of CPU per call, and
+// the ratios to the baseline (calls/s: ours/reference; p50: ours/reference; the median of
+// the rounds' ratios). Progress goes to log.
 func Run(out, log io.Writer, cfg Config) error {
 	type key struct{ cell, impl int }
 	cps := map[key][]float64{}
 	p50 := map[key][]float64{}
+	cpu := map[key][]float64{}
 	for r := 0; r < cfg.Rounds; r++ {
 		for ci, c := range cfg.Cells {
 			for ii, impl := range c.Impls {
@@ -175,13 +200,14 @@ func Run(out, log io.Writer, cfg Config) error {
 				k := key{ci, ii}
 				cps[k] = append(cps[k], s.callsPerSec)
 				p50[k] = append(p50[k], float64(s.p50))
-				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call (library threads %.2f)\n",
-					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches, s.libSwitches)
+				cpu[k] = append(cpu[k], s.cpuPerCall)
+				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call (library threads %.2f)  CPU %.1f µs/call\n",
+					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches, s.libSwitches, s.cpuPerCall)
 			}
 		}
 	}
-	fmt.Fprintln(out, "| cell | goroutines | client | calls/s | p50 | calls/s vs baseline | p50 vs baseline |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| cell | goroutines | client | calls/s | p50 | calls/s vs baseline | p50 vs baseline | client CPU per call |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	for ci, c := range cfg.Cells {
 		last := len(c.Impls) - 1
 		for ii, impl := range c.Impls {
@@ -189,12 +215,15 @@ func Run(out, log io.Writer, cfg Config) error {
 			cs, p := median(cps[k]), median(p50[k])
 			ratio, pratio := "", ""
 			if c.Baseline && ii != last {
+				// The median of the rounds' ratios: each round measured both clients one
+				// right after the other, so a burst of load elsewhere on the machine moves
+				// one round's pair, not the median.
 				b := key{ci, last}
-				ratio = fmt.Sprintf("%.2fx", cs/median(cps[b]))
-				pratio = fmt.Sprintf("%.2fx", p/median(p50[b]))
+				ratio = fmt.Sprintf("%.2fx", medianRatio(cps[k], cps[b]))
+				pratio = fmt.Sprintf("%.2fx", medianRatio(p50[k], p50[b]))
 			}
-			fmt.Fprintf(out, "| %s | %d | %s | %.0f | %.1f µs | %s | %s |\n",
-				c.Label, c.G, impl.Name, cs, p/1e3, ratio, pratio)
+			fmt.Fprintf(out, "| %s | %d | %s | %.0f | %.1f µs | %s | %s | %.1f µs |\n",
+				c.Label, c.G, impl.Name, cs, p/1e3, ratio, pratio, median(cpu[k]))
 		}
 	}
 	return nil
@@ -205,33 +234,75 @@ func Run(out, log io.Writer, cfg Config) error {
 const ChildEnv = "FASTRPC_BENCH_CHILD"
 
 // StartChild runs the current test binary again as a server child (the test named
-// testName must call Serve when ChildEnv is set) and returns the address it listens on. The
+// testName must call Serve when ChildEnv is set) and returns the address it listens on and
+// its process id. The
 // child exits when its stdin closes (when the parent exits, or stop is called).
-func StartChild(testName, what string) (addr string, stop func(), err error) {
+func StartChild(testName, what string) (addr string, pid int, stop func(), err error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^"+testName+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), ChildEnv+"="+what)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	outp, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop = func() { in.Close(); _ = cmd.Wait() }
 	sc := bufio.NewScanner(outp)
 	for sc.Scan() {
 		if a, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
 			go func() { _, _ = io.Copy(io.Discard, outp) }()
-			return a, stop, nil
+			return a, cmd.Process.Pid, stop, nil
 		}
 	}
 	stop()
-	return "", nil, fmt.Errorf("benchmark server child %q did not say where it listens", what)
+	return "", 0, nil, fmt.Errorf("benchmark server child %q did not say where it listens", what)
+}
+
+// StartCommand runs a server program that prints "listening <addr>" on its stdout (the
+// engine's `fastrpc serve`) and returns that address and its process id; stop ends it with
+// SIGTERM and waits for it.
+func StartCommand(path string, args ...string) (addr string, pid int, stop func(), err error) {
+	cmd := exec.Command(path, args...)
+	cmd.Stderr = os.Stderr
+	outp, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", 0, nil, err
+	}
+	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
+	sc := bufio.NewScanner(outp)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
+			go func() { _, _ = io.Copy(io.Discard, outp) }()
+			return a, cmd.Process.Pid, stop, nil
+		}
+	}
+	stop()
+	return "", 0, nil, fmt.Errorf("%s did not say where it listens", path)
+}
+
+// ProcessCPUTime is the CPU time (user + system, 10 ms resolution) process pid has used.
+func ProcessCPUTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) end with ')'; utime and stime are the
+	// 14th and 15th fields of the whole line, in clock ticks (100 per second on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	return time.Duration(atoi(f[11])+atoi(f[12])) * 10 * time.Millisecond
 }
 
 // Serve is the child's side: it prints "listening <addr>" and waits until stdin closes.

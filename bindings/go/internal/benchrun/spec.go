@@ -1,0 +1,90 @@
+package benchrun
+
+// What a benchmark run compares, from the environment: our client's variants
+// (FASTRPC_BENCH_MODES) and the servers in another process (FASTRPC_BENCH_SERVER), each
+// "name[+spin=DURATION]", where +spin sets read_spin (WithReadSpin, WithServerReadSpin,
+// `fastrpc serve --read-spin`) and its absence leaves the default.
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Variant is one client or server of a run: Name (a poller mode, or a server kind) and
+// read_spin when SetSpin.
+type Variant struct {
+	Name    string
+	Spin    time.Duration
+	SetSpin bool
+}
+
+func (v Variant) String() string {
+	if !v.SetSpin {
+		return v.Name
+	}
+	return fmt.Sprintf("%s, read_spin %v", v.Name, v.Spin)
+}
+
+// ParseVariants reads a comma-separated list of "name[+spin=DURATION]" (def when s is empty).
+func ParseVariants(s, def string) ([]Variant, error) {
+	if strings.TrimSpace(s) == "" {
+		s = def
+	}
+	var out []Variant
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		name, spin, has := strings.Cut(f, "+spin=")
+		v := Variant{Name: name}
+		if has {
+			d, err := time.ParseDuration(spin)
+			if err != nil {
+				return nil, fmt.Errorf("%q: %v", f, err)
+			}
+			v.Spin, v.SetSpin = d, true
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// EngineCLI is the engine's command-line program (`fastrpc`, whose `serve` is the engine's
+// own server): FASTRPC_CLI, else target/release/fastrpc of the checkout this package is in
+// (found from the working directory upwards), else "".
+func EngineCLI() string {
+	if p := os.Getenv("FASTRPC_CLI"); p != "" {
+		return p
+	}
+	dir, err := os.Getwd()
+	for err == nil {
+		p := filepath.Join(dir, "target", "release", "fastrpc")
+		if st, e := os.Stat(p); e == nil && !st.IsDir() {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return ""
+}
+
+// StartEngine starts `fastrpc serve` on 127.0.0.1:0 with compression comp ("none",
+// "snappy"), echo replies (name ':' value) and read_spin v.Spin when v.SetSpin.
+func StartEngine(v Variant, comp string) (addr string, pid int, stop func(), err error) {
+	cli := EngineCLI()
+	if cli == "" {
+		return "", 0, nil, fmt.Errorf("no engine CLI: build it (cargo build --release -p fastrpc-cli) or set FASTRPC_CLI")
+	}
+	args := []string{"serve", "--listen", "127.0.0.1:0", "--compress", comp, "--reply", "echo"}
+	if v.SetSpin {
+		args = append(args, "--read-spin", fmt.Sprintf("%dus", v.Spin.Microseconds()))
+	}
+	return StartCommand(cli, args...)
+}

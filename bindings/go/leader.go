@@ -1,0 +1,176 @@
+package fastrpc
+
+// The client's leader mode (FASTRPC_GO_POLLER=leader): a call that is the only one in flight
+// waits in Go's netpoller on the completion queue's descriptor itself and takes its own
+// completion, instead of the poller goroutine being woken and handing it over through a
+// channel. That hand-over readies a second goroutine per call, and readying a goroutine
+// wakes another OS thread for an idle P (wakep); the lone caller woken by the netpoller is
+// run by the thread that polled. Whoever holds client.role waits on the descriptor and
+// takes completions: a lone call (TryLock), else the poller goroutine, which waits for a
+// kick while nothing is in flight. Every submit either leads or kicks the poller, and the
+// poller gives the role back only when the queue is empty and no call is pending, so no
+// completion is left untaken.
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"os"
+	"runtime"
+	"time"
+)
+
+// leadOrKick is the wait of a call in leader mode after its submit: a lone call (lone: it
+// was the only one pending when submitted) that gets the role waits for its own outcome and
+// returns it (true); otherwise, or when it gave up (ctx done, queue closed), the poller is
+// kicked and the caller waits on its channel as in netpoll mode (false).
+func (c *client) leadOrKick(ctx context.Context, w *waiter, lone bool) (result, bool) {
+	if lone && c.role.TryLock() {
+		if !c.queueGone {
+			var stop func() bool
+			if ctx.Done() != nil {
+				// Wakes the leader out of the netpoller when ctx ends: a deadline in the past
+				// on the descriptor (whoever holds the role next clears a late one).
+				f := c.qw.f
+				stop = context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
+			}
+			res, ok := c.lead(w, ctx.Done())
+			if stop != nil {
+				stop()
+			}
+			c.role.Unlock()
+			if ok {
+				c.led.Add(1)
+				if c.pending.Load() > 0 {
+					c.kickPoller()
+				}
+				return res, true
+			}
+		} else {
+			c.role.Unlock()
+		}
+	}
+	c.kickPoller()
+	return result{}, false
+}
+
+func (c *client) kickPoller() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// lead waits on the descriptor (the caller holds role) and takes completions, handing each
+// to its waiter, until w has its outcome (returned, true), done is closed or the queue is
+// closed (false).
+func (c *client) lead(w *waiter, done <-chan struct{}) (result, bool) {
+	var res result
+	got := false
+	for {
+		err := c.qw.rc.Read(func(uintptr) bool {
+			for {
+				n, open := c.pollOnce(0)
+				select {
+				case res = <-w.ch:
+					got = true
+					return true
+				default:
+				}
+				if !open {
+					return true
+				}
+				if done != nil {
+					select {
+					case <-done:
+						return true
+					default:
+					}
+				}
+				if n == 0 {
+					return false
+				}
+			}
+		})
+		if err == nil || !c.clearDeadline(err) {
+			return res, got
+		}
+	}
+}
+
+// clearDeadline clears a deadline set to wake a leader (by its ctx's AfterFunc, possibly
+// after it left) and reports whether err was that.
+func (c *client) clearDeadline(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	_ = c.qw.f.SetReadDeadline(time.Time{})
+	return true
+}
+
+// pollLeader is the poller goroutine in leader mode: kicked when a call is submitted that no
+// leader serves, it takes the role and serves until the queue is empty with nothing
+// pending; after close() it serves until the queue is closed, then returns.
+func (c *client) pollLeader() {
+	for {
+		select {
+		case <-c.kick:
+		case <-c.closing:
+		}
+		c.role.Lock()
+		exit := c.serve()
+		c.role.Unlock()
+		if exit {
+			return
+		}
+	}
+}
+
+// serve takes completions, waiting on the descriptor, until the queue is empty and no call
+// is pending (false) or the queue is shut down and empty (true). Called with role held.
+func (c *client) serve() bool {
+	exit := false
+	for {
+		err := c.qw.rc.Read(func(uintptr) bool {
+			for {
+				n, open := c.pollOnce(0)
+				if !open {
+					exit = true
+					return true
+				}
+				if n > 0 {
+					runtime.Gosched() // let the woken callers run (and submit more)
+					continue
+				}
+				if c.pending.Load() > 0 {
+					return false
+				}
+				select {
+				case <-c.closing:
+					return false
+				default:
+					return true
+				}
+			}
+		})
+		if err == nil {
+			return exit
+		}
+		if !c.clearDeadline(err) {
+			// Not pollable after all: blocking polls until the queue is closed.
+			var pace pacer
+			timeout := C.uint32_t(0)
+			for {
+				n, open := c.pollOnce(timeout)
+				if !open {
+					return true
+				}
+				timeout = pace.next(n > 0)
+			}
+		}
+	}
+}
