@@ -12,8 +12,9 @@
 #   (on a shared machine: flock /work/bench.lock ./scripts/bench-go.sh, one benchmark at a time)
 #
 # Knobs: FASTRPC_BENCH_ROUNDS (3), FASTRPC_BENCH_MS (400 ms per client, cell and round),
-# FASTRPC_BENCH_MODES (our client's variants, "mode[+spin=DURATION]": a poller mode of
-# bindings/go/poller.go, with WithReadSpin; default leader; e.g. leader,netpoll,leader+spin=50us),
+# FASTRPC_BENCH_MODES (our client's variants, "mode[+spin=DURATION]": mode leader, the
+# binding's default, or netpoll, the poller alone as before leader (FASTRPC_GO_POLLER of
+# bindings/go/poller.go); +spin sets WithReadSpin; default leader; e.g. leader,netpoll,leader+spin=50us),
 # FASTRPC_BENCH_SERVER (servers in another process, "kind[+spin=DURATION]", kind engine,
 # reference or ours; default engine,reference,ours), FASTRPC_BENCH_G (e.g. 1,16),
 # FASTRPC_BENCH_COMP (e.g. none), FASTRPC_BENCH_WORKERS.

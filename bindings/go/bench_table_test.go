@@ -73,7 +73,7 @@ func TestBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, err := benchrun.ParseVariants(os.Getenv("FASTRPC_BENCH_MODES"), "leader")
+	clients, err := benchrun.ParseClients(os.Getenv("FASTRPC_BENCH_MODES"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ package fastrpc
 // so that passing a Go slice does not force it onto the heap.
 #cgo noescape gofrpc_call_queued_id
 #cgo nocallback gofrpc_call_queued_id
-#cgo noescape gofrpc_call_async_id
 #cgo noescape gofrpc_send
 #cgo nocallback gofrpc_send
 #cgo noescape gofrpc_bal_call_queued_id

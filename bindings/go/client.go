@@ -23,11 +23,7 @@ import (
 	"unsafe"
 )
 
-const (
-	pollBatch     = 256 // completions or requests taken per cgo call
-	pollTimeoutMs = 100 // how long one blocking poll may block in C (modeBlocking only)
-	spinPolls     = 50  // polls without blocking (with a yield between) before waiting
-)
+const pollBatch = 256 // completions or requests taken per cgo call
 
 // Client calls one server over one connection (connected lazily on the first call,
 // reconnected after failures). Every method may be called from many goroutines at once.
@@ -54,14 +50,13 @@ type client struct {
 	closeErr    error
 	pollerDone  chan struct{}
 	pollScratch unsafe.Pointer // C memory: pollBatch fastrpc_completion + pollBatch gofrpc_done
-	mode        pollerMode
-	qw          *queueWaiter // the queue's eventfd in the netpoller; nil in modeBlocking
+	qw          *queueWaiter   // the queue's eventfd in the netpoller; nil: blocking polls (fallback)
 
-	// modeLeader (leader.go): whoever holds role waits on the queue's descriptor and takes
+	// Leader mode (leader.go): whoever holds role waits on the queue's descriptor and takes
 	// its completions (sharing pollScratch): the poller goroutine, or a call that is the only
 	// one in flight.
 	role      sync.Mutex
-	leading   bool          // modeLeader with a descriptor
+	leading   bool          // leader mode, with a descriptor
 	pending   atomic.Int64  // calls submitted whose completion is not yet taken from the queue
 	kick      chan struct{} // (1) wakes the poller: a call was submitted that no leader serves
 	closing   chan struct{} // closed by close(): the poller serves until the queue is closed
@@ -133,15 +128,12 @@ func (c *client) start() error {
 		C.fastrpc_completion_queue_free(c.queue)
 		return invalid("out of memory")
 	}
-	c.mode = pollerModeFromEnv()
-	if c.mode != modeBlocking {
-		var fd C.int
-		if C.fastrpc_completion_queue_fd(c.queue, &fd) == C.FASTRPC_STATUS_OK {
-			c.qw, _ = newQueueWaiter(fd, "fastrpc-completion-queue")
-		}
-		// Without a descriptor (out of descriptors), the poller blocks in C instead.
+	var fd C.int
+	if !noQueueFd && C.fastrpc_completion_queue_fd(c.queue, &fd) == C.FASTRPC_STATUS_OK {
+		c.qw, _ = newQueueWaiter(fd, "fastrpc-completion-queue")
 	}
-	if c.mode == modeLeader && c.qw != nil {
+	// Without a descriptor (out of descriptors), the poller blocks in C instead.
+	if c.qw != nil && leaderFromEnv() {
 		c.leading = true
 		c.kick = make(chan struct{}, 1)
 		c.closing = make(chan struct{})
@@ -183,13 +175,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 
 	w := waiterPool.Get().(*waiter)
 	waiters := &c.waiters
-	var tag uint64
-	if c.mode == modeCallback && c.bal == nil {
-		waiters = &cbWaiters
-		tag = cbNextTag.Add(1)
-	} else {
-		tag = c.nextTag.Add(1)
-	}
+	tag := c.nextTag.Add(1)
 	waiters.put(tag, w)
 
 	c.mu.RLock()
@@ -204,10 +190,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		lone = c.pending.Add(1) == 1
 	}
 	var r C.gofrpc_call_ret
-	if waiters == &cbWaiters {
-		r = C.gofrpc_call_async_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
-			C.size_t(len(value)), C.uint32_t(timeoutMs), C.uint64_t(tag))
-	} else if c.bal != nil {
+	if c.bal != nil {
 		r = C.gofrpc_bal_call_queued_id(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
 			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
 	} else {
@@ -391,19 +374,8 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// waiting counts the calls still waiting (for Shutdown). In modeCallback the waiters are in
-// the process-wide map, so the library's count is used.
-func (c *client) waiting() int {
-	if c.mode == modeCallback && c.bal == nil {
-		c.mu.RLock()
-		defer c.mu.RUnlock()
-		if c.closed {
-			return 0
-		}
-		return int(C.fastrpc_client_pending_requests(c.ptr))
-	}
-	return c.waiters.len()
-}
+// waiting counts the calls still waiting (for Shutdown).
+func (c *client) waiting() int { return c.waiters.len() }
 
 func (c *client) close() error {
 	c.closeOnce.Do(func() {
@@ -439,46 +411,20 @@ func (c *client) close() error {
 }
 
 // poll is the client's one poller goroutine: it takes finished calls in batches and hands
-// each to its waiting caller, until the queue is shut down and empty. It waits in the
-// netpoller when it can, else in blocking polls.
+// each to its waiting caller, until the queue is shut down and empty (leader.go in leader
+// mode; else pollLoop, in the netpoller when it can).
 func (c *client) poll() {
 	defer close(c.pollerDone)
 	if c.leading {
 		c.pollLeader()
 		return
 	}
-	if c.qw != nil {
-		sp := spinner{max: c.mode.idleSpins()}
-		err := c.qw.run(func() bool {
-			for {
-				n, open := c.pollOnce(0)
-				if !open {
-					return true
-				}
-				if !sp.again(n > 0) {
-					return false
-				}
-			}
-		})
-		if err == nil {
-			return
-		}
-		// Not pollable after all: block in C instead.
-	}
-	var pace pacer
-	timeout := C.uint32_t(0)
-	for {
-		n, open := c.pollOnce(timeout)
-		if !open {
-			return
-		}
-		timeout = pace.next(n > 0)
-	}
+	pollLoop(c.qw, c.pollOnce)
 }
 
 // pollOnce takes up to pollBatch finished calls (waiting up to timeoutMs for the first) and
 // hands each to its caller. It returns how many, and false once the queue is shut down and
-// empty. In modeLeader its caller holds role.
+// empty. In leader mode its caller holds role.
 func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	tmp := (*C.fastrpc_completion)(c.pollScratch)
 	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
@@ -516,30 +462,6 @@ func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 		C.gofrpc_cq_release(doneArr, n)
 	}
 	return k, true
-}
-
-// pacer chooses how long a poller's next blocking poll may block (modeBlocking, or when
-// the queue's descriptor cannot be had). While a cgo call blocks, its
-// goroutine keeps its P (Go's scheduler slot) until sysmon takes it back, which can take up
-// to 10ms on a quiet process; goroutines made runnable on that P (a woken caller, a new
-// handler) would wait as long. So after work the poller yields, and it polls without
-// blocking (yielding in between) spinPolls times before a poll that blocks. Measured on 2
-// cores: spinning on a clock instead (20-200us) costs throughput, as the spinning pollers
-// take CPU from the library's threads.
-type pacer struct{ idle int }
-
-func (p *pacer) next(gotWork bool) C.uint32_t {
-	if gotWork {
-		p.idle = 0
-		runtime.Gosched()
-		return 0
-	}
-	p.idle++
-	if p.idle <= spinPolls {
-		runtime.Gosched()
-		return 0
-	}
-	return pollTimeoutMs
 }
 
 // waiterMap maps tags to waiting calls; sharded so that many goroutines rarely contend.

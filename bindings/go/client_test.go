@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -378,8 +377,8 @@ func TestReadSpin(t *testing.T) {
 // the descriptor is cleared); a lone call leading when the client closes ends with
 // ErrClosed.
 func TestLeader(t *testing.T) {
-	if os.Getenv("FASTRPC_GO_POLLER") != "" {
-		t.Skip("FASTRPC_GO_POLLER chooses another mode")
+	if !leaderFromEnv() {
+		t.Skip("FASTRPC_GO_POLLER=netpoll chooses the other mode")
 	}
 	s := startServer(t, echo)
 	c := newClient(t, s.Addr())
@@ -425,6 +424,99 @@ func TestLeader(t *testing.T) {
 		if err := <-errc; !errors.Is(err, ErrClosed) {
 			t.Errorf("want ErrClosed, got %v", err)
 		}
+	})
+}
+
+// TestPollModes: the client's other ways to wait give the same outcomes as leader mode:
+// "netpoll" (FASTRPC_GO_POLLER=netpoll, the benchmark's "before" arm: no call leads) and
+// the fallback when the queues' descriptors cannot be had (blocking polls, client and
+// server): lone calls, 200 concurrent ones, a deadline that passes, and Close with a call
+// waiting.
+func TestPollModes(t *testing.T) {
+	check := func(t *testing.T, c *Client) {
+		for i := 0; i < 50; i++ {
+			v := strconv.Itoa(i)
+			mustEqual(t, call(t, c, "m:", v), []byte("m:"+v))
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 200)
+		for g := 0; g < 200; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				v := strconv.Itoa(g)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				resp, err := c.Call(ctx, []byte("c:"), []byte(v))
+				if err == nil && string(resp) != "c:"+v {
+					err = fmt.Errorf("call %d: got %q", g, resp)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}(g)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	checkSlow := func(t *testing.T, c *Client) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := c.Call(ctx, []byte("slow"), nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("want DeadlineExceeded, got %v", err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Call(context.Background(), []byte("slow"), nil)
+			errc <- err
+		}()
+		within(t, 2*time.Second, "the call pending", func() {
+			for c.PendingRequests() != 1 {
+				time.Sleep(time.Millisecond)
+			}
+		})
+		within(t, 2*time.Second, "Close", func() { _ = c.Close() })
+		within(t, 2*time.Second, "the call", func() {
+			if err := <-errc; !errors.Is(err, ErrClosed) {
+				t.Errorf("want ErrClosed, got %v", err)
+			}
+		})
+	}
+
+	t.Run("netpoll", func(t *testing.T) {
+		t.Setenv("FASTRPC_GO_POLLER", "netpoll")
+		s := startServer(t, echo)
+		c := newClient(t, s.Addr())
+		if c.c.leading || c.c.qw == nil {
+			t.Fatalf("leading %v, descriptor %v: want the poller alone in the netpoller", c.c.leading, c.c.qw != nil)
+		}
+		check(t, c)
+		if n := c.c.led.Load(); n != 0 {
+			t.Fatalf("%d calls led in netpoll mode", n)
+		}
+		s2 := startServer(t, slowHandler(5*time.Second))
+		checkSlow(t, newClient(t, s2.Addr()))
+	})
+	t.Run("fallback", func(t *testing.T) {
+		noQueueFd = true
+		s := startServer(t, echo)
+		c := newClient(t, s.Addr())
+		s2 := startServer(t, slowHandler(5*time.Second))
+		c2 := newClient(t, s2.Addr())
+		noQueueFd = false
+		if c.c.leading || c.c.qw != nil {
+			t.Fatalf("leading %v, descriptor %v: want blocking polls", c.c.leading, c.c.qw != nil)
+		}
+		for _, w := range s.pollFds {
+			if w != nil {
+				t.Fatal("a server poller has a descriptor: want blocking polls")
+			}
+		}
+		check(t, c)
+		checkSlow(t, c2)
 	})
 }
 

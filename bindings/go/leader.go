@@ -1,6 +1,6 @@
 package fastrpc
 
-// The client's leader mode (FASTRPC_GO_POLLER=leader): a call that is the only one in flight
+// The client's leader mode (the default): a call that is the only one in flight
 // waits in Go's netpoller on the completion queue's descriptor itself and takes its own
 // completion, instead of the poller goroutine being woken and handing it over through a
 // channel. That hand-over readies a second goroutine per call, and readying a goroutine
@@ -10,11 +10,6 @@ package fastrpc
 // kick while nothing is in flight. Every submit either leads or kicks the poller, and the
 // poller gives the role back only when the queue is empty and no call is pending, so no
 // completion is left untaken.
-
-/*
-#include "shim.h"
-*/
-import "C"
 
 import (
 	"context"
@@ -161,16 +156,8 @@ func (c *client) serve() bool {
 			return exit
 		}
 		if !c.clearDeadline(err) {
-			// Not pollable after all: blocking polls until the queue is closed.
-			var pace pacer
-			timeout := C.uint32_t(0)
-			for {
-				n, open := c.pollOnce(timeout)
-				if !open {
-					return true
-				}
-				timeout = pace.next(n > 0)
-			}
+			pollBlocking(c.pollOnce) // not pollable after all: until the queue is closed
+			return true
 		}
 	}
 }

@@ -4,7 +4,7 @@ package fastrpc
 // netpoller, on the queue's eventfd (fastrpc_completion_queue_fd, fastrpc_server_queue_fd),
 // so that an idle poller holds no OS thread and no P and is woken by the same epoll_wait
 // that wakes Go's network connections. The blocking poll (fastrpc_*_queue_poll with a
-// timeout) is the fallback when the descriptor cannot be had.
+// timeout) is only the fallback when the descriptor cannot be had.
 
 /*
 #include "shim.h"
@@ -35,46 +35,17 @@ func init() {
 	C.fastrpc_set_worker_threads(C.size_t(n))
 }
 
-// pollerMode is how pollers wait. FASTRPC_GO_POLLER (read when a client or server starts)
-// chooses one, for the benchmark's comparisons only: "leader" (the default: netpoll, and a
-// call that is the client's only one in flight waits on the queue's descriptor itself; see
-// leader.go), "netpoll" (the poller goroutine alone waits in the netpoller and hands every
-// outcome over), "netpoll-spin" (netpoll, polling a few more times before parking),
-// "blocking" (the blocking poll with the pacer, as before the eventfd existed) or
-// "callback" (a client's calls complete through callbacks into Go on the library's threads).
-// Servers use netpoll in every mode but blocking.
-type pollerMode int
-
-const (
-	modeLeader pollerMode = iota // netpoll, and a lone call waits on the queue's descriptor itself (leader.go)
-	modeNetpoll
-	modeNetpollSpin
-	modeBlocking
-	modeCallback // the client's calls complete through callbacks (callback.go); servers: netpoll
-)
-
-func pollerModeFromEnv() pollerMode {
-	switch os.Getenv("FASTRPC_GO_POLLER") {
-	case "netpoll":
-		return modeNetpoll
-	case "blocking":
-		return modeBlocking
-	case "netpoll-spin":
-		return modeNetpollSpin
-	case "callback":
-		return modeCallback
-	}
-	return modeLeader
+// leaderFromEnv reports whether a new client uses leader mode (leader.go; the default), or,
+// with FASTRPC_GO_POLLER=netpoll (read when a client starts; kept as the benchmark's
+// "before" arm), only its poller goroutine waits on the queue and hands every outcome over.
+// Servers have one mode.
+func leaderFromEnv() bool {
+	return os.Getenv("FASTRPC_GO_POLLER") != "netpoll"
 }
 
-// idleSpins is how many empty non-blocking polls (with a runtime.Gosched between) a
-// netpoll poller makes before parking in the netpoller.
-func (m pollerMode) idleSpins() int {
-	if m == modeNetpollSpin {
-		return spinPolls
-	}
-	return 0
-}
+// noQueueFd makes new clients and servers wait as when their queue's descriptor cannot be
+// had (blocking polls): for the tests of that fallback only.
+var noQueueFd bool
 
 // queueWaiter is a queue's eventfd in Go's netpoller: a duplicate of the descriptor (the
 // queue owns the original and closes it when freed), so that closing ours leaves the
@@ -117,25 +88,63 @@ func (w *queueWaiter) close() {
 	}
 }
 
-// spinner counts empty polls: after work, and for the first idleSpins empty polls, the poller
-// yields (runtime.Gosched: the goroutines it woke run, and may submit more work) and polls
-// again; then it parks.
-type spinner struct {
-	idle, max int
+// pollLoop runs pollOnce (take up to pollBatch items, waiting up to timeoutMs for the first;
+// how many, and false once the queue is shut down and empty) until the queue is closed. It
+// waits in the netpoller on w; when w is nil or not pollable after all, in blocking polls.
+// After work it yields (runtime.Gosched: the goroutines it woke run, and may submit more)
+// and polls again; it parks once the queue is empty.
+func pollLoop(w *queueWaiter, pollOnce func(timeoutMs C.uint32_t) (int, bool)) {
+	if w != nil {
+		err := w.run(func() bool {
+			for {
+				n, open := pollOnce(0)
+				if !open {
+					return true
+				}
+				if n == 0 {
+					return false
+				}
+				runtime.Gosched()
+			}
+		})
+		if err == nil {
+			return
+		}
+	}
+	pollBlocking(pollOnce)
 }
 
-// again reports whether to poll again now.
-func (s *spinner) again(gotWork bool) bool {
-	if gotWork {
-		s.idle = 0
+const (
+	pollTimeoutMs = 100 // how long one blocking poll may block in C (the fallback only)
+	spinPolls     = 50  // the fallback's polls without blocking (with a yield between) before one that blocks
+)
+
+// pollBlocking is the fallback when the queue's descriptor cannot be had (out of
+// descriptors): blocking polls in C until the queue is closed. While a cgo call blocks, its
+// goroutine keeps its P (Go's scheduler slot) until sysmon takes it back, which can take up
+// to 10ms on a quiet process; goroutines made runnable on that P (a woken caller, a new
+// handler) would wait as long. So after work the poller yields, and it polls without
+// blocking (yielding in between) spinPolls times before a poll that blocks. Measured on 2
+// cores: spinning on a clock instead (20-200us) costs throughput, as the spinning pollers
+// take CPU from the library's threads.
+func pollBlocking(pollOnce func(timeoutMs C.uint32_t) (int, bool)) {
+	idle := 0
+	timeout := C.uint32_t(0)
+	for {
+		n, open := pollOnce(timeout)
+		if !open {
+			return
+		}
+		if n > 0 {
+			idle = 0
+		} else {
+			idle++
+		}
+		if idle > spinPolls {
+			timeout = pollTimeoutMs // until work comes
+			continue
+		}
+		timeout = 0
 		runtime.Gosched()
-		return true
 	}
-	if s.idle < s.max {
-		s.idle++
-		runtime.Gosched()
-		return true
-	}
-	s.idle = 0
-	return false
 }

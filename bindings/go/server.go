@@ -160,7 +160,6 @@ type Server struct {
 	addr    string
 	scratch []unsafe.Pointer // C memory per poller
 	pollFds []*queueWaiter   // per poller: its own duplicate of the queue's eventfd (nil: blocking polls)
-	mode    pollerMode
 
 	baseCtx context.Context
 	cancel  context.CancelFunc
@@ -242,9 +241,8 @@ func (s *Server) Serve(addr string) error {
 	s.b = nil
 	s.ptr, s.queue, s.state = ptr, q, serverServing
 	per := C.size_t(unsafe.Sizeof((*C.fastrpc_request)(nil)) + unsafe.Sizeof(C.gofrpc_req{}))
-	s.mode = pollerModeFromEnv()
 	var fd C.int
-	haveFd := s.mode != modeBlocking && C.fastrpc_server_queue_fd(q, &fd) == C.FASTRPC_STATUS_OK
+	haveFd := !noQueueFd && C.fastrpc_server_queue_fd(q, &fd) == C.FASTRPC_STATUS_OK
 	for i := 0; i < s.pollers; i++ {
 		mem := C.calloc(pollBatch, per)
 		s.scratch = append(s.scratch, mem)
@@ -397,33 +395,7 @@ func (s *Server) Close() error {
 // can, else in blocking polls.
 func (s *Server) poll(mem unsafe.Pointer, w *queueWaiter) {
 	defer s.pollWG.Done()
-	if w != nil {
-		sp := spinner{max: s.mode.idleSpins()}
-		err := w.run(func() bool {
-			for {
-				n, open := s.pollOnce(mem, 0)
-				if !open {
-					return true
-				}
-				if !sp.again(n > 0) {
-					return false
-				}
-			}
-		})
-		if err == nil {
-			return
-		}
-		// Not pollable after all: block in C instead.
-	}
-	var pace pacer
-	timeout := C.uint32_t(0)
-	for {
-		n, open := s.pollOnce(mem, timeout)
-		if !open {
-			return
-		}
-		timeout = pace.next(n > 0)
-	}
+	pollLoop(w, func(timeoutMs C.uint32_t) (int, bool) { return s.pollOnce(mem, timeoutMs) })
 }
 
 // pollOnce takes up to pollBatch requests (waiting up to timeoutMs for the first) and starts

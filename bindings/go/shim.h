@@ -103,32 +103,6 @@ static inline gofrpc_call_ret gofrpc_call_queued_id(const fastrpc_client *c, con
 	return gofrpc_call_wrap(st, id);
 }
 
-/* Completion callbacks into Go (FASTRPC_GO_POLLER=callback, a benchmark candidate):
- * gofrpcCallDone is defined in callback.go (//export); userdata carries the call's tag. */
-extern void gofrpcCallDone(uint64_t tag, uint32_t status, fastrpc_response *resp);
-
-static inline void gofrpc_call_trampoline(void *userdata, fastrpc_status st,
-		fastrpc_response *resp) {
-	gofrpcCallDone((uint64_t)(uintptr_t)userdata, (uint32_t)st, resp);
-}
-
-static inline gofrpc_call_ret gofrpc_call_async_id(const fastrpc_client *c, const uint8_t *name,
-		size_t name_len, const uint8_t *value, size_t value_len, uint32_t timeout_ms,
-		uint64_t tag) {
-	uint64_t id = 0;
-	fastrpc_status st = fastrpc_client_call_async_id(c, name, name_len, value, value_len,
-		timeout_ms, gofrpc_call_trampoline, (void *)(uintptr_t)tag, &id);
-	return gofrpc_call_wrap(st, id);
-}
-
-/* The outcome of a call as a callback gets it: the value's view, or a malloc'd message. */
-static inline void gofrpc_response_view(const fastrpc_response *r, uint32_t status,
-		const uint8_t **data, size_t *len, char **msg) {
-	*data = fastrpc_response_data(r);
-	*len = fastrpc_response_len(r);
-	*msg = status == FASTRPC_STATUS_OK ? NULL : gofrpc_dup_response_error(r);
-}
-
 static inline gofrpc_ret gofrpc_send(const fastrpc_client *c, const uint8_t *name,
 		size_t name_len, const uint8_t *value, size_t value_len) {
 	return gofrpc_wrap(fastrpc_client_send(c, name, name_len, value, value_len));

@@ -10,8 +10,9 @@ package interop
 // binding's server (children: this test binary again, echoing the value). A last cell runs
 // client and server in one process (ours with ours, the reference with the reference); then
 // the idle CPU of every process over 2 s.
-// FASTRPC_BENCH_MODES lists our client's variants to compare, "mode[+spin=DURATION]" (a
-// poller mode of ../poller.go, with WithReadSpin); servers take "+spin=" too (not the
+// FASTRPC_BENCH_MODES lists our client's variants to compare, "mode[+spin=DURATION]" (mode
+// "leader", the default, or "netpoll", the poller alone: FASTRPC_GO_POLLER of ../poller.go;
+// +spin: WithReadSpin); servers take "+spin=" too (not the
 // reference). FASTRPC_BENCH_ROUNDS and FASTRPC_BENCH_MS size the run; FASTRPC_BENCH_G (e.g.
 // "1,16") and FASTRPC_BENCH_COMP ("none") pick cells; FASTRPC_BENCH_WORKERS sets the
 // library's worker threads (ours.SetWorkerThreads) for the run.
@@ -128,7 +129,7 @@ func TestBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, err := benchrun.ParseVariants(os.Getenv("FASTRPC_BENCH_MODES"), "leader")
+	clients, err := benchrun.ParseClients(os.Getenv("FASTRPC_BENCH_MODES"))
 	if err != nil {
 		t.Fatal(err)
 	}

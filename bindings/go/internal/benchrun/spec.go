@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Variant is one client or server of a run: Name (a poller mode, or a server kind) and
+// Variant is one client or server of a run: Name (a client mode, or a server kind) and
 // read_spin when SetSpin.
 type Variant struct {
 	Name    string
@@ -51,6 +51,26 @@ func ParseVariants(s, def string) ([]Variant, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// ClientModes are our client's variants that a run may name: the binding's default
+// ("leader") and the poller it builds on, as the "before" arm ("netpoll", the binding's
+// FASTRPC_GO_POLLER=netpoll).
+var ClientModes = []string{"leader", "netpoll"}
+
+// ParseClients reads FASTRPC_BENCH_MODES (default "leader"): a comma-separated list of
+// "mode[+spin=DURATION]", each mode one of ClientModes.
+func ParseClients(s string) ([]Variant, error) {
+	vs, err := ParseVariants(s, "leader")
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vs {
+		if v.Name != ClientModes[0] && v.Name != ClientModes[1] {
+			return nil, fmt.Errorf("FASTRPC_BENCH_MODES: unknown client mode %q (one of %s)", v.Name, strings.Join(ClientModes, ", "))
+		}
+	}
+	return vs, nil
 }
 
 // EngineCLI is the engine's command-line program (`fastrpc`, whose `serve` is the engine's
