@@ -27,42 +27,7 @@ func NewBalancedClient(addrs []string, opts ...ClientOption) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, invalid("NewBalancedClient: no address")
 	}
-	cfg := &clientConfig{}
-	for _, o := range opts {
-		o(cfg)
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-
-	var b *C.fastrpc_client_config_builder
-	if st := C.fastrpc_client_config_builder_new(&b); st != C.FASTRPC_STATUS_OK {
-		return nil, cStatusErr(st)
-	}
-	defer C.fastrpc_client_config_builder_free(b)
-	for _, a := range addrs {
-		caddr := C.CString(a)
-		st := C.fastrpc_client_config_builder_add_addr(b, caddr)
-		C.free(unsafe.Pointer(caddr))
-		if st != C.FASTRPC_STATUS_OK {
-			return nil, cStatusErr(st)
-		}
-	}
-	cfg.b = b
-	if err := applySetters(cfg.setters); err != nil {
-		return nil, err
-	}
-
-	c := &client{pollerDone: make(chan struct{})}
-	if err := retErr(C.gofrpc_bal_new(b, &c.bal)); err != nil {
-		return nil, err
-	}
-	if err := c.start(); err != nil {
-		C.fastrpc_balanced_client_free(c.bal)
-		return nil, err
-	}
-	pub := &Client{c: c}
-	runtime.SetFinalizer(pub, func(p *Client) { _ = p.c.close() })
-	return pub, nil
+	return newClientOf(addrs, true, opts)
 }
 
 // WithConnectionsPerServer sets the connections of a balanced client to each server, 1-1024

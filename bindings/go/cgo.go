@@ -13,10 +13,6 @@ package fastrpc
 #cgo nocallback gofrpc_call_queued_id
 #cgo noescape gofrpc_send
 #cgo nocallback gofrpc_send
-#cgo noescape gofrpc_bal_call_queued_id
-#cgo nocallback gofrpc_bal_call_queued_id
-#cgo noescape gofrpc_bal_send
-#cgo nocallback gofrpc_bal_send
 #cgo noescape gofrpc_request_finish
 #cgo nocallback gofrpc_request_finish
 

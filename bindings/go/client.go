@@ -80,6 +80,12 @@ var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan result
 // NewClient creates a client of the server at addr ("host:port" or "unix:/path"). Nothing
 // connects until the first call. Options not given keep the reference's defaults.
 func NewClient(addr string, opts ...ClientOption) (*Client, error) {
+	return newClientOf([]string{addr}, false, opts)
+}
+
+// newClientOf makes a one-server client of addrs[0] or, when balanced, a balanced client
+// of addrs (NewBalancedClient), and starts it.
+func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, error) {
 	cfg := &clientConfig{}
 	for _, o := range opts {
 		o(cfg)
@@ -92,11 +98,18 @@ func NewClient(addr string, opts ...ClientOption) (*Client, error) {
 		return nil, cStatusErr(st)
 	}
 	defer C.fastrpc_client_config_builder_free(b)
-	caddr := C.CString(addr)
-	st := C.fastrpc_client_config_builder_set_addr(b, caddr)
-	C.free(unsafe.Pointer(caddr))
-	if st != C.FASTRPC_STATUS_OK {
-		return nil, cStatusErr(st)
+	for _, a := range addrs {
+		caddr := C.CString(a)
+		var st C.fastrpc_status
+		if balanced {
+			st = C.fastrpc_client_config_builder_add_addr(b, caddr)
+		} else {
+			st = C.fastrpc_client_config_builder_set_addr(b, caddr)
+		}
+		C.free(unsafe.Pointer(caddr))
+		if st != C.FASTRPC_STATUS_OK {
+			return nil, cStatusErr(st)
+		}
 	}
 	cfg.b = b
 	if err := applySetters(cfg.setters); err != nil {
@@ -104,16 +117,34 @@ func NewClient(addr string, opts ...ClientOption) (*Client, error) {
 	}
 
 	c := &client{pollerDone: make(chan struct{})}
-	if err := retErr(C.gofrpc_client_new(b, &c.ptr)); err != nil {
+	var err error
+	if balanced {
+		err = retErr(C.gofrpc_bal_new(b, &c.bal))
+	} else {
+		err = retErr(C.gofrpc_client_new(b, &c.ptr))
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := c.start(); err != nil {
-		C.fastrpc_client_free(c.ptr)
+		c.freeHandle()
 		return nil, err
 	}
 	pub := &Client{c: c}
 	runtime.SetFinalizer(pub, func(p *Client) { _ = p.c.close() })
 	return pub, nil
+}
+
+// freeHandle frees the library's client (ptr or bal): calls still waiting complete with
+// CLOSED into the queue.
+func (c *client) freeHandle() {
+	if c.bal != nil {
+		C.fastrpc_balanced_client_free(c.bal)
+		c.bal = nil
+	} else {
+		C.fastrpc_client_free(c.ptr)
+		c.ptr = nil
+	}
 }
 
 // start makes the completion queue, the poller's scratch memory and its netpoller
@@ -189,14 +220,8 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	if c.leading {
 		lone = c.pending.Add(1) == 1
 	}
-	var r C.gofrpc_call_ret
-	if c.bal != nil {
-		r = C.gofrpc_bal_call_queued_id(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
-			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
-	} else {
-		r = C.gofrpc_call_queued_id(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
-			C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
-	}
+	r := C.gofrpc_call_queued_id(c.ptr, c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
+		C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
 	c.mu.RUnlock()
 	runtime.KeepAlive(name)
 	runtime.KeepAlive(value)
@@ -211,29 +236,26 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
 
-	done := ctx.Done()
-	if c.leading {
-		if res, ok := c.leadOrKick(ctx, w, lone); ok {
-			waiterPool.Put(w)
-			if res.err != nil && timeoutMs != 0 && isTimeout(res.err) {
-				return nil, deadlineError(res.err.Error())
-			}
-			return res.data, res.err
-		}
-	}
-	if done == nil {
-		res := <-w.ch
-		waiterPool.Put(w)
-		return res.data, res.err
-	}
-	select {
-	case res := <-w.ch:
+	// The outcome; when the library's timer was the context's deadline, the error says so.
+	outcome := func(res result) ([]byte, error) {
 		waiterPool.Put(w)
 		if res.err != nil && timeoutMs != 0 && isTimeout(res.err) {
-			// The library's timer is the context's deadline: say so in the error too.
 			return nil, deadlineError(res.err.Error())
 		}
 		return res.data, res.err
+	}
+	if c.leading {
+		if res, ok := c.leadOrKick(ctx, w, lone); ok {
+			return outcome(res)
+		}
+	}
+	done := ctx.Done()
+	if done == nil {
+		return outcome(<-w.ch)
+	}
+	select {
+	case res := <-w.ch:
+		return outcome(res)
 	case <-done:
 		if waiters.take(tag) != nil {
 			// Ours to end: the library completes the call with CANCELLED at once (or it has
@@ -288,12 +310,7 @@ func (cl *Client) Send(name, value []byte) error {
 		c.mu.RUnlock()
 		return errClosed("client")
 	}
-	var r C.gofrpc_ret
-	if c.bal != nil {
-		r = C.gofrpc_bal_send(c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value), C.size_t(len(value)))
-	} else {
-		r = C.gofrpc_send(c.ptr, bytesPtr(name), C.size_t(len(name)), bytesPtr(value), C.size_t(len(value)))
-	}
+	r := C.gofrpc_send(c.ptr, c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value), C.size_t(len(value)))
 	c.mu.RUnlock()
 	runtime.KeepAlive(name)
 	runtime.KeepAlive(value)
@@ -382,14 +399,7 @@ func (c *client) close() error {
 		c.mu.Lock()
 		c.closed = true // no C call on ptr runs now, and none will start
 		c.mu.Unlock()
-		// Fails waiting calls with CLOSED (their completions go to the queue) and frees.
-		if c.bal != nil {
-			C.fastrpc_balanced_client_free(c.bal)
-			c.bal = nil
-		} else {
-			C.fastrpc_client_free(c.ptr)
-			c.ptr = nil
-		}
+		c.freeHandle() // fails waiting calls with CLOSED (their completions go to the queue)
 		C.fastrpc_completion_queue_shutdown(c.queue)
 		if c.leading {
 			close(c.closing)

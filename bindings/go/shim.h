@@ -94,18 +94,25 @@ static inline gofrpc_call_ret gofrpc_call_wrap(fastrpc_status st, uint64_t id) {
 	return r;
 }
 
-static inline gofrpc_call_ret gofrpc_call_queued_id(const fastrpc_client *c, const uint8_t *name,
-		size_t name_len, const uint8_t *value, size_t value_len, uint32_t timeout_ms,
+/* The client's calls take c (a one-server client) or, when c is NULL, bal (a balanced one). */
+static inline gofrpc_call_ret gofrpc_call_queued_id(const fastrpc_client *c,
+		const fastrpc_balanced_client *bal, const uint8_t *name, size_t name_len,
+		const uint8_t *value, size_t value_len, uint32_t timeout_ms,
 		const fastrpc_completion_queue *q, uint64_t tag) {
 	uint64_t id = 0;
-	fastrpc_status st = fastrpc_client_call_queued_id(c, name, name_len, value, value_len,
-		timeout_ms, q, tag, &id);
+	fastrpc_status st = c != NULL
+		? fastrpc_client_call_queued_id(c, name, name_len, value, value_len, timeout_ms, q,
+			tag, &id)
+		: fastrpc_balanced_client_call_queued_id(bal, name, name_len, value, value_len,
+			timeout_ms, q, tag, &id);
 	return gofrpc_call_wrap(st, id);
 }
 
-static inline gofrpc_ret gofrpc_send(const fastrpc_client *c, const uint8_t *name,
-		size_t name_len, const uint8_t *value, size_t value_len) {
-	return gofrpc_wrap(fastrpc_client_send(c, name, name_len, value, value_len));
+static inline gofrpc_ret gofrpc_send(const fastrpc_client *c, const fastrpc_balanced_client *bal,
+		const uint8_t *name, size_t name_len, const uint8_t *value, size_t value_len) {
+	return gofrpc_wrap(c != NULL
+		? fastrpc_client_send(c, name, name_len, value, value_len)
+		: fastrpc_balanced_client_send(bal, name, name_len, value, value_len));
 }
 
 static inline gofrpc_ret gofrpc_client_new(const fastrpc_client_config_builder *b,
@@ -113,21 +120,7 @@ static inline gofrpc_ret gofrpc_client_new(const fastrpc_client_config_builder *
 	return gofrpc_wrap(fastrpc_client_new(b, out));
 }
 
-/* ---- balanced client (fastrpc_balanced_client): the same calls ---- */
-
-static inline gofrpc_call_ret gofrpc_bal_call_queued_id(const fastrpc_balanced_client *c,
-		const uint8_t *name, size_t name_len, const uint8_t *value, size_t value_len,
-		uint32_t timeout_ms, const fastrpc_completion_queue *q, uint64_t tag) {
-	uint64_t id = 0;
-	fastrpc_status st = fastrpc_balanced_client_call_queued_id(c, name, name_len, value,
-		value_len, timeout_ms, q, tag, &id);
-	return gofrpc_call_wrap(st, id);
-}
-
-static inline gofrpc_ret gofrpc_bal_send(const fastrpc_balanced_client *c, const uint8_t *name,
-		size_t name_len, const uint8_t *value, size_t value_len) {
-	return gofrpc_wrap(fastrpc_balanced_client_send(c, name, name_len, value, value_len));
-}
+/* ---- balanced client (fastrpc_balanced_client) ---- */
 
 static inline gofrpc_ret gofrpc_bal_new(const fastrpc_client_config_builder *b,
 		fastrpc_balanced_client **out) {
