@@ -47,12 +47,8 @@ func WithConnectionsPerServer(n int) ClientOption {
 // (default 30s; 0: never after NewBalancedClient). NewClient ignores it.
 func WithResolveInterval(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithResolveInterval", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			ms, ok := durationMs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_resolve_interval_ms(b, C.uint32_t(ms))
+		cfg.ms("WithResolveInterval", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_resolve_interval_ms(b, v)
 		})
 	}
 }

@@ -104,6 +104,39 @@ func applySetters(ss []setter) error {
 	return nil
 }
 
+// msSetter, usSetter and sizeSetter adapt a builder's setter of milliseconds, microseconds
+// or a size to a Go duration or int: a negative or too large one is refused on the Go side.
+// B is the builder's pointer type (a C struct pointed to is incomplete in Go).
+func msSetter[B any](d time.Duration, f func(B, C.uint32_t) C.fastrpc_status) func(B) C.fastrpc_status {
+	return func(b B) C.fastrpc_status {
+		ms, ok := durationMs(d)
+		if !ok {
+			return goInvalidValue
+		}
+		return f(b, C.uint32_t(ms))
+	}
+}
+
+func usSetter[B any](d time.Duration, f func(B, C.uint32_t) C.fastrpc_status) func(B) C.fastrpc_status {
+	return func(b B) C.fastrpc_status {
+		us, ok := durationUs(d)
+		if !ok {
+			return goInvalidValue
+		}
+		return f(b, C.uint32_t(us))
+	}
+}
+
+func sizeSetter[B any](n int, f func(B, C.size_t) C.fastrpc_status) func(B) C.fastrpc_status {
+	return func(b B) C.fastrpc_status {
+		s, ok := sizeArg(n)
+		if !ok {
+			return goInvalidValue
+		}
+		return f(b, s)
+	}
+}
+
 // ---- client options ----
 
 // ClientOption configures a Client (see NewClient).
@@ -116,6 +149,18 @@ type clientConfig struct {
 
 func (c *clientConfig) add(name string, f func(b *C.fastrpc_client_config_builder) C.fastrpc_status) {
 	c.setters = append(c.setters, setter{name, func() C.fastrpc_status { return f(c.b) }})
+}
+
+func (c *clientConfig) ms(name string, d time.Duration, f func(*C.fastrpc_client_config_builder, C.uint32_t) C.fastrpc_status) {
+	c.add(name, msSetter(d, f))
+}
+
+func (c *clientConfig) us(name string, d time.Duration, f func(*C.fastrpc_client_config_builder, C.uint32_t) C.fastrpc_status) {
+	c.add(name, usSetter(d, f))
+}
+
+func (c *clientConfig) size(name string, n int, f func(*C.fastrpc_client_config_builder, C.size_t) C.fastrpc_status) {
+	c.add(name, sizeSetter(n, f))
 }
 
 // WithCompression sets the compression of requests (default CompressFlate). The server
@@ -164,12 +209,8 @@ func WithProtocolVersion(v byte) ClientOption {
 // fails at once with ErrOverflow.
 func WithMaxPendingRequests(n int) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithMaxPendingRequests", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			s, ok := sizeArg(n)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_max_pending_requests(b, s)
+		cfg.size("WithMaxPendingRequests", n, func(b *C.fastrpc_client_config_builder, v C.size_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_max_pending_requests(b, v)
 		})
 	}
 }
@@ -179,12 +220,8 @@ func WithMaxPendingRequests(n int) ClientOption {
 // reading cannot grow the client's memory.
 func WithMaxQueuedBytes(n int) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithMaxQueuedBytes", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			s, ok := sizeArg(n)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_max_queued_bytes(b, s)
+		cfg.size("WithMaxQueuedBytes", n, func(b *C.fastrpc_client_config_builder, v C.size_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_max_queued_bytes(b, v)
 		})
 	}
 }
@@ -203,12 +240,8 @@ func WithPrioritizeNewRequests(on bool) ClientOption {
 // (default 0: write at once when idle). Microsecond resolution.
 func WithMaxBatchDelay(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithMaxBatchDelay", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			us, ok := durationUs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_max_batch_delay_us(b, C.uint32_t(us))
+		cfg.us("WithMaxBatchDelay", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_max_batch_delay_us(b, v)
 		})
 	}
 }
@@ -220,12 +253,8 @@ func WithMaxBatchDelay(d time.Duration) ClientOption {
 // See README.md "Threading model" for what it measured.
 func WithReadSpin(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithReadSpin", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			us, ok := durationUs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_read_spin_us(b, C.uint32_t(us))
+		cfg.us("WithReadSpin", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_read_spin_us(b, v)
 		})
 	}
 }
@@ -233,12 +262,8 @@ func WithReadSpin(d time.Duration) ClientOption {
 // WithRequestTimeout sets the deadline of calls whose context has none (default 10s).
 func WithRequestTimeout(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithRequestTimeout", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			ms, ok := durationMs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_request_timeout_ms(b, C.uint32_t(ms))
+		cfg.ms("WithRequestTimeout", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_request_timeout_ms(b, v)
 		})
 	}
 }
@@ -247,12 +272,8 @@ func WithRequestTimeout(d time.Duration) ClientOption {
 // connection (default 0: none).
 func WithReadTimeout(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithReadTimeout", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			ms, ok := durationMs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_read_timeout_ms(b, C.uint32_t(ms))
+		cfg.ms("WithReadTimeout", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_read_timeout_ms(b, v)
 		})
 	}
 }
@@ -260,12 +281,8 @@ func WithReadTimeout(d time.Duration) ClientOption {
 // WithWriteTimeout bounds writing one batch (default 0: none).
 func WithWriteTimeout(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithWriteTimeout", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			ms, ok := durationMs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_write_timeout_ms(b, C.uint32_t(ms))
+		cfg.ms("WithWriteTimeout", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_write_timeout_ms(b, v)
 		})
 	}
 }
@@ -273,12 +290,8 @@ func WithWriteTimeout(d time.Duration) ClientOption {
 // WithReadBufferSize sets the socket read size in bytes (default 64 KiB).
 func WithReadBufferSize(n int) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithReadBufferSize", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			s, ok := sizeArg(n)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_read_buffer_size(b, s)
+		cfg.size("WithReadBufferSize", n, func(b *C.fastrpc_client_config_builder, v C.size_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_read_buffer_size(b, v)
 		})
 	}
 }
@@ -287,12 +300,8 @@ func WithReadBufferSize(n int) ClientOption {
 // is flushed early when full.
 func WithWriteBufferSize(n int) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithWriteBufferSize", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			s, ok := sizeArg(n)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_write_buffer_size(b, s)
+		cfg.size("WithWriteBufferSize", n, func(b *C.fastrpc_client_config_builder, v C.size_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_write_buffer_size(b, v)
 		})
 	}
 }
@@ -301,12 +310,8 @@ func WithWriteBufferSize(n int) ClientOption {
 // the reference's limit).
 func WithMaxFrameSize(n int) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithMaxFrameSize", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			s, ok := sizeArg(n)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_max_frame_size(b, s)
+		cfg.size("WithMaxFrameSize", n, func(b *C.fastrpc_client_config_builder, v C.size_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_max_frame_size(b, v)
 		})
 	}
 }
@@ -314,12 +319,8 @@ func WithMaxFrameSize(n int) ClientOption {
 // WithHandshakeTimeout bounds the connection handshake, TLS included (default 3s).
 func WithHandshakeTimeout(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
-		cfg.add("WithHandshakeTimeout", func(b *C.fastrpc_client_config_builder) C.fastrpc_status {
-			ms, ok := durationMs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_client_config_builder_set_handshake_timeout_ms(b, C.uint32_t(ms))
+		cfg.ms("WithHandshakeTimeout", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_client_config_builder_set_handshake_timeout_ms(b, v)
 		})
 	}
 }
@@ -406,23 +407,15 @@ func (c *serverConfig) bytes(name string, data []byte, f func(*C.fastrpc_server_
 }
 
 func (c *serverConfig) ms(name string, d time.Duration, f func(*C.fastrpc_server_config_builder, C.uint32_t) C.fastrpc_status) {
-	c.add(name, func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
-		ms, ok := durationMs(d)
-		if !ok {
-			return goInvalidValue
-		}
-		return f(b, C.uint32_t(ms))
-	})
+	c.add(name, msSetter(d, f))
+}
+
+func (c *serverConfig) us(name string, d time.Duration, f func(*C.fastrpc_server_config_builder, C.uint32_t) C.fastrpc_status) {
+	c.add(name, usSetter(d, f))
 }
 
 func (c *serverConfig) size(name string, n int, f func(*C.fastrpc_server_config_builder, C.size_t) C.fastrpc_status) {
-	c.add(name, func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
-		s, ok := sizeArg(n)
-		if !ok {
-			return goInvalidValue
-		}
-		return f(b, s)
-	})
+	c.add(name, sizeSetter(n, f))
 }
 
 // WithServerCompression sets the compression of responses (default CompressFlate).
@@ -510,12 +503,8 @@ func WithPipelineRequests(on bool) ServerOption {
 // write (default 0). Microsecond resolution.
 func WithServerMaxBatchDelay(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
-		cfg.add("WithServerMaxBatchDelay", func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
-			us, ok := durationUs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_server_config_builder_set_max_batch_delay_us(b, C.uint32_t(us))
+		cfg.us("WithServerMaxBatchDelay", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_server_config_builder_set_max_batch_delay_us(b, v)
 		})
 	}
 }
@@ -525,12 +514,8 @@ func WithServerMaxBatchDelay(d time.Duration) ServerOption {
 // thread busy for up to d waiting for the next ones. At most 10ms; microsecond resolution.
 func WithServerReadSpin(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
-		cfg.add("WithServerReadSpin", func(b *C.fastrpc_server_config_builder) C.fastrpc_status {
-			us, ok := durationUs(d)
-			if !ok {
-				return goInvalidValue
-			}
-			return C.fastrpc_server_config_builder_set_read_spin_us(b, C.uint32_t(us))
+		cfg.us("WithServerReadSpin", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {
+			return C.fastrpc_server_config_builder_set_read_spin_us(b, v)
 		})
 	}
 }
