@@ -205,14 +205,13 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	}
 
 	w := waiterPool.Get().(*waiter)
-	waiters := &c.waiters
 	tag := c.nextTag.Add(1)
-	waiters.put(tag, w)
+	c.waiters.put(tag, w)
 
 	c.mu.RLock()
 	if c.closed || c.draining.Load() {
 		c.mu.RUnlock()
-		waiters.take(tag)
+		c.waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, errClosed("client")
 	}
@@ -231,7 +230,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		if c.leading {
 			c.pending.Add(-1)
 		}
-		waiters.take(tag)
+		c.waiters.take(tag)
 		waiterPool.Put(w)
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
@@ -257,7 +256,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	case res := <-w.ch:
 		return outcome(res)
 	case <-done:
-		if waiters.take(tag) != nil {
+		if c.waiters.take(tag) != nil {
 			// Ours to end: the library completes the call with CANCELLED at once (or it has
 			// just completed otherwise); either way the poller finds no waiter and discards
 			// the completion, so w is clean.
