@@ -4,8 +4,9 @@ package fastrpc
 // (fastrpc_client_call_queued_id) and completes into the client's one completion queue; one
 // poller goroutine per client waits in Go's netpoller on the queue's eventfd (poller.go),
 // takes finished calls in batches (one cgo call per batch) and hands each to the goroutine
-// waiting for it through a channel. No OS thread waits per call: a waiting call is a parked
-// goroutine. A call whose context ends is cancelled in the library (fastrpc_client_cancel),
+// waiting for it through a channel; a call that is the only one in flight waits there itself
+// and takes its own completion (leader.go). No OS thread waits per call: a waiting call is a
+// parked goroutine. One-server and balanced clients share this code (ptr or bal is set). A call whose context ends is cancelled in the library (fastrpc_client_cancel),
 // which frees its pending slot at once.
 
 /*
