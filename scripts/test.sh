@@ -202,7 +202,14 @@ go_counts() { # ROW PART
         (part == "interop") != (interop == 1) { next }
         /^--- PASS: / { p++ }
         /^--- FAIL: / { f++; print "failed " $3 }
-        /^--- SKIP: / { s++; name = $3; getline; sub(/^ +/, ""); print "skipped " name ": " $0 }
+        # go test -v prints a skip reason (t.Skip) just before the SKIP line, older Go after it.
+        /^--- SKIP: / {
+            s++; name = $3; why = prev
+            if (why !~ /^ +[^ ]+\.go:[0-9]+: /) { getline; why = $0 }
+            sub(/^ +[^ ]+\.go:[0-9]+: /, "", why); sub(/^ +/, "", why)
+            print "skipped " name ": " why
+        }
+        { prev = $0 }
         END { print "counts", p + 0, f + 0, s + 0 }' "$LOGS/go.log")
     # shellcheck disable=SC2046
     add "$1" $(grep '^counts ' <<<"$out" | cut -d' ' -f2-)
