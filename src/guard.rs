@@ -1,5 +1,5 @@
 //! Panic containment for the library's own tasks (client connection manager, reader,
-//! timekeeper; server accept loop, connection, writer): [`guarded`] runs a task's future and
+//! timekeeper, a lone call's write; server accept loop, connection, writer): [`guarded`] runs a task's future and
 //! turns a panic while polling it into an error that names the task ("internal error (panic)
 //! in the client reader: ..."), logged through the log hook at `Error`. The call sites then
 //! treat it as any other failure of that connection: the calls on it fail with that error, the
@@ -38,6 +38,8 @@ pub enum Task {
     ServerConnection = 16,
     /// One connection's writer.
     ServerWriter = 32,
+    /// A lone call writing its own request on the caller's thread (client `write.rs`).
+    ClientLoneWrite = 64,
 }
 
 impl Task {
@@ -50,6 +52,7 @@ impl Task {
             Task::ServerAccept => "the server accept loop",
             Task::ServerConnection => "a server connection",
             Task::ServerWriter => "a server connection's writer",
+            Task::ClientLoneWrite => "a lone call's write",
         }
     }
 }
@@ -98,18 +101,32 @@ pub(crate) async fn guarded<F: Future>(task: Task, fut: F) -> Result<F::Output, 
         }
     })
     .await;
-    r.map_err(|payload| {
-        let e = Error::new(
-            ErrorKind::Connection,
-            format!(
-                "internal error (panic) in {}: {}",
-                task.name(),
-                panic_message(&*payload)
-            ),
-        );
-        log::emit(Level::Error, &format!("fastrpc: {}", e.message()));
-        e
-    })
+    r.map_err(|payload| panic_error(task, &*payload))
+}
+
+/// Like [`guarded`] for work done synchronously on a caller's thread: a panic in `f` comes
+/// back as the same error (and is logged), instead of unwinding into the caller.
+pub(crate) fn guarded_sync<T>(task: Task, f: impl FnOnce() -> T) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(|| {
+        if take_injected(task) {
+            panic!("injected by a test");
+        }
+        f()
+    }))
+    .map_err(|payload| panic_error(task, &*payload))
+}
+
+fn panic_error(task: Task, payload: &(dyn Any + Send)) -> Error {
+    let e = Error::new(
+        ErrorKind::Connection,
+        format!(
+            "internal error (panic) in {}: {}",
+            task.name(),
+            panic_message(payload)
+        ),
+    );
+    log::emit(Level::Error, &format!("fastrpc: {}", e.message()));
+    e
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::compress::{Compression, Decoder, Encoder};
@@ -368,6 +368,14 @@ async fn read_slice(
     r.map_err(|e| Error::from_io(&e, ErrorKind::Connection, "read failed"))
 }
 
+/// The error of a batch the peer did not take in time (the connection ends with it).
+pub(crate) fn write_timeout() -> Error {
+    Error::fixed(
+        ErrorKind::Timeout,
+        "write timeout: the peer did not take a batch within write_timeout",
+    )
+}
+
 fn read_timeout() -> Error {
     Error::fixed(
         ErrorKind::Timeout,
@@ -390,13 +398,30 @@ async fn read_some(
     r.map_err(|e| Error::from_io(&e, ErrorKind::Connection, "read failed"))
 }
 
-/// The write side of a connection.
+/// The write side of a connection. A batch is written in two steps, so that it can be
+/// started on one thread and finished on another (the client's lone-call path):
+/// [`FrameWriter::start_batch`] compresses it, [`FrameWriter::poll_batch`] writes and
+/// flushes it, keeping how far it got. [`FrameWriter::write_batch`] does both.
 pub(crate) struct FrameWriter {
     wr: WriteHalf,
     encoder: Option<Encoder>,
     wire: Vec<u8>,
     write_timeout: Option<Duration>,
     stats: Arc<IoCounters>,
+    /// The started batch: bytes of it written, and where it stands.
+    sent: usize,
+    stage: Stage,
+    /// Its plain length and frame count, counted once it is flushed.
+    plain_len: usize,
+    frames: usize,
+}
+
+/// Where a started batch stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    Idle,
+    Write,
+    Flush,
 }
 
 impl FrameWriter {
@@ -422,46 +447,111 @@ impl FrameWriter {
             wr,
             write_timeout,
             stats,
+            sent: 0,
+            stage: Stage::Idle,
+            plain_len: 0,
+            frames: 0,
         }
     }
 
     /// Compresses `plain` (whole frames) and writes it out with a flush.
     pub(crate) async fn write_batch(&mut self, plain: &[u8], frames: usize) -> Result<(), Error> {
-        if plain.is_empty() {
-            return Ok(());
-        }
-        let bytes: &[u8] = match self.encoder.as_mut() {
-            None => plain,
-            Some(enc) => {
-                self.wire.clear();
-                enc.encode(plain, &mut self.wire)?;
-                &self.wire
-            }
-        };
-        let wr = &mut self.wr;
-        let io = async {
-            wr.write_all(bytes).await?;
-            wr.flush().await
-        };
-        let r = match self.write_timeout {
+        self.start_batch(plain, frames)?;
+        let limit = self.write_timeout;
+        let io = std::future::poll_fn(|cx| self.poll_batch(cx, plain));
+        match limit {
             None => io.await,
             Some(t) => match tokio::time::timeout(t, io).await {
                 Ok(r) => r,
-                Err(_) => {
-                    return Err(Error::fixed(
-                        ErrorKind::Timeout,
-                        "write timeout: the peer did not take a batch within write_timeout",
-                    ))
-                }
+                Err(_) => Err(write_timeout()),
             },
-        };
-        r.map_err(|e| Error::from_io(&e, ErrorKind::Connection, "write failed"))?;
-        let s = &self.stats;
-        s.sent_plain.fetch_add(plain.len() as u64, Relaxed);
-        s.sent_wire.fetch_add(bytes.len() as u64, Relaxed);
-        s.flushes.fetch_add(1, Relaxed);
-        s.frames_sent.fetch_add(frames as u64, Relaxed);
+        }
+    }
+
+    /// Starts writing `plain` (whole frames): compresses it when the connection compresses.
+    /// Nothing is written yet; an empty batch leaves the writer idle.
+    pub(crate) fn start_batch(&mut self, plain: &[u8], frames: usize) -> Result<(), Error> {
+        debug_assert_eq!(self.stage, Stage::Idle, "a batch is still being written");
+        if plain.is_empty() {
+            return Ok(());
+        }
+        if let Some(enc) = self.encoder.as_mut() {
+            self.wire.clear();
+            enc.encode(plain, &mut self.wire)?;
+        }
+        self.sent = 0;
+        self.plain_len = plain.len();
+        self.frames = frames;
+        self.stage = Stage::Write;
         Ok(())
+    }
+
+    /// Drops the rest of a started batch (the connection ends without it).
+    pub(crate) fn abandon(&mut self) {
+        self.stage = Stage::Idle;
+    }
+
+    /// A started batch is not written and flushed yet.
+    pub(crate) fn is_writing(&self) -> bool {
+        self.stage != Stage::Idle
+    }
+
+    /// Writes the started batch (`plain` is the slice given to [`FrameWriter::start_batch`])
+    /// as far as the socket takes it, then flushes it. Ready when it is all out (or failed:
+    /// then the connection is done); pending with `cx` registered for the socket's readiness.
+    pub(crate) fn poll_batch(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        plain: &[u8],
+    ) -> std::task::Poll<Result<(), Error>> {
+        use std::task::Poll;
+        let failed = |e: std::io::Error| Error::from_io(&e, ErrorKind::Connection, "write failed");
+        loop {
+            match self.stage {
+                Stage::Idle => return Poll::Ready(Ok(())),
+                Stage::Write => {
+                    let bytes: &[u8] = match self.encoder {
+                        None => plain,
+                        Some(_) => &self.wire,
+                    };
+                    while self.sent < bytes.len() {
+                        match std::pin::Pin::new(&mut self.wr).poll_write(cx, &bytes[self.sent..]) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Ok(0)) => {
+                                self.stage = Stage::Idle;
+                                return Poll::Ready(Err(failed(
+                                    std::io::ErrorKind::WriteZero.into(),
+                                )));
+                            }
+                            Poll::Ready(Ok(n)) => self.sent += n,
+                            Poll::Ready(Err(e)) => {
+                                self.stage = Stage::Idle;
+                                return Poll::Ready(Err(failed(e)));
+                            }
+                        }
+                    }
+                    self.stage = Stage::Flush;
+                }
+                Stage::Flush => {
+                    let r = match std::pin::Pin::new(&mut self.wr).poll_flush(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(r) => r,
+                    };
+                    self.stage = Stage::Idle;
+                    r.map_err(failed)?;
+                    let wire = match self.encoder {
+                        None => self.plain_len,
+                        Some(_) => self.wire.len(),
+                    };
+                    let s = &self.stats;
+                    s.sent_plain.fetch_add(self.plain_len as u64, Relaxed);
+                    s.sent_wire.fetch_add(wire as u64, Relaxed);
+                    s.flushes.fetch_add(1, Relaxed);
+                    s.frames_sent.fetch_add(self.frames as u64, Relaxed);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
     }
 
     /// Gives back what an idle connection can do without (the compressor's state and the

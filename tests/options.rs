@@ -755,13 +755,18 @@ async fn client_write_timeout_fails_calls_to_a_peer_that_does_not_read() {
             c.compress_type = Compression::None;
             c.write_timeout = Duration::from_millis(100);
             c.request_timeout = Duration::from_secs(20);
+            c.max_frame_size = 16 << 20;
+            c.max_queued_bytes = 128 << 20;
         }))
         .unwrap();
-        // Far more than the socket buffers hold.
-        let value = Arc::new(vec![7u8; 1 << 20]);
+        // Each request alone is more than the socket buffers hold (4 MiB of send buffer at
+        // most here, 128 KiB received by a peer that never reads), so every write stalls,
+        // whichever calls share it (a call queued after a batch was taken goes in the next
+        // batch, on the next connection).
+        let value = Arc::new(vec![7u8; 8 << 20]);
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..24 {
+        for _ in 0..8 {
             let (c, v) = (cl.clone(), value.clone());
             tasks.push(tokio::spawn(async move { c.call(b"n", &v).await }));
         }

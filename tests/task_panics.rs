@@ -1,6 +1,6 @@
 //! No panic reaches a user and no panic kills a client: a panic injected into each library
-//! task (client connection manager, reader, timekeeper; server accept loop, connection,
-//! writer) ends only that connection with "internal error (panic) in <task>: ...", is logged
+//! task (client connection manager, reader, timekeeper, a lone call's write; server accept
+//! loop, connection, writer) ends only that connection with "internal error (panic) in <task>: ...", is logged
 //! through the log hook, and the client connects again. Then the peer bytes that once
 //! panicked the hand-written record layer: an empty Handshake record sent with the client's
 //! Finished and data (200 connections), and a malicious TLS 1.2 server (a relay rewriting our
@@ -157,9 +157,17 @@ fn panic_in_the_client_connection_manager() {
         let s = server(None).await;
         let c = client(&s.local_addr(), None);
         call_until_ok(&c, "before").await;
-        // The manager is woken by a call: it panics, the call fails with the panic.
+        // A call the server holds: with it waiting, a new call is not alone, so it wakes the
+        // manager (a lone call writes itself). The manager panics: both calls fail with it.
+        let held = {
+            let c = c.clone();
+            tokio::spawn(async move { c.call(b"hang", b"").await })
+        };
+        wait_until("the held call is sent", || c.stats().io.frames_sent == 2).await;
         let e = call_until_it_panics(&c, Task::ClientManager).await;
         assert_panic_error(e, "the client connection manager", "");
+        let held = held.await.unwrap().unwrap_err();
+        assert_panic_error(held, "the client connection manager", "");
         assert!(!panic_pending(Task::ClientManager));
         assert!(logged(&format!(
             "fastrpc: {}",
@@ -190,6 +198,30 @@ fn panic_in_the_client_reader() {
         )));
         call_until_ok(&c, "after").await;
         assert_eq!(c.stats().connects, 2);
+    })
+}
+
+#[test]
+fn panic_in_a_lone_call_write() {
+    run(async {
+        let s = server(None).await;
+        let c = client(&s.local_addr(), None);
+        call_until_ok(&c, "before").await;
+        call_until_ok(&c, "lone").await;
+        assert_eq!(c.stats().lone_writes, 1, "{:?}", c.stats());
+        // The next call is alone too and writes its own request: the panic is caught on the
+        // caller's side (before anything was taken from the queue), the connection ends with
+        // it, and the call, still queued, goes out on the next connection.
+        inject_panic(Task::ClientLoneWrite);
+        let v = c.call(b"n", b"again").await.unwrap();
+        assert_eq!(v, b"n:again");
+        assert!(!panic_pending(Task::ClientLoneWrite));
+        assert!(logged(&format!(
+            "fastrpc: {}",
+            panic_message("a lone call's write")
+        )));
+        assert_eq!(c.stats().connects, 2);
+        assert_eq!(c.stats().errors.connection, 0);
     })
 }
 

@@ -859,6 +859,7 @@ fn add_stats(t: &mut ClientStats, s: &ClientStats) {
     t.reconnects += s.reconnects;
     t.connect_failures += s.connect_failures;
     t.pending_requests += s.pending_requests;
+    t.lone_writes += s.lone_writes;
     add_io(&mut t.io, &s.io);
 }
 

@@ -1,5 +1,5 @@
 //! The client's background tasks: the connection manager (lazy connect, handshake, backoff,
-//! reconnect) which is also the one writer of its connection, the reader that matches
+//! reconnect), which runs its connection's writer (`write.rs`), the reader that matches
 //! responses to waiting calls, and the timekeeper that enforces call deadlines.
 //!
 //! Every path that ends a connection fails the calls sent on it with an error naming the
@@ -14,7 +14,6 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::config::limit;
-use crate::delay::DelayTimer;
 use crate::error::{Error, ErrorKind};
 use crate::guard::{guarded, AbortOnDrop, Task};
 use crate::protocol::frame::{parse_response, Parse};
@@ -22,7 +21,7 @@ use crate::protocol::handshake;
 use crate::transport;
 use crate::wire::{spin_then, FrameReader, FrameWriter, SpinGate, SPIN_MAX_IN_FLIGHT};
 
-use super::table::{mark_batch, Conn, Entry, IN_BURST};
+use super::table::{Conn, IN_BURST};
 use super::Inner;
 
 /// Starts the manager and timekeeper tasks (once, on the first call).
@@ -41,8 +40,11 @@ pub(super) fn start(inner: Arc<Inner>) {
             // As after a failed connect: the calls it had fail with the panic, the next call
             // after the backoff connects again (its reader was aborted with it).
             let mut sinks = Vec::new();
+            // The connection's write side went with it (a lone caller must not find it).
+            inner.out().take();
             let mut st = inner.lock();
             st.clear_queue();
+            st.writing = false;
             st.conn_error = None;
             st.conn = Conn::Backoff {
                 until: Instant::now() + inner.cfg.reconnect_backoff_min,
@@ -61,8 +63,6 @@ pub(super) fn start(inner: Arc<Inner>) {
 async fn manager(inner: Arc<Inner>) {
     let mut backoff = inner.cfg.reconnect_backoff_min;
     let mut seed = jitter_seed();
-    let mut batch: Vec<u8> = Vec::with_capacity(inner.cfg.write_buffer_size);
-    let mut entries: Vec<Entry> = Vec::with_capacity(64);
     loop {
         // Wait for queued work (lazy connect) or close.
         let closed = poll_fn(|cx| {
@@ -126,7 +126,7 @@ async fn manager(inner: Arc<Inner>) {
                         end_connection(&ri, e);
                     }
                 }));
-                let cause = write_loop(&inner, writer, &mut batch, &mut entries).await;
+                let cause = super::write::write_loop(&inner, writer).await;
                 reader_task.0.abort();
                 let _ = (&mut reader_task.0).await;
                 let err = cause.rewrap(
@@ -136,6 +136,7 @@ async fn manager(inner: Arc<Inner>) {
                 let mut sinks = Vec::new();
                 let mut st = inner.lock();
                 st.conn_error = None;
+                st.writing = false;
                 st.conn = Conn::Idle;
                 drop(st);
                 inner.fail_all(1 << super::table::SENT, &err, &mut sinks);
@@ -178,100 +179,6 @@ async fn connect(
                 format!("handshake with {} failed: {}", inner.addr, e.message()),
             )
         })
-}
-
-/// Writes batches until the connection fails or the client closes. Returns the cause.
-async fn write_loop(
-    inner: &Arc<Inner>,
-    mut w: FrameWriter,
-    batch: &mut Vec<u8>,
-    entries: &mut Vec<Entry>,
-) -> Error {
-    let delay = inner.cfg.max_batch_delay;
-    let mut timer = (!delay.is_zero()).then(DelayTimer::new);
-    loop {
-        let ready = poll_fn(|cx| {
-            let mut st = inner.lock();
-            if let Some(e) = st.conn_error.take() {
-                return Poll::Ready(Err(e));
-            }
-            if inner.shutdown.load(Relaxed) {
-                return Poll::Ready(Err(Error::closed()));
-            }
-            if !st.entries.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
-                // Drained: nothing left to wait for on this connection.
-                return Poll::Ready(Err(Error::closed()));
-            }
-            st.writer_waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-        if let Err(e) = ready {
-            if e.kind() == ErrorKind::Closed {
-                w.shutdown().await;
-            }
-            return e;
-        }
-        if let Some(t) = timer.as_mut() {
-            batch_delay(inner, t, delay).await;
-        }
-        inner.lock().take(batch, entries);
-        // Outside the lock: mark the calls sent, cut out those that ended while queued.
-        let frames = mark_batch(&inner.table, batch, entries);
-        let write = w.write_batch(batch, frames);
-        // A client closed at once (close(Cancel), the last handle dropped) must not stay held
-        // by a write the server never takes: the write is dropped with the connection.
-        let closed = poll_fn(|cx| {
-            if inner.shutdown.load(Relaxed) {
-                return Poll::Ready(());
-            }
-            inner.lock().writer_waker = Some(cx.waker().clone());
-            if inner.shutdown.load(Relaxed) {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        });
-        let r = tokio::select! {
-            biased;
-            r = write => r,
-            _ = closed => Err(Error::closed()),
-        };
-        inner.lock().writing = false;
-        if inner.closed.load(Relaxed) {
-            // A draining close waits for the last batch to be written.
-            inner.drained.notify_waiters();
-        }
-        if let Err(e) = r {
-            return e;
-        }
-        batch.clear();
-        if batch.capacity() > 8 * inner.cfg.write_buffer_size {
-            // A burst of large requests does not pin its batch buffer.
-            *batch = Vec::with_capacity(inner.cfg.write_buffer_size);
-        }
-    }
-}
-
-/// Waits up to `delay` for more frames to share the batch, less when the batch fills the
-/// write buffer first.
-async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
-    let full = inner.cfg.write_buffer_size;
-    timer.start(delay);
-    poll_fn(|cx| {
-        if timer.poll_elapsed(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        let mut st = inner.lock();
-        if st.queue.len() >= full || inner.shutdown.load(Relaxed) || st.conn_error.is_some() {
-            return Poll::Ready(());
-        }
-        st.writer_waker = Some(cx.waker().clone());
-        Poll::Pending
-    })
-    .await
 }
 
 /// Reads responses and completes their calls, without a lock, a whole read at a time: first

@@ -12,6 +12,7 @@ mod atomic_waker;
 mod blocking;
 mod conn;
 pub(crate) mod table;
+mod write;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -94,6 +95,9 @@ pub struct ClientStats {
     pub connect_failures: u64,
     /// Calls waiting now.
     pub pending_requests: u64,
+    /// Batches a lone call wrote itself, on its caller's thread, instead of waking the writer
+    /// (a call with nothing else waiting or queued; README, "How it works").
+    pub lone_writes: u64,
     /// Bytes, flushes and frames.
     pub io: IoStats,
 }
@@ -101,6 +105,7 @@ pub struct ClientStats {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub responses: AtomicU64,
+    pub lone_writes: AtomicU64,
     pub sends: AtomicU64,
     pub errors: ErrorCounters,
     pub unexpected: AtomicU64,
@@ -124,6 +129,9 @@ pub(crate) struct Inner {
     /// The request queue and the connection's state: callers and the writer, never the
     /// reader's per-response path.
     pub sub: Mutex<Submit>,
+    /// The connection's write side while connected (see `write.rs`): the writer task's, and
+    /// a lone call's that writes its own request. Taken before `sub` when both are.
+    pub out: Mutex<Option<write::Out>>,
     /// Callers the reader woke with their responses that have not collected them yet. While
     /// some have not, a new request does not wake the writer: those callers are about to run
     /// and queue their next requests, and all of them should share one write. (Without this,
@@ -323,8 +331,23 @@ impl Inner {
         let (id, cell) = self.table.alloc(&mut sub.next_id, dl, sink, waker);
         sub.push_frame(id, name, value);
         sub.calls += 1;
+        // A lone call (nothing else waiting or queued, the writer parked, no batch delay)
+        // writes its request itself: taking the writer's waker keeps the writer parked.
+        let lone = if sub.entries.len() == 1
+            && !sub.writing
+            && self.cfg.max_batch_delay.is_zero()
+            && self.table.pending() == 1
+            && self.burst.load(Acquire) <= 0
+        {
+            sub.writer_waker.take()
+        } else {
+            None
+        };
         self.after_push(&mut sub, Some(dl));
         drop(sub);
+        if let Some(w) = lone {
+            write::write_lone(self, w);
+        }
         if let Some((c, old)) = displaced {
             let mut sinks = Vec::new();
             self.fail_claimed(c, old, &Error::overflow_displaced(), &mut sinks);
@@ -473,6 +496,7 @@ impl Client {
         let inner = Arc::new(Inner {
             table: Table::new(config.max_pending_requests),
             sub: Mutex::new(Submit::new(config.write_buffer_size)),
+            out: Mutex::new(None),
             burst: Padded(AtomicIsize::new(0)),
             closed: Padded(AtomicBool::new(false)),
             shutdown: AtomicBool::new(false),
@@ -661,6 +685,7 @@ impl Client {
             reconnects: connects.saturating_sub(1),
             connect_failures: c.connect_failures.load(Relaxed),
             pending_requests: self.pending_requests() as u64,
+            lone_writes: c.lone_writes.load(Relaxed),
             io: c.io.snapshot(),
         }
     }

@@ -1,0 +1,286 @@
+//! The client's write side: the writer task, which writes queued requests in batches, and the
+//! lone-call path, on which a call that finds nothing else to write and the writer parked
+//! writes its own request, on the caller's thread, instead of waking the writer.
+//!
+//! Why: a call made from a thread outside the runtime (C, Go, the blocking facade) wakes the
+//! writer through a futex to a worker thread, whose CPU has often halted while it waited: on
+//! a VM that wakeup is tens of microseconds, on every call of a caller that waits for each
+//! response before the next. The lone path takes it off the round trip. It is taken only when
+//! batching has nothing to gain: no other call waiting (`Table::pending` is 1), nothing else
+//! queued, the writer idle and parked, no `max_batch_delay`. With more calls in flight the
+//! writer task batches as before.
+//!
+//! The connection's [`FrameWriter`] and the batch it writes live in [`Out`], behind
+//! `Inner::out`: whoever holds that lock may take the queue and write (the writer task, or a
+//! lone caller that took the writer's waker from the queue's state, so that nobody else wakes
+//! the writer meanwhile). A batch the socket does not take at once stays started in `Out`
+//! (`Submit::writing`), and the writer task finishes it under `write_timeout`. Lock order:
+//! `out`, then `sub`; neither is held across an await.
+
+use std::future::poll_fn;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use crate::config::limit;
+use crate::delay::DelayTimer;
+use crate::error::{Error, ErrorKind};
+use crate::guard::{guarded_sync, Task};
+use crate::wire::{write_timeout, FrameWriter};
+
+use super::table::{mark_batch, Entry};
+use super::Inner;
+
+/// A connection's write side and the batch it is writing.
+pub(crate) struct Out {
+    w: FrameWriter,
+    /// The batch taken from the queue (its bytes, and its frames' ids and ends).
+    batch: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+impl Inner {
+    #[inline]
+    pub(crate) fn out(&self) -> MutexGuard<'_, Option<Out>> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Takes the queue into `o` and starts writing it. False (and nothing taken) when the queue
+/// is empty or the connection is ending.
+fn start(inner: &Inner, o: &mut Out) -> Result<bool, Error> {
+    {
+        let mut st = inner.lock();
+        if st.entries.is_empty() || st.conn_error.is_some() || inner.shutdown.load(Relaxed) {
+            return Ok(false);
+        }
+        st.take(&mut o.batch, &mut o.entries);
+    }
+    // Outside the queue's lock: mark the calls sent, cut out those that ended while queued.
+    let frames = mark_batch(&inner.table, &mut o.batch, &o.entries);
+    o.w.start_batch(&o.batch, frames)?;
+    Ok(true)
+}
+
+/// The batch in `o` is out (or failed).
+fn finish(inner: &Inner, o: &mut Out) {
+    o.batch.clear();
+    if o.batch.capacity() > 8 * inner.cfg.write_buffer_size {
+        // A burst of large requests does not pin its batch buffer.
+        o.batch = Vec::with_capacity(inner.cfg.write_buffer_size);
+    }
+    inner.lock().writing = false;
+    if inner.closed.load(Relaxed) {
+        // A draining close waits for the last batch to be written.
+        inner.drained.notify_waiters();
+    }
+}
+
+/// Writes what a lone call queued, on the caller's thread. `writer` is the writer task's
+/// waker, which the caller took from the queue's state under its lock (so that the writer
+/// stays parked): it is either used to wake the writer, when there is something left for it
+/// (a batch the socket did not take at once, a failure, frames queued meanwhile, a close), or
+/// put back.
+pub(crate) fn write_lone(inner: &Inner, writer: Waker) {
+    // A panic here must not unwind into the caller: it ends the connection, as the writer
+    // task's would (the calls sent on it fail with it, the client connects again).
+    let wake = match guarded_sync(Task::ClientLoneWrite, || lone(inner, &writer)) {
+        Ok(wake) => wake,
+        Err(e) => {
+            fail_connection(inner, e);
+            true
+        }
+    };
+    let mut st = inner.lock();
+    if wake
+        || !st.entries.is_empty()
+        || st.writing
+        || st.conn_error.is_some()
+        || inner.closed.load(Relaxed)
+        || inner.shutdown.load(Relaxed)
+    {
+        drop(st);
+        writer.wake();
+    } else if st.writer_waker.is_none() {
+        st.writer_waker = Some(writer);
+    }
+}
+
+/// The lone write itself; true when the writer task has something left to do.
+fn lone(inner: &Inner, writer: &Waker) -> bool {
+    let mut g = inner.out();
+    let Some(o) = g.as_mut() else {
+        // Not connected (or the connection just ended): the writer task deals with it.
+        return true;
+    };
+    if o.w.is_writing() {
+        return true;
+    }
+    match start(inner, o) {
+        Ok(false) => false,
+        Ok(true) => {
+            inner.counters.lone_writes.fetch_add(1, Relaxed);
+            // The socket's readiness wakes the writer if this does not finish.
+            let mut cx = Context::from_waker(writer);
+            match o.w.poll_batch(&mut cx, &o.batch) {
+                Poll::Ready(Ok(())) => {
+                    finish(inner, o);
+                    false
+                }
+                Poll::Ready(Err(e)) => {
+                    finish(inner, o);
+                    fail_connection(inner, e);
+                    true
+                }
+                Poll::Pending => true,
+            }
+        }
+        Err(e) => {
+            finish(inner, o);
+            fail_connection(inner, e);
+            true
+        }
+    }
+}
+
+/// Ends the connection with `e` (the writer task returns it), unless it already ends.
+fn fail_connection(inner: &Inner, e: Error) {
+    let mut st = inner.lock();
+    if st.conn_error.is_none() {
+        st.conn_error = Some(e);
+    }
+}
+
+/// The writer task of one connection: writes batches until the connection fails or the
+/// client closes. Returns the cause.
+pub(super) async fn write_loop(inner: &Arc<Inner>, w: FrameWriter) -> Error {
+    *inner.out() = Some(Out {
+        w,
+        batch: Vec::with_capacity(inner.cfg.write_buffer_size),
+        entries: Vec::with_capacity(64),
+    });
+    let cause = writes(inner).await;
+    inner.out().take();
+    cause
+}
+
+async fn writes(inner: &Arc<Inner>) -> Error {
+    let delay = inner.cfg.max_batch_delay;
+    let mut timer = (!delay.is_zero()).then(DelayTimer::new);
+    let limit = limit(inner.cfg.write_timeout);
+    loop {
+        // Wait for queued requests, or a batch a lone caller started and left unfinished.
+        let ready = poll_fn(|cx| {
+            let mut st = inner.lock();
+            if let Some(e) = st.conn_error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if inner.shutdown.load(Relaxed) {
+                return Poll::Ready(Err(Error::closed()));
+            }
+            if !st.entries.is_empty() || st.writing {
+                return Poll::Ready(Ok(()));
+            }
+            if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
+                // Drained: nothing left to wait for on this connection.
+                return Poll::Ready(Err(Error::closed()));
+            }
+            st.writer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if let Err(e) = ready {
+            if e.kind() == ErrorKind::Closed {
+                // Between batches: close the write direction cleanly (TLS close_notify, FIN).
+                let out = inner.out().take();
+                if let Some(mut o) = out {
+                    o.w.shutdown().await;
+                }
+            }
+            return e;
+        }
+        if let Some(t) = timer.as_mut() {
+            batch_delay(inner, t, delay).await;
+        }
+        {
+            let mut g = inner.out();
+            let Some(o) = g.as_mut() else {
+                return Error::closed();
+            };
+            if !o.w.is_writing() {
+                match start(inner, o) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        finish(inner, o);
+                        return e;
+                    }
+                }
+            }
+        }
+        let write = poll_fn(|cx| match inner.out().as_mut() {
+            Some(o) => {
+                let r = o.w.poll_batch(cx, &o.batch);
+                if r.is_ready() {
+                    finish(inner, o);
+                }
+                r
+            }
+            None => Poll::Ready(Err(Error::closed())),
+        });
+        let write = async {
+            match limit {
+                None => write.await,
+                Some(t) => tokio::time::timeout(t, write)
+                    .await
+                    .unwrap_or_else(|_| Err(write_timeout())),
+            }
+        };
+        // A client closed at once (close(Cancel), the last handle dropped) must not stay held
+        // by a write the server never takes: the write is dropped with the connection.
+        let closed = poll_fn(|cx| {
+            if inner.shutdown.load(Relaxed) {
+                return Poll::Ready(());
+            }
+            inner.lock().writer_waker = Some(cx.waker().clone());
+            if inner.shutdown.load(Relaxed) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        });
+        let r = tokio::select! {
+            biased;
+            r = write => r,
+            _ = closed => Err(Error::closed()),
+        };
+        if let Err(e) = r {
+            if let Some(o) = inner.out().as_mut() {
+                if o.w.is_writing() {
+                    // Timed out or closed mid-batch: the connection ends with it.
+                    o.w.abandon();
+                    finish(inner, o);
+                }
+            }
+            return e;
+        }
+    }
+}
+
+/// Waits up to `delay` for more frames to share the batch, less when the batch fills the
+/// write buffer first.
+async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
+    let full = inner.cfg.write_buffer_size;
+    timer.start(delay);
+    poll_fn(|cx| {
+        if timer.poll_elapsed(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let mut st = inner.lock();
+        if st.queue.len() >= full || inner.shutdown.load(Relaxed) || st.conn_error.is_some() {
+            return Poll::Ready(());
+        }
+        st.writer_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,334 @@
+//! The lone-call write path (src/client/write.rs): a call with nothing else waiting writes its
+//! own request on the caller's thread instead of waking the writer task. Exact responses
+//! through it with every compression, with TLS, from threads outside the runtime and from
+//! tasks; exactly-once completion when lone and batched calls mix; a lone request larger
+//! than the socket takes at once, against a peer that reads only later, is finished by the
+//! writer task without holding up the caller, byte for byte; `max_batch_delay` turns it off.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use fastrpc::protocol::frame::{encode_response, parse_request, Parse};
+use fastrpc::{
+    BlockingClient, Call, Client, ClientConfig, Completion, Compression, Error, Server,
+    ServerConfig, TlsClientConfig, TlsServerConfig,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use common::bounded;
+
+fn echo(call: Call) {
+    let mut v = call.name().to_vec();
+    v.push(b':');
+    v.extend_from_slice(call.value());
+    let _ = call.reply(&v);
+}
+
+async fn server(c: Compression, tls: Option<TlsServerConfig>) -> Server {
+    let mut cfg = ServerConfig::default();
+    cfg.compress_type = c;
+    cfg.tls = tls;
+    Server::bind("127.0.0.1:0", cfg, echo).await.unwrap()
+}
+
+fn tls_server(p: &common::certs::TestPki) -> TlsServerConfig {
+    TlsServerConfig {
+        cert_pem: p.server_cert_pem.as_bytes().to_vec(),
+        key_pem: p.server_key_pem.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn tls_client(p: &common::certs::TestPki) -> TlsClientConfig {
+    TlsClientConfig {
+        ca_pem: Some(p.ca_pem.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
+fn config(addr: &str, c: Compression, tls: Option<TlsClientConfig>) -> ClientConfig {
+    let mut cfg = ClientConfig::new(addr);
+    cfg.compress_type = c;
+    cfg.tls = tls;
+    cfg
+}
+
+/// Value `i` of a run: sizes from 0 to ~100 KiB, content depending on `i`.
+fn value(i: usize) -> Vec<u8> {
+    let n = [0, 1, 7, 300, 4096, 70_000, 100_003][i % 7];
+    (0..n).map(|k| (k * 31 + i * 7) as u8).collect()
+}
+
+fn expect(i: usize) -> Vec<u8> {
+    let mut v = b"n:".to_vec();
+    v.extend_from_slice(&value(i));
+    v
+}
+
+/// Sequential calls from a thread outside any runtime (the C ABI's and Go's case), with each
+/// compression, plaintext and TLS: every response exact, and every call after the first
+/// (which starts the connection) written by its caller. A call whose writer has not parked
+/// again yet goes through the writer, so the count is checked as "almost all".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_calls_from_a_plain_thread_are_exact_with_every_compression_and_tls() {
+    bounded(async {
+        let pki = common::certs::test_pki();
+        for comp in [Compression::None, Compression::Snappy, Compression::Flate] {
+            for tls in [false, true] {
+                let s = server(comp, tls.then(|| tls_server(&pki))).await;
+                let cfg = config(&s.local_addr(), comp, tls.then(|| tls_client(&pki)));
+                // A thread of its own: blocking calls are refused on a runtime's threads.
+                let t = std::thread::spawn(move || {
+                    let c = BlockingClient::new(cfg).unwrap();
+                    for i in 0..140 {
+                        let v = c.call(b"n", &value(i)).unwrap();
+                        assert!(v == expect(i), "call {i} ({comp:?}, tls {tls})");
+                    }
+                    c.stats()
+                });
+                let stats = tokio::task::spawn_blocking(move || t.join().unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(stats.calls, 140);
+                assert_eq!(stats.responses, 140);
+                assert_eq!(stats.io.frames_sent, 140);
+                assert_eq!(stats.io.flushes, 140, "one frame per write");
+                assert!(
+                    stats.lone_writes >= 100,
+                    "{comp:?} tls {tls}: {} of 139 lone",
+                    stats.lone_writes
+                );
+                s.stop(Duration::from_secs(1)).await.unwrap();
+            }
+        }
+    })
+    .await
+}
+
+/// The same from tasks on the runtime (async callers take the path too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_calls_from_tasks_are_exact() {
+    bounded(async {
+        let s = server(Compression::Snappy, None).await;
+        let c = Client::new(config(&s.local_addr(), Compression::Snappy, None)).unwrap();
+        for i in 0..140 {
+            assert!(c.call(b"n", &value(i)).await.unwrap() == expect(i), "{i}");
+        }
+        let st = c.stats();
+        assert_eq!((st.calls, st.responses, st.io.frames_sent), (140, 140, 140));
+        assert!(st.lone_writes >= 100, "{st:?}");
+    })
+    .await
+}
+
+/// With `max_batch_delay` the writer batches every call: no call writes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delay_turns_lone_writes_off() {
+    bounded(async {
+        let s = server(Compression::None, None).await;
+        let mut cfg = config(&s.local_addr(), Compression::None, None);
+        cfg.max_batch_delay = Duration::from_micros(200);
+        let c = Client::new(cfg).unwrap();
+        for i in 0..20 {
+            assert!(c.call(b"n", &value(i)).await.unwrap() == expect(i), "{i}");
+        }
+        let st = c.stats();
+        assert_eq!((st.calls, st.responses, st.lone_writes), (20, 20, 0));
+    })
+    .await
+}
+
+/// Counts completions per tag and checks each value.
+struct Tally {
+    seen: Mutex<Vec<u32>>,
+    ok: AtomicUsize,
+    tx: Mutex<mpsc::Sender<()>>,
+}
+
+impl Completion for Tally {
+    fn complete(&self, tag: u128, result: Result<&[u8], &Error>) {
+        let i = tag as usize;
+        let v = result.expect("every call succeeds");
+        assert!(v == expect(i), "tag {i}");
+        self.seen.lock().unwrap()[i] += 1;
+        self.ok.fetch_add(1, SeqCst);
+        let _ = self.tx.lock().unwrap().send(());
+    }
+}
+
+/// Lone calls from two plain threads (each waiting for its answer) and bursts of 64
+/// concurrent calls from a task, at once: every call completes exactly once, with its own
+/// response, whichever path wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_and_batched_calls_mix_and_each_completes_once() {
+    bounded(async {
+        let s = server(Compression::None, None).await;
+        let c = Client::new(config(&s.local_addr(), Compression::None, None)).unwrap();
+        const LONE: usize = 400;
+        const BURSTS: usize = 30;
+        let (tx, rx) = mpsc::channel();
+        let tally = Arc::new(Tally {
+            seen: Mutex::new(vec![0; 2 * LONE + BURSTS * 64]),
+            ok: AtomicUsize::new(0),
+            tx: Mutex::new(tx),
+        });
+        let mut threads = Vec::new();
+        for t in 0..2 {
+            let (c, tally) = (c.clone(), tally.clone());
+            threads.push(std::thread::spawn(move || {
+                // Each call's own channel: submit, then wait for its completion.
+                for k in 0..LONE {
+                    let i = t * LONE + k;
+                    let (one_tx, one_rx) = mpsc::channel();
+                    let sink = Arc::new(Once(tally.clone(), Mutex::new(one_tx)));
+                    c.submit(b"n", &value(i), Duration::from_secs(10), sink, i as u128)
+                        .unwrap();
+                    one_rx
+                        .recv_timeout(Duration::from_secs(10))
+                        .expect("the call completes");
+                }
+            }));
+        }
+        for b in 0..BURSTS {
+            let mut calls = Vec::new();
+            for k in 0..64 {
+                let i = 2 * LONE + b * 64 + k;
+                let c = c.clone();
+                calls.push(tokio::spawn(async move {
+                    let v = c.call(b"n", &value(i)).await.unwrap();
+                    assert!(v == expect(i), "burst call {i}");
+                }));
+            }
+            for h in calls {
+                h.await.unwrap();
+            }
+        }
+        for t in threads {
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+        drop(rx);
+        assert_eq!(tally.ok.load(SeqCst), 2 * LONE);
+        let seen = tally.seen.lock().unwrap();
+        assert!(seen[..2 * LONE].iter().all(|&n| n == 1), "exactly once");
+        let st = c.stats();
+        let n = (2 * LONE + BURSTS * 64) as u64;
+        assert_eq!((st.calls, st.responses, st.pending_requests), (n, n, 0));
+        assert_eq!(st.io.frames_sent, n);
+        assert_eq!(st.unexpected_responses, 0);
+    })
+    .await
+}
+
+/// A sink that tallies and then signals its own caller.
+struct Once(Arc<Tally>, Mutex<mpsc::Sender<()>>);
+
+impl Completion for Once {
+    fn complete(&self, tag: u128, result: Result<&[u8], &Error>) {
+        self.0.complete(tag, result);
+        let _ = self.1.lock().unwrap().send(());
+    }
+}
+
+/// A lone request of 16 MiB against a peer that does not read yet: the socket takes part of
+/// it, the caller's submit returns at once anyway (the writer task finishes the write), and
+/// once the peer reads it gets the frame byte for byte and its answer completes the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_write_the_socket_does_not_take_at_once_is_finished_by_the_writer() {
+    bounded(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let big: Vec<u8> = (0..16usize << 20).map(|k| (k % 251) as u8).collect();
+        let want = big.clone();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut hdr = [0u8; 3];
+            s.read_exact(&mut hdr).await.unwrap();
+            s.write_all(&[0, 1, 0]).await.unwrap();
+            let mut buf = Vec::new();
+            // Frame 1 (small): answered at once.
+            let answer = |buf: &mut Vec<u8>, want: &[u8], reply: &[u8]| -> Option<Vec<u8>> {
+                match parse_request(buf, 64 << 20).unwrap() {
+                    Parse::Frame(p, n) => {
+                        assert_eq!(&buf[p.name.clone()], b"n");
+                        assert!(&buf[p.value.clone()] == want, "request bytes");
+                        let mut out = Vec::new();
+                        encode_response(&mut out, p.id, reply);
+                        buf.drain(..n);
+                        Some(out)
+                    }
+                    Parse::Incomplete(_) => None,
+                }
+            };
+            loop {
+                let mut chunk = vec![0u8; 1 << 16];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(out) = answer(&mut buf, b"small", b"one") {
+                    s.write_all(&out).await.unwrap();
+                    break;
+                }
+            }
+            // Frame 2 (16 MiB): read only once the caller's submit has returned.
+            go_rx.await.unwrap();
+            loop {
+                let mut chunk = vec![0u8; 1 << 16];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(out) = answer(&mut buf, &want, b"two") {
+                    s.write_all(&out).await.unwrap();
+                    break;
+                }
+            }
+            s
+        });
+        let mut cfg = config(&addr, Compression::None, None);
+        cfg.max_frame_size = 64 << 20;
+        cfg.max_queued_bytes = 64 << 20;
+        let c = Client::new(cfg).unwrap();
+        assert_eq!(c.call(b"n", b"small").await.unwrap(), b"one");
+        let before = c.stats();
+        // From a plain thread: if the lone write waited for the socket, this would never
+        // return (the peer reads only after it did), and the test would time out.
+        let (done_tx, done_rx) = mpsc::channel();
+        let c2 = c.clone();
+        let submitted = tokio::task::spawn_blocking(move || {
+            let sink = Arc::new(Sink(Mutex::new(done_tx)));
+            c2.submit(b"n", &big, Duration::from_secs(30), sink, 2)
+                .unwrap();
+        });
+        submitted.await.unwrap();
+        let mid = c.stats();
+        assert_eq!(mid.lone_writes, before.lone_writes + 1, "{mid:?}");
+        assert_eq!(mid.io.flushes, before.io.flushes, "not all written yet");
+        go_tx.send(()).unwrap();
+        let got =
+            tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .expect("the big call completes");
+        assert_eq!(got, Ok(b"two".to_vec()));
+        let after = c.stats();
+        assert_eq!(after.io.flushes, before.io.flushes + 1);
+        assert_eq!(after.io.frames_sent, 2);
+        drop(peer.await.unwrap());
+    })
+    .await
+}
+
+struct Sink(Mutex<mpsc::Sender<Result<Vec<u8>, String>>>);
+
+impl Completion for Sink {
+    fn complete(&self, _tag: u128, result: Result<&[u8], &Error>) {
+        let r = result.map(|v| v.to_vec()).map_err(|e| e.to_string());
+        let _ = self.0.lock().unwrap().send(r);
+    }
+}
