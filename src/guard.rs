@@ -1,5 +1,6 @@
 //! Panic containment for the library's own tasks (client connection manager, reader,
-//! timekeeper, a lone call's write; server accept loop, connection, writer): [`guarded`] runs a task's future and
+//! timekeeper, a lone call's write; server accept loop, connection, writer, a lone reply's
+//! write): [`guarded`] runs a task's future and
 //! turns a panic while polling it into an error that names the task ("internal error (panic)
 //! in the client reader: ..."), logged through the log hook at `Error`. The call sites then
 //! treat it as any other failure of that connection: the calls on it fail with that error, the
@@ -40,6 +41,8 @@ pub enum Task {
     ServerWriter = 32,
     /// A lone call writing its own request on the caller's thread (client `write.rs`).
     ClientLoneWrite = 64,
+    /// A lone reply written on the replying thread (server `write.rs`).
+    ServerLoneWrite = 128,
 }
 
 impl Task {
@@ -53,6 +56,7 @@ impl Task {
             Task::ServerConnection => "a server connection",
             Task::ServerWriter => "a server connection's writer",
             Task::ClientLoneWrite => "a lone call's write",
+            Task::ServerLoneWrite => "a lone reply's write",
         }
     }
 }

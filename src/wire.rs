@@ -399,14 +399,13 @@ async fn read_some(
 }
 
 /// The write side of a connection. A batch is written in two steps, so that it can be
-/// started on one thread and finished on another (the client's lone-call path):
+/// started on one thread and finished on another (the lone-call and lone-reply paths):
 /// [`FrameWriter::start_batch`] compresses it, [`FrameWriter::poll_batch`] writes and
-/// flushes it, keeping how far it got. [`FrameWriter::write_batch`] does both.
+/// flushes it, keeping how far it got (the writers bound that with their `write_timeout`).
 pub(crate) struct FrameWriter {
     wr: WriteHalf,
     encoder: Option<Encoder>,
     wire: Vec<u8>,
-    write_timeout: Option<Duration>,
     stats: Arc<IoCounters>,
     /// The started batch: bytes of it written, and where it stands.
     sent: usize,
@@ -430,7 +429,6 @@ impl FrameWriter {
         compression: Compression,
         flate_level: u32,
         write_size: usize,
-        write_timeout: Option<Duration>,
         stats: Arc<IoCounters>,
     ) -> FrameWriter {
         let encoder = match compression {
@@ -445,26 +443,11 @@ impl FrameWriter {
             },
             encoder,
             wr,
-            write_timeout,
             stats,
             sent: 0,
             stage: Stage::Idle,
             plain_len: 0,
             frames: 0,
-        }
-    }
-
-    /// Compresses `plain` (whole frames) and writes it out with a flush.
-    pub(crate) async fn write_batch(&mut self, plain: &[u8], frames: usize) -> Result<(), Error> {
-        self.start_batch(plain, frames)?;
-        let limit = self.write_timeout;
-        let io = std::future::poll_fn(|cx| self.poll_batch(cx, plain));
-        match limit {
-            None => io.await,
-            Some(t) => match tokio::time::timeout(t, io).await {
-                Ok(r) => r,
-                Err(_) => Err(write_timeout()),
-            },
         }
     }
 

@@ -1,9 +1,11 @@
-//! The lone-call write path (src/client/write.rs): a call with nothing else waiting writes its
-//! own request on the caller's thread instead of waking the writer task. Exact responses
-//! through it with every compression, with TLS, from threads outside the runtime and from
-//! tasks; exactly-once completion when lone and batched calls mix; a lone request larger
-//! than the socket takes at once, against a peer that reads only later, is finished by the
-//! writer task without holding up the caller, byte for byte; `max_batch_delay` turns it off.
+//! The lone write paths: a call with nothing else waiting writes its own request on the
+//! caller's thread instead of waking the writer task (src/client/write.rs), and a reply made
+//! outside the runtime with nothing else outstanding writes itself (src/server/write.rs).
+//! Exact responses through them with every compression, with TLS, from threads outside the
+//! runtime and from tasks; exactly-once completion when lone and batched calls mix; a lone
+//! request or reply larger than the socket takes at once, to a peer that reads only later, is
+//! finished by the writer task without holding up the caller, byte for byte;
+//! `max_batch_delay` turns the client's off.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use fastrpc::protocol::frame::{encode_response, parse_request, Parse};
+use fastrpc::protocol::frame::{encode_request, encode_response, parse_request, Parse};
 use fastrpc::{
     BlockingClient, Call, Client, ClientConfig, Completion, Compression, Error, Server,
     ServerConfig, TlsClientConfig, TlsServerConfig,
@@ -88,11 +90,14 @@ async fn lone_calls_from_a_plain_thread_are_exact_with_every_compression_and_tls
                         let v = c.call(b"n", &value(i)).unwrap();
                         assert!(v == expect(i), "call {i} ({comp:?}, tls {tls})");
                     }
-                    c.stats()
+                    c
                 });
-                let stats = tokio::task::spawn_blocking(move || t.join().unwrap())
+                let c = tokio::task::spawn_blocking(move || t.join().unwrap())
                     .await
                     .unwrap();
+                // A flush is counted once it returns, which may be after the answer came.
+                common::wait_until("every flush counted", || c.stats().io.flushes == 140).await;
+                let stats = c.stats();
                 assert_eq!(stats.calls, 140);
                 assert_eq!(stats.responses, 140);
                 assert_eq!(stats.io.frames_sent, 140);
@@ -118,6 +123,7 @@ async fn lone_calls_from_tasks_are_exact() {
         for i in 0..140 {
             assert!(c.call(b"n", &value(i)).await.unwrap() == expect(i), "{i}");
         }
+        common::wait_until("every flush counted", || c.stats().io.frames_sent == 140).await;
         let st = c.stats();
         assert_eq!((st.calls, st.responses, st.io.frames_sent), (140, 140, 140));
         assert!(st.lone_writes >= 100, "{st:?}");
@@ -214,10 +220,13 @@ async fn lone_and_batched_calls_mix_and_each_completes_once() {
         }
         drop(rx);
         assert_eq!(tally.ok.load(SeqCst), 2 * LONE);
-        let seen = tally.seen.lock().unwrap();
-        assert!(seen[..2 * LONE].iter().all(|&n| n == 1), "exactly once");
-        let st = c.stats();
+        {
+            let seen = tally.seen.lock().unwrap();
+            assert!(seen[..2 * LONE].iter().all(|&n| n == 1), "exactly once");
+        }
         let n = (2 * LONE + BURSTS * 64) as u64;
+        common::wait_until("every flush counted", || c.stats().io.frames_sent == n).await;
+        let st = c.stats();
         assert_eq!((st.calls, st.responses, st.pending_requests), (n, n, 0));
         assert_eq!(st.io.frames_sent, n);
         assert_eq!(st.unexpected_responses, 0);
@@ -244,6 +253,7 @@ async fn a_lone_write_the_socket_does_not_take_at_once_is_finished_by_the_writer
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let (pause_tx, mut pause_rx) = tokio::sync::oneshot::channel::<()>();
         let big: Vec<u8> = (0..16usize << 20).map(|k| (k % 251) as u8).collect();
         let want = big.clone();
         let peer = tokio::spawn(async move {
@@ -252,7 +262,6 @@ async fn a_lone_write_the_socket_does_not_take_at_once_is_finished_by_the_writer
             s.read_exact(&mut hdr).await.unwrap();
             s.write_all(&[0, 1, 0]).await.unwrap();
             let mut buf = Vec::new();
-            // Frame 1 (small): answered at once.
             let answer = |buf: &mut Vec<u8>, want: &[u8], reply: &[u8]| -> Option<Vec<u8>> {
                 match parse_request(buf, 64 << 20).unwrap() {
                     Parse::Frame(p, n) => {
@@ -266,17 +275,23 @@ async fn a_lone_write_the_socket_does_not_take_at_once_is_finished_by_the_writer
                     Parse::Incomplete(_) => None,
                 }
             };
+            // Small frames, answered at once, until the test pauses the peer.
             loop {
                 let mut chunk = vec![0u8; 1 << 16];
-                let n = s.read(&mut chunk).await.unwrap();
-                assert!(n > 0);
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(out) = answer(&mut buf, b"small", b"one") {
-                    s.write_all(&out).await.unwrap();
-                    break;
+                tokio::select! {
+                    biased;
+                    _ = &mut pause_rx => break,
+                    r = s.read(&mut chunk) => {
+                        let n = r.unwrap();
+                        assert!(n > 0);
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(out) = answer(&mut buf, b"small", b"one") {
+                            s.write_all(&out).await.unwrap();
+                        }
+                    }
                 }
             }
-            // Frame 2 (16 MiB): read only once the caller's submit has returned.
+            // Then the 16 MiB frame, read only once the caller's submit has returned.
             go_rx.await.unwrap();
             loop {
                 let mut chunk = vec![0u8; 1 << 16];
@@ -294,7 +309,21 @@ async fn a_lone_write_the_socket_does_not_take_at_once_is_finished_by_the_writer
         cfg.max_frame_size = 64 << 20;
         cfg.max_queued_bytes = 64 << 20;
         let c = Client::new(cfg).unwrap();
-        assert_eq!(c.call(b"n", b"small").await.unwrap(), b"one");
+        // Small calls until one wrote itself: from then on the writer stays parked (a lone
+        // write does not wake it), so the next lone call writes itself for certain.
+        for _ in 0..50 {
+            assert_eq!(c.call(b"n", b"small").await.unwrap(), b"one");
+            if c.stats().lone_writes > 0 {
+                break;
+            }
+        }
+        assert!(c.stats().lone_writes > 0, "{:?}", c.stats());
+        pause_tx.send(()).unwrap();
+        common::wait_until("the warm-up flushes counted", || {
+            let st = c.stats();
+            st.io.frames_sent == st.calls
+        })
+        .await;
         let before = c.stats();
         // From a plain thread: if the lone write waited for the socket, this would never
         // return (the peer reads only after it did), and the test would time out.
@@ -316,9 +345,13 @@ async fn a_lone_write_the_socket_does_not_take_at_once_is_finished_by_the_writer
                 .unwrap()
                 .expect("the big call completes");
         assert_eq!(got, Ok(b"two".to_vec()));
+        common::wait_until("the flush counted", || {
+            c.stats().io.flushes == before.io.flushes + 1
+        })
+        .await;
         let after = c.stats();
         assert_eq!(after.io.flushes, before.io.flushes + 1);
-        assert_eq!(after.io.frames_sent, 2);
+        assert_eq!(after.io.frames_sent, before.io.frames_sent + 1);
         drop(peer.await.unwrap());
     })
     .await
@@ -331,4 +364,146 @@ impl Completion for Sink {
         let r = result.map(|v| v.to_vec()).map_err(|e| e.to_string());
         let _ = self.0.lock().unwrap().send(r);
     }
+}
+
+/// Sequential calls to a server whose handler answers from a thread of its own (as C and Go
+/// handlers do), with each compression, plaintext and TLS: every response exact, and almost
+/// every reply written by the replying thread (one whose writer has not parked again yet
+/// goes through the writer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_replies_from_a_plain_thread_are_exact_with_every_compression_and_tls() {
+    bounded(async {
+        let pki = common::certs::test_pki();
+        for comp in [Compression::None, Compression::Snappy, Compression::Flate] {
+            for tls in [false, true] {
+                let mut cfg = ServerConfig::default();
+                cfg.compress_type = comp;
+                cfg.tls = tls.then(|| tls_server(&pki));
+                let s = Server::bind("127.0.0.1:0", cfg, |call: Call| {
+                    std::thread::spawn(move || echo(call));
+                })
+                .await
+                .unwrap();
+                let c = Client::new(config(&s.local_addr(), comp, tls.then(|| tls_client(&pki))))
+                    .unwrap();
+                for i in 0..140 {
+                    let v = c.call(b"n", &value(i)).await.unwrap();
+                    assert!(v == expect(i), "call {i} ({comp:?}, tls {tls})");
+                }
+                // Counted once each flush returns, which may be just after the client read.
+                common::wait_until("every flush counted", || s.stats().io.frames_sent == 140).await;
+                let st = s.stats();
+                assert_eq!(st.responses, 140);
+                assert!(
+                    st.lone_writes >= 100,
+                    "{comp:?} tls {tls}: {} of 140 lone",
+                    st.lone_writes
+                );
+                s.stop(Duration::from_secs(1)).await.unwrap();
+            }
+        }
+    })
+    .await
+}
+
+/// Replies made on the runtime (an inline handler) never write themselves: the writer
+/// batches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_replies_are_left_to_the_writer() {
+    bounded(async {
+        let s = server(Compression::None, None).await;
+        let c = Client::new(config(&s.local_addr(), Compression::None, None)).unwrap();
+        for i in 0..20 {
+            assert!(c.call(b"n", &value(i)).await.unwrap() == expect(i), "{i}");
+        }
+        let st = s.stats();
+        assert_eq!((st.responses, st.lone_writes), (20, 0));
+    })
+    .await
+}
+
+/// A lone reply of 16 MiB to a client that does not read yet: the socket takes part of it,
+/// `reply` returns at once anyway (the writer task finishes the write), and once the client
+/// reads it gets the frame byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_reply_the_socket_does_not_take_at_once_is_finished_by_the_writer() {
+    bounded(async {
+        let big: Arc<Vec<u8>> = Arc::new((0..16usize << 20).map(|k| (k % 253) as u8).collect());
+        let (replied_tx, replied_rx) = mpsc::channel::<()>();
+        let replied_tx = Mutex::new(replied_tx);
+        let b = big.clone();
+        let mut cfg = ServerConfig::default();
+        cfg.compress_type = Compression::None;
+        cfg.max_frame_size = 64 << 20;
+        let s = Server::bind("127.0.0.1:0", cfg, move |call: Call| {
+            if call.name() != b"big" {
+                std::thread::spawn(move || echo(call));
+                return;
+            }
+            let (b, tx) = (b.clone(), replied_tx.lock().unwrap().clone());
+            std::thread::spawn(move || {
+                call.reply(&b).unwrap();
+                // Only after reply returned does the client start reading.
+                tx.send(()).unwrap();
+            });
+        })
+        .await
+        .unwrap();
+        let mut sock = tokio::net::TcpStream::connect(s.local_addr())
+            .await
+            .unwrap();
+        sock.write_all(&[0, 1, 0]).await.unwrap();
+        let mut hdr = [0u8; 3];
+        sock.read_exact(&mut hdr).await.unwrap();
+        assert_eq!(hdr, [0, 1, 0]);
+        // Small requests until a reply wrote itself: from then on the writer stays parked,
+        // so the next lone reply writes itself for certain.
+        for id in 1..=50u32 {
+            let mut req = Vec::new();
+            encode_request(&mut req, id, b"n", b"x");
+            sock.write_all(&req).await.unwrap();
+            let mut resp = [0u8; 8 + 3];
+            sock.read_exact(&mut resp).await.unwrap();
+            assert_eq!(&resp[..4], &id.to_le_bytes());
+            assert_eq!(&resp[8..], b"n:x");
+            if s.stats().lone_writes > 0 {
+                break;
+            }
+        }
+        common::wait_until("the warm-up flushes counted", || {
+            let st = s.stats();
+            st.io.frames_sent == st.responses
+        })
+        .await;
+        let before = s.stats();
+        assert!(before.lone_writes > 0, "{before:?}");
+        let mut req = Vec::new();
+        encode_request(&mut req, 9, b"big", b"");
+        sock.write_all(&req).await.unwrap();
+        // If the lone write waited for the socket, `reply` would never return: the client
+        // reads only after it did, and the test would time out.
+        tokio::task::spawn_blocking(move || replied_rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("reply returned");
+        assert_eq!(s.stats().lone_writes, before.lone_writes + 1);
+        let mut head = [0u8; 8];
+        sock.read_exact(&mut head).await.unwrap();
+        assert_eq!(u32::from_le_bytes(head[..4].try_into().unwrap()), 9);
+        assert_eq!(
+            u32::from_le_bytes(head[4..].try_into().unwrap()) as usize,
+            big.len()
+        );
+        let mut got = vec![0u8; big.len()];
+        sock.read_exact(&mut got).await.unwrap();
+        assert!(got == *big, "reply bytes");
+        common::wait_until("the flush counted", || {
+            s.stats().io.frames_sent == before.io.frames_sent + 1
+        })
+        .await;
+        let st = s.stats();
+        assert_eq!(st.responses, before.responses + 1);
+        assert_eq!(st.io.flushes, before.io.flushes + 1);
+    })
+    .await
 }

@@ -1,6 +1,6 @@
 //! No panic reaches a user and no panic kills a client: a panic injected into each library
 //! task (client connection manager, reader, timekeeper, a lone call's write; server accept
-//! loop, connection, writer) ends only that connection with "internal error (panic) in <task>: ...", is logged
+//! loop, connection, writer, a lone reply's write) ends only that connection with "internal error (panic) in <task>: ...", is logged
 //! through the log hook, and the client connects again. Then the peer bytes that once
 //! panicked the hand-written record layer: an empty Handshake record sent with the client's
 //! Finished and data (200 connections), and a malicious TLS 1.2 server (a relay rewriting our
@@ -320,6 +320,37 @@ fn panic_in_a_server_connections_writer() {
         })
         .await;
         assert_eq!(s.stats().errors.connection, 1);
+    })
+}
+
+#[test]
+fn panic_in_a_lone_reply_write() {
+    run(async {
+        // Replies from a thread outside the runtime, with nothing else outstanding: lone.
+        let mut cfg = ServerConfig::default();
+        cfg.compress_type = Compression::None;
+        let s = Server::bind("127.0.0.1:0", cfg, |call: Call| {
+            std::thread::spawn(move || echo(call));
+        })
+        .await
+        .unwrap();
+        let c = client(&s.local_addr(), None);
+        call_until_ok(&c, "before").await;
+        call_until_ok(&c, "lone").await;
+        assert!(s.stats().lone_writes >= 1, "{:?}", s.stats());
+        // The next reply is lone: its write panics (caught on the replying thread), the
+        // connection ends with the panic, unanswered; the server serves on.
+        inject_panic(Task::ServerLoneWrite);
+        let e = c.call(b"n", b"x").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(!panic_pending(Task::ServerLoneWrite));
+        call_until_ok(&c, "after").await;
+        assert_eq!(c.stats().connects, 2);
+        assert!(logged(&format!(
+            "fastrpc: {}",
+            panic_message("a lone reply's write")
+        )));
+        wait_until("the failure counted", || s.stats().errors.connection == 1).await;
     })
 }
 

@@ -116,7 +116,6 @@ async fn manager(inner: Arc<Inner>) {
                     cfg.compress_type,
                     cfg.flate_level,
                     cfg.write_buffer_size,
-                    limit(cfg.write_timeout),
                     inner.counters.io.clone(),
                 );
                 let ri = inner.clone();

@@ -160,9 +160,19 @@ pub(super) async fn write_loop(inner: &Arc<Inner>, w: FrameWriter) -> Error {
         batch: Vec::with_capacity(inner.cfg.write_buffer_size),
         entries: Vec::with_capacity(64),
     });
-    let cause = writes(inner).await;
-    inner.out().take();
-    cause
+    // However this ends (also dropped with its runtime), the write side goes with it.
+    let _gone = TakeOnDrop(inner);
+    writes(inner).await
+}
+
+/// Takes the write side out of the client when dropped.
+struct TakeOnDrop<'a>(&'a Inner);
+
+impl Drop for TakeOnDrop<'_> {
+    fn drop(&mut self) {
+        let out = self.0.out().take();
+        drop(out);
+    }
 }
 
 async fn writes(inner: &Arc<Inner>) -> Error {

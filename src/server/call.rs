@@ -193,13 +193,28 @@ impl Call {
         } else {
             None
         };
+        // A lone reply (nothing else outstanding or waiting to be written, the writer
+        // parked, no batch delay) from a thread outside the runtime writes itself
+        // (`write.rs`): keeping the writer's waker keeps the writer parked.
+        let lone = writer.is_some()
+            && queued
+            && out.frames == 1
+            && out.outstanding == 0
+            && !out.writing
+            && !out.reading_done
+            && server.cfg.max_batch_delay.is_zero()
+            && tokio::runtime::Handle::try_current().is_err();
         drop(out);
         server.running.fetch_sub(1, Relaxed);
         if queued {
             server.counters.responses.fetch_add(1, Relaxed);
         }
         if let Some(w) = writer {
-            w.wake();
+            if lone {
+                super::write::write_lone(conn, w);
+            } else {
+                w.wake();
+            }
         }
         if let Some(w) = reader {
             w.wake();

@@ -3,7 +3,7 @@
 //! drains every ready response into a batch before each flush.
 //!
 //! Replies from any thread append their frame to the shared output buffer under one lock and
-//! wake the writer. The reader stops on a protocol error (the connection closes), on the
+//! wake the writer (`write.rs`; a lone reply from outside the runtime writes itself). The reader stops on a protocol error (the connection closes), on the
 //! peer's EOF (responses still pending are flushed first), or on a graceful stop.
 
 use std::future::poll_fn;
@@ -15,16 +15,13 @@ use std::task::{Poll, Waker};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::limit;
-use crate::delay::DelayTimer;
 use crate::error::{Error, ErrorKind};
 use crate::guard::{guarded, Task};
 use crate::log::{self, Level};
 use crate::protocol::frame::{encode_response, parse_request, Parse};
 use crate::protocol::handshake;
 use crate::transport::RawStream;
-use crate::wire::{
-    spin_then, Fill, FrameReader, FrameWriter, SpinGate, IDLE_RELEASE, SPIN_MAX_IN_FLIGHT,
-};
+use crate::wire::{spin_then, Fill, FrameReader, FrameWriter, SpinGate, SPIN_MAX_IN_FLIGHT};
 
 use super::call::{Call, Slot};
 use super::ServerInner;
@@ -36,6 +33,11 @@ pub(crate) struct Out {
     pub reader_waker: Option<Waker>,
     /// Replies are dropped: the connection is gone.
     pub closed: bool,
+    /// A batch was taken from `buf` and is not written yet (a lone reply may leave one for
+    /// the writer to finish: `write.rs`).
+    pub writing: bool,
+    /// A lone reply's write failed: the writer ends the connection with it.
+    pub write_error: Option<Error>,
     /// The reader is done: the writer ends once nothing is outstanding.
     pub reading_done: bool,
     /// Handlers started and not yet answered on this connection.
@@ -59,6 +61,8 @@ pub(crate) fn out_high_water(write_buffer_size: usize) -> usize {
 
 pub(crate) struct ConnShared {
     pub out: Mutex<Out>,
+    /// The write side while the writer runs (`write.rs`). Taken before `out` when both are.
+    pub wr: Mutex<Option<super::write::Wr>>,
     pub server: Arc<ServerInner>,
     pub peer: String,
     /// `Some` on a TLS connection, holding the client's verified certificate (DER) if any.
@@ -118,7 +122,6 @@ pub(crate) async fn serve(
         cfg.compress_type,
         cfg.flate_level,
         cfg.write_buffer_size,
-        limit(cfg.write_timeout),
         server.counters.io.clone(),
     );
     let conn = Arc::new(ConnShared {
@@ -128,6 +131,8 @@ pub(crate) async fn serve(
             writer_waker: None,
             reader_waker: None,
             closed: false,
+            writing: false,
+            write_error: None,
             reading_done: false,
             outstanding: 0,
             pipeline: cfg.pipeline_requests,
@@ -135,6 +140,7 @@ pub(crate) async fn serve(
             pool: Vec::new(),
             high_water: out_high_water(cfg.write_buffer_size),
         }),
+        wr: Mutex::new(None),
         server: server.clone(),
         peer,
         tls_peer,
@@ -149,12 +155,13 @@ pub(crate) async fn serve(
     let mut writer_task = AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = guarded(
             Task::ServerWriter,
-            write_loop(wc.clone(), writer, ws.clone()),
+            super::write::write_loop(wc.clone(), writer, ws.clone()),
         )
         .await
         {
             // Replies can no longer be delivered: the connection ends.
             wc.server.counters.errors.add(e.kind(), 1);
+            wc.wr().take();
             wc.lock().closed = true;
             ws.cancel();
         }
@@ -419,103 +426,4 @@ async fn wait_idle(conn: &ConnShared) {
         Poll::Pending
     })
     .await
-}
-
-/// Writes every ready response as one batch per flush, until the connection ends.
-async fn write_loop(conn: Arc<ConnShared>, mut w: FrameWriter, stop: CancellationToken) {
-    let delay = conn.server.cfg.max_batch_delay;
-    let full = conn.server.cfg.write_buffer_size;
-    let mut batch: Vec<u8> = Vec::with_capacity(full);
-    let mut timer = (!delay.is_zero()).then(DelayTimer::new);
-    // Buffers and compressor state are held (since the last write) and not yet given back.
-    let mut holding = false;
-    loop {
-        let work = poll_fn(|cx| {
-            let mut out = conn.lock();
-            if out.closed {
-                return Poll::Ready(false);
-            }
-            if !out.buf.is_empty() {
-                return Poll::Ready(true);
-            }
-            if out.reading_done && out.outstanding == 0 {
-                return Poll::Ready(false);
-            }
-            out.writer_waker = Some(cx.waker().clone());
-            Poll::Pending
-        });
-        let go = if holding {
-            tokio::select! {
-                biased;
-                go = work => go,
-                _ = tokio::time::sleep(IDLE_RELEASE) => {
-                    // Quiet for a while: give back what an idle connection can do without.
-                    holding = false;
-                    w.release_idle();
-                    batch = Vec::new();
-                    let mut out = conn.lock();
-                    if out.buf.is_empty() {
-                        out.buf = Vec::new();
-                    }
-                    continue;
-                }
-            }
-        } else {
-            work.await
-        };
-        if !go {
-            break;
-        }
-        holding = true;
-        if let Some(timer) = timer.as_mut() {
-            timer.start(delay);
-            poll_fn(|cx| {
-                if timer.poll_elapsed(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-                let mut out = conn.lock();
-                if out.buf.len() >= full || out.closed || out.reading_done {
-                    return Poll::Ready(());
-                }
-                out.writer_waker = Some(cx.waker().clone());
-                Poll::Pending
-            })
-            .await;
-        }
-        let (frames, reader) = {
-            let mut out = conn.lock();
-            std::mem::swap(&mut out.buf, &mut batch);
-            let reader = if batch.len() >= out.high_water {
-                out.reader_waker.take()
-            } else {
-                None
-            };
-            (std::mem::take(&mut out.frames), reader)
-        };
-        if let Some(r) = reader {
-            // The reader may be paused on the backlog just taken.
-            r.wake();
-        }
-        if let Err(e) = w.write_batch(&batch, frames).await {
-            conn.server.counters.errors.add(e.kind(), 1);
-            if log::enabled(Level::Info) {
-                log::emit(
-                    Level::Info,
-                    &format!("fastrpc server: writing to {} failed: {e}", conn.peer),
-                );
-            }
-            let mut out = conn.lock();
-            out.closed = true;
-            // Unblock a pipelined reader waiting for this connection, and stop reading.
-            if let Some(r) = out.reader_waker.take() {
-                r.wake();
-            }
-            drop(out);
-            stop.cancel();
-            return;
-        }
-        batch.clear();
-    }
-    w.shutdown().await;
-    let _ = ErrorKind::Io;
 }

@@ -4,6 +4,7 @@
 
 mod call;
 mod conn;
+mod write;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -49,6 +50,9 @@ pub struct ServerStats {
     pub handshake_failures: u64,
     /// Connection-level failures by kind (protocol errors, timeouts, TLS, ...).
     pub errors: ErrorCounts,
+    /// Batches a lone reply wrote itself, on the replying thread (a reply from outside the
+    /// runtime with nothing else outstanding on its connection; README, "How it works").
+    pub lone_writes: u64,
     /// Bytes, flushes and frames.
     pub io: IoStats,
 }
@@ -63,6 +67,7 @@ pub(crate) struct Counters {
     pub unanswered: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub handshake_failures: AtomicU64,
+    pub lone_writes: AtomicU64,
     pub errors: ErrorCounters,
     pub io: Arc<IoCounters>,
 }
@@ -189,6 +194,7 @@ impl Server {
             connections_open: self.inner.open_connections() as u64,
             handshake_failures: c.handshake_failures.load(Relaxed),
             errors: c.errors.snapshot(),
+            lone_writes: c.lone_writes.load(Relaxed),
             io: c.io.snapshot(),
         }
     }
