@@ -53,9 +53,8 @@ pub struct ClientConfig {
     pub max_batch_delay: Duration,
     /// The deadline of calls that do not give their own. 10 s by default (the reference has
     /// no default: each call gives one). Timeouts (this one, and those given to
-    /// `call_timeout` and `submit`) are counted from the kernel's coarse monotonic clock
-    /// rounded up by its tick: a call never times out early, and at most one tick (4 ms on a
-    /// 250 Hz kernel; the precise clock where the tick is over 10 ms) late.
+    /// `call_timeout` and `submit`) are counted from the monotonic clock read when the call
+    /// starts: a call never times out early.
     pub request_timeout: Duration,
     /// Longest time to read one whole response frame; also how long an idle connection
     /// lives. Zero (the default) is unlimited.

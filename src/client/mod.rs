@@ -581,7 +581,7 @@ impl Client {
         self.call_at(name, value, deadline, resp).await
     }
 
-    /// A call with its deadline in table ns (the coarse clock's for timeouts).
+    /// A call with its deadline in table ns.
     fn call_at<'a>(
         &'a self,
         name: &'a [u8],

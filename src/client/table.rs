@@ -252,7 +252,6 @@ pub(crate) struct Table {
     allocated: Padded<AtomicUsize>,
     freed: Padded<AtomicUsize>,
     epoch: Instant,
-    clock: CoarseClock,
 }
 
 impl Table {
@@ -268,8 +267,6 @@ impl Table {
             mask: AtomicU32::new((n0 - 1) as u32),
             allocated: Padded(AtomicUsize::new(0)),
             freed: Padded(AtomicUsize::new(0)),
-            // The coarse clock's epoch is read first: its ns are then never behind `epoch`'s.
-            clock: CoarseClock::new(),
             epoch: Instant::now(),
         }
     }
@@ -347,15 +344,13 @@ impl Table {
         t.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// The deadline `timeout` from now, in table ns, from the coarse clock: never earlier
-    /// than `Instant::now() + timeout`, at most the clock's tick (4 ms here) later.
+    /// The deadline `timeout` from now, in table ns. From the precise clock: the kernel's
+    /// coarse clock (~17 ns cheaper a read) lags it by more than its stated tick on a VM
+    /// (up to 12 ms measured against a 4 ms tick), which made deadlines early.
     #[inline]
     pub(crate) fn deadline_after(&self, timeout: Duration) -> u64 {
-        let now = match self.clock.now() {
-            Some(n) => n,
-            None => self.ns(Instant::now()),
-        };
-        now.saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
+        self.ns(Instant::now())
+            .saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
     }
 
     #[inline]
@@ -438,78 +433,6 @@ impl Drop for Table {
                 // SAFETY: made by `segment(n)` and not freed before.
                 drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) });
             }
-        }
-    }
-}
-
-/// `CLOCK_MONOTONIC_COARSE` (the kernel's last tick of the monotonic clock, which `Instant`
-/// reads precisely): ~6 ns a read through the vDSO against ~31 for `Instant::now()` on the
-/// machine of docs/BENCHMARKS.md. Its value plus its resolution is never behind the precise
-/// clock.
-struct CoarseClock {
-    /// CLOCK_MONOTONIC_COARSE's resolution, None where it is unavailable or too coarse.
-    pad: Option<u64>,
-    epoch: u64,
-}
-
-impl CoarseClock {
-    #[cfg(target_os = "linux")]
-    fn read(clock: libc::clockid_t) -> Option<u64> {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid out pointer.
-        if unsafe { libc::clock_gettime(clock, &mut t) } != 0 {
-            return None;
-        }
-        Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn new() -> CoarseClock {
-        let mut r = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid out pointer.
-        let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut r) } == 0;
-        let res = r.tv_sec as u64 * 1_000_000_000 + r.tv_nsec as u64;
-        let epoch = Self::read(libc::CLOCK_MONOTONIC);
-        match epoch {
-            // Up to 10 ms of lateness for a deadline; beyond that, read the precise clock.
-            Some(epoch) if ok && res > 0 && res <= 10_000_000 => CoarseClock {
-                pad: Some(res + 1000),
-                epoch,
-            },
-            _ => CoarseClock {
-                pad: None,
-                epoch: 0,
-            },
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn new() -> CoarseClock {
-        CoarseClock {
-            pad: None,
-            epoch: 0,
-        }
-    }
-
-    /// Now in ns since the epoch, rounded up by a tick; None: read `Instant::now()`.
-    #[inline]
-    fn now(&self) -> Option<u64> {
-        let pad = self.pad?;
-        #[cfg(target_os = "linux")]
-        {
-            let t = Self::read(libc::CLOCK_MONOTONIC_COARSE)?;
-            Some(t.saturating_sub(self.epoch) + pad)
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = pad;
-            None
         }
     }
 }
@@ -689,14 +612,14 @@ mod tests {
     }
 
     #[test]
-    fn coarse_deadlines_are_never_early_and_at_most_a_tick_late() {
+    fn deadlines_are_never_early() {
         let t = Table::new(8);
         for _ in 0..1000 {
             let before = t.ns(Instant::now());
             let d = t.deadline_after(Duration::from_millis(5));
             let after = t.ns(Instant::now());
             assert!(d >= before + 5_000_000, "early: {d} < {before} + 5ms");
-            assert!(d <= after + 5_000_000 + 11_000_000, "late: {d} vs {after}");
+            assert!(d <= after + 5_000_000, "late: {d} vs {after}");
         }
     }
 
