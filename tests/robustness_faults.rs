@@ -515,7 +515,7 @@ fn stalling_proxy_without_read_timeout_calls_end_by_deadline() {
 fn overload_fails_fast_and_recovers() {
     run(async {
         const CALLS: usize = 20_000;
-        // A slow server: each call is answered 100 ms later, from another task.
+        // A slow server: each call is answered 300 ms later, from another task.
         let server = Server::bind("127.0.0.1:0", ServerConfig::default(), |call: Call| {
             if call.name() == b"fast" {
                 let v = call.value().to_vec();
@@ -523,7 +523,7 @@ fn overload_fails_fast_and_recovers() {
                 return;
             }
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 let v = call.value().to_vec();
                 let _ = call.reply(&v);
             });
@@ -586,8 +586,10 @@ fn overload_fails_fast_and_recovers() {
         );
         assert!(ok >= 1000, "only {ok} calls were accepted");
         assert_eq!(ok + overflow_latencies.len(), CALLS);
+        // Refused at once: well before any slot frees (300 ms). Not a tighter bound: 20,000
+        // tasks of a debug build on 2 busy cores were once scheduled 52 ms late.
         assert!(
-            max < Duration::from_millis(50),
+            max < Duration::from_millis(250),
             "an overflow error took {max:?} to come back"
         );
         // 20,000 tasks and 1000 pending calls of a few bytes: a few MiB. 64 MiB would mean
