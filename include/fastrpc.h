@@ -516,6 +516,12 @@ typedef struct fastrpc_client_stats {
    * layout is fixed).
    */
   uint64_t cancelled;
+  /**
+   * Batches a lone call wrote on the calling thread (a call started with no
+   * other call of its client waiting writes its own request instead of waking the
+   * library's writer).
+   */
+  uint64_t lone_writes;
 } fastrpc_client_stats;
 
 /**
@@ -642,6 +648,12 @@ typedef struct fastrpc_server_stats {
    * Traffic.
    */
   struct fastrpc_io_stats io;
+  /**
+   * Batches a lone reply wrote on the replying thread (a reply made on a
+   * host thread with nothing else outstanding on its connection writes itself instead of
+   * waking the library's writer).
+   */
+  uint64_t lone_writes;
 } fastrpc_server_stats;
 
 

@@ -185,14 +185,18 @@ int main(void) {
     /* Stats structs start with their size (set by the caller), then u64 counters. */
     EXPECT(offsetof(fastrpc_client_stats, struct_size) == 0);
     EXPECT(offsetof(fastrpc_server_stats, struct_size) == 0);
-    EXPECT(sizeof(fastrpc_client_stats) == 10 * 8 + sizeof(fastrpc_error_counts) +
+    EXPECT(sizeof(fastrpc_client_stats) == 11 * 8 + sizeof(fastrpc_error_counts) +
                                               sizeof(fastrpc_io_stats));
     /* Appended after `io` (a field added later goes at the end: see struct_size). */
     EXPECT(offsetof(fastrpc_client_stats, cancelled) ==
            9 * 8 + sizeof(fastrpc_error_counts) + sizeof(fastrpc_io_stats));
+    EXPECT(offsetof(fastrpc_client_stats, lone_writes) ==
+           10 * 8 + sizeof(fastrpc_error_counts) + sizeof(fastrpc_io_stats));
     EXPECT(offsetof(fastrpc_client_stats, errors) == 9 * 8);
-    EXPECT(sizeof(fastrpc_server_stats) == 11 * 8 + sizeof(fastrpc_error_counts) +
+    EXPECT(sizeof(fastrpc_server_stats) == 12 * 8 + sizeof(fastrpc_error_counts) +
                                               sizeof(fastrpc_io_stats));
+    EXPECT(offsetof(fastrpc_server_stats, lone_writes) ==
+           11 * 8 + sizeof(fastrpc_error_counts) + sizeof(fastrpc_io_stats));
     EXPECT(offsetof(fastrpc_completion, tag) == 0);
     EXPECT(offsetof(fastrpc_completion, status) == 8);
     EXPECT(offsetof(fastrpc_completion, response) == 16);

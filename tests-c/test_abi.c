@@ -13,6 +13,8 @@
  *                               written past the library's fields
  *   tidy_edges                  (NULL, 0) measures text; buffer sizes 0 refused; C-worded
  *                               errors; enum-typed parameters; fastrpc_request_get_id
+ *   lone_writes                 ping-pong on one thread: once a call and a reply have written
+ *                               themselves, every further one does (the stats count them)
  *   shutdown                    fastrpc_shutdown: refused while a client or server is open
  *                               (which keeps working) and from a callback; once all are
  *                               freed, no fastrpc-worker thread is left; the next use starts
@@ -350,6 +352,63 @@ static void test_stats_struct_size(void) {
     pair_stop(&p);
 }
 
+/* One ping-pong on this thread: a queued call, its request taken from the server queue and
+ * answered here, its completion taken. Returns whether the response was exact. */
+static int ping(pair *p, int i) {
+    char v[32];
+    snprintf(v, sizeof v, "v%d", i);
+    if (fastrpc_client_call_queued(p->c, TH_B("n"), 1, TH_B(v), strlen(v), th_ms(10000), p->q,
+                                   (uint64_t)i) != FASTRPC_STATUS_OK)
+        return 0;
+    fastrpc_request *req = NULL;
+    size_t n = 0;
+    if (fastrpc_server_queue_poll(p->sq, &req, 1, th_ms(10000), &n) != FASTRPC_STATUS_OK ||
+        n != 1)
+        return 0;
+    echo(req);
+    fastrpc_completion comp;
+    if (fastrpc_completion_queue_poll(p->q, &comp, 1, th_ms(10000), &n) != FASTRPC_STATUS_OK ||
+        n != 1)
+        return 0;
+    char want[40];
+    snprintf(want, sizeof want, "n:%s", v);
+    int ok = comp.tag == (uint64_t)i && comp.status == FASTRPC_STATUS_OK &&
+             fastrpc_response_len(comp.response) == strlen(want) &&
+             memcmp(fastrpc_response_data(comp.response), want, strlen(want)) == 0;
+    fastrpc_response_free(comp.response);
+    return ok;
+}
+
+/* The lone paths (README, "How it works"): a call started on this thread with no other call
+ * waiting writes its own request here, and a reply made here with nothing else outstanding on
+ * its connection writes itself, so neither wakes a library thread; the stats count them.
+ * Once one of each has happened the writers stay parked, so every further ping-pong is lone
+ * on both sides, exactly. */
+static void test_lone_writes(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    fastrpc_client_stats cs;
+    fastrpc_server_stats ss;
+    cs.struct_size = sizeof cs;
+    ss.struct_size = sizeof ss;
+    int i = 0;
+    for (; i < 200; i++) {
+        REQUIRE(ping(&p, i));
+        CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_server_get_stats(p.s, &ss), FASTRPC_STATUS_OK);
+        if (cs.lone_writes > 0 && ss.lone_writes > 0) break;
+    }
+    REQUIRE(cs.lone_writes > 0 && ss.lone_writes > 0);
+    uint64_t c0 = cs.lone_writes, s0 = ss.lone_writes;
+    for (int k = 1; k <= 20; k++) CHECK(ping(&p, i + k));
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_server_get_stats(p.s, &ss), FASTRPC_STATUS_OK);
+    CHECK(cs.lone_writes == c0 + 20);
+    CHECK(ss.lone_writes == s0 + 20);
+    CHECK(cs.responses == (uint64_t)(i + 21));
+    pair_stop(&p);
+}
+
 static void test_tidy_edges(void) {
     /* (NULL, 0) measures: OK and the length. */
     size_t n = 0;
@@ -550,6 +609,7 @@ int main(int argc, char **argv) {
     th_run("version_number", test_version_number);
     th_run("stats_struct_size", test_stats_struct_size);
     th_run("tidy_edges", test_tidy_edges);
+    th_run("lone_writes", test_lone_writes);
     th_run("shutdown", test_shutdown); /* last: it stops the library's threads */
     return th_finish();
 }

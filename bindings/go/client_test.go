@@ -823,3 +823,32 @@ func TestCancelFreesSlots(t *testing.T) {
 	c := newClient(t, s.Addr())
 	cancelInARow(t, c, held, n)
 }
+
+// TestLoneWrites: a call alone in flight writes its request inside Call (no library thread
+// woken to write it), and a Go handler's reply alone on its connection writes itself from
+// the handler's goroutine; the stats count both. Once one of each has happened the writers
+// stay parked, so each further sequential call is lone on both sides, exactly.
+func TestLoneWrites(t *testing.T) {
+	s := startServer(t, echo)
+	c := newClient(t, s.Addr())
+	i := 0
+	for ; i < 200; i++ {
+		mustEqual(t, call(t, c, "n", strconv.Itoa(i)), []byte("n"+strconv.Itoa(i)))
+		if c.Stats().LoneWrites > 0 && s.Stats().LoneWrites > 0 {
+			break
+		}
+	}
+	c0, s0 := c.Stats().LoneWrites, s.Stats().LoneWrites
+	if c0 == 0 || s0 == 0 {
+		t.Fatalf("no lone write in 200 calls: client %d, server %d", c0, s0)
+	}
+	for k := 0; k < 20; k++ {
+		mustEqual(t, call(t, c, "m", strconv.Itoa(k)), []byte("m"+strconv.Itoa(k)))
+	}
+	if got := c.Stats().LoneWrites; got != c0+20 {
+		t.Errorf("client lone writes %d, want %d", got, c0+20)
+	}
+	if got := s.Stats().LoneWrites; got != s0+20 {
+		t.Errorf("server lone writes %d, want %d", got, s0+20)
+	}
+}

@@ -33,6 +33,7 @@ type ClientStats struct {
 	Reconnects          uint64 // connections established after the first
 	ConnectFailures     uint64 // connect attempts that failed
 	PendingRequests     uint64 // calls waiting now
+	LoneWrites          uint64 // calls alone in flight that wrote their request in Call itself
 	Errors              ErrorCounts
 	IO                  IOStats
 }
@@ -50,6 +51,7 @@ type ServerStats struct {
 	ConnectionsAccepted     uint64
 	ConnectionsOpen         uint64
 	HandshakeFailures       uint64
+	LoneWrites              uint64 // replies alone on their connection written by the handler's goroutine
 	Errors                  ErrorCounts
 	IO                      IOStats
 }
@@ -76,8 +78,8 @@ func clientStatsFrom(s *C.struct_fastrpc_client_stats) ClientStats {
 		Calls: uint64(s.calls), Responses: uint64(s.responses), Sends: uint64(s.sends),
 		UnexpectedResponses: uint64(s.unexpected_responses), Connects: uint64(s.connects),
 		Reconnects: uint64(s.reconnects), ConnectFailures: uint64(s.connect_failures),
-		PendingRequests: uint64(s.pending_requests),
-		Errors:          errorCountsFrom(&s.errors), IO: ioStatsFrom(&s.io),
+		PendingRequests: uint64(s.pending_requests), LoneWrites: uint64(s.lone_writes),
+		Errors: errorCountsFrom(&s.errors), IO: ioStatsFrom(&s.io),
 	}
 }
 
@@ -88,6 +90,7 @@ func serverStatsFrom(s *C.struct_fastrpc_server_stats) ServerStats {
 		HandlerPanics: uint64(s.handler_panics), Unanswered: uint64(s.unanswered),
 		Running: uint64(s.running), ConnectionsAccepted: uint64(s.connections_accepted),
 		ConnectionsOpen: uint64(s.connections_open), HandshakeFailures: uint64(s.handshake_failures),
-		Errors: errorCountsFrom(&s.errors), IO: ioStatsFrom(&s.io),
+		LoneWrites: uint64(s.lone_writes),
+		Errors:     errorCountsFrom(&s.errors), IO: ioStatsFrom(&s.io),
 	}
 }

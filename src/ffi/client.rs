@@ -547,6 +547,7 @@ impl From<crate::client::ClientStats> for fastrpc_client_stats {
             errors: s.errors.into(),
             io: s.io.into(),
             cancelled: s.errors.cancelled,
+            lone_writes: s.lone_writes,
         }
     }
 }
@@ -596,6 +597,10 @@ pub struct fastrpc_client_stats {
     /// Calls cancelled with `fastrpc_client_cancel` (since 0.2; not in `errors`, whose
     /// layout is fixed).
     pub cancelled: u64,
+    /// Batches a lone call wrote on the calling thread (a call started with no
+    /// other call of its client waiting writes its own request instead of waking the
+    /// library's writer).
+    pub lone_writes: u64,
 }
 
 unsafe impl super::Sized_ for fastrpc_client_stats {

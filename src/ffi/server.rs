@@ -217,6 +217,10 @@ pub struct fastrpc_server_stats {
     pub errors: fastrpc_error_counts,
     /// Traffic.
     pub io: fastrpc_io_stats,
+    /// Batches a lone reply wrote on the replying thread (a reply made on a
+    /// host thread with nothing else outstanding on its connection writes itself instead of
+    /// waking the library's writer).
+    pub lone_writes: u64,
 }
 
 unsafe impl super::Sized_ for fastrpc_server_stats {
@@ -250,6 +254,7 @@ pub extern "C" fn fastrpc_server_get_stats(
             handshake_failures: s.handshake_failures,
             errors: s.errors.into(),
             io: s.io.into(),
+            lone_writes: s.lone_writes,
         };
         unsafe { super::write_sized(out, v, "fastrpc_server_stats") }
     })
