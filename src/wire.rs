@@ -25,11 +25,13 @@ const DECODE_ROOM: usize = 64 * 1024;
 /// frame): what keeps idle connections cheap (docs/RELIABILITY.md).
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
-/// Readers spin (see [`spin_then`], with `read_spin` set) only at low concurrency: a client
-/// with at most this many calls waiting, a server whose last read brought at most this many
-/// requests. With more the reader rarely waits, and a spinning process would take the CPU its
-/// peer needs when both share the cores.
-pub(crate) const SPIN_MAX_IN_FLIGHT: usize = 64;
+/// Readers spin (see [`spin_then`], with `read_spin` set, the default) only for a lone call:
+/// a client with at most this many calls waiting, a server whose last read brought at most
+/// this many requests. With more the reader rarely waits, and a spinning process would take the
+/// CPU its peer needs when both share the cores: measured on 2 CPUs, a limit of 64 cost up to
+/// a quarter of the calls/s at 16 in flight on busy cores, and 2 lost 3-23% at 16 in flight
+/// on quiet ones (docs/BENCHMARKS.md).
+pub(crate) const SPIN_MAX_IN_FLIGHT: usize = 1;
 
 /// Polls `fut`; while it is pending and `until` has not passed, yields to the runtime instead
 /// of waiting for a wakeup. A yielded task runs again once its worker has nothing else to run,
