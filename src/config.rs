@@ -84,10 +84,11 @@ pub struct ClientConfig {
     /// runtime worker park (a parked CPU may halt, and waking a halted CPU of a VM takes tens
     /// of µs). With more calls in flight it never spins (there the reader rarely waits, and a
     /// spinning thread would take the CPU its peer needs). It spends CPU only while a lone call
-    /// waits, none when idle; after spins that caught nothing it stops spinning for a while.
+    /// waits, none when idle; after spins that caught nothing, and while parking is not slower
+    /// than spinning (busy cores), it stops spinning for a while.
     /// [`DEFAULT_READ_SPIN`] (50 µs) by default; zero is off. On an otherwise idle 2-CPU VM it
-    /// took ping-pong p50 from ~60 µs to ~11-16 µs, at up to a core per side while the calls
-    /// ran (docs/BENCHMARKS.md).
+    /// took ping-pong p50 from ~60 µs to ~11-24 µs, at up to a core per side while the calls
+    /// ran; on busy cores it stays out of the way (docs/BENCHMARKS.md).
     pub read_spin: Duration,
 }
 

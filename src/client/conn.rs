@@ -375,7 +375,7 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
         let spin = (!spin_for.is_zero())
             .then(|| table.pending())
             .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
-            .map(|_| Instant::now() + spin_for);
+            .map(|_| spin_for);
         match spin_then(r.fill(need), spin, &mut gate).await {
             Ok(true) => {}
             Ok(false) => {

@@ -291,7 +291,7 @@ async fn read_loop(
         // park (see `spin_then`); a quiet connection does not spin, nor one bringing batches.
         let mut spin =
             (!cfg.read_spin.is_zero() && frames > 0 && frames <= SPIN_MAX_IN_FLIGHT as u64)
-                .then(|| std::time::Instant::now() + cfg.read_spin);
+                .then_some(cfg.read_spin);
         loop {
             let idle = async move {
                 match idle_until {
