@@ -16,8 +16,8 @@
 #      (bench/go-reference: its client -> its server, separate processes, one connection) in
 #      the same rounds, right after ours, for none/snappy/flate/TLS at C=1024, none at C=16
 #      and C=1; the summary prints ours/Go per cell against issue 11's targets. C=16 and C=1
-#      also run with `--read-spin 50us` (both sides; config `read_spin`), against the same
-#      reference cells.
+#      also run with `--read-spin 0` (both sides; config `read_spin`, whose default spins
+#      for a lone call), against the same reference cells.
 #   4. benches-c: the C ABI bench (blocking T=1/16/64, callbacks, completion queue; in-process
 #      server and child `fastrpc serve`), with the raw ceiling in the same run.
 #   5. Idle CPU: a client connected and idle for IDLE (3s) after a C=1 run, and its child
@@ -66,9 +66,9 @@ SHAPES=(
     "flate1_c1024|--compress flate --flate-level 1 --concurrency 1024"
     "tls_c1024|--compress none --concurrency 1024 TLS"
     "none_c16|--compress none --concurrency 16"
-    "none_c16_spin|--compress none --concurrency 16 --read-spin 50us"
+    "none_c16_nospin|--compress none --concurrency 16 --read-spin 0"
     "none_c1|--compress none --concurrency 1"
-    "none_c1_spin|--compress none --concurrency 1 --read-spin 50us"
+    "none_c1_nospin|--compress none --concurrency 1 --read-spin 0"
     "snappy_c1|--compress snappy --concurrency 1"
     "flate_c1|--compress flate --concurrency 1"
     "tls_c1|--compress none --concurrency 1 TLS"
@@ -271,9 +271,9 @@ if [[ -z ${SKIP_IDLE:-} ]]; then
         printf '   ours   client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
     fi
     if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration 1s --idle "$IDLE" --json --no-progress \
-        --compress none --concurrency 1 --read-spin 50us 2>/dev/null); then
-        echo "{\"shape\":\"ours_spin\",\"result\":$j}" >>"$IDLE_JSON"
-        printf '   ours --read-spin 50us  client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
+        --compress none --concurrency 1 --read-spin 0 2>/dev/null); then
+        echo "{\"shape\":\"ours_nospin\",\"result\":$j}" >>"$IDLE_JSON"
+        printf '   ours --read-spin 0  client %.3f%%  server %.3f%% of a core\n' "$(jtop "$j" idle_client_cpu_pct)" "$(jtop "$j" idle_server_cpu_pct)"
     fi
     if [[ -n $REF ]] && j=$(timeout 60 "$REF" bench --duration 1s --idle "$IDLE" --json --compress none \
         --concurrency 1 2>/dev/null); then
@@ -328,8 +328,8 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         echo
         echo "ours / Go reference, same rounds (one connection; Go: bench/go-reference client -> server, separate processes)"
         printf '%-13s %-30s %-30s %-26s %s\n' cell "ours calls/s" "Go calls/s" "ours/Go (per-round)" "p50 us ours | Go"
-        for name in $REF_SHAPES none_c16_spin none_c1_spin; do
-            rn=${name%_spin}
+        for name in $REF_SHAPES none_c16_nospin none_c1_nospin; do
+            rn=${name%_nospin}
             grep -q "\"shape\":\"$rn\"" "$REF_JSON" || continue
             grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
             o=$(grep "\"shape\":\"$name\"" "$CLI_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
@@ -339,7 +339,7 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
             gp=$(grep "\"shape\":\"$rn\"" "$REF_JSON" | while read -r l; do jtop "$l" p50_us; done | median)
             printf '%-13s %-30s %-30s %-26s %s | %s\n' "$name" "$o" "$g" "$rr" "$op" "$gp"
         done
-        echo "(*_spin: ours with --read-spin 50us on both sides, against the reference's same shape)"
+        echo "(*_nospin: ours with --read-spin 0 on both sides, against the reference's same shape)"
     fi
     if [[ -s $THREADS_JSON ]]; then
         echo
@@ -410,13 +410,13 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
             r=$(ref_ratios "$name" calls_per_sec | median)
             printf '   %-52s %-8s %s\n' "ours/Go $name >= ${t}x" "$(printf '%.2f' "$r")" "$(verdict "$r" "$t")"
         done
-        for cell in none_c16_spin:3; do
+        for cell in none_c16_nospin:3; do
             name=${cell%%:*}; t=${cell#*:}
             grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
-            r=$(ref_ratios "$name" calls_per_sec "${name%_spin}" | median)
+            r=$(ref_ratios "$name" calls_per_sec "${name%_nospin}" | median)
             printf '   %-52s %-8s %s\n' "ours/Go $name >= ${t}x" "$(printf '%.2f' "$r")" "$(verdict "$r" "$t")"
         done
-        for name in none_c1 none_c1_spin; do
+        for name in none_c1 none_c1_nospin; do
             grep -q "\"shape\":\"$name\"" "$CLI_JSON" || continue
             r=$(ref_ratios "$name" p50_us none_c1 | median)
             printf '   %-52s %-8s %s\n' "p50 ours/Go $name <= 1.0" "$(printf '%.2f' "$r")" "$(awk -v v="$r" 'BEGIN { print (v > 0 && v <= 1.0) ? "met" : "MISSED" }')"

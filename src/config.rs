@@ -18,6 +18,9 @@ pub const DEFAULT_CONCURRENCY: usize = 10_000;
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 /// The reference's handshake deadline.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default `read_spin` of clients and servers: 50 µs, spent only while a lone call waits
+/// (docs/BENCHMARKS.md: 20 µs was too short to catch the answer on a quiet 2-CPU VM).
+pub const DEFAULT_READ_SPIN: Duration = Duration::from_micros(50);
 
 /// How a [`crate::Client`] connects and behaves. Every field has the reference's default.
 #[derive(Clone, Debug)]
@@ -75,13 +78,16 @@ pub struct ClientConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest wait between connect attempts. 1 s by default (the reference always waits 1 s).
     pub reconnect_backoff_max: Duration,
-    /// Low-latency option: while at most 64 calls wait, the reader keeps its task runnable
-    /// for up to this long waiting for responses instead of letting its runtime worker park
-    /// (a parked CPU may halt, and waking a halted CPU of a VM takes tens of µs). It spends
-    /// CPU while calls are in flight, none when idle. Zero (the default) is off. On an
-    /// otherwise idle 2-CPU VM, 50 µs on both sides took ping-pong p50 from ~56 µs to ~10 µs,
-    /// at a full core per side while calls ran; on cores busy with other work it made
-    /// latency worse (docs/BENCHMARKS.md): measure before use.
+    /// Low-latency option: while a lone call waits (one call in flight), the reader keeps its
+    /// task runnable for up to this long waiting for its response instead of letting its
+    /// runtime worker park (a parked CPU may halt, and waking a halted CPU of a VM takes tens
+    /// of µs). With more calls in flight it never spins (there the reader rarely waits, and a
+    /// spinning thread would take the CPU its peer needs). It spends CPU only while a lone call
+    /// waits, none when idle; after spins that caught nothing, and while parking is not slower
+    /// than spinning (busy cores), it stops spinning for a while.
+    /// [`DEFAULT_READ_SPIN`] (50 µs) by default; zero is off. On an otherwise idle 2-CPU VM it
+    /// took ping-pong p50 from ~60 µs to ~11-24 µs, at up to a core per side while the calls
+    /// ran; on busy cores it stays out of the way (docs/BENCHMARKS.md).
     pub read_spin: Duration,
 }
 
@@ -107,7 +113,7 @@ impl Default for ClientConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(1),
-            read_spin: Duration::ZERO,
+            read_spin: DEFAULT_READ_SPIN,
         }
     }
 }
@@ -213,9 +219,10 @@ pub struct ServerConfig {
     pub max_frame_size: usize,
     /// Bound on the whole connection handshake, TLS included. 3 s by default.
     pub handshake_timeout: Duration,
-    /// Low-latency option, as the client's: after a read that brought at most 64 requests,
-    /// a connection's reader keeps its task runnable for up to this long waiting for the
-    /// next ones instead of letting its runtime worker park. Zero (the default) is off.
+    /// Low-latency option, as the client's: after a read that brought a single request, a
+    /// connection's reader keeps its task runnable for up to this long waiting for the next
+    /// one instead of letting its runtime worker park. [`DEFAULT_READ_SPIN`] (50 µs) by
+    /// default; zero is off.
     pub read_spin: Duration,
 }
 
@@ -239,7 +246,7 @@ impl Default for ServerConfig {
             write_buffer_size: DEFAULT_BUFFER_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            read_spin: Duration::ZERO,
+            read_spin: DEFAULT_READ_SPIN,
         }
     }
 }

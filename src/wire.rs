@@ -25,60 +25,101 @@ const DECODE_ROOM: usize = 64 * 1024;
 /// frame): what keeps idle connections cheap (docs/RELIABILITY.md).
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
-/// Readers spin (see [`spin_then`], with `read_spin` set) only at low concurrency: a client
-/// with at most this many calls waiting, a server whose last read brought at most this many
-/// requests. With more the reader rarely waits, and a spinning process would take the CPU its
-/// peer needs when both share the cores.
-pub(crate) const SPIN_MAX_IN_FLIGHT: usize = 64;
+/// Readers spin (see [`spin_then`], with `read_spin` set, the default) only for a lone call:
+/// a client with at most this many calls waiting, a server whose last read brought at most
+/// this many requests. With more the reader rarely waits, and a spinning process would take the
+/// CPU its peer needs when both share the cores: measured on 2 CPUs, a limit of 64 cost up to
+/// a quarter of the calls/s at 16 in flight on busy cores, and 2 lost 3-23% at 16 in flight
+/// on quiet ones (docs/BENCHMARKS.md).
+pub(crate) const SPIN_MAX_IN_FLIGHT: usize = 1;
 
-/// Polls `fut`; while it is pending and `until` has not passed, yields to the runtime instead
+/// Polls `fut`; while it is pending and `spin` has not passed, yields to the runtime instead
 /// of waiting for a wakeup. A yielded task runs again once its worker has nothing else to run,
 /// right after the worker polled the I/O driver without blocking (tokio's `yield_now`), so bytes
 /// that arrive meanwhile are seen at once, and the worker does not park. A parked worker's CPU
 /// may halt, and on a VM waking a halted CPU takes tens of microseconds: ping-pong latency was
 /// two such wakeups per call (one on each side). The cost is the CPU of the spin itself, for at
-/// most `until`, only when bytes are expected: an idle connection does not spin. No allocation.
-/// `until` is on the real clock (`std::time::Instant`): a runtime whose clock is paused (tests)
-/// does not advance it while a task spins. `gate` turns spinning off for a while after spins
-/// that found nothing (see [`SpinGate`]).
+/// most `spin`, only when bytes are expected (`spin` is None otherwise): an idle connection does
+/// not spin. No allocation. The spin's end is on the real clock (`std::time::Instant`): a
+/// runtime whose clock is paused (tests) does not advance it while a task spins. `gate` decides
+/// whether this wait spins (see [`SpinGate`]) and is told how long it took.
 pub(crate) async fn spin_then<F: std::future::Future>(
     fut: F,
-    until: Option<std::time::Instant>,
+    spin: Option<Duration>,
     gate: &mut SpinGate,
 ) -> F::Output {
+    let Some(spin) = spin else {
+        return fut.await;
+    };
+    let start = std::time::Instant::now();
     let mut fut = std::pin::pin!(fut);
-    if let Some(until) = until.filter(|_| gate.allow()) {
+    if gate.allow() {
+        let until = start + spin;
         loop {
             let polled =
                 std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
             if let std::task::Poll::Ready(v) = polled {
-                gate.record(true);
+                gate.caught(start.elapsed());
                 return v;
             }
             if std::time::Instant::now() >= until {
-                gate.record(false);
+                gate.missed();
                 break;
             }
             tokio::task::yield_now().await;
         }
+        return fut.await;
     }
-    fut.await
+    let v = fut.await;
+    gate.parked(start.elapsed());
+    v
 }
 
-/// When a reader spins: after a spin that ended without the bytes it waited for, the next
-/// waits do not spin (16 of them, doubling with each such spin in a row up to 4096). On cores
-/// busy with other work the peer's answer comes later than the spin, and a spinning thread
-/// only takes the CPU the peer needs: measured, spinning there made ping-pong latency 4x worse.
+/// When a reader spins. After a spin that ended without the bytes it waited for, the next
+/// waits do not spin (16 of them, doubling with each such spin in a row up to 4096). And the
+/// gate compares how long the expected bytes took to come with a spin that caught them and
+/// without spinning (every 64th wait does not spin, to keep measuring that): when parking is
+/// not clearly slower (under 1.1 times), spinning only burns CPU, and the next 16 waits do not
+/// spin (doubling while that holds, up to 256), until parking gets slower again. On cores
+/// busy with other work the peer's answer comes later than the spin, or no CPU halts and
+/// parking is as fast as spinning, and a spinning thread only takes the CPU the peer needs:
+/// measured on 2 CPUs with one busy, spinning without this comparison cost a fifth of the
+/// calls/s of ping-pong and doubled its p99 (docs/BENCHMARKS.md).
 pub(crate) struct SpinGate {
+    /// Waits that will not spin.
     skip: u32,
+    /// `skip` after the next spin that finds nothing.
     backoff: u32,
+    /// Waits since the last one measured without spinning.
+    since_probe: u32,
+    /// Waits skipped after the last decision that spinning gains nothing (doubling while
+    /// that holds).
+    no_gain: u32,
+    /// The waits skipped were skipped for lack of gain: the next one spins, to measure again.
+    retry: bool,
+    /// Smoothed time (ns) the bytes took to come without spinning, and with a spin that
+    /// caught them; 0 until measured.
+    parked_ns: u64,
+    spun_ns: u64,
 }
+
+/// Every this many waits, one does not spin, to measure parking.
+const SPIN_PROBE_EVERY: u32 = 64;
+/// Most waits skipped in a row when spinning does not beat parking.
+const SPIN_NO_GAIN_SKIP: u32 = 256;
+/// Longest wait counted, so that a quiet spell does not make parking look slow for long.
+const SPIN_SAMPLE_MAX_NS: u64 = 1_000_000;
 
 impl SpinGate {
     pub(crate) fn new() -> SpinGate {
         SpinGate {
             skip: 0,
             backoff: 0,
+            since_probe: 0,
+            no_gain: 0,
+            retry: false,
+            parked_ns: 0,
+            spun_ns: 0,
         }
     }
 
@@ -88,17 +129,54 @@ impl SpinGate {
             self.skip -= 1;
             return false;
         }
+        if self.retry {
+            self.retry = false;
+            return true;
+        }
+        self.since_probe += 1;
+        if self.since_probe >= SPIN_PROBE_EVERY {
+            self.since_probe = 0;
+            return false;
+        }
+        if self.parked_ns > 0 && self.spun_ns > 0 && self.parked_ns * 10 < self.spun_ns * 11 {
+            // Parking is about as fast as spinning: spinning gains nothing here now.
+            self.no_gain = (self.no_gain * 2).clamp(16, SPIN_NO_GAIN_SKIP);
+            self.skip = self.no_gain - 1;
+            self.retry = true;
+            return false;
+        }
+        self.no_gain = 0;
         true
     }
 
-    /// What a spin found: the bytes (spinning pays) or nothing (it does not, for a while).
-    fn record(&mut self, caught: bool) {
-        if caught {
-            self.backoff = 0;
-        } else {
-            self.backoff = (self.backoff * 2).clamp(16, 4096);
-            self.skip = self.backoff;
-        }
+    /// A spin caught the bytes after `took`.
+    fn caught(&mut self, took: Duration) {
+        self.backoff = 0;
+        self.spun_ns = smooth(self.spun_ns, took);
+    }
+
+    /// A spin ended without the bytes: it does not pay, for a while.
+    fn missed(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(16, 4096);
+        self.skip = self.backoff;
+        self.retry = false;
+    }
+
+    /// A wait that did not spin got its bytes after `took`.
+    fn parked(&mut self, took: Duration) {
+        self.parked_ns = smooth(self.parked_ns, took);
+    }
+}
+
+/// An exponential moving average (1/8 per sample) of wait times in ns; the first sample
+/// starts it. A sample counts as at most twice the average: one slow wait (a preempted
+/// thread, a quiet spell) does not swing it.
+fn smooth(avg: u64, took: Duration) -> u64 {
+    let x = (took.as_nanos() as u64).clamp(1, SPIN_SAMPLE_MAX_NS);
+    if avg == 0 {
+        x
+    } else {
+        avg - avg / 8 + x.min(avg * 2) / 8
     }
 }
 
@@ -554,7 +632,8 @@ impl FrameWriter {
 
 #[cfg(test)]
 mod spin_gate_tests {
-    use super::SpinGate;
+    use super::{SpinGate, SPIN_NO_GAIN_SKIP, SPIN_PROBE_EVERY};
+    use std::time::Duration;
 
     /// How many waits in a row the gate refuses to spin, starting now.
     fn refused(g: &mut SpinGate) -> u32 {
@@ -570,19 +649,83 @@ mod spin_gate_tests {
     fn empty_spins_close_the_gate_for_longer_each_time_and_a_caught_one_resets_it() {
         let mut g = SpinGate::new();
         assert_eq!(refused(&mut g), 0);
-        g.record(false);
+        g.missed();
         assert_eq!(refused(&mut g), 16);
-        g.record(false);
+        g.missed();
         assert_eq!(refused(&mut g), 32);
         for _ in 0..20 {
-            g.record(false);
+            g.missed();
             let _ = refused(&mut g);
         }
-        g.record(false);
+        g.missed();
         assert_eq!(refused(&mut g), 4096, "capped");
-        g.record(true);
-        assert_eq!(refused(&mut g), 0);
-        g.record(false);
+        g.caught(Duration::from_micros(10));
+        g.missed();
         assert_eq!(refused(&mut g), 16, "back to the start after a caught spin");
+    }
+
+    #[test]
+    fn every_64th_wait_parks_to_measure_it() {
+        let mut g = SpinGate::new();
+        let spun: Vec<bool> = (0..2 * SPIN_PROBE_EVERY).map(|_| g.allow()).collect();
+        let parked: Vec<usize> = (0..spun.len()).filter(|&i| !spun[i]).collect();
+        let p = SPIN_PROBE_EVERY as usize;
+        assert_eq!(parked, [p - 1, 2 * p - 1]);
+    }
+
+    /// Measured: parking 55 µs, spinning 11 µs (an idle VM's halted CPUs): spin. Parking 16 µs,
+    /// spinning 16 µs or more (busy cores): spin once in 16 waits, then 32, ... 256 while that
+    /// holds, until parking is slow again.
+    #[test]
+    fn spins_only_while_parking_is_clearly_slower() {
+        let us = Duration::from_micros;
+        let mut g = SpinGate::new();
+        g.parked(us(55));
+        g.caught(us(11));
+        assert!(g.allow(), "parking 5x slower: spin");
+        // Busy cores: both about as fast.
+        for _ in 0..64 {
+            g.parked(us(16));
+            g.caught(us(16));
+        }
+        let mut skipped = Vec::new();
+        for _ in 0..6 {
+            skipped.push(refused(&mut g));
+            // The one wait that spins after them catches at 16 µs: still no gain.
+            g.caught(us(16));
+        }
+        assert_eq!(
+            skipped,
+            [16, 32, 64, 128, SPIN_NO_GAIN_SKIP, SPIN_NO_GAIN_SKIP]
+        );
+        // The machine quiets down: the waits that park take 60 µs again.
+        for _ in 0..32 {
+            g.parked(us(60));
+        }
+        assert!(g.allow(), "parking slow again: spin");
+        // Busy again: the skips start small again.
+        for _ in 0..64 {
+            g.parked(us(16));
+        }
+        assert_eq!(refused(&mut g), 16);
+        // Just under 1.1 times: still no gain; just over: spin.
+        let mut g = SpinGate::new();
+        g.parked(us(21));
+        g.caught(us(20));
+        assert!(!g.allow());
+        let mut g = SpinGate::new();
+        g.parked(us(23));
+        g.caught(us(20));
+        assert!(g.allow());
+        // One slow wait counts as twice the average.
+        g.parked(us(900));
+        assert_eq!(g.parked_ns, 23_000 - 23_000 / 8 + 46_000 / 8);
+    }
+
+    #[test]
+    fn a_long_quiet_spell_counts_as_one_millisecond() {
+        let mut g = SpinGate::new();
+        g.parked(Duration::from_secs(5));
+        assert_eq!(g.parked_ns, 1_000_000);
     }
 }

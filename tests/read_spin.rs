@@ -1,11 +1,12 @@
-//! `read_spin` (client and server): calls stay exact with it in every compression, below and
-//! above the concurrency where readers spin; a connected, idle client and server do not spin;
-//! values over 10 ms are refused.
+//! `read_spin` (client and server): 50 µs by default; calls stay exact with it (default and
+//! off) in every compression, below and above the concurrency where readers spin; a
+//! connected, idle client and server do not spin; values over 10 ms are refused.
 
 mod common;
 
 use std::time::Duration;
 
+use fastrpc::config::DEFAULT_READ_SPIN;
 use fastrpc::{Call, Client, ClientConfig, Compression, ErrorKind, Server, ServerConfig};
 
 fn echo(call: Call) {
@@ -15,20 +16,31 @@ fn echo(call: Call) {
     let _ = call.reply(&v);
 }
 
-const SPIN: Duration = Duration::from_micros(50);
-
 /// The CPU check reads the whole process's CPU time: the tests that make calls take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn spinning_pair(c: Compression) -> (Server, Client) {
+/// A server and a client with `spin` on both sides (`None`: the defaults).
+async fn pair(c: Compression, spin: Option<Duration>) -> (Server, Client) {
     let mut scfg = ServerConfig::default();
     scfg.compress_type = c;
-    scfg.read_spin = SPIN;
+    if let Some(d) = spin {
+        scfg.read_spin = d;
+    }
     let server = Server::bind("127.0.0.1:0", scfg, echo).await.unwrap();
     let mut ccfg = ClientConfig::new(server.local_addr());
     ccfg.compress_type = c;
-    ccfg.read_spin = SPIN;
+    if let Some(d) = spin {
+        ccfg.read_spin = d;
+    }
     (server, Client::new(ccfg).unwrap())
+}
+
+#[test]
+fn the_default_is_50_us_on_both_sides() {
+    assert_eq!(DEFAULT_READ_SPIN, Duration::from_micros(50));
+    assert_eq!(ClientConfig::new("x:1").read_spin, DEFAULT_READ_SPIN);
+    assert_eq!(ClientConfig::default().read_spin, DEFAULT_READ_SPIN);
+    assert_eq!(ServerConfig::default().read_spin, DEFAULT_READ_SPIN);
 }
 
 /// This process's CPU time (user + system).
@@ -45,15 +57,18 @@ fn cpu() -> Duration {
 async fn calls_are_exact_with_read_spin_at_low_and_high_concurrency() {
     let _turn = ONE_AT_A_TIME.lock().await;
     common::bounded(async {
-        for c in [Compression::None, Compression::Flate, Compression::Snappy] {
-            let (server, client) = spinning_pair(c).await;
-            // One at a time: both readers spin between calls.
+        let modes = [Compression::None, Compression::Flate, Compression::Snappy]
+            .into_iter()
+            .flat_map(|c| [(c, None), (c, Some(Duration::ZERO))]);
+        for (c, spin) in modes {
+            let (server, client) = pair(c, spin).await;
+            // One at a time: both readers spin between calls (by default).
             for i in 0..300u32 {
                 let v = format!("v{i}");
                 let r = client.call(b"one", v.as_bytes()).await.unwrap();
-                assert_eq!(r, format!("one:v{i}").as_bytes(), "{c:?}");
+                assert_eq!(r, format!("one:v{i}").as_bytes(), "{c:?} {spin:?}");
             }
-            // 200 at once: above the spinning limit, then below it as they finish.
+            // 200 at once: above the spinning limit (one call), then down to it as they end.
             let mut tasks = Vec::new();
             for i in 0..200u32 {
                 let cl = client.clone();
@@ -69,8 +84,8 @@ async fn calls_are_exact_with_read_spin_at_low_and_high_concurrency() {
             }
             assert_eq!(client.pending_requests(), 0);
             let st = client.stats();
-            assert_eq!(st.responses, 500, "{c:?}");
-            assert_eq!(st.errors.total(), 0, "{c:?}");
+            assert_eq!(st.responses, 500, "{c:?} {spin:?}");
+            assert_eq!(st.errors.total(), 0, "{c:?} {spin:?}");
             server.stop(Duration::from_secs(5)).await.unwrap();
         }
     })
@@ -81,7 +96,7 @@ async fn calls_are_exact_with_read_spin_at_low_and_high_concurrency() {
 async fn an_idle_connection_does_not_spin() {
     let _turn = ONE_AT_A_TIME.lock().await;
     common::bounded(async {
-        let (server, client) = spinning_pair(Compression::None).await;
+        let (server, client) = pair(Compression::None, None).await;
         for _ in 0..100 {
             assert_eq!(client.call(b"a", b"b").await.unwrap(), b"a:b");
         }

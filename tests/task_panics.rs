@@ -183,7 +183,15 @@ fn panic_in_the_client_connection_manager() {
 fn panic_in_the_client_reader() {
     run(async {
         let s = server(None).await;
-        let c = client(&s.local_addr(), None);
+        // Without `read_spin`: a reader spinning for a lone call's response is polled until
+        // the spin ends, also after the response came, so the injected panic could end the
+        // connection between two calls, with no call to fail.
+        let mut cfg = ClientConfig::new(s.local_addr());
+        cfg.compress_type = Compression::None;
+        cfg.reconnect_backoff_min = Duration::from_millis(5);
+        cfg.reconnect_backoff_max = Duration::from_millis(20);
+        cfg.read_spin = Duration::ZERO;
+        let c = Client::new(cfg).unwrap();
         call_until_ok(&c, "before").await;
         // A response wakes the reader: it panics, the connection ends with the panic.
         let e = call_until_it_panics(&c, Task::ClientReader).await;

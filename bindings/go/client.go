@@ -88,6 +88,9 @@ func NewClient(addr string, opts ...ClientOption) (*Client, error) {
 // of addrs (NewBalancedClient), and starts it.
 func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, error) {
 	cfg := &clientConfig{}
+	// The engine spins for a lone call's response by default; a spinning library thread
+	// takes the CPU the Go callers need (README.md, Threading model): off unless asked for.
+	WithReadSpin(0)(cfg)
 	for _, o := range opts {
 		o(cfg)
 	}

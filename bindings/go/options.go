@@ -246,11 +246,13 @@ func WithMaxBatchDelay(d time.Duration) ClientOption {
 	}
 }
 
-// WithReadSpin is a low-latency option (default 0: off): while at most 64 calls wait, the
-// library's connection reader keeps its thread busy for up to d waiting for their responses
-// instead of letting it sleep (waking a sleeping, halted CPU of a VM takes tens of µs). It
-// costs CPU only while calls wait, none when idle. At most 10ms; microsecond resolution.
-// See README.md "Threading model" for what it measured.
+// WithReadSpin is a low-latency option (default 0: off, although the engine's own default
+// is 50µs: on 2 cores a spinning library thread took the CPU the Go callers need): while a
+// lone call waits, the library's connection reader keeps its thread busy for up to d waiting
+// for its response instead of letting it sleep (waking a sleeping, halted CPU of a VM takes
+// tens of µs). It costs CPU only while a lone call waits, none when idle or with more calls
+// in flight. At most 10ms; microsecond resolution. See README.md "Threading model" for what
+// it measured.
 func WithReadSpin(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) {
 		cfg.us("WithReadSpin", d, func(b *C.fastrpc_client_config_builder, v C.uint32_t) C.fastrpc_status {
@@ -509,9 +511,10 @@ func WithServerMaxBatchDelay(d time.Duration) ServerOption {
 	}
 }
 
-// WithServerReadSpin is the server's low-latency option, as WithReadSpin (default 0: off):
-// after a read that brought at most 64 requests, a connection's reader keeps its library
-// thread busy for up to d waiting for the next ones. At most 10ms; microsecond resolution.
+// WithServerReadSpin is the server's low-latency option, as WithReadSpin (default: the
+// engine's, 50µs; 0 turns it off): after a read that brought a single request, a
+// connection's reader keeps its library thread busy for up to d waiting for the next one.
+// At most 10ms; microsecond resolution.
 func WithServerReadSpin(d time.Duration) ServerOption {
 	return func(cfg *serverConfig) {
 		cfg.us("WithServerReadSpin", d, func(b *C.fastrpc_server_config_builder, v C.uint32_t) C.fastrpc_status {

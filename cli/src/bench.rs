@@ -479,9 +479,10 @@ fn child_args(args: &BenchArgs, raw: bool) -> Vec<String> {
         args.proto.protocol_version.to_string(),
         "--batch-delay".into(),
         format!("{}ns", args.batch_delay.as_nanos()),
-        "--read-spin".into(),
-        format!("{}ns", args.proto.read_spin.as_nanos()),
     ]);
+    if let Some(d) = args.proto.read_spin {
+        a.extend(["--read-spin".into(), format!("{}ns", d.as_nanos())]);
+    }
     if !args.proto.sniff.is_empty() {
         a.extend(["--sniff".into(), args.proto.sniff.clone()]);
     }

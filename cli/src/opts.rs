@@ -125,9 +125,10 @@ pub struct ProtoOpts {
     #[arg(long, default_value_t = 0)]
     pub protocol_version: u8,
     /// Low latency: spin this long (at most 10ms) for expected bytes instead of letting the
-    /// runtime's worker park, at low concurrency (config `read_spin`; 0: off).
-    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
-    pub read_spin: Duration,
+    /// runtime's worker park, while a lone call is in flight (config `read_spin`; 0: off;
+    /// default: the engine's, 50us).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub read_spin: Option<Duration>,
 }
 
 /// Client-side TLS options. Any of them turns TLS on.
@@ -245,7 +246,9 @@ pub fn client_config(
     cfg.flate_level = proto.flate_level;
     cfg.sniff_header = proto.sniff.as_bytes().to_vec();
     cfg.protocol_version = proto.protocol_version;
-    cfg.read_spin = proto.read_spin;
+    if let Some(d) = proto.read_spin {
+        cfg.read_spin = d;
+    }
     cfg.tls = tls.config()?;
     Ok(cfg)
 }
@@ -257,7 +260,9 @@ pub fn server_config(proto: &ProtoOpts, tls: &ServerTlsOpts) -> Result<ServerCon
     cfg.flate_level = proto.flate_level;
     cfg.sniff_header = proto.sniff.as_bytes().to_vec();
     cfg.protocol_version = proto.protocol_version;
-    cfg.read_spin = proto.read_spin;
+    if let Some(d) = proto.read_spin {
+        cfg.read_spin = d;
+    }
     cfg.tls = tls.config()?;
     Ok(cfg)
 }

@@ -276,12 +276,12 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
         }
         r.consume(off);
         let need = need - off;
-        // With `read_spin` and a few calls in flight: their responses come within a round
-        // trip, so spin for it rather than let the worker park (see `spin_then`).
+        // With `read_spin` and a lone call in flight: its response comes within a round trip,
+        // so spin for it rather than let the worker park (see `spin_then`).
         let spin = (!spin_for.is_zero())
             .then(|| table.pending())
             .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
-            .map(|_| Instant::now() + spin_for);
+            .map(|_| spin_for);
         match spin_then(r.fill(need), spin, &mut gate).await {
             Ok(true) => {}
             Ok(false) => {

@@ -296,10 +296,11 @@ pub extern "C" fn fastrpc_client_config_builder_set_max_batch_delay_us(
     })
 }
 
-/// Low-latency option (0, off, by default): while at most 64 calls wait, the connection's
-/// reader keeps its task runnable for up to `us` microseconds waiting for their responses
-/// instead of letting its worker thread park (waking a parked, halted CPU of a VM takes tens
-/// of µs). It spends CPU only while calls wait, none when idle. At most 10000 (10 ms).
+/// Low-latency option (50 by default; 0 turns it off): while a lone call waits (one call in
+/// flight), the connection's reader keeps its task runnable for up to `us` microseconds
+/// waiting for its response instead of letting its worker thread park (waking a parked,
+/// halted CPU of a VM takes tens of µs). It spends CPU only while a lone call waits, none
+/// when idle or with more calls in flight. At most 10000 (10 ms).
 ///
 /// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `us` above 10000).
 #[no_mangle]

@@ -200,10 +200,10 @@ pub extern "C" fn fastrpc_server_config_builder_set_max_batch_delay_us(
     })
 }
 
-/// Low-latency option (0, off, by default): after a read that brought at most 64 requests,
-/// a connection's reader keeps its task runnable for up to `us` microseconds waiting for the
-/// next ones instead of letting its worker thread park. It spends CPU only while requests
-/// come, none when idle. At most 10000 (10 ms).
+/// Low-latency option (50 by default; 0 turns it off): after a read that brought a single
+/// request, a connection's reader keeps its task runnable for up to `us` microseconds waiting
+/// for the next one instead of letting its worker thread park. It spends CPU only while
+/// requests come one at a time, none when idle. At most 10000 (10 ms).
 ///
 /// Returns OK, or INVALID_ARGUMENT (NULL `builder`, `us` above 10000).
 #[no_mangle]

@@ -293,13 +293,12 @@ async fn read_loop(
         // starts by then and no handler runs.
         let mut idle_until = (!cfg.idle_timeout.is_zero() && r.data().is_empty())
             .then(|| tokio::time::Instant::now() + cfg.idle_timeout);
-        // With `read_spin`, when a few requests just came: the client's next ones may follow
-        // within a round trip, so the reader spins for them a little before its worker may
-        // park (see `spin_then`); a quiet connection does not spin, nor one bringing large
-        // batches.
+        // With `read_spin`, when a lone request just came: the client's next one may follow
+        // within a round trip, so the reader spins for it a little before its worker may
+        // park (see `spin_then`); a quiet connection does not spin, nor one bringing batches.
         let mut spin =
             (!cfg.read_spin.is_zero() && frames > 0 && frames <= SPIN_MAX_IN_FLIGHT as u64)
-                .then(|| std::time::Instant::now() + cfg.read_spin);
+                .then_some(cfg.read_spin);
         loop {
             let idle = async move {
                 match idle_until {
