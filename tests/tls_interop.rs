@@ -1452,6 +1452,9 @@ async fn openssl_server_key_update_toward_our_client() {
                 .await
                 .unwrap_or_else(|e| panic!("call after {cmd:?}: {e}\n{}", srv.dump()));
             assert_eq!(got, reply.as_bytes());
+            // Our client answers a `K` when its reader processes it, which may be just before
+            // the reply completes the call: s_server traces our KeyUpdate when it reads it.
+            srv.wait_count(KU_RECV_ANY, sent_req).await;
             let o = srv.out_text();
             assert_eq!(
                 occurrences(o.as_bytes(), KU_SENT_REQ.as_bytes()),
