@@ -190,7 +190,7 @@ async fn check(compression: Compression, tls: bool, delay: Duration, callers: us
         // client), fewer when several calls share a batch and so a record.
         for (allocs, _) in &w {
             assert!(
-                *allocs <= TLS_ALLOCS_PER_CALL * calls + WORKERS as u64,
+                *allocs <= TLS_ALLOCS_PER_CALL * calls + TLS_ONE_OFFS,
                 "{compression}{tls} with {callers} callers: {allocs} allocations in a window of \
                  {calls} calls, over {TLS_ALLOCS_PER_CALL} per call: {w:?}"
             );
@@ -208,6 +208,13 @@ async fn check(compression: Compression, tls: bool, delay: Duration, callers: us
 /// The bound for TLS rows: one allocation per record sealed or opened, four records per call
 /// at most (see `check`).
 const TLS_ALLOCS_PER_CALL: u64 = 4;
+
+/// One-off allocations a TLS window may also see: tokio's (one per worker, as in the plaintext
+/// rows) and a few more. With one caller a window is exactly four per call (40,004 for 10,001
+/// calls); twice in about 35 runs under heavy load it came to a few more, which fits a buffer
+/// growing once (rustls queues sealed records in a deque that grows when the socket takes
+/// them slower than usual); a per-call allocation would add thousands.
+const TLS_ONE_OFFS: u64 = WORKERS as u64 + 16;
 
 const WORKERS: usize = 2;
 
