@@ -507,3 +507,77 @@ async fn a_lone_reply_the_socket_does_not_take_at_once_is_finished_by_the_writer
     })
     .await
 }
+
+/// After a read that completed several calls at once, the next call does not write alone
+/// (their callers may all be about to call again: the writer should batch them); after a
+/// read that completed one, it does. A raw peer answers two calls in one write, then one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lone_write_right_after_a_read_that_completed_several_calls() {
+    bounded(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        // The number of requests the peer answers together next (1 or 2).
+        let (group_tx, mut group_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut hdr = [0u8; 3];
+            s.read_exact(&mut hdr).await.unwrap();
+            s.write_all(&[0, 1, 0]).await.unwrap();
+            let mut buf = Vec::new();
+            while let Some(group) = group_rx.recv().await {
+                let mut out = Vec::new();
+                let mut answered = 0;
+                while answered < group {
+                    match parse_request(&buf, 1 << 20).unwrap() {
+                        Parse::Frame(p, n) => {
+                            let v = buf[p.value.clone()].to_vec();
+                            encode_response(&mut out, p.id, &v);
+                            buf.drain(..n);
+                            answered += 1;
+                        }
+                        Parse::Incomplete(_) => {
+                            let mut chunk = [0u8; 4096];
+                            let n = s.read(&mut chunk).await.unwrap();
+                            assert!(n > 0);
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                }
+                // Every answer of the group in one write: the client reads them at once.
+                s.write_all(&out).await.unwrap();
+            }
+        });
+        let c = Client::new(config(&addr, Compression::None, None)).unwrap();
+        let one = |v: &'static [u8]| {
+            let (c, g) = (c.clone(), group_tx.clone());
+            async move {
+                g.send(1).unwrap();
+                assert_eq!(c.call(b"n", v).await.unwrap(), v);
+            }
+        };
+        for _ in 0..50 {
+            one(b"warm").await;
+            if c.stats().lone_writes > 0 {
+                break;
+            }
+        }
+        assert!(c.stats().lone_writes > 0, "{:?}", c.stats());
+        // Two calls answered in one write: one read completes both.
+        group_tx.send(2).unwrap();
+        let (a, b) = tokio::join!(c.call(b"n", b"a"), c.call(b"n", b"b"));
+        assert_eq!((a.unwrap(), b.unwrap()), (b"a".to_vec(), b"b".to_vec()));
+        let before = c.stats().lone_writes;
+        one(b"after two").await;
+        assert_eq!(
+            c.stats().lone_writes,
+            before,
+            "not alone right after two at once"
+        );
+        one(b"after one").await;
+        assert_eq!(c.stats().lone_writes, before + 1, "alone after one");
+        drop(group_tx);
+        drop(c);
+        peer.await.unwrap();
+    })
+    .await
+}

@@ -238,6 +238,11 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
         if matched > 0 {
             // Before the outcomes are visible: a caller that has its response sees it counted.
             c.responses.fetch_add(matched, Relaxed);
+            // Several calls completed at once: their callers may all call again at once, and
+            // the first of them must not write alone (see `Inner::enqueue`).
+            if inner.many_done.load(Relaxed) != (matched > 1) {
+                inner.many_done.store(matched > 1, Relaxed);
+            }
         }
         for &(i, _, vs, ve) in &claimed {
             // SAFETY: claimed by us.

@@ -140,6 +140,11 @@ pub(crate) struct Inner {
     /// has counted its burst.
     /// On its own cache lines: every collected call of a burst writes it.
     pub burst: Padded<AtomicIsize>,
+    /// The reader's last read completed more than one call: a burst of new calls (from
+    /// callers outside the runtime, which `burst` does not count) may follow, which the
+    /// writer should batch; a lone write is only for a call made after a read that completed
+    /// one. Written by the reader only when it changes.
+    pub many_done: AtomicBool,
     /// No new calls: `close` was called (waiting calls may still finish when draining).
     /// Written under the `sub` lock. Read by every call and every freed cell: on its own
     /// cache lines (with `shutdown`), away from what calls write.
@@ -338,6 +343,7 @@ impl Inner {
             && self.cfg.max_batch_delay.is_zero()
             && self.table.pending() == 1
             && self.burst.load(Acquire) <= 0
+            && !self.many_done.load(Relaxed)
         {
             sub.writer_waker.take()
         } else {
@@ -498,6 +504,7 @@ impl Client {
             sub: Mutex::new(Submit::new(config.write_buffer_size)),
             out: Mutex::new(None),
             burst: Padded(AtomicIsize::new(0)),
+            many_done: AtomicBool::new(false),
             closed: Padded(AtomicBool::new(false)),
             shutdown: AtomicBool::new(false),
             addr,

@@ -7,8 +7,9 @@
 //! a VM that wakeup is tens of microseconds, on every call of a caller that waits for each
 //! response before the next. The lone path takes it off the round trip. It is taken only when
 //! batching has nothing to gain: no other call waiting (`Table::pending` is 1), nothing else
-//! queued, the writer idle and parked, no `max_batch_delay`. With more calls in flight the
-//! writer task batches as before.
+//! queued, the writer idle and parked, no `max_batch_delay`, and the reader's last read
+//! completed one call (after a read that completed several, their callers may all call again
+//! at once: `Inner::many_done`). With more calls in flight the writer task batches as before.
 //!
 //! The connection's [`FrameWriter`] and the batch it writes live in [`Out`], behind
 //! `Inner::out`: whoever holds that lock may take the queue and write (the writer task, or a
