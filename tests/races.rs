@@ -355,6 +355,80 @@ async fn close_cancel_racing_responses_ends_each_call_exactly_once() {
     .await
 }
 
+/// Submitters on 8 OS threads at once (each on its own shard of the client's submission
+/// queue), racing `close(Cancel)`: every accepted call ends exactly once, with its own value
+/// or Closed; a refused one never reaches its sink; no cell is left taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submitters_on_many_threads_racing_close_end_each_call_exactly_once() {
+    bounded(async {
+        let (server, _replier) = delaying_server().await;
+        let mut cfg = ClientConfig::new(server.local_addr());
+        cfg.max_pending_requests = 100_000;
+        let client = Client::new(cfg).unwrap();
+        assert_eq!(client.call(b"n", b"0:warm").await.unwrap(), b"0:warm");
+        const THREADS: usize = 8;
+        const EACH: usize = 25_000;
+        let tally = Tally::new(THREADS * EACH);
+        let submitted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (c, tally) = (client.clone(), tally.clone());
+                let (submitted, stop) = (submitted.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut accepted = Vec::with_capacity(EACH);
+                    let mut seed = t as u64 * 31 + 5;
+                    for i in 0..EACH {
+                        let tag = t * EACH + i;
+                        let us = xorshift(&mut seed) % 3 * 300;
+                        let v = value(us, tag);
+                        *tally.values[tag].lock().unwrap() = v.clone();
+                        let sink: Arc<dyn Completion> = tally.clone();
+                        match c.submit(b"n", &v, Duration::from_secs(10), sink, tag as u128) {
+                            Ok(()) => accepted.push(tag),
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+                                break;
+                            }
+                        }
+                        // Keep some thousands in flight.
+                        let sent = submitted.fetch_add(1, SeqCst) + 1;
+                        while tally.done.load(SeqCst) + 4000 < sent && !stop.load(SeqCst) {
+                            std::thread::yield_now();
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        wait_until("calls completed before the close", || {
+            tally.ok.load(SeqCst) > 5000
+        })
+        .await;
+        client.close(CloseMode::Cancel).await;
+        stop.store(true, SeqCst);
+        let mut accepted = vec![false; THREADS * EACH];
+        for t in threads {
+            let got = tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+            for tag in got {
+                accepted[tag] = true;
+            }
+        }
+        let n_acc = accepted.iter().filter(|a| **a).count() as u64;
+        wait_until("every sink call ended", || tally.done.load(SeqCst) == n_acc).await;
+        tally.assert_exactly_once(&accepted);
+        let errs = tally.errs.lock().unwrap().clone();
+        assert!(errs.iter().all(|k| *k == ErrorKind::Closed), "{errs:?}");
+        assert_eq!(client.pending_requests(), 0);
+        let st = client.stats();
+        assert_eq!(st.responses, tally.ok.load(SeqCst) + 1, "{st:?}");
+        let _ = server.stop(Duration::from_secs(1)).await;
+    })
+    .await
+}
+
 /// Callers that give up (their future dropped) while the call is queued, sent, being
 /// completed or completed: every cell comes back, and the client keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

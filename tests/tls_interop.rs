@@ -1420,7 +1420,7 @@ const KU_RECV_NOREQ: &str = "<<< TLS 1.3, Handshake [length 0005], KeyUpdate\n  
 const KU_RECV_ANY: &str = "<<< TLS 1.3, Handshake [length 0005], KeyUpdate";
 
 /// OpenSSL's server updates its keys, without (`k`) and with (`K`) asking our client to
-/// update too, twice each; a call follows each update. Our client must answer each `K` with
+/// update too, twice each; two calls follow each update. Our client must answer each `K` with
 /// exactly one KeyUpdate of its own (not requesting another) and nothing for `k`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_server_key_update_toward_our_client() {
@@ -1452,8 +1452,17 @@ async fn openssl_server_key_update_toward_our_client() {
                 .await
                 .unwrap_or_else(|e| panic!("call after {cmd:?}: {e}\n{}", srv.dump()));
             assert_eq!(got, reply.as_bytes());
-            // Our client answers a `K` when its reader processes it, which may be just before
-            // the reply completes the call: s_server traces our KeyUpdate when it reads it.
+            // Our client answers a `K` with its next write after its reader processed it
+            // (RFC 8446 4.6.3: before its next application data). The call above may have
+            // been written before that; its reply came after the `K`, so the reader has
+            // processed it now, and the next call's request carries the answer.
+            let v = format!("sync-{i}");
+            let reply = format!("s{}", i + 1);
+            let got = serve_one_via_s_server(&mut srv, &cl, b"ku", v.as_bytes(), reply.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("second call after {cmd:?}: {e}\n{}", srv.dump()));
+            assert_eq!(got, reply.as_bytes());
+            // s_server traces our KeyUpdate when it reads it.
             srv.wait_count(KU_RECV_ANY, sent_req).await;
             let o = srv.out_text();
             assert_eq!(
@@ -1481,7 +1490,7 @@ async fn openssl_server_key_update_toward_our_client() {
         let st = cl.stats();
         assert_eq!(
             (st.responses, st.connects, st.errors.total()),
-            (5, 1, 0),
+            (9, 1, 0),
             "{st:?}"
         );
     })

@@ -8,7 +8,8 @@
 //! task starts again, so a client object always reconnects.
 
 use std::future::{poll_fn, Future};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -43,13 +44,16 @@ pub(super) fn start(inner: Arc<Inner>) {
             // The connection's write side went with it (a lone caller must not find it).
             inner.out().take();
             let mut st = inner.lock();
-            st.clear_queue();
-            st.writing = false;
+            inner.writing.store(false, SeqCst);
             st.conn_error = None;
             st.conn = Conn::Backoff {
                 until: Instant::now() + inner.cfg.reconnect_backoff_min,
                 err: e.clone(),
             };
+            inner.backoff.store(true, Relaxed);
+            // After the flag, with every shard locked: a call queued later sees the backoff;
+            // one queued before is failed below.
+            inner.queue.clear();
             drop(st);
             let mask = (1 << super::table::QUEUED) | (1 << super::table::SENT);
             inner.fail_all(mask, &e, &mut sinks);
@@ -66,16 +70,35 @@ async fn manager(inner: Arc<Inner>) {
     loop {
         // Wait for queued work (lazy connect) or close.
         let closed = poll_fn(|cx| {
-            let mut st = inner.lock();
-            if inner.shutdown.load(Relaxed) || (inner.closed.load(Relaxed) && st.entries.is_empty())
-            {
-                return Poll::Ready(true);
+            let mut parked = false;
+            loop {
+                let mut st = inner.lock();
+                let queued = inner.queue.maybe_nonempty();
+                if inner.shutdown.load(Relaxed) || (inner.closed.load(Relaxed) && !queued) {
+                    return Poll::Ready(true);
+                }
+                if queued {
+                    if let Conn::Backoff { until, .. } = &st.conn {
+                        if Instant::now() < *until {
+                            // Only dead frames can be queued while backing off: calls that
+                            // were queued as the connect failed, and failed with it.
+                            inner.queue.clear();
+                            continue;
+                        }
+                    }
+                    if parked {
+                        inner.take_writer(&mut st);
+                    }
+                    return Poll::Ready(false);
+                }
+                if parked {
+                    return Poll::Pending;
+                }
+                inner.park_writer(&mut st, cx.waker());
+                drop(st);
+                fence(SeqCst);
+                parked = true;
             }
-            if !st.entries.is_empty() {
-                return Poll::Ready(false);
-            }
-            st.writer_waker = Some(cx.waker().clone());
-            Poll::Pending
         })
         .await;
         if closed {
@@ -89,11 +112,14 @@ async fn manager(inner: Arc<Inner>) {
                 backoff = (backoff * 2).min(inner.cfg.reconnect_backoff_max);
                 let mut sinks = Vec::new();
                 let mut st = inner.lock();
-                st.clear_queue();
                 st.conn = Conn::Backoff {
                     until: Instant::now() + wait,
                     err: e.clone(),
                 };
+                inner.backoff.store(true, Relaxed);
+                // After the flag, with every shard locked: a call queued later sees the
+                // backoff; one queued before is failed below.
+                inner.queue.clear();
                 drop(st);
                 inner.fail_all(1 << super::table::QUEUED, &e, &mut sinks);
                 inner.check_drained();
@@ -135,7 +161,7 @@ async fn manager(inner: Arc<Inner>) {
                 let mut sinks = Vec::new();
                 let mut st = inner.lock();
                 st.conn_error = None;
-                st.writing = false;
+                inner.writing.store(false, SeqCst);
                 st.conn = Conn::Idle;
                 drop(st);
                 inner.fail_all(1 << super::table::SENT, &err, &mut sinks);
@@ -302,7 +328,8 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
 fn end_connection(inner: &Inner, cause: Error) {
     let mut st = inner.lock();
     st.conn_error = Some(cause);
-    if let Some(w) = st.writer_waker.take() {
+    if let Some(w) = inner.take_writer(&mut st) {
+        drop(st);
         w.wake();
     }
 }
@@ -324,13 +351,17 @@ async fn timekeeper(inner: Arc<Inner>) {
             let now = inner.table.ns(Instant::now());
             if st.timer_next.is_some_and(|t| t <= now) {
                 st.timer_next = None;
+                inner.timer_hint.store(u64::MAX, Relaxed);
                 drop(st);
+                // A call queued after this sees the hint; one queued before, the scan sees.
+                inner.queue.sync();
                 let next = inner.expire(now, &mut sinks);
                 inner.check_drained();
                 st = inner.lock();
                 if let Some(n) = next {
                     if st.timer_next.is_none_or(|t| n < t) {
                         st.timer_next = Some(n);
+                        inner.timer_hint.store(n, Relaxed);
                     }
                 }
                 if !sinks.is_empty() {

@@ -11,6 +11,7 @@
 mod atomic_waker;
 mod blocking;
 mod conn;
+mod queue;
 pub(crate) mod table;
 mod write;
 
@@ -18,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{
     AtomicBool, AtomicIsize, AtomicU64,
-    Ordering::{AcqRel, Acquire, Relaxed, SeqCst},
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify as TokioNotify;
 
 pub use blocking::BlockingClient;
+use queue::{Pushed, Refused, SubQueue};
 
 use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind};
@@ -126,9 +128,23 @@ pub(crate) struct Inner {
     )>,
     /// The calls: completed without a lock.
     pub table: Table,
-    /// The request queue and the connection's state: callers and the writer, never the
-    /// reader's per-response path.
+    /// The encoded requests the writer has not taken yet, sharded by thread.
+    pub queue: SubQueue,
+    /// The connection's state: the slow paths only (see `Submit`).
     pub sub: Mutex<Submit>,
+    /// Hints of `sub`'s state that a call reads without the lock, each written under it:
+    /// the writer's waker is in `sub` (so a new request must wake it), ...
+    pub writer_parked: AtomicBool,
+    /// ... `sub.timer_next` (`u64::MAX` when None): a call with an earlier deadline tells
+    /// the timekeeper, ...
+    pub timer_hint: AtomicU64,
+    /// ... `sub.conn` is `Backoff`, ...
+    pub backoff: AtomicBool,
+    /// ... and the connection's tasks were started.
+    pub started: AtomicBool,
+    /// The writer holds a batch it took and has not finished writing (a draining close
+    /// waits for it: fire-and-forget requests have no call to wait for).
+    pub writing: AtomicBool,
     /// The connection's write side while connected (see `write.rs`): the writer task's, and
     /// a lone call's that writes its own request. Taken before `sub` when both are.
     pub out: Mutex<Option<write::Out>>,
@@ -219,14 +235,9 @@ impl Inner {
 
     /// Adds to [`Inner::burst`]; whoever brings it to 0 wakes the writer for what was queued.
     pub(crate) fn burst_add(&self, n: isize) {
-        if self.burst.fetch_add(n, AcqRel) + n == 0 {
-            let mut sub = self.lock();
-            if !sub.entries.is_empty() {
-                if let Some(w) = sub.writer_waker.take() {
-                    drop(sub);
-                    w.wake();
-                }
-            }
+        // `SeqCst`, as a push's add to the shard mask and its load of `burst` after it.
+        if self.burst.fetch_add(n, SeqCst) + n == 0 && self.queue.maybe_nonempty() {
+            self.wake_writer();
         }
     }
 
@@ -309,6 +320,11 @@ impl Inner {
 
     /// Queues a call; returns its id and cell. Fails at once on closed, backoff, overflow,
     /// too large.
+    ///
+    /// No lock shared with other callers: the checks read atomics, one atomic add reserves
+    /// the call and its id, the cell is taken with a compare-and-swap, the request is encoded
+    /// into this thread's queue shard, under whose lock the call reads the hints that a
+    /// close, a failed connect or the timekeeper write before they lock every shard.
     pub(crate) fn enqueue<'a>(
         self: &'a Arc<Self>,
         name: &[u8],
@@ -318,84 +334,103 @@ impl Inner {
         waker: Option<&Waker>,
     ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
-        let mut sub = self.lock();
-        self.admit(&mut sub)?;
-        self.check_queued_bytes(&sub, name, value)?;
-        let mut displaced = None;
-        if self.table.pending() >= self.cfg.max_pending_requests {
+        self.admit()?;
+        let first = self.table.reserve(self.cfg.max_pending_requests);
+        if first.is_none() {
             // With prioritize_new_requests the oldest queued call makes room. Its cell may
             // stay taken until its caller collects the error, so pending can pass the limit
             // by the number of such callers for a moment.
-            if self.cfg.prioritize_new_requests {
-                displaced = self.claim_oldest_queued(&sub);
-            }
-            if displaced.is_none() {
+            let displaced = if self.cfg.prioritize_new_requests {
+                self.queue.claim_queued(&self.table)
+            } else {
+                None
+            };
+            let Some((c, old)) = displaced else {
+                self.table.unreserve();
                 return Err(Error::overflow());
-            }
-        }
-        let (id, cell) = self.table.alloc(&mut sub.next_id, dl, sink, waker);
-        sub.push_frame(id, name, value);
-        sub.calls += 1;
-        // A lone call (nothing else waiting or queued, the writer parked, no batch delay)
-        // writes its request itself: taking the writer's waker keeps the writer parked.
-        let lone = if sub.entries.len() == 1
-            && !sub.writing
-            && self.cfg.max_batch_delay.is_zero()
-            && self.table.pending() == 1
-            && self.burst.load(Acquire) <= 0
-            && !self.many_done.load(Relaxed)
-        {
-            sub.writer_waker.take()
-        } else {
-            None
-        };
-        self.after_push(&mut sub, Some(dl));
-        drop(sub);
-        if let Some(w) = lone {
-            write::write_lone(self, w);
-        }
-        if let Some((c, old)) = displaced {
+            };
             let mut sinks = Vec::new();
             self.fail_claimed(c, old, &Error::overflow_displaced(), &mut sinks);
             self.deliver_from_caller(&mut sinks);
         }
+        // A call that displaced another keeps its reservation (its id comes next).
+        let first = first.unwrap_or(0);
+        let (id, cell) = self.table.alloc(first, dl, sink, waker);
+        // Under the shard's lock, `closed` and `backoff` (a close or a failed connect sets
+        // its flag, then locks every shard, then fails the calls it finds) and the
+        // timekeeper's hint (it sets it, then locks every shard, then scans).
+        let (pushed, hint) = loop {
+            let check = || {
+                (!self.closed.load(Relaxed) && !self.backoff.load(Relaxed))
+                    .then(|| self.timer_hint.load(Relaxed))
+            };
+            let refused = match self.queue.push(id, id, name, value, check) {
+                Ok(r) => break r,
+                Err(Refused::Check) => self.admit_locked().err(),
+                Err(Refused::Full(queued)) => Some(self.queue_full(queued)),
+            };
+            if let Some(e) = refused {
+                // Unless a close (or a failed connect) already failed the call, it fails
+                // here.
+                if cell.claim(id, 1 << QUEUED) {
+                    // SAFETY: claimed by us; the caller never sees this id.
+                    unsafe { self.free(cell) };
+                    return Err(e);
+                }
+                return Ok((id, cell));
+            }
+            // The backoff was over: push again.
+        };
+        // A lone call (nothing else waiting or queued, the writer parked, no batch delay)
+        // writes its request itself: taking the writer's waker keeps the writer parked.
+        let lone = pushed.alone
+            && self.writer_parked.load(SeqCst)
+            && self.table.pending() == 1
+            && self.queue.nowait() == 0
+            && !self.writing.load(Relaxed)
+            && self.cfg.max_batch_delay.is_zero()
+            && self.burst.load(Relaxed) <= 0
+            && !self.many_done.load(Relaxed);
+        match lone.then(|| self.take_writer(&mut self.lock())).flatten() {
+            Some(w) => write::write_lone(self, w),
+            None => self.after_push(&pushed),
+        }
+        if dl < hint {
+            self.tell_timekeeper(dl);
+        }
         Ok((id, cell))
     }
 
-    /// Claims the oldest call still queued, if any (for `prioritize_new_requests`).
-    fn claim_oldest_queued<'a>(&'a self, sub: &Submit) -> Option<(&'a Cell, u32)> {
-        for e in &sub.entries {
-            if let Some(c) = self.table.lookup(e.id) {
-                if c.claim(e.id, 1 << QUEUED) {
-                    return Some((c, e.id));
-                }
-            }
-        }
-        None
-    }
-
-    /// Refuses a request that would take the bytes queued for the writer past
+    /// The error for a request that would take the bytes queued for the writer past
     /// `max_queued_bytes` (a request alone in the queue is always taken): calls that expire
     /// while queued free their pending slot, but not their bytes until the writer moves on,
     /// so without this bound a server that stops reading would grow the client's memory.
-    fn check_queued_bytes(&self, sub: &Submit, name: &[u8], value: &[u8]) -> Result<(), Error> {
-        let queued = sub.queue.len();
-        let frame = crate::protocol::frame::REQUEST_OVERHEAD + name.len() + value.len();
-        if queued > 0 && queued + frame > self.cfg.max_queued_bytes {
-            return Err(Error::new(
-                ErrorKind::Overflow,
-                format!(
-                    "{queued} bytes of requests wait to be written to {} (max_queued_bytes {}): \
-                     the server is not reading fast enough",
-                    self.addr, self.cfg.max_queued_bytes
-                ),
-            ));
+    fn queue_full(&self, queued: usize) -> Error {
+        Error::new(
+            ErrorKind::Overflow,
+            format!(
+                "{queued} bytes of requests wait to be written to {} (max_queued_bytes {}): \
+                 the server is not reading fast enough",
+                self.addr, self.cfg.max_queued_bytes
+            ),
+        )
+    }
+
+    /// Refuses calls on a closed client or one backing off after a failed connect.
+    #[inline]
+    fn admit(&self) -> Result<(), Error> {
+        if self.closed.load(Relaxed) {
+            return Err(Error::closed());
+        }
+        if self.backoff.load(Relaxed) {
+            return self.admit_locked();
         }
         Ok(())
     }
 
-    /// Refuses calls on a closed client or one backing off after a failed connect.
-    fn admit(&self, sub: &mut Submit) -> Result<(), Error> {
+    /// [`Inner::admit`] under the lock: a backoff that is over ends here.
+    fn admit_locked(&self) -> Result<(), Error> {
+        let mut sub = self.lock();
         if self.closed.load(Relaxed) {
             return Err(Error::closed());
         }
@@ -404,42 +439,93 @@ impl Inner {
                 return Err(err.clone());
             }
             sub.conn = Conn::Idle;
+            self.backoff.store(false, Relaxed);
         }
         Ok(())
     }
 
-    /// After a frame was queued: start the connection task, wake the writer and timekeeper.
-    fn after_push(self: &Arc<Self>, sub: &mut Submit, deadline: Option<u64>) {
-        if self.burst.load(Acquire) <= 0 {
-            if let Some(w) = sub.writer_waker.take() {
+    /// After a frame was queued: wake the writer if the frame made its shard non-empty
+    /// (`first`), unless a burst of callers is still to queue theirs (the last of them wakes
+    /// it, see `burst_add`), or if a batch delay waits for the buffer to fill and it did;
+    /// start the connection's tasks on the first call.
+    fn after_push(self: &Arc<Self>, pushed: &Pushed) {
+        if pushed.first {
+            // `SeqCst`, after the push's `SeqCst` add to the shard mask: the writer (or a
+            // burst's last caller) stores, then loads the mask, also `SeqCst`.
+            if self.burst.load(SeqCst) <= 0 {
+                self.wake_writer();
+            }
+        } else if !self.cfg.max_batch_delay.is_zero()
+            && pushed.shard_bytes >= self.cfg.write_buffer_size
+        {
+            self.wake_writer();
+        }
+        if !self.started.load(Acquire) {
+            let mut sub = self.lock();
+            if !sub.started {
+                sub.started = true;
+                self.started.store(true, Release);
+                conn::start(self.clone());
+            }
+        }
+    }
+
+    /// A call's deadline `dl` is earlier than the timekeeper's: tell it.
+    fn tell_timekeeper(&self, dl: u64) {
+        let mut sub = self.lock();
+        if sub.timer_next.is_none_or(|t| dl < t) {
+            sub.timer_next = Some(dl);
+            self.timer_hint.store(dl, Relaxed);
+            if let Some(w) = sub.timer_waker.take() {
+                drop(sub);
                 w.wake();
             }
         }
-        if let Some(d) = deadline {
-            if sub.timer_next.is_none_or(|t| d < t) {
-                sub.timer_next = Some(d);
-                if let Some(w) = sub.timer_waker.take() {
-                    w.wake();
-                }
-            }
+    }
+
+    /// Parks the writer: its waker goes into `sub`. The writer then looks at the queue
+    /// again (`SeqCst`, as this store): a request pushed meanwhile may have missed the waker.
+    pub(crate) fn park_writer(&self, sub: &mut Submit, w: &Waker) {
+        match &sub.writer_waker {
+            Some(old) if old.will_wake(w) => {}
+            _ => sub.writer_waker = Some(w.clone()),
         }
-        if !sub.started {
-            sub.started = true;
-            conn::start(self.clone());
+        self.writer_parked.store(true, SeqCst);
+    }
+
+    /// Takes the parked writer's waker (under the lock).
+    pub(crate) fn take_writer(&self, sub: &mut Submit) -> Option<Waker> {
+        self.writer_parked.store(false, Relaxed);
+        sub.writer_waker.take()
+    }
+
+    /// Wakes the writer if it is parked. The caller changed what the writer looks at with a
+    /// `SeqCst` write first.
+    pub(crate) fn wake_writer(&self) {
+        if self.writer_parked.load(SeqCst) {
+            let w = self.take_writer(&mut self.lock());
+            if let Some(w) = w {
+                w.wake();
+            }
         }
     }
 
     fn send_nowait(self: &Arc<Self>, name: &[u8], value: &[u8]) -> Result<(), Error> {
         self.check_sizes(name, value)?;
-        let mut sub = self.lock();
-        self.admit(&mut sub)?;
-        self.check_queued_bytes(&sub, name, value)?;
-        if sub.queued_nowait >= self.cfg.max_pending_requests {
+        self.admit()?;
+        if self.queue.nowait() >= self.cfg.max_pending_requests {
             return Err(Error::overflow());
         }
-        sub.push_frame(0, name, value);
-        self.after_push(&mut sub, None);
-        drop(sub);
+        let pushed = loop {
+            let check =
+                || (!self.closed.load(Relaxed) && !self.backoff.load(Relaxed)).then_some(());
+            match self.queue.push(0, self.table.ticket(), name, value, check) {
+                Ok((p, ())) => break p,
+                Err(Refused::Check) => self.admit_locked()?,
+                Err(Refused::Full(queued)) => return Err(self.queue_full(queued)),
+            }
+        };
+        self.after_push(&pushed);
         self.counters.sends.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -449,9 +535,11 @@ impl Inner {
             let mut sub = self.lock();
             self.closed.store(true, SeqCst);
             self.shutdown.store(true, SeqCst);
-            sub.clear_queue();
-            (sub.writer_waker.take(), sub.timer_waker.take())
+            self.queue.clear();
+            (self.take_writer(&mut sub), sub.timer_waker.take())
         };
+        // (`queue.clear` locked every shard: a call queued after it saw `closed`; one
+        // queued before is failed here.)
         let mut sinks = Vec::new();
         self.fail_all(WAITING, &Error::closed(), &mut sinks);
         for w in [writer, timer].into_iter().flatten() {
@@ -501,7 +589,13 @@ impl Client {
         };
         let inner = Arc::new(Inner {
             table: Table::new(config.max_pending_requests),
-            sub: Mutex::new(Submit::new(config.write_buffer_size)),
+            queue: SubQueue::new(config.write_buffer_size, config.max_queued_bytes),
+            sub: Mutex::new(Submit::new()),
+            writer_parked: AtomicBool::new(false),
+            timer_hint: AtomicU64::new(u64::MAX),
+            backoff: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            writing: AtomicBool::new(false),
             out: Mutex::new(None),
             burst: Padded(AtomicIsize::new(0)),
             many_done: AtomicBool::new(false),
@@ -683,7 +777,7 @@ impl Client {
         let c = &self.inner().counters;
         let connects = c.connects.load(Relaxed);
         ClientStats {
-            calls: self.inner().lock().calls,
+            calls: self.inner().queue.calls(),
             responses: c.responses.load(Relaxed),
             sends: c.sends.load(Relaxed),
             errors: c.errors.snapshot(),
@@ -715,11 +809,12 @@ impl Client {
                     let written = {
                         let mut sub = inner.lock();
                         inner.closed.store(true, SeqCst);
-                        if let Some(w) = sub.writer_waker.take() {
+                        if let Some(w) = inner.take_writer(&mut sub) {
                             w.wake();
                         }
+                        drop(sub);
                         // Fire-and-forget requests have no call: drained when written.
-                        sub.queue.is_empty() && !sub.writing
+                        !inner.queue.maybe_nonempty() && !inner.writing.load(SeqCst)
                     };
                     if written && inner.table.pending() == 0 {
                         return;

@@ -15,20 +15,20 @@
 //! before sit at their id under an older, smaller mask: lookups try the older masks too.
 //! Cells and their response buffers are reused: a warm client allocates nothing per call.
 //!
-//! The **submission queue** (`Submit`, behind the client's one mutex) holds the encoded
-//! requests the writer has not taken yet and the connection's state. Callers and the writer
-//! take that mutex; the reader and the collection of outcomes never do.
+//! Ids come from one atomic counter and a cell is taken with a compare-and-swap, so callers
+//! on several threads allocate at once. The encoded requests wait in the sharded submission
+//! queue (`queue.rs`); the connection's state (`Submit`, behind a mutex) is for the slow
+//! paths: connecting, backing off, parking and waking the writer and the timekeeper.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use super::atomic_waker::AtomicWaker;
 use crate::error::Error;
-use crate::protocol::frame;
 
 /// A cell's state: the low bits of its word.
 pub(crate) const FREE: u64 = 0;
@@ -237,6 +237,9 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
+/// 1 in the id half of `Table::ids`.
+const ONE_ID: u64 = 1 << 32;
+
 /// Segments of the table: the first of `n0` cells, then each as large as all before.
 const MAX_SEGS: usize = 28;
 
@@ -245,12 +248,16 @@ pub(crate) struct Table {
     n0: usize,
     /// `len - 1`; only grows.
     mask: AtomicU32,
-    /// Cells taken, ever (written by the allocator only) and cells freed (by whoever frees):
+    /// The next id to try (1, 2, 3, ..., wrapping, skipping 0; high 32 bits) and the cells
+    /// taken, ever (wrapping; low 32 bits), in one word so that a call takes both with one
+    /// atomic add; and the cells freed (wrapping, by whoever frees):
     /// their difference is the cells in use (queued, sent, claimed, or done and not
     /// collected). Two counters on their own cache lines instead of one that every call
     /// increments on one core and decrements on another.
-    allocated: Padded<AtomicUsize>,
-    freed: Padded<AtomicUsize>,
+    ids: Padded<AtomicU64>,
+    freed: Padded<AtomicU32>,
+    /// Held while adding a segment.
+    growing: std::sync::Mutex<()>,
     epoch: Instant,
 }
 
@@ -265,8 +272,9 @@ impl Table {
             segs,
             n0,
             mask: AtomicU32::new((n0 - 1) as u32),
-            allocated: Padded(AtomicUsize::new(0)),
-            freed: Padded(AtomicUsize::new(0)),
+            ids: Padded(AtomicU64::new(ONE_ID)),
+            freed: Padded(AtomicU32::new(0)),
+            growing: std::sync::Mutex::new(()),
             epoch: Instant::now(),
         }
     }
@@ -311,6 +319,26 @@ impl Table {
     #[inline]
     pub(crate) fn lookup(&self, id: u32) -> Option<&Cell> {
         self.find(id).map(|(_, c)| c)
+    }
+
+    /// Whether call `id` is in a cell other than `c`.
+    fn lookup_other(&self, id: u32, c: &Cell) -> bool {
+        let mut m = self.mask.load(Acquire);
+        let mut last = usize::MAX;
+        loop {
+            let i = (id & m) as usize;
+            if i != last {
+                let o = self.at(i);
+                if !std::ptr::eq(o, c) && word_id(o.load()) == id {
+                    return true;
+                }
+                last = i;
+            }
+            if (m as usize) < self.n0 {
+                return false;
+            }
+            m >>= 1;
+        }
     }
 
     /// Like [`Table::lookup`], with the cell's index (for [`Table::at`]).
@@ -358,9 +386,13 @@ impl Table {
         self.epoch + Duration::from_nanos(ns)
     }
 
-    /// Adds a segment, doubling the table (only the allocator, under the submit lock).
+    /// Adds a segment, doubling the table, if it is less than twice the calls in use.
     fn grow(&self) {
+        let _one = self.growing.lock().unwrap_or_else(|e| e.into_inner());
         let len = self.len();
+        if 2 * self.pending() <= len {
+            return;
+        }
         let k = (len / self.n0).trailing_zeros() as usize + 1;
         if k >= MAX_SEGS {
             return;
@@ -369,61 +401,99 @@ impl Table {
         self.mask.store((2 * len - 1) as u32, Release);
     }
 
-    /// Takes a free cell for a new call and returns its id and cell. Only one allocator at
-    /// a time (the caller holds the submit lock, which owns `next_id`).
+    /// Counts a call about to be allocated, if fewer than `max` are in use, and hands out
+    /// the first id to try for it (pass it to [`Table::alloc`]): one atomic add for both.
+    /// The call is counted in [`Table::pending`] from now on; [`Table::unreserve`] takes it
+    /// back. Threads reserving at once never pass `max` together.
+    #[inline]
+    pub(crate) fn reserve(&self, max: usize) -> Option<u32> {
+        let v = self.ids.0.fetch_add(ONE_ID | 1, SeqCst);
+        let a = (v as u32).wrapping_add(1);
+        // Calls freed since our count may make `f` pass `a`: then fewer than `a - f` are
+        // in use. The last of the threads reserving at once sees the count with everyone's.
+        let f = self.freed.0.load(SeqCst);
+        let in_use = (a.wrapping_sub(f) as i32).max(0) as usize;
+        (in_use <= max).then_some((v >> 32) as u32)
+    }
+
+    /// Takes back a reservation that will not be allocated (its id is skipped).
+    #[inline]
+    pub(crate) fn unreserve(&self) {
+        self.ids.0.fetch_sub(1, SeqCst);
+    }
+
+    /// A place in the order of submission for a request that has no id (fire-and-forget):
+    /// the id the next call will get, without taking it (so call ids stay 1, 2, 3, ...).
+    /// Fire-and-forget requests go before calls of the same place.
+    #[inline]
+    pub(crate) fn ticket(&self) -> u32 {
+        (self.ids.0.load(SeqCst) >> 32) as u32
+    }
+
+    /// Takes a free cell for a call reserved with [`Table::reserve`], trying `first` (the id
+    /// it gave) first, and returns the call's id and cell. Any number of threads may
+    /// allocate at once: ids come from one counter, and a cell is reserved (`CLAIMED` with
+    /// the new id) by a compare-and-swap before its fields are written, then published
+    /// `QUEUED`, before the caller takes its queue shard's lock (see `Inner::enqueue`).
     pub(crate) fn alloc(
         &self,
-        next_id: &mut u32,
+        first: u32,
         deadline: u64,
         sink: Option<Sink>,
         waker: Option<&Waker>,
     ) -> (u32, &Cell) {
-        let pending = self.pending();
-        let a = self.allocated.0.load(Relaxed);
-        self.allocated.0.store(a + 1, Release);
-        if 2 * (pending + 1) > self.len() {
+        if 2 * self.pending() > self.len() {
             self.grow();
         }
         let mask = self.mask.load(Acquire);
         let several = mask as usize >= 2 * self.n0;
+        let mut id = first;
         loop {
-            let id = *next_id;
-            *next_id = next_id.wrapping_add(1);
-            if *next_id == 0 {
-                *next_id = 1;
+            if id != 0 {
+                let c = self.at((id & mask) as usize);
+                // The compare-and-swap alone (no load first): one trip for the cell's line.
+                if c.word
+                    .compare_exchange(FREE, word(id, CLAIMED), Acquire, Relaxed)
+                    .is_ok()
+                {
+                    if several && self.lookup_other(id, c) {
+                        // The same id is still in use under an older mask.
+                        c.word.store(FREE, Release);
+                        id = (self.ids.0.fetch_add(ONE_ID, Relaxed) >> 32) as u32;
+                        continue;
+                    }
+                    c.deadline.store(deadline, Relaxed);
+                    // SAFETY: the cell is reserved for us (CLAIMED with our id): nobody else
+                    // writes its fields, nor registers or takes a waker before it is QUEUED.
+                    unsafe { *c.sink.get() = sink };
+                    if let Some(w) = waker {
+                        // SAFETY: as above.
+                        unsafe { c.waker.set(w.clone()) };
+                    }
+                    c.word.store(word(id, QUEUED), Release);
+                    return (id, c);
+                }
             }
-            let c = self.at((id & mask) as usize);
-            if c.load() != FREE || (several && self.lookup(id).is_some()) {
-                continue;
-            }
-            c.deadline.store(deadline, Relaxed);
-            // SAFETY: the cell is free and only the allocator takes free cells.
-            unsafe { *c.sink.get() = sink };
-            if let Some(w) = waker {
-                // SAFETY: as above; nobody registers or takes before the word is published.
-                unsafe { c.waker.set(w.clone()) };
-            }
-            c.word.store(word(id, QUEUED), Release);
-            return (id, c);
+            // Busy (or 0): the next id.
+            id = (self.ids.0.fetch_add(ONE_ID, Relaxed) >> 32) as u32;
         }
     }
 
     /// Calls in use now.
     #[inline]
     pub(crate) fn pending(&self) -> usize {
-        // `freed` first: it never passes `allocated`, which only grows.
+        // `freed` first: it never passes the count (a reservation taken back was not freed).
         let f = self.freed.0.load(SeqCst);
-        self.allocated.0.load(SeqCst) - f
+        (self.ids.0.load(SeqCst) as u32).wrapping_sub(f) as usize
     }
 
     /// Counts a freed cell; returns the cells still in use.
     #[inline]
     pub(crate) fn release(&self) -> usize {
-        let f = self.freed.0.fetch_add(1, SeqCst) + 1;
-        self.allocated.0.load(SeqCst) - f
+        let f = self.freed.0.fetch_add(1, SeqCst).wrapping_add(1);
+        (self.ids.0.load(SeqCst) as u32).wrapping_sub(f) as usize
     }
 }
-
 impl Drop for Table {
     fn drop(&mut self) {
         for k in 0..MAX_SEGS {
@@ -437,10 +507,13 @@ impl Drop for Table {
     }
 }
 
-/// One queued request frame: the call's id (0 for fire-and-forget) and where its bytes end.
+/// One queued request frame: the call's id (0 for fire-and-forget), its place in the order
+/// of submission (the id; for fire-and-forget the next id, see [`Table::ticket`]) and where
+/// its bytes end.
 #[derive(Clone, Copy)]
 pub(crate) struct Entry {
     pub id: u32,
+    pub seq: u32,
     pub end: usize,
 }
 
@@ -457,76 +530,32 @@ pub(crate) enum Conn {
 /// An outcome to deliver to a completion sink.
 pub(crate) type SinkErr = (Arc<dyn super::Completion>, u128, Error);
 
-/// What callers and the writer share, behind the client's mutex.
+/// The connection's state, behind the client's mutex: taken on the slow paths only
+/// (connecting, backing off, parking and waking the writer and the timekeeper); each field a
+/// caller checks on every call has an atomic hint in `Inner`.
 pub(crate) struct Submit {
-    pub next_id: u32,
-    /// Calls accepted (excluding fire-and-forget sends).
-    pub calls: u64,
-    pub queue: Vec<u8>,
-    pub entries: Vec<Entry>,
-    pub queued_nowait: usize,
     pub conn: Conn,
     /// Set by the reader when the connection failed, for the writer to stop.
     pub conn_error: Option<Error>,
+    /// The writer task, parked (`Inner::writer_parked` says whether it is here).
     pub writer_waker: Option<Waker>,
     pub started: bool,
     /// The earliest deadline (table ns) the timekeeper sleeps towards (None: it waits to
-    /// be woken).
+    /// be woken). Mirrored in `Inner::timer_hint`.
     pub timer_next: Option<u64>,
     pub timer_waker: Option<Waker>,
-    /// The writer holds a batch it took and has not finished writing (a draining close
-    /// waits for it: fire-and-forget requests have no call to wait for).
-    pub writing: bool,
 }
 
 impl Submit {
-    pub(crate) fn new(queue_capacity: usize) -> Submit {
+    pub(crate) fn new() -> Submit {
         Submit {
-            next_id: 1,
-            calls: 0,
-            queue: Vec::with_capacity(queue_capacity),
-            entries: Vec::with_capacity(64),
-            queued_nowait: 0,
             conn: Conn::Idle,
             conn_error: None,
             writer_waker: None,
             started: false,
             timer_next: None,
             timer_waker: None,
-            writing: false,
         }
-    }
-
-    /// Appends a request frame to the queue.
-    #[inline]
-    pub(crate) fn push_frame(&mut self, id: u32, name: &[u8], value: &[u8]) {
-        frame::encode_request(&mut self.queue, id, name, value);
-        self.entries.push(Entry {
-            id,
-            end: self.queue.len(),
-        });
-        if id == 0 {
-            self.queued_nowait += 1;
-        }
-    }
-
-    /// Drops the queued bytes (their calls are failed by the caller).
-    pub(crate) fn clear_queue(&mut self) {
-        self.queue.clear();
-        self.entries.clear();
-        self.queued_nowait = 0;
-    }
-
-    /// Hands the queue to the writer: swaps it with `batch` and `entries` (which the writer
-    /// emptied). Whatever `batch` held before is discarded (the unsent rest of a write that
-    /// failed must not reach the next connection).
-    pub(crate) fn take(&mut self, batch: &mut Vec<u8>, entries: &mut Vec<Entry>) {
-        batch.clear();
-        entries.clear();
-        std::mem::swap(&mut self.queue, batch);
-        std::mem::swap(&mut self.entries, entries);
-        self.queued_nowait = 0;
-        self.writing = true;
     }
 }
 
@@ -557,9 +586,11 @@ pub(crate) fn mark_batch(table: &Table, batch: &mut Vec<u8>, entries: &[Entry]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame;
 
-    fn alloc(t: &Table, next: &mut u32) -> u32 {
-        t.alloc(next, u64::MAX, None, None).0
+    fn alloc(t: &Table) -> u32 {
+        let first = t.reserve(usize::MAX).unwrap();
+        t.alloc(first, u64::MAX, None, None).0
     }
 
     fn free(t: &Table, id: u32) {
@@ -572,13 +603,12 @@ mod tests {
     #[test]
     fn ids_count_up_and_skip_busy_cells_and_zero() {
         let t = Table::new(4);
-        let mut next = 1;
-        let a = alloc(&t, &mut next);
-        let b = alloc(&t, &mut next);
+        let a = alloc(&t);
+        let b = alloc(&t);
         assert_eq!((a, b), (1, 2));
-        next = u32::MAX;
-        let c = alloc(&t, &mut next);
-        let d = alloc(&t, &mut next);
+        t.ids.0.store((u32::MAX as u64) << 32 | 2, Relaxed);
+        let c = alloc(&t);
+        let d = alloc(&t);
         assert_eq!(c, u32::MAX);
         // 0 is skipped, and 1 and 2 are busy.
         assert_eq!(d, 3);
@@ -590,10 +620,9 @@ mod tests {
     #[test]
     fn growth_keeps_every_pending_call_findable() {
         let t = Table::new(1000);
-        let mut next = 1;
         let mut ids = Vec::new();
         for i in 0..900 {
-            ids.push(alloc(&t, &mut next));
+            ids.push(alloc(&t));
             // Free some along the way, so that live calls sit under several masks.
             if i % 3 == 0 {
                 free(&t, ids.remove(0));
@@ -626,8 +655,8 @@ mod tests {
     #[test]
     fn a_claim_needs_the_right_id_and_state() {
         let t = Table::new(8);
-        let mut next = 1;
-        let (a, c) = t.alloc(&mut next, 0, None, None);
+        let first = t.reserve(1).unwrap();
+        let (a, c) = t.alloc(first, 0, None, None);
         assert!(!c.claim_sent(a), "still queued");
         assert!(!c.claim(a + 1, 1 << QUEUED), "wrong id");
         assert!(c.mark_sent(a));
@@ -643,8 +672,8 @@ mod tests {
     #[test]
     fn abandoning_a_claimed_call_leaves_the_free_to_the_claimer() {
         let t = Table::new(8);
-        let mut next = 1;
-        let (a, c) = t.alloc(&mut next, 0, None, None);
+        let first = t.reserve(1).unwrap();
+        let (a, c) = t.alloc(first, 0, None, None);
         assert!(c.claim(a, 1 << QUEUED));
         assert_eq!(c.abandon(a), None);
         assert!(!c.publish(a, 0), "the caller is gone");
@@ -654,17 +683,19 @@ mod tests {
     #[test]
     fn mark_batch_skips_calls_that_ended_while_queued() {
         let t = Table::new(8);
-        let mut s = Submit::new(0);
-        let a = alloc(&t, &mut s.next_id);
-        s.push_frame(a, b"a", b"1");
-        s.push_frame(0, b"n", b"");
-        let b = alloc(&t, &mut s.next_id);
-        s.push_frame(b, b"b", b"22");
-        let c = alloc(&t, &mut s.next_id);
-        s.push_frame(c, b"c", b"333");
+        let q = super::super::queue::SubQueue::new(0, 1 << 20);
+        let a = alloc(&t);
+        let ok = || Some(());
+        q.push(a, a, b"a", b"1", ok).unwrap();
+        q.push(0, t.ticket(), b"n", b"", ok).unwrap();
+        let b = alloc(&t);
+        q.push(b, b, b"b", b"22", ok).unwrap();
+        let c = alloc(&t);
+        q.push(c, c, b"c", b"333", ok).unwrap();
         free(&t, b);
         let (mut batch, mut entries) = (Vec::new(), Vec::new());
-        s.take(&mut batch, &mut entries);
+        let mut spare = Default::default();
+        assert_eq!(q.take(&mut batch, &mut entries, &mut spare), 4);
         assert_eq!(mark_batch(&t, &mut batch, &entries), 3);
         let mut want = Vec::new();
         frame::encode_request(&mut want, a, b"a", b"1");
@@ -672,32 +703,26 @@ mod tests {
         frame::encode_request(&mut want, c, b"c", b"333");
         assert_eq!(batch, want);
         assert_eq!(word_state(t.lookup(a).unwrap().load()), SENT);
-        assert!(s.queue.is_empty() && s.entries.is_empty());
     }
 
     #[test]
-    fn take_discards_the_bytes_of_a_failed_write() {
-        let t = Table::new(8);
-        let mut s = Submit::new(0);
-        // A batch whose write failed: its bytes are still in the writer's buffer.
-        let mut batch = Vec::new();
-        let mut entries = vec![Entry { id: 7, end: 3 }];
-        frame::encode_request(&mut batch, 7, b"doomed", b"x");
-        let a = alloc(&t, &mut s.next_id);
-        s.push_frame(a, b"fresh", b"1");
-        s.take(&mut batch, &mut entries);
-        assert_eq!(mark_batch(&t, &mut batch, &entries), 1);
-        let mut want = Vec::new();
-        frame::encode_request(&mut want, a, b"fresh", b"1");
-        assert_eq!(batch, want);
-        // And the queue the next requests go into starts empty.
-        assert!(s.queue.is_empty());
-        let b = alloc(&t, &mut s.next_id);
-        s.push_frame(b, b"next", b"2");
-        s.take(&mut batch, &mut entries);
-        assert_eq!(mark_batch(&t, &mut batch, &entries), 1);
-        want.clear();
-        frame::encode_request(&mut want, b, b"next", b"2");
-        assert_eq!(batch, want);
+    fn threads_allocating_at_once_get_distinct_ids_and_cells() {
+        let t = std::sync::Arc::new(Table::new(4096));
+        let ids: Vec<Vec<u32>> = (0..4)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || (0..1000).map(|_| alloc(&t)).collect::<Vec<_>>())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let all: std::collections::HashSet<u32> = ids.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 4000);
+        assert_eq!(t.pending(), 4000);
+        for id in all {
+            let c = t.lookup(id).unwrap();
+            assert_eq!(c.load(), word(id, QUEUED));
+        }
     }
 }

@@ -13,13 +13,14 @@
 //!
 //! The connection's [`FrameWriter`] and the batch it writes live in [`Out`], behind
 //! `Inner::out`: whoever holds that lock may take the queue and write (the writer task, or a
-//! lone caller that took the writer's waker from the queue's state, so that nobody else wakes
-//! the writer meanwhile). A batch the socket does not take at once stays started in `Out`
-//! (`Submit::writing`), and the writer task finishes it under `write_timeout`. Lock order:
-//! `out`, then `sub`; neither is held across an await.
+//! lone caller that took the writer's waker from the connection's state, so that nobody else
+//! wakes the writer meanwhile). A batch the socket does not take at once stays started in `Out`
+//! (`Inner::writing`), and the writer task finishes it under `write_timeout`. Lock order:
+//! `out`, then `sub`, then a queue shard; none is held across an await.
 
 use std::future::poll_fn;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::error::{Error, ErrorKind};
 use crate::guard::{guarded_sync, Task};
 use crate::wire::{write_timeout, FrameWriter};
 
+use super::queue::Spare;
 use super::table::{mark_batch, Entry};
 use super::Inner;
 
@@ -39,6 +41,7 @@ pub(crate) struct Out {
     /// The batch taken from the queue (its bytes, and its frames' ids and ends).
     batch: Vec<u8>,
     entries: Vec<Entry>,
+    spare: Spare,
 }
 
 impl Inner {
@@ -51,14 +54,18 @@ impl Inner {
 /// Takes the queue into `o` and starts writing it. False (and nothing taken) when the queue
 /// is empty or the connection is ending.
 fn start(inner: &Inner, o: &mut Out) -> Result<bool, Error> {
+    if !inner.queue.maybe_nonempty()
+        || inner.shutdown.load(Relaxed)
+        || inner.lock().conn_error.is_some()
     {
-        let mut st = inner.lock();
-        if st.entries.is_empty() || st.conn_error.is_some() || inner.shutdown.load(Relaxed) {
-            return Ok(false);
-        }
-        st.take(&mut o.batch, &mut o.entries);
+        return Ok(false);
     }
-    // Outside the queue's lock: mark the calls sent, cut out those that ended while queued.
+    inner.writing.store(true, SeqCst);
+    if inner.queue.take(&mut o.batch, &mut o.entries, &mut o.spare) == 0 {
+        inner.writing.store(false, SeqCst);
+        return Ok(false);
+    }
+    // Mark the calls sent, cut out those that ended while queued.
     let frames = mark_batch(&inner.table, &mut o.batch, &o.entries);
     o.w.start_batch(&o.batch, frames)?;
     Ok(true)
@@ -71,8 +78,8 @@ fn finish(inner: &Inner, o: &mut Out) {
         // A burst of large requests does not pin its batch buffer.
         o.batch = Vec::with_capacity(inner.cfg.write_buffer_size);
     }
-    inner.lock().writing = false;
-    if inner.closed.load(Relaxed) {
+    inner.writing.store(false, SeqCst);
+    if inner.closed.load(SeqCst) {
         // A draining close waits for the last batch to be written.
         inner.drained.notify_waiters();
     }
@@ -94,18 +101,29 @@ pub(crate) fn write_lone(inner: &Inner, writer: Waker) {
         }
     };
     let mut st = inner.lock();
-    if wake
-        || !st.entries.is_empty()
-        || st.writing
-        || st.conn_error.is_some()
-        || inner.closed.load(Relaxed)
-        || inner.shutdown.load(Relaxed)
-    {
+    if wake || st.conn_error.is_some() || has_work(inner) {
         drop(st);
         writer.wake();
-    } else if st.writer_waker.is_none() {
-        st.writer_waker = Some(writer);
+        return;
     }
+    if st.writer_waker.is_none() {
+        inner.park_writer(&mut st, &writer);
+    }
+    drop(st);
+    // A request pushed while the waker was ours found no writer to wake: look again.
+    fence(SeqCst);
+    if has_work(inner) {
+        inner.wake_writer();
+    }
+}
+
+/// Whether the writer task has something to do besides waiting for requests: queued
+/// frames, an unfinished batch, a close.
+fn has_work(inner: &Inner) -> bool {
+    inner.queue.maybe_nonempty()
+        || inner.writing.load(SeqCst)
+        || inner.closed.load(SeqCst)
+        || inner.shutdown.load(SeqCst)
 }
 
 /// The lone write itself; true when the writer task has something left to do.
@@ -160,6 +178,7 @@ pub(super) async fn write_loop(inner: &Arc<Inner>, w: FrameWriter) -> Error {
         w,
         batch: Vec::with_capacity(inner.cfg.write_buffer_size),
         entries: Vec::with_capacity(64),
+        spare: Spare::default(),
     });
     // However this ends (also dropped with its runtime), the write side goes with it.
     let _gone = TakeOnDrop(inner);
@@ -183,22 +202,34 @@ async fn writes(inner: &Arc<Inner>) -> Error {
     loop {
         // Wait for queued requests, or a batch a lone caller started and left unfinished.
         let ready = poll_fn(|cx| {
-            let mut st = inner.lock();
-            if let Some(e) = st.conn_error.take() {
-                return Poll::Ready(Err(e));
+            let mut parked = false;
+            loop {
+                let mut st = inner.lock();
+                if let Some(e) = st.conn_error.take() {
+                    return Poll::Ready(Err(e));
+                }
+                if inner.shutdown.load(Relaxed) {
+                    return Poll::Ready(Err(Error::closed()));
+                }
+                if inner.queue.maybe_nonempty() || inner.writing.load(SeqCst) {
+                    if parked {
+                        inner.take_writer(&mut st);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
+                    // Drained: nothing left to wait for on this connection.
+                    return Poll::Ready(Err(Error::closed()));
+                }
+                if parked {
+                    return Poll::Pending;
+                }
+                inner.park_writer(&mut st, cx.waker());
+                drop(st);
+                // A request pushed before we parked may have found no waker: look again.
+                fence(SeqCst);
+                parked = true;
             }
-            if inner.shutdown.load(Relaxed) {
-                return Poll::Ready(Err(Error::closed()));
-            }
-            if !st.entries.is_empty() || st.writing {
-                return Poll::Ready(Ok(()));
-            }
-            if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
-                // Drained: nothing left to wait for on this connection.
-                return Poll::Ready(Err(Error::closed()));
-            }
-            st.writer_waker = Some(cx.waker().clone());
-            Poll::Pending
         })
         .await;
         if let Err(e) = ready {
@@ -253,7 +284,7 @@ async fn writes(inner: &Arc<Inner>) -> Error {
             if inner.shutdown.load(Relaxed) {
                 return Poll::Ready(());
             }
-            inner.lock().writer_waker = Some(cx.waker().clone());
+            inner.park_writer(&mut inner.lock(), cx.waker());
             if inner.shutdown.load(Relaxed) {
                 return Poll::Ready(());
             }
@@ -287,10 +318,10 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
             return Poll::Ready(());
         }
         let mut st = inner.lock();
-        if st.queue.len() >= full || inner.shutdown.load(Relaxed) || st.conn_error.is_some() {
+        if inner.queue.queued() >= full || inner.shutdown.load(Relaxed) || st.conn_error.is_some() {
             return Poll::Ready(());
         }
-        st.writer_waker = Some(cx.waker().clone());
+        inner.park_writer(&mut st, cx.waker());
         Poll::Pending
     })
     .await
