@@ -52,27 +52,63 @@ impl Response {
 const POOL_MAX: usize = 4096;
 /// Keep pooled buffers small enough that the pool never pins much memory.
 const POOL_KEEP_CAPACITY: usize = 64 * 1024;
+/// Each thread keeps up to this many objects of its own in front of the shared pool, each
+/// with at most [`LOCAL_KEEP_CAPACITY`] bytes of buffer (so at most 1 MiB per thread): a
+/// callback that frees its response and starts the next call, on the library thread that
+/// delivers the next one, takes no lock that other threads take.
+const LOCAL_MAX: usize = 64;
+const LOCAL_KEEP_CAPACITY: usize = 16 * 1024;
 
 // Boxes, not values: C holds pointers to these objects, so they must not move.
 #[allow(clippy::vec_box)]
 static POOL: Mutex<Vec<Box<Response>>> = Mutex::new(Vec::new());
 
-/// A response object from the pool (or a new one).
+std::thread_local! {
+    #[allow(clippy::vec_box)]
+    static LOCAL: std::cell::RefCell<Vec<Box<Response>>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+/// A response object from this thread's cache, the pool, or a new one.
 pub(crate) fn take() -> Box<Response> {
+    let local = LOCAL
+        .try_with(|l| l.try_borrow_mut().ok().and_then(|mut l| l.pop()))
+        .ok()
+        .flatten();
+    if let Some(r) = local {
+        return r;
+    }
     let r = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
     r.unwrap_or_else(|| Box::new(Response::new()))
 }
 
-/// Returns a response object to the pool.
+/// Returns a response object to this thread's cache or the pool.
 pub(crate) fn give_back(mut r: Box<Response>) {
     if r.value.capacity() > POOL_KEEP_CAPACITY {
         r.value = Vec::new();
     }
     r.value.clear();
     r.error = None;
-    let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if p.len() < POOL_MAX {
-        p.push(r);
+    let mut slot = Some(r);
+    if slot
+        .as_ref()
+        .is_some_and(|r| r.value.capacity() <= LOCAL_KEEP_CAPACITY)
+    {
+        // During the thread's exit (no cache any more) it goes to the pool.
+        let _ = LOCAL.try_with(|l| {
+            if let Ok(mut l) = l.try_borrow_mut() {
+                if l.len() < LOCAL_MAX {
+                    l.extend(slot.take());
+                }
+            }
+        });
+    }
+    if let Some(r) = slot {
+        let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() < POOL_MAX {
+            p.push(r);
+        }
     }
 }
 
@@ -166,4 +202,49 @@ pub extern "C" fn fastrpc_response_error_message(
         let msg = r.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
         unsafe { super::write_text(&msg, buf, len, out_len) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread gets back the objects it gave back (no lock, no allocation), at most
+    /// LOCAL_MAX of them and none with a large buffer; the rest go to the shared pool.
+    #[test]
+    fn a_thread_reuses_its_own_objects_within_the_bounds() {
+        std::thread::spawn(|| {
+            let mut rs: Vec<Box<Response>> = (0..LOCAL_MAX + 8).map(|_| take()).collect();
+            let addrs: Vec<usize> = rs
+                .iter()
+                .map(|r| &**r as *const Response as usize)
+                .collect();
+            for r in rs.iter_mut() {
+                r.value.extend_from_slice(b"x");
+            }
+            for r in rs.drain(..) {
+                give_back(r);
+            }
+            LOCAL.with(|l| assert_eq!(l.borrow().len(), LOCAL_MAX));
+            // Last in, first out: the thread's own, emptied.
+            let again = take();
+            assert_eq!(&*again as *const Response as usize, addrs[LOCAL_MAX - 1]);
+            assert!(again.value.is_empty() && again.error.is_none());
+            give_back(again);
+            // A large buffer is not kept by the thread.
+            let mut big = take();
+            big.value.reserve(LOCAL_KEEP_CAPACITY + 1);
+            let big_addr = &*big as *const Response as usize;
+            give_back(big);
+            LOCAL.with(|l| {
+                let l = l.borrow();
+                assert_eq!(l.len(), LOCAL_MAX - 1);
+                assert!(l.iter().all(|r| r.value.capacity() <= LOCAL_KEEP_CAPACITY));
+                assert!(l
+                    .iter()
+                    .all(|r| &**r as *const Response as usize != big_addr));
+            });
+        })
+        .join()
+        .unwrap();
+    }
 }
