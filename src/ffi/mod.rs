@@ -18,6 +18,7 @@ pub mod client_config;
 pub mod completion_queue;
 pub mod global;
 mod pollfd;
+mod pool;
 pub mod request;
 pub mod response;
 pub mod server;

@@ -3,8 +3,7 @@
 //! `fastrpc_request_free`; freed unanswered, the configured error reply is sent. Handles come
 //! from a pool, so steady traffic allocates nothing for them.
 
-use std::sync::Mutex;
-
+use super::pool::{Local, Pool};
 use super::{arg_mut, arg_out, arg_ref, arg_try, fastrpc_status, ffi_boundary, Castable};
 use crate::server::Call;
 
@@ -26,14 +25,19 @@ impl Castable for fastrpc_request {
 }
 
 const POOL_MAX: usize = 4096;
-// Boxes, not values: C holds pointers to these objects, so they must not move.
-#[allow(clippy::vec_box)]
-static POOL: Mutex<Vec<Box<RequestHandle>>> = Mutex::new(Vec::new());
+/// Handles each thread keeps of its own (a handler that frees its request on the library
+/// thread that hands out the next one takes no shared lock).
+const LOCAL_MAX: usize = 64;
+
+std::thread_local! {
+    static LOCAL: Local<RequestHandle> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static POOL: Pool<RequestHandle> = Pool::new(&LOCAL, POOL_MAX, LOCAL_MAX);
 
 /// Wraps a call in a pooled handle.
 pub(crate) fn wrap(call: Call) -> Box<RequestHandle> {
-    let h = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    match h {
+    match POOL.take() {
         Some(mut h) => {
             h.call = Some(call);
             h
@@ -45,10 +49,7 @@ pub(crate) fn wrap(call: Call) -> Box<RequestHandle> {
 /// Answers (with the error reply, if still unanswered) and returns the handle to the pool.
 pub(crate) fn release(mut h: Box<RequestHandle>) {
     drop(h.call.take());
-    let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if p.len() < POOL_MAX {
-        p.push(h);
-    }
+    POOL.put(h, true);
 }
 
 /// Points `*data`/`*len` at the request's name. Valid until the request is answered or

@@ -3,11 +3,10 @@
 //! out objects from a pool, which `fastrpc_response_free` refills, so steady traffic
 //! allocates nothing.
 
-use std::ffi::c_char;
-use std::sync::Mutex;
-
+use super::pool::{Local, Pool};
 use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
 use crate::error::Error;
+use std::ffi::c_char;
 
 /// A call's outcome: the response value on success, else the status and message of the
 /// failure. Created by `fastrpc_response_new` (for blocking calls, reusable) or handed to
@@ -59,57 +58,26 @@ const POOL_KEEP_CAPACITY: usize = 64 * 1024;
 const LOCAL_MAX: usize = 64;
 const LOCAL_KEEP_CAPACITY: usize = 16 * 1024;
 
-// Boxes, not values: C holds pointers to these objects, so they must not move.
-#[allow(clippy::vec_box)]
-static POOL: Mutex<Vec<Box<Response>>> = Mutex::new(Vec::new());
-
 std::thread_local! {
-    #[allow(clippy::vec_box)]
-    static LOCAL: std::cell::RefCell<Vec<Box<Response>>> = const {
-        std::cell::RefCell::new(Vec::new())
-    };
+    static LOCAL: Local<Response> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A response object from this thread's cache, the pool, or a new one.
+static POOL: Pool<Response> = Pool::new(&LOCAL, POOL_MAX, LOCAL_MAX);
+
+/// A response object from the pool (or a new one).
 pub(crate) fn take() -> Box<Response> {
-    let local = LOCAL
-        .try_with(|l| l.try_borrow_mut().ok().and_then(|mut l| l.pop()))
-        .ok()
-        .flatten();
-    if let Some(r) = local {
-        return r;
-    }
-    let r = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    r.unwrap_or_else(|| Box::new(Response::new()))
+    POOL.take().unwrap_or_else(|| Box::new(Response::new()))
 }
 
-/// Returns a response object to this thread's cache or the pool.
+/// Returns a response object to the pool.
 pub(crate) fn give_back(mut r: Box<Response>) {
     if r.value.capacity() > POOL_KEEP_CAPACITY {
         r.value = Vec::new();
     }
     r.value.clear();
     r.error = None;
-    let mut slot = Some(r);
-    if slot
-        .as_ref()
-        .is_some_and(|r| r.value.capacity() <= LOCAL_KEEP_CAPACITY)
-    {
-        // During the thread's exit (no cache any more) it goes to the pool.
-        let _ = LOCAL.try_with(|l| {
-            if let Ok(mut l) = l.try_borrow_mut() {
-                if l.len() < LOCAL_MAX {
-                    l.extend(slot.take());
-                }
-            }
-        });
-    }
-    if let Some(r) = slot {
-        let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if p.len() < POOL_MAX {
-            p.push(r);
-        }
-    }
+    let small = r.value.capacity() <= LOCAL_KEEP_CAPACITY;
+    POOL.put(r, small);
 }
 
 /// Creates an empty response object, for `fastrpc_client_call`. Reuse it across calls: its
@@ -224,7 +192,7 @@ mod tests {
             for r in rs.drain(..) {
                 give_back(r);
             }
-            LOCAL.with(|l| assert_eq!(l.borrow().len(), LOCAL_MAX));
+            assert_eq!(POOL.local_len(), LOCAL_MAX);
             // Last in, first out: the thread's own, emptied.
             let again = take();
             assert_eq!(&*again as *const Response as usize, addrs[LOCAL_MAX - 1]);
