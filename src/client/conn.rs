@@ -104,7 +104,11 @@ async fn manager(inner: Arc<Inner>) {
         if closed {
             return;
         }
-        inner.lock().conn = Conn::Up;
+        {
+            let mut st = inner.lock();
+            st.conn = Conn::Up;
+            inner.backoff.store(false, Relaxed);
+        }
         match connect(&inner).await {
             Err(e) => {
                 inner.counters.connect_failures.fetch_add(1, Relaxed);

@@ -335,26 +335,26 @@ impl Inner {
     ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
         self.admit()?;
-        let first = self.table.reserve(self.cfg.max_pending_requests);
-        if first.is_none() {
-            // With prioritize_new_requests the oldest queued call makes room. Its cell may
-            // stay taken until its caller collects the error, so pending can pass the limit
-            // by the number of such callers for a moment.
-            let displaced = if self.cfg.prioritize_new_requests {
-                self.queue.claim_queued(&self.table)
-            } else {
-                None
-            };
-            let Some((c, old)) = displaced else {
-                self.table.unreserve();
-                return Err(Error::overflow());
-            };
-            let mut sinks = Vec::new();
-            self.fail_claimed(c, old, &Error::overflow_displaced(), &mut sinks);
-            self.deliver_from_caller(&mut sinks);
-        }
-        // A call that displaced another keeps its reservation (its id comes next).
-        let first = first.unwrap_or(0);
+        let first = match self.table.reserve(self.cfg.max_pending_requests) {
+            Some(first) => first,
+            None => {
+                // With prioritize_new_requests the oldest queued call makes room. Its cell
+                // may stay taken until its caller collects the error, so pending can pass
+                // the limit by the number of such callers for a moment.
+                let displaced = if self.cfg.prioritize_new_requests {
+                    self.queue.claim_queued(&self.table)
+                } else {
+                    None
+                };
+                let Some((c, old)) = displaced else {
+                    return Err(Error::overflow());
+                };
+                let mut sinks = Vec::new();
+                self.fail_claimed(c, old, &Error::overflow_displaced(), &mut sinks);
+                self.deliver_from_caller(&mut sinks);
+                self.table.reserve_past_limit()
+            }
+        };
         let (id, cell) = self.table.alloc(first, dl, sink, waker);
         // Under the shard's lock, `closed` and `backoff` (a close or a failed connect sets
         // its flag, then locks every shard, then fails the calls it finds) and the
@@ -809,6 +809,9 @@ impl Client {
                     let written = {
                         let mut sub = inner.lock();
                         inner.closed.store(true, SeqCst);
+                        // Every push that did not see `closed` is in the queue after this
+                        // (the manager and writer read the queue under `sub`).
+                        inner.queue.sync();
                         if let Some(w) = inner.take_writer(&mut sub) {
                             w.wake();
                         }

@@ -289,6 +289,10 @@ impl SubQueue {
                 self.nowait.fetch_sub(nowait, AcqRel);
             }
         }
+        if taken == 0 {
+            // Emptied meanwhile (a close cleared the queue after the mask said otherwise).
+            return 0;
+        }
         if taken.count_ones() == 1 {
             // One shard: its frames are in its order already; its buffers become the batch.
             let sp = &mut spare.shards[taken.trailing_zeros() as usize];
@@ -721,6 +725,22 @@ mod tests {
             q.push(3, 3, b"n", b"x", ok).err(),
             Some(Refused::Full(REQ + 1 + 2 * max))
         );
+    }
+
+    /// A take that finds every shard emptied after the mask said otherwise (a close cleared
+    /// the queue in between) takes nothing.
+    #[test]
+    fn a_take_after_a_clear_takes_nothing() {
+        let q = SubQueue::new(0, 1 << 20);
+        q.push(1, 1, b"a", b"", ok).unwrap();
+        q.clear();
+        // The mask as the writer read it before the clear.
+        q.mask.fetch_or(1 << 3, SeqCst);
+        let mut spare = Spare::default();
+        let (mut batch, mut entries) = (vec![1, 2, 3], Vec::new());
+        assert_eq!(q.take(&mut batch, &mut entries, &mut spare), 0);
+        assert!(batch.is_empty() && entries.is_empty());
+        assert!(!q.maybe_nonempty());
     }
 
     #[test]

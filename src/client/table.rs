@@ -402,24 +402,38 @@ impl Table {
     }
 
     /// Counts a call about to be allocated, if fewer than `max` are in use, and hands out
-    /// the first id to try for it (pass it to [`Table::alloc`]): one atomic add for both.
-    /// The call is counted in [`Table::pending`] from now on; [`Table::unreserve`] takes it
-    /// back. Threads reserving at once never pass `max` together.
+    /// the first id to try for it (pass it to [`Table::alloc`]): one compare-and-swap for
+    /// both, which checks before it counts, so a refused caller is never counted (and never
+    /// makes another one refused). The call is counted in [`Table::pending`] from now on.
     #[inline]
     pub(crate) fn reserve(&self, max: usize) -> Option<u32> {
-        let v = self.ids.0.fetch_add(ONE_ID | 1, SeqCst);
-        let a = (v as u32).wrapping_add(1);
-        // Calls freed since our count may make `f` pass `a`: then fewer than `a - f` are
-        // in use. The last of the threads reserving at once sees the count with everyone's.
-        let f = self.freed.0.load(SeqCst);
-        let in_use = (a.wrapping_sub(f) as i32).max(0) as usize;
-        (in_use <= max).then_some((v >> 32) as u32)
+        let mut v = self.ids.0.load(SeqCst);
+        loop {
+            // `freed` after `ids`: it never passes the count (it may lag, which only
+            // refuses early, never late).
+            let f = self.freed.0.load(SeqCst);
+            // Calls allocated and freed since `v` was read may make `f` pass its count:
+            // then the compare-and-swap fails and the loop reads again.
+            let in_use = ((v as u32).wrapping_sub(f) as i32).max(0) as usize;
+            if in_use >= max {
+                return None;
+            }
+            match self
+                .ids
+                .0
+                .compare_exchange_weak(v, v.wrapping_add(ONE_ID | 1), SeqCst, SeqCst)
+            {
+                Ok(_) => return Some((v >> 32) as u32),
+                Err(now) => v = now,
+            }
+        }
     }
 
-    /// Takes back a reservation that will not be allocated (its id is skipped).
+    /// Counts a call beyond the limit (a new call that displaced a queued one) and hands out
+    /// its first id.
     #[inline]
-    pub(crate) fn unreserve(&self) {
-        self.ids.0.fetch_sub(1, SeqCst);
+    pub(crate) fn reserve_past_limit(&self) -> u32 {
+        (self.ids.0.fetch_add(ONE_ID | 1, SeqCst) >> 32) as u32
     }
 
     /// A place in the order of submission for a request that has no id (fire-and-forget):
@@ -703,6 +717,28 @@ mod tests {
         frame::encode_request(&mut want, c, b"c", b"333");
         assert_eq!(batch, want);
         assert_eq!(word_state(t.lookup(a).unwrap().load()), SENT);
+    }
+
+    #[test]
+    fn a_refused_reservation_is_not_counted() {
+        let t = Table::new(8);
+        let ids: Vec<u32> = (0..4)
+            .map(|_| {
+                let first = t.reserve(4).unwrap();
+                t.alloc(first, u64::MAX, None, None).0
+            })
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(t.reserve(4), None);
+        }
+        assert_eq!(t.pending(), 4);
+        free(&t, ids[0]);
+        assert_eq!(t.pending(), 3);
+        assert!(t.reserve(4).is_some(), "room for one after a free");
+        assert_eq!(t.reserve(4), None);
+        // Past the limit (a call that displaced another): counted all the same.
+        t.reserve_past_limit();
+        assert_eq!(t.pending(), 5);
     }
 
     #[test]
