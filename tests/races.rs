@@ -76,6 +76,16 @@ async fn delaying_server() -> (Server, std::thread::JoinHandle<()>) {
     (server, replier)
 }
 
+/// The delaying server and a connected client with room for 100,000 calls.
+async fn warm_client() -> (Server, std::thread::JoinHandle<()>, Client) {
+    let (server, replier) = delaying_server().await;
+    let mut cfg = ClientConfig::new(server.local_addr());
+    cfg.max_pending_requests = 100_000;
+    let client = Client::new(cfg).unwrap();
+    assert_eq!(client.call(b"n", b"0:warm").await.unwrap(), b"0:warm");
+    (server, replier, client)
+}
+
 /// Counts completions per tag.
 struct Tally {
     counts: Vec<AtomicU32>,
@@ -95,6 +105,17 @@ impl Tally {
             done: AtomicU64::new(0),
             values: (0..n).map(|_| std::sync::Mutex::new(Vec::new())).collect(),
         })
+    }
+
+    /// Waits for every accepted call's sink, then checks each ended once, as Ok or
+    /// Closed. Returns how many were accepted.
+    async fn all_ended_once_ok_or_closed(&self, accepted: &[bool]) -> u64 {
+        let n_acc = accepted.iter().filter(|a| **a).count() as u64;
+        wait_until("every sink call ended", || self.done.load(SeqCst) == n_acc).await;
+        self.assert_exactly_once(accepted);
+        let errs = self.errs.lock().unwrap().clone();
+        assert!(errs.iter().all(|k| *k == ErrorKind::Closed), "{errs:?}");
+        n_acc
     }
 
     fn assert_exactly_once(&self, accepted: &[bool]) {
@@ -255,11 +276,7 @@ async fn responses_racing_deadlines_end_each_call_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn close_cancel_racing_responses_ends_each_call_exactly_once() {
     bounded(async {
-        let (server, _replier) = delaying_server().await;
-        let mut cfg = ClientConfig::new(server.local_addr());
-        cfg.max_pending_requests = 100_000;
-        let client = Client::new(cfg).unwrap();
-        assert_eq!(client.call(b"n", b"0:warm").await.unwrap(), b"0:warm");
+        let (server, _replier, client) = warm_client().await;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ends = Arc::new(AtomicU64::new(0));
@@ -331,11 +348,7 @@ async fn close_cancel_racing_responses_ends_each_call_exactly_once() {
         let accepted = tokio::task::spawn_blocking(move || submitter.join().unwrap())
             .await
             .unwrap();
-        let n_acc = accepted.iter().filter(|a| **a).count() as u64;
-        wait_until("every sink call ended", || tally.done.load(SeqCst) == n_acc).await;
-        tally.assert_exactly_once(&accepted);
-        let errs = tally.errs.lock().unwrap().clone();
-        assert!(errs.iter().all(|k| *k == ErrorKind::Closed), "{errs:?}");
+        let n_acc = tally.all_ended_once_ok_or_closed(&accepted).await;
         assert_eq!(client.pending_requests(), 0);
         let st = client.stats();
         assert_eq!(st.responses, ok + tally.ok.load(SeqCst) + 1, "{st:?}");
@@ -361,11 +374,7 @@ async fn close_cancel_racing_responses_ends_each_call_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn submitters_on_many_threads_racing_close_end_each_call_exactly_once() {
     bounded(async {
-        let (server, _replier) = delaying_server().await;
-        let mut cfg = ClientConfig::new(server.local_addr());
-        cfg.max_pending_requests = 100_000;
-        let client = Client::new(cfg).unwrap();
-        assert_eq!(client.call(b"n", b"0:warm").await.unwrap(), b"0:warm");
+        let (server, _replier, client) = warm_client().await;
         const THREADS: usize = 8;
         const EACH: usize = 25_000;
         let tally = Tally::new(THREADS * EACH);
@@ -416,11 +425,8 @@ async fn submitters_on_many_threads_racing_close_end_each_call_exactly_once() {
                 accepted[tag] = true;
             }
         }
-        let n_acc = accepted.iter().filter(|a| **a).count() as u64;
-        wait_until("every sink call ended", || tally.done.load(SeqCst) == n_acc).await;
-        tally.assert_exactly_once(&accepted);
-        let errs = tally.errs.lock().unwrap().clone();
-        assert!(errs.iter().all(|k| *k == ErrorKind::Closed), "{errs:?}");
+        let n_acc = tally.all_ended_once_ok_or_closed(&accepted).await;
+        assert!(n_acc > 5000, "{n_acc} accepted");
         assert_eq!(client.pending_requests(), 0);
         let st = client.stats();
         assert_eq!(st.responses, tally.ok.load(SeqCst) + 1, "{st:?}");

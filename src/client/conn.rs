@@ -8,7 +8,6 @@
 //! task starts again, so a client object always reconnects.
 
 use std::future::{poll_fn, Future};
-use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -70,35 +69,23 @@ async fn manager(inner: Arc<Inner>) {
     loop {
         // Wait for queued work (lazy connect) or close.
         let closed = poll_fn(|cx| {
-            let mut parked = false;
-            loop {
-                let mut st = inner.lock();
-                let queued = inner.queue.maybe_nonempty();
-                if inner.shutdown.load(Relaxed) || (inner.closed.load(Relaxed) && !queued) {
-                    return Poll::Ready(true);
-                }
+            inner.poll_writer(cx, |st| {
+                let mut queued = inner.queue.maybe_nonempty();
                 if queued {
                     if let Conn::Backoff { until, .. } = &st.conn {
                         if Instant::now() < *until {
                             // Only dead frames can be queued while backing off: calls that
                             // were queued as the connect failed, and failed with it.
                             inner.queue.clear();
-                            continue;
+                            queued = false;
                         }
                     }
-                    if parked {
-                        inner.take_writer(&mut st);
-                    }
-                    return Poll::Ready(false);
                 }
-                if parked {
-                    return Poll::Pending;
+                if inner.shutdown.load(Relaxed) || (inner.closed.load(Relaxed) && !queued) {
+                    return Some(true);
                 }
-                inner.park_writer(&mut st, cx.waker());
-                drop(st);
-                fence(SeqCst);
-                parked = true;
-            }
+                queued.then_some(false)
+            })
         })
         .await;
         if closed {

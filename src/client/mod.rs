@@ -493,6 +493,32 @@ impl Inner {
         self.writer_parked.store(true, SeqCst);
     }
 
+    /// The writer task's wait: `ready` looks at the state under the `sub` lock; when it has
+    /// nothing, the writer parks and looks once more (`SeqCst`, after its parked flag: a
+    /// request pushed before the park may have found no waker to wake). Ready takes the
+    /// waker back.
+    pub(crate) fn poll_writer<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut ready: impl FnMut(&mut Submit) -> Option<R>,
+    ) -> Poll<R> {
+        let mut parked = false;
+        loop {
+            let mut st = self.lock();
+            if let Some(r) = ready(&mut st) {
+                if parked {
+                    self.take_writer(&mut st);
+                }
+                return Poll::Ready(r);
+            }
+            if parked {
+                return Poll::Pending;
+            }
+            self.park_writer(&mut st, cx.waker());
+            parked = true;
+        }
+    }
+
     /// Takes the parked writer's waker (under the lock).
     pub(crate) fn take_writer(&self, sub: &mut Submit) -> Option<Waker> {
         self.writer_parked.store(false, Relaxed);

@@ -202,34 +202,22 @@ async fn writes(inner: &Arc<Inner>) -> Error {
     loop {
         // Wait for queued requests, or a batch a lone caller started and left unfinished.
         let ready = poll_fn(|cx| {
-            let mut parked = false;
-            loop {
-                let mut st = inner.lock();
+            inner.poll_writer(cx, |st| {
                 if let Some(e) = st.conn_error.take() {
-                    return Poll::Ready(Err(e));
+                    return Some(Err(e));
                 }
                 if inner.shutdown.load(Relaxed) {
-                    return Poll::Ready(Err(Error::closed()));
+                    return Some(Err(Error::closed()));
                 }
                 if inner.queue.maybe_nonempty() || inner.writing.load(SeqCst) {
-                    if parked {
-                        inner.take_writer(&mut st);
-                    }
-                    return Poll::Ready(Ok(()));
+                    return Some(Ok(()));
                 }
                 if inner.closed.load(Relaxed) && inner.table.pending() == 0 {
                     // Drained: nothing left to wait for on this connection.
-                    return Poll::Ready(Err(Error::closed()));
+                    return Some(Err(Error::closed()));
                 }
-                if parked {
-                    return Poll::Pending;
-                }
-                inner.park_writer(&mut st, cx.waker());
-                drop(st);
-                // A request pushed before we parked may have found no waker: look again.
-                fence(SeqCst);
-                parked = true;
-            }
+                None
+            })
         })
         .await;
         if let Err(e) = ready {
