@@ -321,7 +321,7 @@ impl Inner {
     /// Queues a call; returns its id and cell. Fails at once on closed, backoff, overflow,
     /// too large.
     ///
-    /// No lock shared with other callers: the checks read atomics, one atomic add reserves
+    /// No lock shared with other callers: the checks read atomics, one compare-and-swap reserves
     /// the call and its id, the cell is taken with a compare-and-swap, the request is encoded
     /// into this thread's queue shard, under whose lock the call reads the hints that a
     /// close, a failed connect or the timekeeper write before they lock every shard.
