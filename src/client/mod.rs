@@ -162,8 +162,9 @@ pub(crate) struct Inner {
     /// one. Written by the reader only when it changes.
     pub many_done: AtomicBool,
     /// No new calls: `close` was called (waiting calls may still finish when draining).
-    /// Written under the `sub` lock. Read by every call and every freed cell: on its own
-    /// cache lines (with `shutdown`), away from what calls write.
+    /// Written under the `sub` lock, then every queue shard is locked (so a push sees it or
+    /// is seen). Read by every call and every freed cell: on its own cache lines (with
+    /// `shutdown`), away from what calls write.
     pub closed: Padded<AtomicBool>,
     /// Tear down now: waiting calls were failed and the connection ends.
     pub shutdown: AtomicBool,
