@@ -385,7 +385,8 @@ fn merge(spare: &mut Spare, taken: u32, batch: &mut Vec<u8>, entries: &mut Vec<E
         m &= m - 1;
         let sp = &spare.shards[k];
         total += sp.queue.len();
-        sorted &= sp.entries.windows(2).all(|w| key(&w[0]) < key(&w[1]));
+        // Equal places (fire-and-forget requests with no call between them) are in order.
+        sorted &= sp.entries.windows(2).all(|w| key(&w[0]) <= key(&w[1]));
     }
     batch.reserve(total);
     if sorted {
@@ -415,7 +416,8 @@ fn merge(spare: &mut Spare, taken: u32, batch: &mut Vec<u8>, entries: &mut Vec<E
             let sp = &spare.shards[best];
             let from = at[best];
             let mut to = from + 1;
-            while to < sp.entries.len() && key(&sp.entries[to]) < second {
+            // Up to the next shard's place (an equal one may go either side).
+            while to < sp.entries.len() && key(&sp.entries[to]) <= second {
                 to += 1;
             }
             let start = if from == 0 {
@@ -678,6 +680,13 @@ mod tests {
             (7, 7),
         ];
         assert_eq!(got, want);
+        // Fire-and-forget requests with the same place (no call between them) from several
+        // shards: each shard's in its order, the shards' in any order, all of them whole.
+        let got = run(vec![
+            shard(&[(0, 5), (0, 5), (6, 6)]),
+            shard(&[(0, 5), (0, 5)]),
+        ]);
+        assert_eq!(got, vec![(0, 5), (0, 5), (0, 5), (0, 5), (6, 6)]);
         // A shard whose places go down (two threads shared it): the sort.
         let got = run(vec![shard(&[(3, 3), (1, 1)]), shard(&[(2, 2), (4, 4)])]);
         assert_eq!(got, vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
