@@ -222,7 +222,11 @@ impl Inner {
     /// The caller holds the call (claimed it, or collected its outcome).
     pub(crate) unsafe fn free(&self, c: &Cell) {
         c.free();
-        if self.table.release() == 0 && self.closed.load(SeqCst) {
+        self.table.release();
+        // The count of calls in use only when closing: it reads the line every new call
+        // writes. (`SeqCst`, as `close`'s store of `closed` and its read of the count: one
+        // of the two sees the other.)
+        if self.closed.load(SeqCst) && self.table.pending() == 0 {
             self.drained.notify_waiters();
         }
     }

@@ -501,11 +501,10 @@ impl Table {
         (self.ids.0.load(SeqCst) as u32).wrapping_sub(f) as usize
     }
 
-    /// Counts a freed cell; returns the cells still in use.
+    /// Counts a freed cell.
     #[inline]
-    pub(crate) fn release(&self) -> usize {
-        let f = self.freed.0.fetch_add(1, SeqCst).wrapping_add(1);
-        (self.ids.0.load(SeqCst) as u32).wrapping_sub(f) as usize
+    pub(crate) fn release(&self) {
+        self.freed.0.fetch_add(1, SeqCst);
     }
 }
 impl Drop for Table {
