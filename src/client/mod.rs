@@ -544,16 +544,20 @@ impl Inner {
     fn send_nowait(self: &Arc<Self>, name: &[u8], value: &[u8]) -> Result<(), Error> {
         self.check_sizes(name, value)?;
         self.admit()?;
-        if self.queue.nowait() >= self.cfg.max_pending_requests {
+        if !self.queue.reserve_nowait(self.cfg.max_pending_requests) {
             return Err(Error::overflow());
         }
         let pushed = loop {
             let check =
                 || (!self.closed.load(Relaxed) && !self.backoff.load(Relaxed)).then_some(());
-            match self.queue.push(0, self.table.ticket(), name, value, check) {
+            let refused = match self.queue.push(0, self.table.ticket(), name, value, check) {
                 Ok((p, ())) => break p,
-                Err(Refused::Check) => self.admit_locked()?,
-                Err(Refused::Full(queued)) => return Err(self.queue_full(queued)),
+                Err(Refused::Check) => self.admit_locked().err(),
+                Err(Refused::Full(queued)) => Some(self.queue_full(queued)),
+            };
+            if let Some(e) = refused {
+                self.queue.unreserve_nowait();
+                return Err(e);
             }
         };
         self.after_push(&pushed);

@@ -17,7 +17,8 @@
 //! request alone is always taken), counted in `bytes` with room reserved ahead per shard
 //! (see [`SubQueue::push`]: a request may be refused while up to 1 MiB of that room is
 //! unused, never taken past the bound); the
-//! fire-and-forget requests in `nowait` under `max_pending_requests`. A shard's buffers,
+//! fire-and-forget requests in `nowait` under `max_pending_requests` (exactly: each takes its
+//! place with an atomic add before its push). A shard's buffers,
 //! and the writer's spare ones, keep their capacity for reuse up to 8 write buffers' worth.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
@@ -141,6 +142,27 @@ impl SubQueue {
         (0..SHARDS).map(|k| self.lock(k).calls).sum()
     }
 
+    /// Takes one of `max` places for a fire-and-forget request: never more than `max` at
+    /// once, whatever the threads (one atomic add; one that went past gives its place back,
+    /// so threads racing for the last places may all be refused for that moment). Every
+    /// push of one (id 0) needs a place, which the writer's take (or a clear) gives back; a
+    /// push that does not happen gives it back with [`SubQueue::unreserve_nowait`].
+    pub(crate) fn reserve_nowait(&self, max: usize) -> bool {
+        // A full queue is refused with a load: senders retrying on it do not write the line.
+        if self.nowait.load(Acquire) >= max {
+            return false;
+        }
+        if self.nowait.fetch_add(1, AcqRel) < max {
+            return true;
+        }
+        self.nowait.fetch_sub(1, AcqRel);
+        false
+    }
+
+    pub(crate) fn unreserve_nowait(&self) {
+        self.nowait.fetch_sub(1, AcqRel);
+    }
+
     /// Fire-and-forget requests queued now.
     #[inline]
     pub(crate) fn nowait(&self) -> usize {
@@ -229,9 +251,6 @@ impl SubQueue {
         let end = s.queue.len();
         s.entries.push(Entry { id, seq, end });
         s.calls += (id != 0) as u64;
-        if id == 0 {
-            self.nowait.fetch_add(1, AcqRel);
-        }
         let bit = 1u32 << k;
         let mask = if was_empty {
             self.mask.fetch_or(bit, SeqCst) | bit
@@ -495,6 +514,7 @@ mod tests {
                         q.push(t * 1000 + i + 1, s, b"name", &s.to_le_bytes(), || Some(()))
                             .unwrap();
                     }
+                    assert!(q.reserve_nowait(8));
                     q.push(0, seq.fetch_add(1, Relaxed), b"nowait", b"", || Some(()))
                         .unwrap();
                 })
@@ -589,6 +609,8 @@ mod tests {
         let first = t.reserve(8).unwrap();
         let (b, _) = t.alloc(first, u64::MAX, None, None);
         q.push(b, b, b"x", b"y", ok).unwrap();
+        assert!(q.reserve_nowait(1));
+        assert!(!q.reserve_nowait(1), "one place");
         q.push(0, t.ticket(), b"z", b"", ok).unwrap();
         q.clear();
         assert_eq!((q.queued(), q.nowait()), (0, 0));
@@ -750,6 +772,25 @@ mod tests {
         assert_eq!(q.take(&mut batch, &mut entries, &mut spare), 0);
         assert!(batch.is_empty() && entries.is_empty());
         assert!(!q.maybe_nonempty());
+    }
+
+    /// Places for fire-and-forget requests, taken from 8 threads at once: exactly the bound.
+    #[test]
+    fn fire_and_forget_places_are_exact_under_threads() {
+        let q = Arc::new(SubQueue::new(0, 1 << 20));
+        let got: usize = (0..8)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || (0..100).filter(|_| q.reserve_nowait(100)).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!((got, q.nowait()), (100, 100));
+        q.unreserve_nowait();
+        assert!(q.reserve_nowait(100));
+        assert!(!q.reserve_nowait(100));
     }
 
     #[test]

@@ -700,6 +700,7 @@ mod tests {
         let a = alloc(&t);
         let ok = || Some(());
         q.push(a, a, b"a", b"1", ok).unwrap();
+        assert!(q.reserve_nowait(1));
         q.push(0, t.ticket(), b"n", b"", ok).unwrap();
         let b = alloc(&t);
         q.push(b, b, b"b", b"22", ok).unwrap();
