@@ -3,8 +3,11 @@
 //! drains every ready response into a batch before each flush.
 //!
 //! Replies from any thread append their frame to the shared output buffer under one lock and
-//! wake the writer (`write.rs`; a lone reply from outside the runtime writes itself). The reader stops on a protocol error (the connection closes), on the
-//! peer's EOF (responses still pending are flushed first), or on a graceful stop.
+//! wake the writer (`write.rs`; a lone reply from outside the runtime writes itself). While
+//! a read that brought many requests is handled, the reader writes the replies ready so far
+//! itself a few times (early flushes, [`early_flush_at`]), so that the client starts on
+//! them. The reader stops on a protocol error (the connection closes), on the peer's EOF
+//! (responses still pending are flushed first), or on a graceful stop.
 
 use std::future::poll_fn;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -140,7 +143,9 @@ pub(crate) async fn serve(
             pool: Vec::new(),
             high_water: out_high_water(cfg.write_buffer_size),
         }),
-        wr: Mutex::new(None),
+        // In place before the writer task first runs: the reader's early flushes may come
+        // first (a new task waits in its spawner's LIFO slot until the reader yields).
+        wr: Mutex::new(Some(super::write::Wr::new(writer, cfg.write_buffer_size))),
         server: server.clone(),
         peer,
         tls_peer,
@@ -155,7 +160,7 @@ pub(crate) async fn serve(
     let mut writer_task = AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = guarded(
             Task::ServerWriter,
-            super::write::write_loop(wc.clone(), writer, ws.clone()),
+            super::write::write_loop(wc.clone(), ws.clone()),
         )
         .await
         {
@@ -238,10 +243,12 @@ async fn read_loop(
     let limit = cfg.max_frame_size;
     let mut local_pool: Vec<Slot> = Vec::new();
     let mut gate = SpinGate::new();
+    let early_flush = early_flush_at(cfg);
     loop {
         let data = r.data();
         let mut off = 0;
         let mut frames = 0u64;
+        let mut early = early_flush;
         let need = loop {
             // A graceful stop ends the read at the next frame; looked at every 32 frames (the
             // token's check takes a lock).
@@ -267,6 +274,10 @@ async fn read_loop(
                     off += n;
                     frames += 1;
                     let backlog = dispatch(conn, slot, p.id);
+                    if frames % 32 == 0 && early > 0 && conn.lock().buf.len() >= early {
+                        super::write::flush_early(conn);
+                        early = early.saturating_mul(2);
+                    }
                     if cfg.pipeline_requests {
                         wait_idle(conn).await;
                     }
@@ -342,6 +353,22 @@ async fn read_loop(
                 }
             }
         }
+    }
+}
+
+/// Early flushes: while the reader runs the handlers of a read that brought many requests,
+/// the replies would otherwise go out as one batch when the read is done, and the client
+/// would wait idle until then (and the server idle while the client works through it). So
+/// the reader writes what is ready itself once it reaches this many bytes, then at twice as
+/// many, and so on through the read: a few writes per read, and the client starts on the
+/// first replies while the server handles the rest. A quarter of `write_buffer_size` (at
+/// least 4 KiB); off (0) with a `max_batch_delay`, which asks for fuller batches instead.
+/// Looked at every 32 requests.
+pub(crate) fn early_flush_at(cfg: &crate::config::ServerConfig) -> usize {
+    if cfg.max_batch_delay.is_zero() {
+        (cfg.write_buffer_size / 4).max(4096)
+    } else {
+        0
     }
 }
 
@@ -425,4 +452,22 @@ async fn wait_idle(conn: &ConnShared) {
         Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+
+    #[test]
+    fn early_flushes_start_at_a_quarter_of_the_write_buffer_and_are_off_with_a_batch_delay() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(early_flush_at(&cfg), 16 * 1024);
+        cfg.write_buffer_size = 1 << 20;
+        assert_eq!(early_flush_at(&cfg), 256 * 1024);
+        cfg.write_buffer_size = 100;
+        assert_eq!(early_flush_at(&cfg), 4096);
+        cfg.max_batch_delay = std::time::Duration::from_micros(1);
+        assert_eq!(early_flush_at(&cfg), 0);
+    }
 }

@@ -37,6 +37,15 @@ pub(crate) struct Wr {
     batch: Vec<u8>,
 }
 
+impl Wr {
+    pub(crate) fn new(w: FrameWriter, batch_capacity: usize) -> Wr {
+        Wr {
+            w,
+            batch: Vec::with_capacity(batch_capacity),
+        }
+    }
+}
+
 impl ConnShared {
     #[inline]
     pub(crate) fn wr(&self) -> MutexGuard<'_, Option<Wr>> {
@@ -78,7 +87,12 @@ fn finish(conn: &ConnShared, x: &mut Wr) {
 /// the reply took from the connection's state under its lock (so that the writer stays
 /// parked): it wakes the writer when there is something left for it, or is put back.
 pub(crate) fn write_lone(conn: &ConnShared, writer: Waker) {
-    let wake = match guarded_sync(Task::ServerLoneWrite, || lone(conn, &writer)) {
+    write_now(conn, writer, true)
+}
+
+/// [`write_lone`], also for an early flush (`lone` false: not counted as a lone write).
+fn write_now(conn: &ConnShared, writer: Waker, lone_reply: bool) {
+    let wake = match guarded_sync(Task::ServerLoneWrite, || lone(conn, &writer, lone_reply)) {
         Ok(wake) => wake,
         Err(e) => {
             conn.lock().write_error.get_or_insert(e);
@@ -100,8 +114,26 @@ pub(crate) fn write_lone(conn: &ConnShared, writer: Waker) {
     }
 }
 
-/// The lone write itself; true when the writer task has something left to do.
-fn lone(conn: &ConnShared, writer: &Waker) -> bool {
+/// An early flush (`conn.rs`, `early_flush_at`): the reader writes the replies ready so
+/// far, on its own thread, instead of leaving them all to the writer task, which the reader's
+/// wake put in its worker's LIFO slot (not stealable) and so runs only when the read is done.
+pub(crate) fn flush_early(conn: &ConnShared) {
+    let w = conn.lock().writer_waker.take();
+    match w {
+        Some(w) => write_now(conn, w, false),
+        None => {
+            // The writer was woken (or is writing): it runs and finishes what this leaves.
+            if let Err(e) = guarded_sync(Task::ServerLoneWrite, || lone(conn, Waker::noop(), false))
+            {
+                conn.lock().write_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// The lone write itself (or an early flush, `counted` false); true when the writer task has
+/// something left to do.
+fn lone(conn: &ConnShared, writer: &Waker, counted: bool) -> bool {
     let mut g = conn.wr();
     let Some(x) = g.as_mut() else {
         return true;
@@ -119,10 +151,12 @@ fn lone(conn: &ConnShared, writer: &Waker) -> bool {
     match start(conn, x) {
         Ok(false) => false,
         Ok(true) => {
-            conn.server
-                .counters
-                .lone_writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if counted {
+                conn.server
+                    .counters
+                    .lone_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             // The socket's readiness wakes the writer if this does not finish.
             let mut cx = Context::from_waker(writer);
             match x.w.poll_batch(&mut cx, &x.batch) {
@@ -149,15 +183,12 @@ enum Work {
 }
 
 /// Writes every ready response as one batch per flush, until the connection ends.
-pub(super) async fn write_loop(conn: Arc<ConnShared>, w: FrameWriter, stop: CancellationToken) {
+/// The write side is in `conn.wr` from the start (`conn.rs`).
+pub(super) async fn write_loop(conn: Arc<ConnShared>, stop: CancellationToken) {
     let cfg = &conn.server.cfg;
     let delay = cfg.max_batch_delay;
     let full = cfg.write_buffer_size;
     let limit = limit(cfg.write_timeout);
-    *conn.wr() = Some(Wr {
-        w,
-        batch: Vec::with_capacity(full),
-    });
     // However this ends (also aborted, or panicking), the write side goes with it: nothing
     // writes to the connection after its writer is gone, and the socket closes.
     let _gone = TakeOnDrop(&conn);
