@@ -1,10 +1,15 @@
-//! Early flushes (src/server/conn.rs, `early_flush_at`): while the server's reader handles a
-//! read that brought many requests, it writes the replies ready so far itself, so that the
-//! client starts on them before the read is done. Each test makes the handler of the last
-//! request of a big read wait (inline, on the reader) until the client has received a reply:
-//! without early flushes no reply leaves before the reader is done with that read, and the
-//! handler gives up after 20 s, failing the test. A raw client checks the replies byte for
+//! Early flushes, so that one side starts on a batch before the other is done with it.
+//!
+//! Server (src/server/conn.rs, `early_flush_at`): while the reader handles a read that brought
+//! many requests, it writes the replies ready so far itself. Two tests make the handler of the
+//! last request of a big read wait (inline, on the reader) until the client has received a
+//! reply: without early flushes no reply leaves before the reader is done with that read, and
+//! the handler gives up after 20 s, failing the test. A raw client checks the replies byte for
 //! byte; the engine's client checks them through every compression and TLS.
+//!
+//! Client (src/client/mod.rs, `Inner::early_flush`): callers woken together by one read
+//! queue their next requests, and the writer goes as soon as a few KiB are queued instead of
+//! waiting for the last of them; a raw peer counts the writes.
 
 mod common;
 
@@ -13,12 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use fastrpc::protocol::frame::encode_request;
+use fastrpc::protocol::frame::{encode_request, encode_response, parse_request, Parse};
 use fastrpc::{
     Call, Client, ClientConfig, Compression, Server, ServerConfig, TlsClientConfig, TlsServerConfig,
 };
 
 use common::bounded;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CALLS: u32 = 1024;
 
@@ -192,6 +198,95 @@ async fn early_flushes_are_exact_with_every_compression_and_tls() {
                 w.server.stop(Duration::from_secs(1)).await.unwrap();
             }
         }
+    })
+    .await
+}
+
+/// Reads requests from `s` into `buf` until `n` whole ones are there; returns their ids.
+async fn read_requests(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, n: usize) -> Vec<u32> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        match parse_request(buf, 1 << 20).unwrap() {
+            Parse::Frame(p, len) => {
+                ids.push(p.id);
+                buf.drain(..len);
+            }
+            Parse::Incomplete(_) => {
+                let mut chunk = [0u8; 65536];
+                let k = s.read(&mut chunk).await.unwrap();
+                assert!(k > 0, "the client closed");
+                buf.extend_from_slice(&chunk[..k]);
+            }
+        }
+    }
+    ids
+}
+
+/// 1024 callers woken by one read (a raw peer answers all their calls in one write) each call
+/// again with a 100-byte value: the client writes those 113 KiB in many writes, as they are
+/// queued (one per 4 KiB or so), not once the last caller has queued its request. One worker
+/// thread, so the order in which callers run is the queue's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_burst_of_callers_is_written_as_it_is_queued() {
+    bounded(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (round_tx, mut round_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (go_tx, mut go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut hdr = [0u8; 3];
+            s.read_exact(&mut hdr).await.unwrap();
+            s.write_all(&[0, 1, 0]).await.unwrap();
+            let mut buf = Vec::new();
+            for _round in 0..2 {
+                let ids = read_requests(&mut s, &mut buf, CALLS as usize).await;
+                round_tx.send(()).unwrap();
+                go_rx.recv().await.unwrap();
+                // Every answer of the round in one write: one read of the client's completes
+                // them all (8 bytes each).
+                let mut out = Vec::new();
+                for id in ids {
+                    encode_response(&mut out, id, b"");
+                }
+                s.write_all(&out).await.unwrap();
+            }
+        });
+        let mut cfg = ClientConfig::new(&addr);
+        cfg.compress_type = Compression::None;
+        cfg.max_pending_requests = 2 * CALLS as usize;
+        let c = Arc::new(Client::new(cfg).unwrap());
+        let mut tasks = Vec::new();
+        for _ in 0..CALLS {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..2 {
+                    assert_eq!(c.call(b"n", &[7u8; 100]).await.unwrap(), b"");
+                }
+            }));
+        }
+        round_rx.recv().await.unwrap();
+        common::wait_until("round 1 counted", || {
+            c.stats().io.frames_sent == CALLS as u64
+        })
+        .await;
+        let first = c.stats().io.flushes;
+        go_tx.send(()).unwrap();
+        round_rx.recv().await.unwrap();
+        common::wait_until("round 2 counted", || {
+            c.stats().io.frames_sent == 2 * CALLS as u64
+        })
+        .await;
+        let second = c.stats().io.flushes - first;
+        assert!(
+            second >= 8,
+            "the burst went out in {second} writes: the writer waited for the whole burst"
+        );
+        go_tx.send(()).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        peer.await.unwrap();
     })
     .await
 }

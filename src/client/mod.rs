@@ -161,6 +161,11 @@ pub(crate) struct Inner {
     /// writer should batch; a lone write is only for a call made after a read that completed
     /// one. Written by the reader only when it changes.
     pub many_done: AtomicBool,
+    /// Early flushes: a shard holding this many bytes wakes the writer even while a burst's
+    /// callers are still queueing (the server starts on what is queued while the rest come,
+    /// instead of both sides taking turns on one batch). A 16th of `write_buffer_size` (at
+    /// least 1 KiB); off (`usize::MAX`) with a `max_batch_delay`.
+    pub early_flush: usize,
     /// No new calls: `close` was called (waiting calls may still finish when draining).
     /// Written under the `sub` lock, then every queue shard is locked (so a push sees it or
     /// is seen). Read by every call and every freed cell: on its own cache lines (with
@@ -451,8 +456,9 @@ impl Inner {
 
     /// After a frame was queued: wake the writer if the frame made its shard non-empty
     /// (`first`), unless a burst of callers is still to queue theirs (the last of them wakes
-    /// it, see `burst_add`), or if a batch delay waits for the buffer to fill and it did;
-    /// start the connection's tasks on the first call.
+    /// it, see `burst_add`); or if a batch delay waits for the buffer to fill and it did; or
+    /// if the shard holds [`Inner::early_flush`] bytes; start the connection's tasks on the
+    /// first call.
     fn after_push(self: &Arc<Self>, pushed: &Pushed) {
         if pushed.first {
             // `SeqCst`, after the push's `SeqCst` add to the shard mask: the writer (or a
@@ -463,6 +469,10 @@ impl Inner {
         } else if !self.cfg.max_batch_delay.is_zero()
             && pushed.shard_bytes >= self.cfg.write_buffer_size
         {
+            self.wake_writer();
+        } else if pushed.shard_bytes >= self.early_flush {
+            // An early flush: a burst's callers are still queueing theirs, but what is queued
+            // is worth a write now, so that the server starts on it while the rest come.
             self.wake_writer();
         }
         if !self.started.load(Acquire) {
@@ -634,6 +644,7 @@ impl Client {
             out: Mutex::new(None),
             burst: Padded(AtomicIsize::new(0)),
             many_done: AtomicBool::new(false),
+            early_flush: early_flush_at(&config),
             closed: Padded(AtomicBool::new(false)),
             shutdown: AtomicBool::new(false),
             addr,
@@ -977,5 +988,14 @@ impl Drop for Wait<'_> {
                 }
             }
         }
+    }
+}
+
+/// [`Inner::early_flush`] of a configuration.
+fn early_flush_at(cfg: &ClientConfig) -> usize {
+    if cfg.max_batch_delay.is_zero() {
+        (cfg.write_buffer_size / 16).max(1024)
+    } else {
+        usize::MAX
     }
 }
