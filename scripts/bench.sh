@@ -87,6 +87,13 @@ say "machine"
     echo "cpu:    $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "kernel: $(uname -sr)"
     echo "load:   $(cut -d' ' -f1-3 /proc/loadavg)"
+    # How far apart CPUs 0 and 1 are (benches-c/handoff.c): a VM's vCPUs may share a core's
+    # caches one hour and sit on different dies the next, which moves every multi-threaded
+    # figure (docs/BENCHMARKS.md, session 7).
+    if [[ $(nproc) -ge 2 ]] && command -v cc >/dev/null \
+        && cc -std=c11 -O2 -Wall -Wextra -pthread -o "$OUT/handoff" benches-c/handoff.c 2>/dev/null; then
+        echo "handoff: $("$OUT/handoff")"
+    fi
     echo "rustc:  $(rustc --version 2>/dev/null || echo '?')"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
 } | if [[ -n ${KEEP:-} ]]; then cat; else tee "$OUT/machine.txt"; fi
