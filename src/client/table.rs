@@ -249,13 +249,13 @@ pub(crate) struct Table {
     /// `len - 1`; only grows.
     mask: AtomicU32,
     /// The next id to try (1, 2, 3, ..., wrapping, skipping 0; high 32 bits) and the cells
-    /// taken, ever (wrapping; low 32 bits), in one word so that a call takes both with one
-    /// atomic add; and the cells freed (wrapping, by whoever frees):
-    /// their difference is the cells in use (queued, sent, claimed, or done and not
-    /// collected). Two counters on their own cache lines instead of one that every call
-    /// increments on one core and decrements on another.
+    /// in use (queued, sent, claimed, or done and not collected; low 32 bits), in one word
+    /// so that a call takes both with one compare-and-swap. A call's cell is freed by its
+    /// caller (or, for a sink, by the reader that runs it), mostly just before the same
+    /// thread makes its next call: one line, which that thread's next call then finds in
+    /// its own cache, instead of a count of cells freed on a line of its own (which every
+    /// call read and every free wrote: two lines moving between cores per call).
     ids: Padded<AtomicU64>,
-    freed: Padded<AtomicU32>,
     /// Held while adding a segment.
     growing: std::sync::Mutex<()>,
     epoch: Instant,
@@ -273,7 +273,6 @@ impl Table {
             n0,
             mask: AtomicU32::new((n0 - 1) as u32),
             ids: Padded(AtomicU64::new(ONE_ID)),
-            freed: Padded(AtomicU32::new(0)),
             growing: std::sync::Mutex::new(()),
             epoch: Instant::now(),
         }
@@ -409,13 +408,7 @@ impl Table {
     pub(crate) fn reserve(&self, max: usize) -> Option<u32> {
         let mut v = self.ids.0.load(SeqCst);
         loop {
-            // `freed` after `ids`: it never passes the count (it may lag, which only
-            // refuses early, never late).
-            let f = self.freed.0.load(SeqCst);
-            // Calls allocated and freed since `v` was read may make `f` pass its count:
-            // then the compare-and-swap fails and the loop reads again.
-            let in_use = ((v as u32).wrapping_sub(f) as i32).max(0) as usize;
-            if in_use >= max {
+            if (v as u32) as usize >= max {
                 return None;
             }
             match self
@@ -496,15 +489,13 @@ impl Table {
     /// Calls in use now.
     #[inline]
     pub(crate) fn pending(&self) -> usize {
-        // `freed` first: it never passes the count (a reservation taken back was not freed).
-        let f = self.freed.0.load(SeqCst);
-        (self.ids.0.load(SeqCst) as u32).wrapping_sub(f) as usize
+        (self.ids.0.load(SeqCst) as u32) as usize
     }
 
-    /// Counts a freed cell.
+    /// Counts a freed cell (never more than were counted in: no borrow from the ids).
     #[inline]
     pub(crate) fn release(&self) {
-        self.freed.0.fetch_add(1, SeqCst);
+        self.ids.0.fetch_sub(1, SeqCst);
     }
 }
 impl Drop for Table {
