@@ -9,7 +9,8 @@
 //!
 //! Client (src/client/mod.rs, `Inner::early_flush`): callers woken together by one read
 //! queue their next requests, and the writer goes as soon as a few KiB are queued instead of
-//! waiting for the last of them; a raw peer counts the writes.
+//! waiting for the last of them; a raw peer counts the writes. Below that size the callers of
+//! one read share one write, also when they run on several worker threads.
 
 mod common;
 
@@ -287,6 +288,76 @@ async fn a_burst_of_callers_is_written_as_it_is_queued() {
             t.await.unwrap();
         }
         peer.await.unwrap();
+    })
+    .await
+}
+
+/// 128 callers on 4 worker threads, woken by one read, each call again with a 1-byte value
+/// (about 2 KiB in all, under the early flush): their requests go out in one write, or two
+/// when the writer takes the queue between the last caller's collect (which wakes it) and
+/// that caller's next request. (The writer is parked when the read comes here, so this
+/// checks the wake side of a burst on several threads; the writer's own gate, for a writer
+/// that is running when a burst starts, has a unit test in `src/client/write.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_on_several_worker_threads_shares_one_write() {
+    const N: u32 = 128;
+    bounded(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (round_tx, mut round_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (go_tx, mut go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut hdr = [0u8; 3];
+            s.read_exact(&mut hdr).await.unwrap();
+            s.write_all(&[0, 1, 0]).await.unwrap();
+            let mut buf = Vec::new();
+            for _round in 0..3 {
+                let ids = read_requests(&mut s, &mut buf, N as usize).await;
+                round_tx.send(()).unwrap();
+                go_rx.recv().await.unwrap();
+                let mut out = Vec::new();
+                for id in ids {
+                    encode_response(&mut out, id, b"");
+                }
+                s.write_all(&out).await.unwrap();
+            }
+        });
+        let mut cfg = ClientConfig::new(&addr);
+        cfg.compress_type = Compression::None;
+        let c = Arc::new(Client::new(cfg).unwrap());
+        let mut tasks = Vec::new();
+        for _ in 0..N {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..3 {
+                    assert_eq!(c.call(b"n", b"v").await.unwrap(), b"");
+                }
+            }));
+        }
+        let mut writes = Vec::new();
+        for round in 1..=3u64 {
+            round_rx.recv().await.unwrap();
+            common::wait_until("the round counted", || {
+                c.stats().io.frames_sent == round * N as u64
+            })
+            .await;
+            writes.push(c.stats().io.flushes);
+            go_tx.send(()).unwrap();
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        peer.await.unwrap();
+        // Rounds 2 and 3: the callers of one read.
+        for (k, w) in writes.windows(2).enumerate() {
+            let n = w[1] - w[0];
+            assert!(
+                (1..=2).contains(&n),
+                "round {}: the burst of {N} requests went out in {n} writes",
+                k + 2
+            );
+        }
     })
     .await
 }

@@ -166,6 +166,10 @@ pub(crate) struct Inner {
     /// instead of both sides taking turns on one batch). A 16th of `write_buffer_size` (at
     /// least 1 KiB); off (`usize::MAX`) with a `max_batch_delay`.
     pub early_flush: usize,
+    /// A shard reached [`Inner::early_flush`] bytes: the writer writes although a burst's
+    /// callers are still queueing (see `write::ready_to_write`). Set before the writer is
+    /// woken, cleared by the writer when it takes the queue.
+    pub flush_asked: AtomicBool,
     /// No new calls: `close` was called (waiting calls may still finish when draining).
     /// Written under the `sub` lock, then every queue shard is locked (so a push sees it or
     /// is seen). Read by every call and every freed cell: on its own cache lines (with
@@ -473,6 +477,8 @@ impl Inner {
         } else if pushed.shard_bytes >= self.early_flush {
             // An early flush: a burst's callers are still queueing theirs, but what is queued
             // is worth a write now, so that the server starts on it while the rest come.
+            // `SeqCst`, before the load of the writer's parked flag in `wake_writer`.
+            self.flush_asked.store(true, SeqCst);
             self.wake_writer();
         }
         if !self.started.load(Acquire) {
@@ -645,6 +651,7 @@ impl Client {
             burst: Padded(AtomicIsize::new(0)),
             many_done: AtomicBool::new(false),
             early_flush: early_flush_at(&config),
+            flush_asked: AtomicBool::new(false),
             closed: Padded(AtomicBool::new(false)),
             shutdown: AtomicBool::new(false),
             addr,
