@@ -566,11 +566,16 @@ async fn caller(
 ) -> CallerResult {
     let mut buf = std::mem::take(&mut r.buf);
     let mut backoff = Duration::ZERO;
+    // One clock read per call: a call starts when the one before it ended (what runs between
+    // them is this loop's bookkeeping, nanoseconds). A read cost 30-40 ns on the 2-core VM of
+    // docs/BENCHMARKS.md, and two per call were 18% of the client's CPU at 1 worker thread.
+    let mut t0 = Instant::now();
     while budget.take(1) == 1 {
-        let t0 = Instant::now();
         match client.call_into(&name, &value, &mut buf).await {
             Ok(()) => {
-                record_latency(t0.elapsed().as_nanos() as u64);
+                let t1 = Instant::now();
+                record_latency(t1.duration_since(t0).as_nanos() as u64);
+                t0 = t1;
                 r.calls += 1;
                 r.resp_bytes += buf.len() as u64;
                 backoff = Duration::ZERO;
@@ -587,6 +592,7 @@ async fn caller(
                 } else {
                     tokio::task::yield_now().await;
                 }
+                t0 = Instant::now();
             }
         }
     }
