@@ -46,6 +46,10 @@ import (
 	"github.com/valyala/fastrpc/tlv"
 )
 
+// latencySample: one call in this many has its latency measured (and reads the clock), as in
+// fastrpc bench (cli/src/bench.rs, LATENCY_SAMPLE).
+const latencySample = 16
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -221,7 +225,7 @@ func bench(args []string) int {
 	cert := fs.String("server-tls-cert", "", "certificate of the child server, PEM (implies --tls)")
 	key := fs.String("server-tls-key", "", "private key of the child server's certificate, PEM")
 	replySize := fs.Int("reply-size", 255, "reply size of the child server; every response must have this size")
-	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each call")
+	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each call (counted from the last of its goroutine's clock reads, at most latencySample calls before)")
 	asJSON := fs.Bool("json", false, "print one JSON line")
 	idle := fs.Duration("idle", 0, "after the run, stay connected and idle this long and report the CPU used meanwhile")
 	_ = fs.Parse(args)
@@ -295,26 +299,32 @@ func bench(args []string) int {
 			req, resp := &tlv.Request{}, &tlv.Response{}
 			value := []byte("foobar")
 			r.lat = make([]uint32, 0, 1024)
-			// One clock read per call, as fastrpc bench: a call starts when the one before
-			// it ended.
-			t0 := time.Now()
-			for !stop.Load() {
+			// As fastrpc bench: the latency of one call in latencySample is measured (each
+			// goroutine's first, then every latencySample-th), and the deadline of the
+			// others counts from the last clock read (a call's deadline is 10 s by default).
+			var t0 time.Time
+			for n := 0; !stop.Load(); n++ {
 				req.Reset()
 				req.SetName("foo")
 				req.Append(value)
+				sampled := n%latencySample == 0
+				if sampled {
+					t0 = time.Now()
+				}
 				err := client.DoDeadline(req, resp, t0.Add(*timeout))
-				t1 := time.Now()
-				ns := t1.Sub(t0).Nanoseconds()
-				t0 = t1
 				if err != nil || len(resp.Value()) != *replySize {
 					r.errors++
 					if err != nil && !errors.Is(err, ref.ErrTimeout) {
 						time.Sleep(time.Millisecond)
-						t0 = time.Now()
 					}
+					n = -1 // the next call is sampled and reads the clock
 					continue
 				}
 				r.calls++
+				if !sampled {
+					continue
+				}
+				ns := time.Since(t0).Nanoseconds()
 				if ns > 1<<32-1 {
 					ns = 1<<32 - 1
 				}
