@@ -205,10 +205,13 @@ func TestSend(t *testing.T) {
 			if req.ID() != 0 {
 				t.Errorf("nowait request with id %d", req.ID())
 			}
-			nowait.Add(1)
 			mu.Lock()
 			got[string(req.Value())] = true
 			mu.Unlock()
+			// After the value is recorded: the wait below ends once all are (counting first
+			// let it end while handlers still waited for mu; handlers run in goroutines of
+			// their own, so the call after the sends may be answered before them).
+			nowait.Add(1)
 		}
 		return []byte("ignored"), nil
 	})
