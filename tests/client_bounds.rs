@@ -47,8 +47,12 @@ fn none_cfg(addr: &str) -> ClientConfig {
 }
 
 /// 1000 callers of 64 KiB calls with 1 s deadlines against a server that stops reading:
-/// every call ends (Timeout or Overflow), and the client's heap stays under twice
-/// max_queued_bytes plus a margin (before the bound it grew by about 60 MiB a second).
+/// every call ends (Timeout or Overflow), and the client's heap stays bounded (before the
+/// bound it grew by about 60 MiB a second, 180 MiB in this test's 3 s). The bytes held are at
+/// most max_queued_bytes queued plus the batch being written (at most as much); the buffers
+/// holding them grow by doubling, so their capacity is at most twice that: 4 * 32 MiB, plus a
+/// margin for the calls themselves. Typical peaks are 59-64 MiB; under a loaded machine
+/// (the whole test suite running) one went past 80 MiB, the bound this test had before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_bytes_are_bounded_when_the_server_stops_reading() {
     let _g = SERIAL.lock().await;
@@ -97,7 +101,7 @@ async fn queued_bytes_are_bounded_when_the_server_stops_reading() {
             .unwrap();
     }
     let peak = peak.load(SeqCst);
-    let bound = 2 * 32 * MIB + 16 * MIB;
+    let bound = 4 * 32 * MIB + 16 * MIB;
     eprintln!(
         "client heap peak {} MiB (bound {} MiB)",
         peak / MIB,
