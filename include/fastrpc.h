@@ -934,6 +934,37 @@ fastrpc_status fastrpc_client_call_queued_id(const struct fastrpc_client *client
                                              uint64_t *call_id);
 
 /**
+ * `fastrpc_client_call_queued_id` that leaves the request queued without waking the
+ * connection's writer: it is written by a later `fastrpc_client_flush` on this client (or
+ * with the next request of a call made without deferring). For a caller that knows more
+ * calls follow at once, from several threads: each defers, the last flushes, and they share
+ * one write made on that thread, with no wakeup of a library thread. A request that is never
+ * flushed still completes at its deadline (TIMEOUT). Any thread.
+ *
+ * Returns as `fastrpc_client_call_queued`.
+ */
+fastrpc_status fastrpc_client_call_queued_deferred(const struct fastrpc_client *client,
+                                                   const uint8_t *name,
+                                                   size_t name_len,
+                                                   const uint8_t *value,
+                                                   size_t value_len,
+                                                   uint32_t timeout_ms,
+                                                   const struct fastrpc_completion_queue *queue,
+                                                   uint64_t tag,
+                                                   uint64_t *call_id);
+
+/**
+ * Writes the requests queued on `client` now (see `fastrpc_client_call_queued_deferred`):
+ * on the calling thread when the connection's writer is idle (one non-blocking write; what
+ * the socket does not take at once a library thread finishes), else by waking the writer.
+ * Does nothing when nothing is queued, or before the connection is up (its first write
+ * takes them). Any thread, including inside callbacks.
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `client`).
+ */
+fastrpc_status fastrpc_client_flush(const struct fastrpc_client *client);
+
+/**
  * Cancels the call `call_id` (from `fastrpc_client_call_async_id` or
  * `fastrpc_client_call_queued_id`) if it still waits, queued or sent: it completes at once
  * with status CANCELLED, exactly once, through its callback (on a library thread, soon after

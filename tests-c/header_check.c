@@ -34,6 +34,8 @@ static const any_fn every_function[] = {
     FN(fastrpc_client_call_queued),
     FN(fastrpc_client_call_async_id),
     FN(fastrpc_client_call_queued_id),
+    FN(fastrpc_client_call_queued_deferred),
+    FN(fastrpc_client_flush),
     FN(fastrpc_client_cancel),
     FN(fastrpc_client_send),
     FN(fastrpc_client_pending_requests),

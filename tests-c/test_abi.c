@@ -15,6 +15,10 @@
  *                               errors; enum-typed parameters; fastrpc_request_get_id
  *   lone_writes                 ping-pong on one thread: once a call and a reply have written
  *                               themselves, every further one does (the stats count them)
+ *   deferred_flush              fastrpc_client_call_queued_deferred leaves requests queued
+ *                               (the writer parked, nothing sent) until fastrpc_client_flush
+ *                               writes them all in one write on this thread; a call made
+ *                               without deferring also takes them; NULL is refused
  *   shutdown                    fastrpc_shutdown: refused while a client or server is open
  *                               (which keeps working) and from a callback; once all are
  *                               freed, no fastrpc-worker thread is left; the next use starts
@@ -409,6 +413,103 @@ static void test_lone_writes(void) {
     pair_stop(&p);
 }
 
+/* Takes k requests from the server queue (waiting up to 10 s in all) and echoes them. */
+static int serve_n(pair *p, size_t k) {
+    size_t got = 0;
+    while (got < k) {
+        fastrpc_request *req[8];
+        size_t n = 0;
+        size_t want = k - got < 8 ? k - got : 8;
+        if (fastrpc_server_queue_poll(p->sq, req, want, th_ms(10000), &n) != FASTRPC_STATUS_OK ||
+            n == 0)
+            return 0;
+        for (size_t i = 0; i < n; i++) echo(req[i]);
+        got += n;
+    }
+    return 1;
+}
+
+/* Takes k completions (waiting up to 10 s in all); each must be tag t with "n:v<t>". Returns
+ * the bit set of the tags seen (tags below 64). */
+static uint64_t collect_n(pair *p, size_t k) {
+    uint64_t seen = 0;
+    for (size_t got = 0; got < k; got++) {
+        fastrpc_completion comp;
+        size_t n = 0;
+        if (fastrpc_completion_queue_poll(p->q, &comp, 1, th_ms(10000), &n) !=
+                FASTRPC_STATUS_OK ||
+            n != 1)
+            return seen;
+        char want[40];
+        snprintf(want, sizeof want, "n:v%llu", (unsigned long long)comp.tag);
+        if (comp.status == FASTRPC_STATUS_OK && comp.tag < 64 &&
+            fastrpc_response_len(comp.response) == strlen(want) &&
+            memcmp(fastrpc_response_data(comp.response), want, strlen(want)) == 0)
+            seen |= 1ull << comp.tag;
+        fastrpc_response_free(comp.response);
+    }
+    return seen;
+}
+
+static fastrpc_status defer_call(pair *p, uint64_t tag) {
+    char v[32];
+    snprintf(v, sizeof v, "v%llu", (unsigned long long)tag);
+    uint64_t id = 0;
+    fastrpc_status st = fastrpc_client_call_queued_deferred(p->c, TH_B("n"), 1, TH_B(v),
+                                                           strlen(v), th_ms(10000), p->q, tag,
+                                                           &id);
+    if (st == FASTRPC_STATUS_OK) CHECK(id != 0);
+    return st;
+}
+
+/* Deferred calls and the flush (README, "The C API"): after a lone ping-pong the client's
+ * writer is parked, and nothing else wakes it, so deferred requests stay queued, exactly:
+ * none is sent until the flush, which writes them all in one write on this thread (counted
+ * with the lone writes). */
+static void test_deferred_flush(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    fastrpc_client_stats cs;
+    cs.struct_size = sizeof cs;
+    int i = 0;
+    for (; i < 200; i++) {
+        REQUIRE(ping(&p, 100 + i));
+        CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+        if (cs.lone_writes > 0) break;
+    }
+    REQUIRE(cs.lone_writes > 0);
+    uint64_t sent = cs.io.frames_sent, lone = cs.lone_writes, flushes = cs.io.flushes;
+    for (uint64_t t = 1; t <= 3; t++) CHECK_STATUS(defer_call(&p, t), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.io.frames_sent == sent);
+    CHECK(fastrpc_client_pending_requests(p.c) == 3);
+    CHECK_STATUS(fastrpc_client_flush(p.c), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.io.frames_sent == sent + 3);
+    CHECK(cs.io.flushes == flushes + 1);
+    CHECK(cs.lone_writes == lone + 1);
+    REQUIRE(serve_n(&p, 3));
+    CHECK(collect_n(&p, 3) == 0xEull);
+    /* Nothing queued: nothing happens. */
+    CHECK_STATUS(fastrpc_client_flush(p.c), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_get_stats(p.c, &cs), FASTRPC_STATUS_OK);
+    CHECK(cs.io.frames_sent == sent + 3);
+
+    /* A deferred request, then a call made without deferring: both go out. */
+    CHECK_STATUS(defer_call(&p, 4), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(p.c, TH_B("n"), 1, TH_B("v5"), 2, th_ms(10000), p.q,
+                                            5),
+                 FASTRPC_STATUS_OK);
+    REQUIRE(serve_n(&p, 2));
+    CHECK(collect_n(&p, 2) == 0x30ull);
+
+    CHECK_STATUS(fastrpc_client_flush(NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_client_call_queued_deferred(NULL, TH_B("n"), 1, TH_B("v"), 1, 0, p.q, 9,
+                                                    NULL),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    pair_stop(&p);
+}
+
 static void test_tidy_edges(void) {
     /* (NULL, 0) measures: OK and the length. */
     size_t n = 0;
@@ -610,6 +711,7 @@ int main(int argc, char **argv) {
     th_run("stats_struct_size", test_stats_struct_size);
     th_run("tidy_edges", test_tidy_edges);
     th_run("lone_writes", test_lone_writes);
+    th_run("deferred_flush", test_deferred_flush);
     th_run("shutdown", test_shutdown); /* last: it stops the library's threads */
     return th_finish();
 }

@@ -170,6 +170,10 @@ pub(crate) struct Inner {
     /// callers are still queueing (see `write::ready_to_write`). Set before the writer is
     /// woken, cleared by the writer when it takes the queue.
     pub flush_asked: AtomicBool,
+    /// A deferred request (`Client::submit_deferred`) is queued: a request queued after it
+    /// wakes the writer although its shard was not empty, so that a caller that never
+    /// flushes holds back no one else's request. Cleared when the writer takes the queue.
+    pub held: AtomicBool,
     /// No new calls: `close` was called (waiting calls may still finish when draining).
     /// Written under the `sub` lock, then every queue shard is locked (so a push sees it or
     /// is seen). Read by every call and every freed cell: on its own cache lines (with
@@ -346,6 +350,7 @@ impl Inner {
         dl: u64,
         sink: Option<Sink>,
         waker: Option<&Waker>,
+        deferred: bool,
     ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
         self.admit()?;
@@ -396,8 +401,10 @@ impl Inner {
             // The backoff was over: push again.
         };
         // A lone call (nothing else waiting or queued, the writer parked, no batch delay)
-        // writes its request itself: taking the writer's waker keeps the writer parked.
-        let lone = pushed.alone
+        // writes its request itself: taking the writer's waker keeps the writer parked. A
+        // deferred one leaves it queued for the caller's `flush`.
+        let lone = !deferred
+            && pushed.alone
             && self.writer_parked.load(SeqCst)
             && self.table.pending() == 1
             && self.queue.nowait() == 0
@@ -407,7 +414,7 @@ impl Inner {
             && !self.many_done.load(Relaxed);
         match lone.then(|| self.take_writer(&mut self.lock())).flatten() {
             Some(w) => write::write_lone(self, w),
-            None => self.after_push(&pushed),
+            None => self.after_push(&pushed, deferred),
         }
         if dl < hint {
             self.tell_timekeeper(dl);
@@ -463,8 +470,13 @@ impl Inner {
     /// it, see `burst_add`); or if a batch delay waits for the buffer to fill and it did; or
     /// if the shard holds [`Inner::early_flush`] bytes; start the connection's tasks on the
     /// first call.
-    fn after_push(self: &Arc<Self>, pushed: &Pushed) {
-        if pushed.first {
+    fn after_push(self: &Arc<Self>, pushed: &Pushed, deferred: bool) {
+        if deferred {
+            // The caller writes it with `flush` (or a later call wakes the writer).
+            if !self.held.load(Relaxed) {
+                self.held.store(true, Relaxed);
+            }
+        } else if pushed.first || self.held.load(Relaxed) {
             // `SeqCst`, after the push's `SeqCst` add to the shard mask: the writer (or a
             // burst's last caller) stores, then loads the mask, also `SeqCst`.
             if self.burst.load(SeqCst) <= 0 {
@@ -488,6 +500,25 @@ impl Inner {
                 self.started.store(true, Release);
                 conn::start(self.clone());
             }
+        }
+    }
+
+    /// Writes what is queued now: on this thread, with one non-blocking write as a lone
+    /// call's, when the writer task is parked and no batch is being written (what the socket
+    /// does not take at once the writer finishes); else the writer is woken (a running writer
+    /// takes the queue on its own). Nothing when nothing is queued.
+    pub(crate) fn flush_now(self: &Arc<Self>) {
+        // `SeqCst`: a request pushed before this (on any thread, ordered by the caller) is
+        // seen.
+        if !self.queue.maybe_nonempty() {
+            return;
+        }
+        let here = self.writer_parked.load(SeqCst)
+            && !self.writing.load(Relaxed)
+            && self.cfg.max_batch_delay.is_zero();
+        match here.then(|| self.take_writer(&mut self.lock())).flatten() {
+            Some(w) => write::write_lone(self, w),
+            None => self.wake_writer(),
         }
     }
 
@@ -576,7 +607,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        self.after_push(&pushed);
+        self.after_push(&pushed, false);
         self.counters.sends.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -652,6 +683,7 @@ impl Client {
             many_done: AtomicBool::new(false),
             early_flush: early_flush_at(&config),
             flush_asked: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             closed: Padded(AtomicBool::new(false)),
             shutdown: AtomicBool::new(false),
             addr,
@@ -780,13 +812,50 @@ impl Client {
     ) -> Result<CallId, Error> {
         // Our own reference: the sink may run (and the last handle be dropped, say from a C
         // callback freeing the client) before this returns.
+        self.submit_inner(name, value, timeout, sink, tag, false)
+    }
+
+    /// [`Client::submit_with_id`] that leaves the request queued, without waking the
+    /// connection's writer or writing it: a later [`Client::flush`] (or another call that
+    /// wakes the writer) writes it. For callers that know more calls follow at once (a
+    /// binding whose callers were just handed a batch of outcomes): the last of them flushes,
+    /// and they share one write made on its thread, with no wakeup of a library thread. A
+    /// request never flushed still fails at its deadline.
+    pub fn submit_deferred(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+        sink: Arc<dyn Completion>,
+        tag: u128,
+    ) -> Result<CallId, Error> {
+        self.submit_inner(name, value, timeout, sink, tag, true)
+    }
+
+    fn submit_inner(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        timeout: Duration,
+        sink: Arc<dyn Completion>,
+        tag: u128,
+        deferred: bool,
+    ) -> Result<CallId, Error> {
         let inner = self.inner().clone();
         let deadline = inner.table.deadline_after(timeout);
-        let r = inner.enqueue(name, value, deadline, Some((sink, tag)), None);
+        let r = inner.enqueue(name, value, deadline, Some((sink, tag)), None, deferred);
         if let Err(e) = &r {
             inner.counters.errors.add(e.kind(), 1);
         }
         r.map(|(id, _)| CallId(id))
+    }
+
+    /// Writes the requests queued now (see [`Client::submit_deferred`]): on this thread
+    /// when the connection's writer is idle (one non-blocking write; what the socket does not
+    /// take at once the writer finishes), else by waking the writer. Nothing when nothing is
+    /// queued or the client is not connected yet (the connection's first write takes them).
+    pub fn flush(&self) {
+        self.inner().flush_now();
     }
 
     /// Cancels call `id` if it still waits (queued or sent): it completes at once (its sink
@@ -918,7 +987,7 @@ impl Future for Wait<'_> {
             return Poll::Ready(Err(e));
         }
         if let Some((name, value, deadline)) = this.req.take() {
-            return match inner.enqueue(name, value, deadline, None, Some(cx.waker())) {
+            return match inner.enqueue(name, value, deadline, None, Some(cx.waker()), false) {
                 Ok((id, cell)) => {
                     this.id = id;
                     this.cell = Some(cell);

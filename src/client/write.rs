@@ -61,6 +61,9 @@ fn start(inner: &Inner, o: &mut Out) -> Result<bool, Error> {
         return Ok(false);
     }
     inner.writing.store(true, SeqCst);
+    if inner.held.load(Relaxed) {
+        inner.held.store(false, Relaxed);
+    }
     if inner.queue.take(&mut o.batch, &mut o.entries, &mut o.spare) == 0 {
         inner.writing.store(false, SeqCst);
         return Ok(false);
@@ -336,8 +339,90 @@ async fn batch_delay(inner: &Inner, timer: &mut DelayTimer, delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Client;
-    use crate::config::ClientConfig;
+    use crate::client::{Client, Completion};
+    use crate::config::{ClientConfig, ServerConfig};
+    use crate::{Call, Compression, Server};
+
+    /// Sends each outcome (tag, response or error kind) to a channel.
+    struct Chan(std::sync::mpsc::Sender<(u128, Result<Vec<u8>, ErrorKind>)>);
+
+    impl Completion for Chan {
+        fn complete(&self, tag: u128, result: Result<&[u8], &Error>) {
+            let _ = self
+                .0
+                .send((tag, result.map(|v| v.to_vec()).map_err(|e| e.kind())));
+        }
+    }
+
+    /// Waits (bounded) until `f` holds.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "timed out: {what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A deferred request stays queued with the writer parked until `flush`, which writes it
+    /// on the calling thread; a request made without deferring after it wakes the writer for
+    /// both, although its shard was not empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_request_waits_for_a_flush_or_the_next_call() {
+        let scfg = ServerConfig {
+            compress_type: Compression::None,
+            ..Default::default()
+        };
+        let server = Server::bind("127.0.0.1:0", scfg, |call: Call| {
+            let v = call.value().to_vec();
+            let _ = call.reply(&v);
+        })
+        .await
+        .unwrap();
+        let mut cfg = ClientConfig::new(server.local_addr());
+        cfg.compress_type = Compression::None;
+        let c = Client::new(cfg).unwrap();
+        assert_eq!(c.call(b"n", b"first").await.unwrap(), b"first");
+        let inner = c.inner().clone();
+        until("the writer parks", || inner.writer_parked.load(SeqCst)).await;
+        let sent = || c.stats().io.frames_sent;
+        assert_eq!(sent(), 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::new(Chan(tx));
+        let t = Duration::from_secs(10);
+        c.submit_deferred(b"n", b"two", t, sink.clone(), 2).unwrap();
+        c.submit_deferred(b"n", b"three", t, sink.clone(), 3)
+            .unwrap();
+        // Nothing wakes the parked writer: both wait in the queue.
+        assert!(inner.queue.maybe_nonempty());
+        assert!(inner.writer_parked.load(SeqCst));
+        assert_eq!(sent(), 1);
+        let lone = c.stats().lone_writes;
+        c.flush();
+        // Written by this thread, in one write.
+        assert_eq!(sent(), 3);
+        assert_eq!(c.stats().lone_writes, lone + 1);
+        let mut got: Vec<_> = (0..2).map(|_| rx.recv().unwrap()).collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            vec![(2, Ok(b"two".to_vec())), (3, Ok(b"three".to_vec()))]
+        );
+        c.flush(); // nothing queued: nothing happens
+        assert_eq!(sent(), 3);
+
+        until("the writer parks again", || {
+            inner.writer_parked.load(SeqCst)
+        })
+        .await;
+        c.submit_deferred(b"n", b"four", t, sink.clone(), 4)
+            .unwrap();
+        assert_eq!(sent(), 3);
+        // Not deferred, into a shard that is not empty: wakes the writer for both.
+        assert_eq!(c.call(b"n", b"five").await.unwrap(), b"five");
+        assert_eq!(rx.recv().unwrap(), (4, Ok(b"four".to_vec())));
+        assert_eq!(sent(), 5);
+        server.stop(Duration::from_secs(1)).await.unwrap();
+    }
 
     /// The writer's gate: frames queued are written at once unless a burst of woken callers
     /// is still queueing (then at its end, or at an early flush); with a batch delay always.

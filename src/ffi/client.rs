@@ -376,6 +376,52 @@ pub extern "C" fn fastrpc_client_call_queued_id(
     )
 }
 
+/// `fastrpc_client_call_queued_id` that leaves the request queued without waking the
+/// connection's writer: it is written by a later `fastrpc_client_flush` on this client (or
+/// with the next request of a call made without deferring). For a caller that knows more
+/// calls follow at once, from several threads: each defers, the last flushes, and they share
+/// one write made on that thread, with no wakeup of a library thread. A request that is never
+/// flushed still completes at its deadline (TIMEOUT). Any thread.
+///
+/// Returns as `fastrpc_client_call_queued`.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_call_queued_deferred(
+    client: *const fastrpc_client,
+    name: *const u8,
+    name_len: usize,
+    value: *const u8,
+    value_len: usize,
+    timeout_ms: u32,
+    queue: *const fastrpc_completion_queue,
+    tag: u64,
+    call_id: *mut u64,
+) -> fastrpc_status {
+    call_queued_with(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        (queue, tag),
+        call_id,
+        true,
+    )
+}
+
+/// Writes the requests queued on `client` now (see `fastrpc_client_call_queued_deferred`):
+/// on the calling thread when the connection's writer is idle (one non-blocking write; what
+/// the socket does not take at once a library thread finishes), else by waking the writer.
+/// Does nothing when nothing is queued, or before the connection is up (its first write
+/// takes them). Any thread, including inside callbacks.
+///
+/// Returns OK, or INVALID_ARGUMENT (NULL `client`).
+#[no_mangle]
+pub extern "C" fn fastrpc_client_flush(client: *const fastrpc_client) -> fastrpc_status {
+    ffi_boundary!({
+        arg_ref!(client).client.client().flush();
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
 /// Cancels the call `call_id` (from `fastrpc_client_call_async_id` or
 /// `fastrpc_client_call_queued_id`) if it still waits, queued or sent: it completes at once
 /// with status CANCELLED, exactly once, through its callback (on a library thread, soon after
@@ -417,6 +463,26 @@ fn call_queued(
     tag: u64,
     call_id: *mut u64,
 ) -> fastrpc_status {
+    call_queued_with(
+        client,
+        (name, name_len),
+        (value, value_len),
+        timeout_ms,
+        (queue, tag),
+        call_id,
+        false,
+    )
+}
+
+fn call_queued_with(
+    client: *const fastrpc_client,
+    (name, name_len): (*const u8, usize),
+    (value, value_len): (*const u8, usize),
+    timeout_ms: u32,
+    (queue, tag): (*const fastrpc_completion_queue, u64),
+    call_id: *mut u64,
+    deferred: bool,
+) -> fastrpc_status {
     ffi_boundary!({
         not_forked!();
         let c = &arg_ref!(client).client;
@@ -430,10 +496,14 @@ fn call_queued(
         let name = arg_try!(unsafe { super::bytes(name, name_len, "name") });
         let value = arg_try!(unsafe { super::bytes(value, value_len, "value") });
         let t = timeout(c, timeout_ms);
-        match c
-            .client()
-            .submit_with_id(name, value, t, completion_queue::sink(q), tag as u128)
-        {
+        let sink = completion_queue::sink(q);
+        let r = if deferred {
+            c.client()
+                .submit_deferred(name, value, t, sink, tag as u128)
+        } else {
+            c.client().submit_with_id(name, value, t, sink, tag as u128)
+        };
+        match r {
             Ok(id) => {
                 if !call_id.is_null() {
                     // SAFETY: the caller passes a writable u64 or NULL.
