@@ -63,6 +63,13 @@ type client struct {
 	closing   chan struct{} // closed by close(): the poller serves until the queue is closed
 	queueGone bool          // under role: close freed the queue
 	led       atomic.Uint64 // calls that got their outcome as leader (for tests)
+
+	// Bursts (burst.go): callers handed their outcomes together by one poll defer their
+	// next requests, and the last of them to collect writes them all on its thread.
+	bursts   bool         // on for a one-server client (ptr), unless FASTRPC_GO_BURST=0
+	burst    atomic.Int64 // outcomes handed to callers that have not collected them yet
+	deferred atomic.Bool  // a deferred request may wait for a flush
+	flushes  atomic.Uint64
 }
 
 // result is one finished call as the poller hands it to its caller.
@@ -173,6 +180,7 @@ func (c *client) start() error {
 		c.kick = make(chan struct{}, 1)
 		c.closing = make(chan struct{})
 	}
+	c.bursts = c.ptr != nil && burstsFromEnv()
 	c.waiters.init()
 	go c.poll()
 	return nil
@@ -223,9 +231,13 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	if c.leading {
 		lone = c.pending.Add(1) == 1
 	}
+	deferred := c.bursts && c.burst.Load() > 0
 	r := C.gofrpc_call_queued_id(c.ptr, c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
-		C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag))
+		C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag), cBool(deferred))
 	c.mu.RUnlock()
+	if deferred && r.status == C.FASTRPC_STATUS_OK {
+		c.deferredQueued()
+	}
 	runtime.KeepAlive(name)
 	runtime.KeepAlive(value)
 	runtime.KeepAlive(cl)
@@ -254,10 +266,13 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	}
 	done := ctx.Done()
 	if done == nil {
-		return outcome(<-w.ch)
+		res := <-w.ch
+		c.collected(1)
+		return outcome(res)
 	}
 	select {
 	case res := <-w.ch:
+		c.collected(1)
 		return outcome(res)
 	case <-done:
 		if c.waiters.take(tag) != nil {
@@ -269,6 +284,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 			// The poller took w first and is handing it the outcome: wait for that (it
 			// never blocks), so that w can be reused.
 			<-w.ch
+			c.collected(1)
 		}
 		waiterPool.Put(w)
 		return nil, ctxError(ctx.Err())
@@ -450,10 +466,17 @@ func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 		c.pending.Add(-int64(k))
 	}
 	done := unsafe.Slice(doneArr, pollBatch)
+	if c.bursts && k > 0 {
+		// Before any is handed over: their callers' next requests wait for the last of them
+		// (burst.go). Those found gone are taken off below.
+		c.burst.Add(int64(k))
+	}
+	gone := 0
 	for i := 0; i < k; i++ {
 		d := &done[i]
 		w := c.waiters.take(uint64(d.tag))
 		if w == nil {
+			gone++
 			continue // its caller gave up (context ended, call cancelled): discard
 		}
 		var res result
@@ -473,6 +496,9 @@ func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	}
 	if k > 0 {
 		C.gofrpc_cq_release(doneArr, n)
+	}
+	if gone > 0 {
+		c.collected(gone)
 	}
 	return k, true
 }

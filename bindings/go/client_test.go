@@ -855,3 +855,94 @@ func TestLoneWrites(t *testing.T) {
 		t.Errorf("server lone writes %d, want %d", got, s0+20)
 	}
 }
+
+// burstRounds runs rounds of n callers against a server that answers a round only once all
+// of its n requests came, so that their responses arrive together and are handed over in few
+// polls; each caller calls again at once (those calls defer while the round's burst lasts).
+// It checks every response and returns the client's flushes of deferred requests.
+func burstRounds(t *testing.T, c *Client, release chan struct{}, rounds, n int) uint64 {
+	t.Helper()
+	for r := 0; r < rounds; r++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 2*n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for k := 0; k < 2; k++ {
+					v := fmt.Sprintf("%d.%d.%d", r, i, k)
+					resp, err := c.Call(context.Background(), []byte("b:"), []byte(v))
+					if err != nil || string(resp) != "b:"+v {
+						errs <- fmt.Errorf("call %s: %q, %v", v, resp, err)
+					}
+				}
+			}(i)
+		}
+		release <- struct{}{}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	if b := c.c.burst.Load(); b != 0 {
+		t.Fatalf("burst count %d after the calls, want 0", b)
+	}
+	if c.c.deferred.Load() {
+		t.Fatal("a deferred request is left unflushed")
+	}
+	return c.c.flushes.Load()
+}
+
+// gatedEcho echoes; the first request of each round waits for release, and the round's
+// others wait until all n came.
+func gatedEcho(n int, release chan struct{}) Handler {
+	var mu sync.Mutex
+	arrived := 0
+	cond := sync.NewCond(&mu)
+	return func(ctx context.Context, req *Request) ([]byte, error) {
+		if strings.HasSuffix(string(req.Value()), ".0") {
+			mu.Lock()
+			arrived++
+			if arrived == n {
+				arrived = 0
+				mu.Unlock()
+				<-release
+				mu.Lock()
+				cond.Broadcast()
+			} else {
+				cond.Wait()
+			}
+			mu.Unlock()
+		}
+		return echo(ctx, req)
+	}
+}
+
+// TestBursts: callers handed their outcomes together defer their next requests and the last
+// to collect flushes them (burst.go); every call gets its response, nothing is left
+// deferred; with FASTRPC_GO_BURST=0 nothing is deferred.
+func TestBursts(t *testing.T) {
+	const n = 64
+	t.Run("on", func(t *testing.T) {
+		release := make(chan struct{})
+		s := startServer(t, gatedEcho(n, release))
+		c := newClient(t, s.Addr())
+		var flushes uint64
+		for tries := 0; tries < 20 && flushes == 0; tries++ {
+			flushes = burstRounds(t, c, release, 1, n)
+		}
+		if flushes == 0 {
+			t.Fatal("no burst was flushed in 20 rounds of 64 callers answered together")
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		t.Setenv("FASTRPC_GO_BURST", "0")
+		release := make(chan struct{})
+		s := startServer(t, gatedEcho(n, release))
+		c := newClient(t, s.Addr())
+		if f := burstRounds(t, c, release, 3, n); f != 0 {
+			t.Fatalf("%d flushes with bursts off", f)
+		}
+	})
+}

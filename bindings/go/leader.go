@@ -72,6 +72,7 @@ func (c *client) lead(w *waiter, done <-chan struct{}) (result, bool) {
 				n, open := c.pollOnce(0)
 				select {
 				case res = <-w.ch:
+					c.collected(1)
 					got = true
 					return true
 				default:

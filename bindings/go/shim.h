@@ -98,11 +98,14 @@ static inline gofrpc_call_ret gofrpc_call_wrap(fastrpc_status st, uint64_t id) {
 static inline gofrpc_call_ret gofrpc_call_queued_id(const fastrpc_client *c,
 		const fastrpc_balanced_client *bal, const uint8_t *name, size_t name_len,
 		const uint8_t *value, size_t value_len, uint32_t timeout_ms,
-		const fastrpc_completion_queue *q, uint64_t tag) {
+		const fastrpc_completion_queue *q, uint64_t tag, int deferred) {
 	uint64_t id = 0;
 	fastrpc_status st = c != NULL
-		? fastrpc_client_call_queued_id(c, name, name_len, value, value_len, timeout_ms, q,
-			tag, &id)
+		? (deferred
+			? fastrpc_client_call_queued_deferred(c, name, name_len, value, value_len,
+				timeout_ms, q, tag, &id)
+			: fastrpc_client_call_queued_id(c, name, name_len, value, value_len, timeout_ms,
+				q, tag, &id))
 		: fastrpc_balanced_client_call_queued_id(bal, name, name_len, value, value_len,
 			timeout_ms, q, tag, &id);
 	return gofrpc_call_wrap(st, id);
