@@ -810,8 +810,6 @@ impl Client {
         sink: Arc<dyn Completion>,
         tag: u128,
     ) -> Result<CallId, Error> {
-        // Our own reference: the sink may run (and the last handle be dropped, say from a C
-        // callback freeing the client) before this returns.
         self.submit_inner(name, value, timeout, sink, tag, false)
     }
 
@@ -841,6 +839,8 @@ impl Client {
         tag: u128,
         deferred: bool,
     ) -> Result<CallId, Error> {
+        // Our own reference: the sink may run (and the last handle be dropped, say from a C
+        // callback freeing the client) before this returns.
         let inner = self.inner().clone();
         let deadline = inner.table.deadline_after(timeout);
         let r = inner.enqueue(name, value, deadline, Some((sink, tag)), None, deferred);
