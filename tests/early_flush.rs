@@ -223,6 +223,43 @@ async fn read_requests(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, n: usiz
     ids
 }
 
+/// A raw peer (compression none) that, for each of `rounds` rounds, reads `n` requests, says
+/// so on the first channel, waits for the second, then answers them all in one write (one
+/// read of the client's completes them all, 8 bytes each). Returns its address, the channels
+/// and its task.
+async fn round_peer(
+    rounds: usize,
+    n: usize,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedSender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (round_tx, round_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (go_tx, mut go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut hdr = [0u8; 3];
+        s.read_exact(&mut hdr).await.unwrap();
+        s.write_all(&[0, 1, 0]).await.unwrap();
+        let mut buf = Vec::new();
+        for _round in 0..rounds {
+            let ids = read_requests(&mut s, &mut buf, n).await;
+            round_tx.send(()).unwrap();
+            go_rx.recv().await.unwrap();
+            let mut out = Vec::new();
+            for id in ids {
+                encode_response(&mut out, id, b"");
+            }
+            s.write_all(&out).await.unwrap();
+        }
+    });
+    (addr, round_rx, go_tx, peer)
+}
+
 /// 1024 callers woken by one read (a raw peer answers all their calls in one write) each call
 /// again with a 100-byte value: the client writes those 113 KiB in many writes, as they are
 /// queued (one per 4 KiB or so), not once the last caller has queued its request. One worker
@@ -230,29 +267,7 @@ async fn read_requests(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, n: usiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_burst_of_callers_is_written_as_it_is_queued() {
     bounded(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let (round_tx, mut round_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let (go_tx, mut go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let peer = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut hdr = [0u8; 3];
-            s.read_exact(&mut hdr).await.unwrap();
-            s.write_all(&[0, 1, 0]).await.unwrap();
-            let mut buf = Vec::new();
-            for _round in 0..2 {
-                let ids = read_requests(&mut s, &mut buf, CALLS as usize).await;
-                round_tx.send(()).unwrap();
-                go_rx.recv().await.unwrap();
-                // Every answer of the round in one write: one read of the client's completes
-                // them all (8 bytes each).
-                let mut out = Vec::new();
-                for id in ids {
-                    encode_response(&mut out, id, b"");
-                }
-                s.write_all(&out).await.unwrap();
-            }
-        });
+        let (addr, mut round_rx, go_tx, peer) = round_peer(2, CALLS as usize).await;
         let mut cfg = ClientConfig::new(&addr);
         cfg.compress_type = Compression::None;
         cfg.max_pending_requests = 2 * CALLS as usize;
@@ -302,27 +317,7 @@ async fn a_burst_of_callers_is_written_as_it_is_queued() {
 async fn a_burst_on_several_worker_threads_shares_one_write() {
     const N: u32 = 128;
     bounded(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let (round_tx, mut round_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let (go_tx, mut go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let peer = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut hdr = [0u8; 3];
-            s.read_exact(&mut hdr).await.unwrap();
-            s.write_all(&[0, 1, 0]).await.unwrap();
-            let mut buf = Vec::new();
-            for _round in 0..3 {
-                let ids = read_requests(&mut s, &mut buf, N as usize).await;
-                round_tx.send(()).unwrap();
-                go_rx.recv().await.unwrap();
-                let mut out = Vec::new();
-                for id in ids {
-                    encode_response(&mut out, id, b"");
-                }
-                s.write_all(&out).await.unwrap();
-            }
-        });
+        let (addr, mut round_rx, go_tx, peer) = round_peer(3, N as usize).await;
         let mut cfg = ClientConfig::new(&addr);
         cfg.compress_type = Compression::None;
         let c = Arc::new(Client::new(cfg).unwrap());
