@@ -447,7 +447,9 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         a=$(grep -E '^BenchmarkEndToEnd(NoDelay|Delay|Compress|Pipeline)' "$OUT/endtoend.txt" | grep -o '[0-9.]* allocs/op' | awk '$1 > m { m = $1 } END { print m + 0 }')
         printf '   %-52s %-8s %s\n' "allocs/op, endtoend rows without TLS (max)" "$a" "$(awk -v v="$a" 'BEGIN { print (v < 0.0005) ? "met" : "MISSED" }')"
         a=$(grep -E '^BenchmarkEndToEndTLS' "$OUT/endtoend.txt" | grep -o '[0-9.]* allocs/op' | awk '$1 > m { m = $1 } END { print m + 0 }')
-        printf '   %-52s %-8s %s\n' "allocs/op, TLS rows (max; rustls, per write)" "$a" "$(awk -v v="$a" 'BEGIN { print (v < 0.0005) ? "met" : "MISSED" }')"
+        # rustls allocates one buffer per record it seals or opens: at most 4 per call (one
+        # caller, each call its own record each way), the bound tests/alloc.rs asserts.
+        printf '   %-52s %-8s %s\n' "allocs/op, TLS rows (max; rustls per record, <= 4)" "$a" "$(awk -v v="$a" 'BEGIN { print (v <= 4) ? "met" : "MISSED" }')"
     fi
 } | tee "$OUT/summary.txt"
 echo
