@@ -424,6 +424,50 @@ mod tests {
         server.stop(Duration::from_secs(1)).await.unwrap();
     }
 
+    /// A deferred request that is never flushed ends at its deadline (Timeout), like any call
+    /// still queued, and is never sent: the next write cuts it out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_request_never_flushed_times_out_unsent() {
+        let scfg = ServerConfig {
+            compress_type: Compression::None,
+            ..Default::default()
+        };
+        let server = Server::bind("127.0.0.1:0", scfg, |call: Call| {
+            let v = call.value().to_vec();
+            let _ = call.reply(&v);
+        })
+        .await
+        .unwrap();
+        let mut cfg = ClientConfig::new(server.local_addr());
+        cfg.compress_type = Compression::None;
+        let c = Client::new(cfg).unwrap();
+        assert_eq!(c.call(b"n", b"first").await.unwrap(), b"first");
+        let inner = c.inner().clone();
+        until("the writer parks", || inner.writer_parked.load(SeqCst)).await;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t0 = std::time::Instant::now();
+        c.submit_deferred(
+            b"n",
+            b"late",
+            Duration::from_millis(50),
+            Arc::new(Chan(tx)),
+            7,
+        )
+        .unwrap();
+        let got = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the deferred call ends");
+        assert_eq!(got, (7, Err(ErrorKind::Timeout)));
+        assert!(t0.elapsed() >= Duration::from_millis(50), "never early");
+        assert_eq!(c.pending_requests(), 0);
+        // The next call's write cuts the expired request out: the server sees one frame.
+        assert_eq!(c.call(b"n", b"after").await.unwrap(), b"after");
+        assert_eq!(c.stats().io.frames_sent, 2);
+        assert_eq!(server.stats().requests, 2);
+        server.stop(Duration::from_secs(1)).await.unwrap();
+    }
+
     /// The writer's gate: frames queued are written at once unless a burst of woken callers
     /// is still queueing (then at its end, or at an early flush); with a batch delay always.
     #[tokio::test]
