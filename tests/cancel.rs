@@ -116,6 +116,9 @@ async fn cancel_queued_call_is_never_sent() {
             .unwrap();
         assert_eq!(r, b"after");
         assert_eq!(tally.counts[0].load(SeqCst), 1);
+        // A write is counted once it returns, which may be after the answer came; the batch
+        // counts all its frames at once, so the first count is final.
+        common::wait_until("the write counted", || client.stats().io.frames_sent > 0).await;
         let st = client.stats();
         assert_eq!(st.errors.cancelled, 1, "{st:?}");
         assert_eq!(st.io.frames_sent, 1, "the cancelled frame was cut: {st:?}");
