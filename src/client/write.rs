@@ -363,11 +363,9 @@ mod tests {
         }
     }
 
-    /// A deferred request stays queued with the writer parked until `flush`, which writes it
-    /// on the calling thread; a request made without deferring after it wakes the writer for
-    /// both, although its shard was not empty.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_deferred_request_waits_for_a_flush_or_the_next_call() {
+    /// An echo server (compression none) and a client that made one call, its writer parked
+    /// since (so nothing wakes it but what the test does).
+    async fn connected_echo() -> (Server, Client) {
         let scfg = ServerConfig {
             compress_type: Compression::None,
             ..Default::default()
@@ -384,6 +382,16 @@ mod tests {
         assert_eq!(c.call(b"n", b"first").await.unwrap(), b"first");
         let inner = c.inner().clone();
         until("the writer parks", || inner.writer_parked.load(SeqCst)).await;
+        (server, c)
+    }
+
+    /// A deferred request stays queued with the writer parked until `flush`, which writes it
+    /// on the calling thread; a request made without deferring after it wakes the writer for
+    /// both, although its shard was not empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_request_waits_for_a_flush_or_the_next_call() {
+        let (server, c) = connected_echo().await;
+        let inner = c.inner().clone();
         let sent = || c.stats().io.frames_sent;
         assert_eq!(sent(), 1);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -429,22 +437,7 @@ mod tests {
     /// still queued, and is never sent: the next write cuts it out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deferred_request_never_flushed_times_out_unsent() {
-        let scfg = ServerConfig {
-            compress_type: Compression::None,
-            ..Default::default()
-        };
-        let server = Server::bind("127.0.0.1:0", scfg, |call: Call| {
-            let v = call.value().to_vec();
-            let _ = call.reply(&v);
-        })
-        .await
-        .unwrap();
-        let mut cfg = ClientConfig::new(server.local_addr());
-        cfg.compress_type = Compression::None;
-        let c = Client::new(cfg).unwrap();
-        assert_eq!(c.call(b"n", b"first").await.unwrap(), b"first");
-        let inner = c.inner().clone();
-        until("the writer parks", || inner.writer_parked.load(SeqCst)).await;
+        let (server, c) = connected_echo().await;
         let (tx, rx) = std::sync::mpsc::channel();
         let t0 = std::time::Instant::now();
         c.submit_deferred(
