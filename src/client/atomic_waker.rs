@@ -1,7 +1,10 @@
 //! A waker slot that one waiter registers into and one completer takes from, concurrently,
-//! without a lock: the classic three-state protocol (as `futures::task::AtomicWaker`). The
-//! waiter registers, then re-checks its condition; the completer publishes the outcome first,
-//! then takes the waker. Whichever order they run in, the waiter is woken or sees the outcome.
+//! without a lock: the three-state protocol of `futures::task::AtomicWaker`, except that the
+//! one take closes the slot. The completer takes the waker *before* it publishes the outcome
+//! (once the outcome is visible the owner may free and reuse the slot at once, so the
+//! completer must be done with it by then); a waiter registering after the take wakes itself
+//! and re-checks, until the outcome shows. Whichever order they run in, the waiter is woken
+//! or sees the outcome, and nobody touches the slot after the owner has seen the outcome.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicUsize;
@@ -12,7 +15,8 @@ use std::task::Waker;
 const WAITING: usize = 0;
 /// The waiter is writing the slot.
 const REGISTERING: usize = 0b01;
-/// A completer is taking the slot (or asked the registering waiter to wake itself).
+/// A completer took the slot (or asked the registering waiter to wake itself); it stays set
+/// until the owner clears the slot.
 const WAKING: usize = 0b10;
 
 pub(crate) struct AtomicWaker {
@@ -32,9 +36,11 @@ impl AtomicWaker {
         }
     }
 
-    /// Stores `waker` to be woken by the next [`AtomicWaker::take`]. One registering thread at
-    /// a time (the call's own future). If a completer runs meanwhile, `waker` is woken at once.
-    pub(crate) fn register(&self, waker: &Waker) {
+    /// Stores `waker` to be woken by the [`AtomicWaker::take`]. One registering thread at a
+    /// time (the call's own future). Returns false if the slot was taken already (or is being
+    /// taken): then `waker` was woken at once, is not kept, and the waiter should register
+    /// again on its next poll if the outcome is not there yet.
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
         match self
             .state
             .compare_exchange(WAITING, REGISTERING, Acquire, Acquire)
@@ -52,37 +58,36 @@ impl AtomicWaker {
                 if self
                     .state
                     .compare_exchange(REGISTERING, WAITING, AcqRel, Acquire)
-                    .is_err()
+                    .is_ok()
                 {
-                    // A completer came while we wrote (state is REGISTERING | WAKING): it
-                    // left the waker to us.
-                    // SAFETY: still ours until the swap below.
-                    let w = unsafe { (*self.waker.get()).take() };
-                    self.state.swap(WAITING, AcqRel);
-                    if let Some(w) = w {
-                        w.wake();
-                    }
+                    return true;
                 }
-            }
-            WAKING => {
-                // A completer is taking the old waker right now: wake this one ourselves.
-                waker.wake_by_ref();
+                // A completer came while we wrote (state is REGISTERING | WAKING): it left
+                // the waker to us.
+                // SAFETY: still ours until the store below.
+                let w = unsafe { (*self.waker.get()).take() };
+                self.state.store(WAKING, Release);
+                if let Some(w) = w {
+                    w.wake();
+                }
+                false
             }
             _ => {
-                // REGISTERING from another registrant: cannot happen with one waiter; the
-                // waiter re-checks its condition after this call anyway.
+                // WAKING: the completer took the slot; the outcome is being published. (A
+                // second registrant cannot exist: one waiter.)
+                waker.wake_by_ref();
+                false
             }
         }
     }
 
-    /// Takes the registered waker, if any (the completer, after publishing the outcome).
+    /// Takes the registered waker, if any, and closes the slot: later registrations wake
+    /// themselves. The completer, once, *before* publishing the outcome.
     pub(crate) fn take(&self) -> Option<Waker> {
         match self.state.fetch_or(WAKING, AcqRel) {
             WAITING => {
-                // SAFETY: WAKING excludes the waiter's writes until we clear it.
-                let w = unsafe { (*self.waker.get()).take() };
-                self.state.fetch_and(!WAKING, Release);
-                w
+                // SAFETY: WAKING excludes the waiter's writes, for good.
+                unsafe { (*self.waker.get()).take() }
             }
             _ => None,
         }
@@ -96,10 +101,11 @@ impl AtomicWaker {
         *self.waker.get() = Some(waker);
     }
 
-    /// Drops a registered waker.
+    /// Drops a registered waker and opens the slot again.
     ///
     /// # Safety
-    /// No register or take may run concurrently (the cell is being freed by its owner).
+    /// No register or take may run concurrently, nor later by anyone who came before (the
+    /// cell is being freed by its owner, after the completer's take).
     pub(crate) unsafe fn clear(&self) {
         *self.waker.get() = None;
         self.state.store(WAITING, Release);
@@ -121,20 +127,29 @@ mod tests {
     }
 
     #[test]
-    fn take_returns_the_registered_waker_once() {
+    fn take_returns_the_registered_waker_once_and_closes_the_slot() {
         let n = Arc::new(Count(AtomicUsize::new(0)));
         let w = Waker::from(n.clone());
         let a = AtomicWaker::new();
-        assert!(a.take().is_none());
-        a.register(&w);
-        a.register(&w);
+        assert!(a.register(&w));
+        assert!(a.register(&w));
         a.take().unwrap().wake();
         assert!(a.take().is_none());
         assert_eq!(n.0.load(SeqCst), 1);
+        // Registering after the take: woken at once, not kept.
+        assert!(!a.register(&w));
+        assert_eq!(n.0.load(SeqCst), 2);
+        assert!(a.take().is_none());
+        // The owner's clear opens it again.
+        unsafe { a.clear() };
+        assert!(a.register(&w));
+        assert!(a.take().is_some());
+        // Dropped wakers: only `n` and `w` hold the count.
+        assert_eq!(Arc::strong_count(&n), 2);
     }
 
-    /// Many rounds of a waiter (register, then check the flag) racing a completer (set the
-    /// flag, then take and wake): the waiter always sees the flag or gets woken.
+    /// Many rounds of a waiter (register, then check the flag) racing a completer (take, set
+    /// the flag, then wake): the waiter always sees the flag or gets woken.
     #[test]
     fn a_waiter_racing_a_completer_is_never_lost() {
         for _ in 0..2000 {
@@ -144,8 +159,9 @@ mod tests {
             let flag = Arc::new(AtomicBool::new(false));
             let (a2, f2) = (a.clone(), flag.clone());
             let t = std::thread::spawn(move || {
+                let w = a2.take();
                 f2.store(true, SeqCst);
-                if let Some(w) = a2.take() {
+                if let Some(w) = w {
                     w.wake();
                 }
             });

@@ -269,9 +269,9 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
         }
         for (i, id, _, _) in claimed.drain(..) {
             let cell = table.at(i);
-            if cell.publish(id, IN_BURST) {
+            if let Ok(w) = cell.publish(id, IN_BURST) {
                 burst += 1;
-                if let Some(w) = cell.take_waker() {
+                if let Some(w) = w {
                     wakers.push(w);
                 }
             } else {

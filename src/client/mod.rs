@@ -270,8 +270,8 @@ impl Inner {
             }
             None => {
                 unsafe { *c.err() = Some(err.clone()) };
-                if c.publish(id, 0) {
-                    if let Some(w) = c.take_waker() {
+                if let Ok(w) = c.publish(id, 0) {
+                    if let Some(w) = w {
                         w.wake();
                     }
                 } else {
@@ -1019,8 +1019,13 @@ impl Future for Wait<'_> {
                 // The cell holds this waker (or its completer took it and is waking it).
                 return Poll::Pending;
             }
-            cell.register(cx.waker());
-            this.waker = key;
+            // Not kept if the completer took the slot already: it is publishing the outcome,
+            // and `register` woke us to look again.
+            this.waker = if cell.register(cx.waker()) {
+                key
+            } else {
+                (0, 0)
+            };
             w = cell.load();
             if word_id(w) == id && word_state(w) != DONE {
                 return Poll::Pending;

@@ -136,13 +136,22 @@ impl Cell {
             .is_ok()
     }
 
-    /// The claimer publishes the outcome written into the cell. False if the caller went
-    /// away meanwhile: then the cell must be freed by the claimer.
+    /// The claimer publishes the outcome written into the cell, and gets the waiter's waker
+    /// to wake. `Err` if the caller went away meanwhile: then the cell must be freed by the
+    /// claimer. The waker is taken *before* the outcome shows: from then on the caller may
+    /// free the cell and a new call reuse it, so the claimer must not touch it afterwards.
     #[inline]
-    pub(crate) fn publish(&self, id: u32, flags: u64) -> bool {
-        self.word
-            .compare_exchange(word(id, CLAIMED), word(id, DONE | flags), Release, Relaxed)
-            .is_ok()
+    pub(crate) fn publish(&self, id: u32, flags: u64) -> Result<Option<Waker>, ()> {
+        let w = self.waker.take();
+        match self.word.compare_exchange(
+            word(id, CLAIMED),
+            word(id, DONE | flags),
+            Release,
+            Relaxed,
+        ) {
+            Ok(_) => Ok(w),
+            Err(_) => Err(()),
+        }
     }
 
     /// The caller gives up on call `id`. Returns true if the caller must free the cell now
@@ -172,14 +181,10 @@ impl Cell {
         self.deadline.load(Relaxed)
     }
 
+    /// See [`AtomicWaker::register`]: false if `w` was woken at once and not kept.
     #[inline]
-    pub(crate) fn register(&self, w: &Waker) {
+    pub(crate) fn register(&self, w: &Waker) -> bool {
         self.waker.register(w)
-    }
-
-    #[inline]
-    pub(crate) fn take_waker(&self) -> Option<Waker> {
-        self.waker.take()
     }
 
     /// # Safety
@@ -667,10 +672,68 @@ mod tests {
         assert!(!c.mark_sent(a));
         assert!(c.claim_sent(a));
         assert!(!c.claim(a, 1 << QUEUED | 1 << SENT), "claimed twice");
-        assert!(c.publish(a, 0));
+        assert!(c.publish(a, 0).is_ok());
         assert_eq!(word_state(c.load()), DONE);
         // Abandoning a done call leaves freeing to the caller.
         assert_eq!(c.abandon(a), Some(0));
+    }
+
+    /// A completer preempted right after publishing an outcome must be done with the cell:
+    /// its caller frees it at once and a new call moves in with its own waker. Each call's
+    /// waker is woken once, by its own completer (CI once saw a task's header corrupted when
+    /// the completer took the waker after publishing, racing the caller's free).
+    #[test]
+    fn a_completer_is_done_with_the_cell_once_the_outcome_shows() {
+        use std::sync::atomic::{AtomicU32, AtomicUsize};
+        use std::sync::Arc;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        const ROUNDS: u32 = 20_000;
+        let counts: Vec<Arc<Count>> = (0..ROUNDS)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let cell = Arc::new(Cell::empty());
+        let next = Arc::new(AtomicU32::new(0));
+        let completer = {
+            let (cell, next) = (cell.clone(), next.clone());
+            std::thread::spawn(move || {
+                for id in 1..=ROUNDS {
+                    while next.load(Acquire) != id || !cell.claim_sent(id) {
+                        std::hint::spin_loop();
+                    }
+                    let w = cell.publish(id, 0).expect("the caller waits");
+                    if id % 3 == 0 {
+                        std::thread::yield_now();
+                    }
+                    w.expect("a registered waker").wake();
+                }
+            })
+        };
+        for id in 1..=ROUNDS {
+            // As `Table::alloc`, then the writer's `mark_sent`.
+            assert!(cell
+                .word
+                .compare_exchange(FREE, word(id, CLAIMED), Acquire, Relaxed)
+                .is_ok());
+            unsafe { cell.waker.set(Waker::from(counts[id as usize - 1].clone())) };
+            cell.word.store(word(id, QUEUED), Release);
+            assert!(cell.mark_sent(id));
+            next.store(id, Release);
+            // The caller sees the outcome (woken by anything) and frees the cell.
+            while word_state(cell.load()) != DONE {
+                std::hint::spin_loop();
+            }
+            unsafe { cell.free() };
+        }
+        completer.join().unwrap();
+        for (i, c) in counts.iter().enumerate() {
+            assert_eq!(c.0.load(Relaxed), 1, "call {} woken", i + 1);
+            assert_eq!(Arc::strong_count(c), 1, "call {}'s waker kept", i + 1);
+        }
     }
 
     #[test]
@@ -680,7 +743,7 @@ mod tests {
         let (a, c) = t.alloc(first, 0, None, None);
         assert!(c.claim(a, 1 << QUEUED));
         assert_eq!(c.abandon(a), None);
-        assert!(!c.publish(a, 0), "the caller is gone");
+        assert!(c.publish(a, 0).is_err(), "the caller is gone");
         assert_eq!(word_state(c.load()), ABANDONED);
     }
 
