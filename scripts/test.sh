@@ -17,7 +17,7 @@
 #
 #   ./scripts/test.sh
 #   SOAK_SECONDS=20 ./scripts/test.sh          shorter C ABI soak (default 60 s)
-#   TEST_SUITES="cli install" ./scripts/test.sh   only these of: rust cli alloc install c go gomodule robustness
+#   TEST_SUITES="cli install" ./scripts/test.sh   only these of: rust miri cli alloc install c go gomodule robustness
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -47,7 +47,7 @@ tmp_before=$(ls -A /tmp 2>/dev/null | grep '^fastrpc' | sort)
 export TMPDIR=$WORK/tmp
 
 # ---- running ---------------------------------------------------------------------------------
-ALL="rust cli alloc install c go gomodule robustness"
+ALL="rust miri cli alloc install c go gomodule robustness"
 names=()
 declare -A P F S SECS RC NOTE
 skips=() # "suite: what: why"
@@ -68,6 +68,8 @@ suite() {
 
 suite rust "cargo test (unit, integration, doc tests; examples are built)" \
     'cargo test --all-targets --no-fail-fast; a=$?; cargo test --doc; b=$?; [ $a = 0 ] && [ $b = 0 ]'
+suite miri "the client's lock-free call protocols under Miri (data races, use after free)" \
+    './scripts/test-miri.sh'
 suite cli "the fastrpc command-line tool" 'cargo test -p fastrpc-cli'
 suite alloc "allocation test in release mode (zero allocations per call)" \
     'cargo test --release --test alloc'
@@ -169,6 +171,10 @@ ran() { [ -n "${RC[$1]+x}" ]; }
 if ran rust; then
     from_cargo "rust (debug)" "$LOGS/rust.log" '.'
     check_rc rust "rust (debug)"
+fi
+if ran miri; then
+    from_cargo "miri" "$LOGS/miri.log" '.'
+    check_rc miri miri
 fi
 if ran cli; then
     from_cargo "cli" "$LOGS/cli.log" '.'

@@ -692,7 +692,7 @@ mod tests {
                 self.0.fetch_add(1, Relaxed);
             }
         }
-        const ROUNDS: u32 = 20_000;
+        const ROUNDS: u32 = if cfg!(miri) { 300 } else { 20_000 };
         let counts: Vec<Arc<Count>> = (0..ROUNDS)
             .map(|_| Arc::new(Count(AtomicUsize::new(0))))
             .collect();
