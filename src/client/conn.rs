@@ -291,7 +291,7 @@ async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
             w.wake();
         }
         for (s, tag, vs, ve) in sinks.drain(..) {
-            s.complete(tag, Ok(&data[vs..ve]));
+            super::complete_sink(&*s, tag, Ok(&data[vs..ve]));
         }
         if let Some(e) = failed {
             break e;

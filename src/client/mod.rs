@@ -198,7 +198,7 @@ impl Inner {
     pub(crate) fn deliver(&self, sinks: &mut Vec<SinkErr>) {
         for (s, tag, e) in sinks.drain(..) {
             self.counters.errors.add(e.kind(), 1);
-            s.complete(tag, Err(&e));
+            complete_sink(&*s, tag, Err(&e));
         }
     }
 
@@ -215,16 +215,7 @@ impl Inner {
         }
         self.rt.spawn(async move {
             for (s, tag, e) in sinks {
-                // A sink that panics must not cost the others their completion.
-                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    s.complete(tag, Err(&e))
-                }));
-                if done.is_err() {
-                    crate::log::emit(
-                        crate::log::Level::Error,
-                        "fastrpc: a completion sink panicked while being told its call failed",
-                    );
-                }
+                complete_sink(&*s, tag, Err(&e));
             }
         });
     }
@@ -1069,6 +1060,19 @@ impl Drop for Wait<'_> {
                 }
             }
         }
+    }
+}
+
+/// Hands a call's outcome to its sink. A sink that panics must not cost the calls completed
+/// with it theirs (their cells are freed already), nor end the task delivering them: the
+/// panic is caught and logged, and the next sink runs.
+pub(crate) fn complete_sink(s: &dyn Completion, tag: u128, r: Result<&[u8], &Error>) {
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.complete(tag, r)));
+    if done.is_err() {
+        crate::log::emit(
+            crate::log::Level::Error,
+            "fastrpc: a completion sink panicked; the other calls complete as usual",
+        );
     }
 }
 
