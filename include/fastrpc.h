@@ -1368,8 +1368,9 @@ fastrpc_status fastrpc_set_log_callback(fastrpc_log_callback callback,
  * fastrpc call that needs them starts them again. Safe to call at any time from your own
  * thread, also when the library never started (then it does nothing) and twice.
  *
- * While a client or server is still open (created and not yet freed) it stops nothing and
- * returns INVALID_ARGUMENT, saying how many are open: free them first (freeing waits for
+ * While a client (plain or balanced) or server is still open (created and not yet freed,
+ * or being created on another thread) it stops nothing and returns INVALID_ARGUMENT, saying
+ * how many are open: free them first (freeing waits for
  * their callbacks). Queues, responses, requests and builders need no threads and may stay.
  * It waits up to 5 s for the library's threads to finish what they run, then returns.
  *

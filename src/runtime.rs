@@ -86,6 +86,15 @@ pub fn is_running() -> bool {
 /// it stop working. Refused (InvalidArgument) from a runtime thread, where it would stop
 /// the very thread that runs it, and while another thread is inside a blocking call on it.
 pub fn shutdown(timeout: Duration) -> Result<(), crate::Error> {
+    shutdown_unless(timeout, || None)
+}
+
+/// [`shutdown`], unless `busy` (called with the runtime's lock held: nobody can start using
+/// the runtime meanwhile through [`global`]) gives a reason not to.
+pub(crate) fn shutdown_unless(
+    timeout: Duration,
+    busy: impl FnOnce() -> Option<crate::Error>,
+) -> Result<(), crate::Error> {
     if Handle::try_current().is_ok() {
         return Err(crate::Error::new(
             crate::ErrorKind::InvalidArgument,
@@ -93,24 +102,29 @@ pub fn shutdown(timeout: Duration) -> Result<(), crate::Error> {
              callback or handler); call it from your own thread",
         ));
     }
-    let taken = slot().take();
-    let Some(rt) = taken else {
-        return Ok(());
+    let rt = {
+        let mut s = slot();
+        if let Some(e) = busy() {
+            return Err(e);
+        }
+        let Some(rt) = s.take() else {
+            return Ok(());
+        };
+        // Under the lock: a new runtime cannot be started in between and then replaced.
+        match Arc::try_unwrap(rt) {
+            Ok(rt) => rt,
+            Err(rt) => {
+                *s = Some(rt);
+                return Err(crate::Error::new(
+                    crate::ErrorKind::InvalidArgument,
+                    "the runtime is in use by a blocking call on another thread; nothing was \
+                     stopped",
+                ));
+            }
+        }
     };
-    match Arc::try_unwrap(rt) {
-        Ok(rt) => {
-            rt.shutdown_timeout(timeout);
-            Ok(())
-        }
-        Err(rt) => {
-            *slot() = Some(rt);
-            Err(crate::Error::new(
-                crate::ErrorKind::InvalidArgument,
-                "the runtime is in use by a blocking call on another thread; nothing was \
-                 stopped",
-            ))
-        }
-    }
+    rt.shutdown_timeout(timeout);
+    Ok(())
 }
 
 /// The runtime of the caller when there is one, else the library's.

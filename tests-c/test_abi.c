@@ -667,6 +667,25 @@ static void test_shutdown(void) {
     th_counter_destroy(&sc.done);
     pair_stop(&p);
 
+    /* A balanced client counts as open too (it once did not: the runtime stopped under it,
+     * and its next call never returned). */
+    fastrpc_client_config_builder *bb = NULL;
+    REQUIRE_STATUS(fastrpc_client_config_builder_new(&bb), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_config_builder_add_addr(bb, "127.0.0.1:1"), FASTRPC_STATUS_OK);
+    fastrpc_balanced_client *bc = NULL;
+    REQUIRE_STATUS(fastrpc_balanced_client_new(bb, &bc), FASTRPC_STATUS_OK);
+    fastrpc_client_config_builder_free(bb);
+    CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(th_last_error(), "1 client(s) or server(s) are still open") != NULL);
+    CHECK(worker_threads() > 0);
+    fastrpc_response *br = NULL;
+    REQUIRE_STATUS(fastrpc_response_new(&br), FASTRPC_STATUS_OK);
+    /* Nobody listens on port 1: the call ends with CONNECT (or its 2 s timeout), it returns. */
+    fastrpc_status bs = fastrpc_balanced_client_call(bc, TH_B("x"), 1, TH_B("y"), 1, 2000, br);
+    CHECK(bs == FASTRPC_STATUS_CONNECT || bs == FASTRPC_STATUS_TIMEOUT);
+    fastrpc_response_free(br);
+    fastrpc_balanced_client_free(bc);
+
     /* All freed: stops every library thread. Twice is fine. */
     CHECK_STATUS(fastrpc_shutdown(), FASTRPC_STATUS_OK);
     CHECK(worker_threads() == 0);

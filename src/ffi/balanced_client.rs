@@ -118,6 +118,7 @@ pub extern "C" fn fastrpc_balanced_client_new(
         cfg.client = b.cfg.clone();
         cfg.connections_per_server = b.connections_per_server;
         cfg.resolve_interval = b.resolve_interval;
+        let opening = super::global::Opening::new();
         let rt = crate::runtime::global().handle().clone();
         // Made inside the library's runtime so that its connections and refresh task live
         // there whatever thread the C caller is on.
@@ -135,6 +136,7 @@ pub extern "C" fn fastrpc_balanced_client_new(
                         rt,
                     })
                 };
+                opening.keep();
                 fastrpc_status::FASTRPC_STATUS_OK
             }
             Err(e) => super::fail(&e),
@@ -566,6 +568,7 @@ pub extern "C" fn fastrpc_balanced_client_free(client: *mut fastrpc_balanced_cli
                 h.callbacks.wait_idle();
             }
             drop(h);
+            super::global::closed();
         }
     })
 }

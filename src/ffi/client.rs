@@ -170,11 +170,12 @@ pub extern "C" fn fastrpc_client_new(
         not_forked!();
         let b = arg_ref!(builder);
         arg_out!(out);
+        let opening = super::global::Opening::new();
         match BlockingClient::new(b.cfg.clone()) {
             Ok(client) => {
                 let callbacks = Callbacks::new();
                 unsafe { *out = super::into_raw(ClientHandle { client, callbacks }) };
-                super::global::OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                opening.keep();
                 fastrpc_status::FASTRPC_STATUS_OK
             }
             Err(e) => super::fail(&e),
@@ -737,7 +738,7 @@ pub extern "C" fn fastrpc_client_free(client: *mut fastrpc_client) {
                 h.callbacks.wait_idle();
             }
             drop(h);
-            super::global::OPEN_OBJECTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            super::global::closed();
         }
     })
 }

@@ -117,17 +117,46 @@ pub extern "C" fn fastrpc_set_log_callback(
     })
 }
 
-/// Clients and servers created through the C ABI and not yet freed: `fastrpc_shutdown`
-/// refuses while any is open.
+/// Clients (plain and balanced) and servers created through the C ABI and not yet freed,
+/// counting those being created: `fastrpc_shutdown` refuses while any is open.
 pub(crate) static OPEN_OBJECTS: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
+
+/// One object being created: counted in [`OPEN_OBJECTS`] *before* it touches the runtime
+/// (a `fastrpc_shutdown` on another thread then either sees it and refuses, or took the
+/// runtime first, and the object starts a new one). Dropped uncounted unless kept.
+pub(crate) struct Opening(());
+
+impl Opening {
+    pub(crate) fn new() -> Opening {
+        OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Opening(())
+    }
+
+    /// The object was made: it stays counted until its `_free` calls [`closed`].
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        closed();
+    }
+}
+
+/// An object counted in [`OPEN_OBJECTS`] was freed.
+pub(crate) fn closed() {
+    OPEN_OBJECTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// Stops the library's threads (its runtime), for `dlclose` and for leak checkers; the next
 /// fastrpc call that needs them starts them again. Safe to call at any time from your own
 /// thread, also when the library never started (then it does nothing) and twice.
 ///
-/// While a client or server is still open (created and not yet freed) it stops nothing and
-/// returns INVALID_ARGUMENT, saying how many are open: free them first (freeing waits for
+/// While a client (plain or balanced) or server is still open (created and not yet freed,
+/// or being created on another thread) it stops nothing and returns INVALID_ARGUMENT, saying
+/// how many are open: free them first (freeing waits for
 /// their callbacks). Queues, responses, requests and builders need no threads and may stay.
 /// It waits up to 5 s for the library's threads to finish what they run, then returns.
 ///
@@ -138,14 +167,21 @@ pub(crate) static OPEN_OBJECTS: std::sync::atomic::AtomicUsize =
 pub extern "C" fn fastrpc_shutdown() -> fastrpc_status {
     ffi_boundary!({
         super::not_forked!();
-        let open = OPEN_OBJECTS.load(std::sync::atomic::Ordering::SeqCst);
-        if open > 0 {
-            return super::invalid(&format!(
-                "{open} client(s) or server(s) are still open: free them before \
-                 fastrpc_shutdown; nothing was stopped"
-            ));
-        }
-        match crate::runtime::shutdown(std::time::Duration::from_secs(5)) {
+        // Checked with the runtime's lock held: an object being created is counted before
+        // it takes the runtime.
+        let busy = || {
+            let open = OPEN_OBJECTS.load(std::sync::atomic::Ordering::SeqCst);
+            (open > 0).then(|| {
+                crate::Error::new(
+                    crate::ErrorKind::InvalidArgument,
+                    format!(
+                        "{open} client(s) or server(s) are still open: free them before \
+                         fastrpc_shutdown; nothing was stopped"
+                    ),
+                )
+            })
+        };
+        match crate::runtime::shutdown_unless(std::time::Duration::from_secs(5), busy) {
             Ok(()) => fastrpc_status::FASTRPC_STATUS_OK,
             Err(e) => super::fail(&e),
         }

@@ -109,10 +109,11 @@ fn start(
     let b = arg_ref!(builder);
     let addr = arg_try!(unsafe { super::c_str(addr, "addr") });
     arg_out!(out);
+    let opening = super::global::Opening::new();
     match BlockingServer::bind(addr, b.cfg.clone(), handler) {
         Ok(server) => {
             unsafe { *out = super::into_raw(ServerHandle { server, active }) };
-            super::global::OPEN_OBJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            opening.keep();
             fastrpc_status::FASTRPC_STATUS_OK
         }
         Err(e) => super::fail(&e),
@@ -302,6 +303,6 @@ pub extern "C" fn fastrpc_server_free(server: *mut fastrpc_server) {
         while active.running.load(SeqCst) > own {
             std::thread::sleep(Duration::from_millis(1));
         }
-        super::global::OPEN_OBJECTS.fetch_sub(1, SeqCst);
+        super::global::closed();
     })
 }
