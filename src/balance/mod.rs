@@ -412,7 +412,7 @@ impl BalancedClient {
         // try in its client frees the slot and completes it now. Without a try recorded (its
         // submit is just returning, or it is moving to another server), the try cancels itself
         // as soon as it is recorded (Track::started).
-        if let Some((client, cid)) = current {
+        if let Some((_, client, cid)) = current {
             client.cancel(cid);
         }
         true
@@ -538,7 +538,7 @@ impl Shared {
                 Some(t) => conn
                     .client
                     .submit_with_id(&call.name, &call.value, timeout, tracked, call.tag)
-                    .map(|cid| t.started(&conn.client, cid)),
+                    .map(|cid| t.started(&conn.client, cid, tries)),
             };
             match r {
                 Ok(()) => return Ok(()),
@@ -767,7 +767,8 @@ struct Track {
 struct TrackState {
     cancelled: bool,
     done: bool,
-    current: Option<(Client, CallId)>,
+    /// The latest try: its number (connect failures before it), client and id there.
+    current: Option<(usize, Client, CallId)>,
 }
 
 impl Track {
@@ -775,15 +776,17 @@ impl Track {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A try was submitted as `cid` on `client`: record it, or cancel it if the call was
-    /// cancelled meanwhile.
-    fn started(&self, client: &Client, cid: CallId) {
+    /// Try number `tries` was submitted as `cid` on `client`: record it, or cancel it if the
+    /// call was cancelled meanwhile. A try's submitter can record it late (preempted after
+    /// its submit), after the try failed and the next one was recorded: an older try never
+    /// replaces a newer one (a cancel would then miss the live try).
+    fn started(&self, client: &Client, cid: CallId, tries: usize) {
         let mut st = self.lock();
         if st.cancelled {
             drop(st);
             client.cancel(cid);
-        } else if !st.done {
-            st.current = Some((client.clone(), cid));
+        } else if !st.done && st.current.as_ref().is_none_or(|c| c.0 < tries) {
+            st.current = Some((tries, client.clone(), cid));
         }
     }
 }
@@ -885,4 +888,44 @@ fn add_io(t: &mut IoStats, s: &IoStats) {
     t.flushes += s.flushes;
     t.frames_sent += s.frames_sent;
     t.frames_received += s.frames_received;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ignore;
+    impl Completion for Ignore {
+        fn complete(&self, _: u128, _: Result<&[u8], &Error>) {}
+    }
+
+    /// A try whose submitter records it late (preempted after its submit, while the try
+    /// failed and the next one was submitted and recorded) never replaces the newer try: a
+    /// cancel must reach the live one.
+    #[tokio::test]
+    async fn an_older_try_recorded_late_does_not_replace_the_newer_one() {
+        let client = Client::new(crate::ClientConfig::new("127.0.0.1:1")).unwrap();
+        let sink: Arc<dyn Completion> = Arc::new(Ignore);
+        let d = Duration::from_secs(5);
+        let a = client
+            .submit_with_id(b"n", b"", d, sink.clone(), 0)
+            .unwrap();
+        let b = client.submit_with_id(b"n", b"", d, sink, 1).unwrap();
+        let t = Track {
+            id: 1,
+            state: Mutex::new(TrackState::default()),
+        };
+        t.started(&client, b, 1);
+        t.started(&client, a, 0);
+        assert!(matches!(&t.lock().current, Some((1, _, id)) if *id == b));
+        // In order, the newer one replaces the older.
+        let t = Track {
+            id: 2,
+            state: Mutex::new(TrackState::default()),
+        };
+        t.started(&client, a, 0);
+        t.started(&client, b, 1);
+        assert!(matches!(&t.lock().current, Some((1, _, id)) if *id == b));
+        client.close_now_for_ffi();
+    }
 }
