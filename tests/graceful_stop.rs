@@ -171,3 +171,48 @@ async fn draining_close_writes_queued_sends() {
         }
     }
 }
+
+/// Dropping a server closes its connections at once, also while handlers still hold calls
+/// (which keep the connection's shared state alive): the calls in flight fail with
+/// `Connection`, not at their deadline. (Under valgrind the C ABI's
+/// `status_connection_server_freed` once saw them time out: a connection task aborted
+/// before its writer task's first turn left the socket's write half in the state the held
+/// calls kept. This test does not force that interleaving; `CloseOnDrop` now drops the
+/// write half however the connection task ends.)
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_a_server_closes_connections_whose_calls_are_held() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Call>();
+        let server = Server::bind("127.0.0.1:0", ServerConfig::default(), move |call: Call| {
+            let _ = tx.send(call);
+        })
+        .await
+        .unwrap();
+        let client = Client::new(ClientConfig::new(server.local_addr())).unwrap();
+        const N: usize = 3;
+        let calls: Vec<_> = (0..N)
+            .map(|_| {
+                let c = client.clone();
+                tokio::spawn(
+                    async move { c.call_timeout(b"hold", b"", Duration::from_secs(20)).await },
+                )
+            })
+            .collect();
+        let mut held = Vec::new();
+        for _ in 0..N {
+            held.push(rx.recv().await.unwrap());
+        }
+        drop(server);
+        for c in calls {
+            let e = c.await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        }
+        // The held calls stay valid; their replies are dropped.
+        for call in held {
+            assert_eq!(call.reply(b"late").unwrap_err().kind(), ErrorKind::Closed);
+        }
+        assert_eq!(client.stats().errors.connection, N as u64);
+    })
+    .await
+    .expect("bounded");
+}

@@ -154,7 +154,8 @@ pub(crate) async fn serve(
     // which must end the reader too (replies can no longer be delivered).
     let conn_stop = stop.child_token();
     // Aborted with this task (server stop timeout, server drop): the writer holds the socket.
-    // However this task ends (also aborted), later replies are dropped and say CLOSED.
+    // However this task ends (also aborted), later replies are dropped and say CLOSED, and
+    // the socket closes.
     let _closed_on_exit = CloseOnDrop(conn.clone());
     let (wc, ws) = (conn.clone(), conn_stop.clone());
     let mut writer_task = AbortOnDrop(tokio::spawn(async move {
@@ -216,10 +217,16 @@ enum ReadEnd {
     Stopped,
 }
 
+/// Marks the connection closed when its task ends, and drops the socket's write half if the
+/// writer task has not (it takes it when it ends; aborted before its first turn, it never
+/// ran): calls the handlers still hold keep the connection's shared state alive, and must not
+/// keep the socket open with it.
 struct CloseOnDrop(Arc<ConnShared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
+        let wr = self.0.wr().take();
+        drop(wr);
         self.0.lock().closed = true;
     }
 }
