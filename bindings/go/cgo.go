@@ -8,13 +8,13 @@ package fastrpc
 // cgo_pkgconfig.go (an installed library, -tags fastrpc_pkgconfig).
 
 // The library copies names and values before returning and keeps no pointer: tell cgo,
-// so that passing a Go slice does not force it onto the heap.
+// so that passing a Go slice does not force it onto the heap. (Not `nocallback`: these
+// write on the caller's thread (the lone write and reply), and a library panic caught there
+// is logged through the log handler, which calls into Go; under `nocallback` the Go runtime
+// would abort the process.)
 #cgo noescape gofrpc_call_queued_id
-#cgo nocallback gofrpc_call_queued_id
 #cgo noescape gofrpc_send
-#cgo nocallback gofrpc_send
 #cgo noescape gofrpc_request_finish
-#cgo nocallback gofrpc_request_finish
 
 #include "shim.h"
 */

@@ -199,6 +199,9 @@ func (c *client) start() error {
 //
 // name and value are copied before the library returns; the caller may reuse them at once.
 func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) {
+	// cl stays reachable until Call returns: its finalizer closes the client, and a program
+	// may hold it only through this call (NewClient(...).Call(...)).
+	defer runtime.KeepAlive(cl)
 	c := cl.c
 	timeoutMs := uint32(0)
 	if dl, ok := ctx.Deadline(); ok {
@@ -223,8 +226,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	c.mu.RLock()
 	if c.closed || c.draining.Load() {
 		c.mu.RUnlock()
-		c.waiters.take(tag)
-		waiterPool.Put(w)
+		c.abandonWaiter(tag, w)
 		return nil, errClosed("client")
 	}
 	lone := false
@@ -246,8 +248,7 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		if c.leading {
 			c.pending.Add(-1)
 		}
-		c.waiters.take(tag)
-		waiterPool.Put(w)
+		c.abandonWaiter(tag, w)
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
 
@@ -289,6 +290,18 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 		waiterPool.Put(w)
 		return nil, ctxError(ctx.Err())
 	}
+}
+
+// abandonWaiter gives back the waiter of a call that gets no completion (the client was
+// closed, or the submit failed). Close's last drain may have taken it meanwhile and sent it
+// an outcome: that must be received before the waiter is reused, or the next call to get it
+// from the pool (on any client) would return this stale outcome (the drain deletes and sends
+// under one lock, so the receive never blocks).
+func (c *client) abandonWaiter(tag uint64, w *waiter) {
+	if c.waiters.take(tag) == nil {
+		<-w.ch
+	}
+	waiterPool.Put(w)
 }
 
 // cancel cancels call id in the library (nothing when it already completed, or the client

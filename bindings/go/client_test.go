@@ -946,3 +946,72 @@ func TestBursts(t *testing.T) {
 		}
 	})
 }
+
+// A call that finds its client closed (or whose submit failed) gives its waiter back to the
+// process-wide pool empty, also when Close's last drain took the waiter first and sent it an
+// outcome: the next call to get that waiter, on any client, must not return the stale
+// outcome (a review saw a healthy client's third call return the first one's response).
+func TestAbandonedWaiterGoesBackEmpty(t *testing.T) {
+	s := startServer(t, echo)
+	cl, err := NewClient(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cl.c
+	// The waiter of a call whose closed check comes after Close ran to its end: Close's drain
+	// finds it in the map and sends it errClosed.
+	w := &waiter{ch: make(chan result, 1)}
+	tag := c.nextTag.Add(1)
+	c.waiters.put(tag, w)
+	// Still in the map (the usual early exit): nothing to receive.
+	other := &waiter{ch: make(chan result, 1)}
+	otherTag := c.nextTag.Add(1)
+	c.waiters.put(otherTag, other)
+	c.abandonWaiter(otherTag, other)
+	if len(other.ch) != 0 {
+		t.Fatalf("a waiter taken back from the map holds %d outcome(s)", len(other.ch))
+	}
+	if err := cl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.ch) != 1 {
+		t.Fatalf("Close's drain sent %d outcome(s) to the waiter left in the map, want 1", len(w.ch))
+	}
+	c.abandonWaiter(tag, w)
+	if len(w.ch) != 0 {
+		t.Fatalf("the abandoned waiter went back to the pool holding %d outcome(s)", len(w.ch))
+	}
+}
+
+// A client that only a call in flight refers to is not finalized (closed) under that call:
+// Call keeps it reachable until it returns.
+func TestClientReferencedOnlyByItsCallIsNotFinalized(t *testing.T) {
+	slow := startServer(t, func(ctx context.Context, req *Request) ([]byte, error) {
+		time.Sleep(300 * time.Millisecond)
+		return echo(ctx, req)
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- callOnFreshClient(slow.Addr()) }()
+	// Collect garbage while the call waits: its client's finalizer would run if it could.
+	for i := 0; i < 20; i++ {
+		time.Sleep(10 * time.Millisecond)
+		runtime.GC()
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("the call failed: %v", err)
+	}
+}
+
+// callOnFreshClient makes one call on a client nothing else refers to.
+//
+//go:noinline
+func callOnFreshClient(addr string) error {
+	cl, err := NewClient(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = cl.Call(ctx, []byte("x"), []byte("y"))
+	return err
+}

@@ -420,6 +420,13 @@ func (s *Server) pollOnce(mem unsafe.Pointer, timeoutMs C.uint32_t) (int, bool) 
 
 // handle runs the handler for one request and answers it.
 func (s *Server) handle(r C.gofrpc_req) {
+	if s.closing.Load() {
+		// Started by a poll just before Close: a request not yet handled when the server
+		// closed is freed unanswered (the library's error reply, dropped with the connection),
+		// as Close says; its handler never runs.
+		C.gofrpc_request_finish(r.req, 0, nil, 0)
+		return
+	}
 	nl, vl := int(r.name_len), int(r.value_len)
 	buf := make([]byte, nl+vl)
 	if nl > 0 {
