@@ -168,6 +168,8 @@ type Server struct {
 
 	stopDone chan struct{} // closed when fastrpc_server_stop (started by Shutdown) returned
 	stopErr  error
+	// closed when the first Close has freed everything (a concurrent Close waits for it)
+	closeDone chan struct{}
 
 	handlerErrors atomic.Uint64
 	handlerPanics atomic.Uint64
@@ -351,15 +353,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops the server at once: connections are closed, requests not yet handled get
 // the error reply, answers of handlers still running are dropped, and the handlers' context
 // is cancelled. It waits for the pollers (and for a drain started by Shutdown) and frees
-// everything. Closing twice is fine.
+// everything. Closing twice is fine; a Close running beside another returns once the first
+// has freed everything.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	prev := s.state
 	if prev == serverClosed {
+		done := s.closeDone
 		s.mu.Unlock()
+		// Another Close runs or ran: return once it has freed everything.
+		<-done
 		return nil
 	}
 	s.state = serverClosed
+	s.closeDone = make(chan struct{})
+	defer close(s.closeDone)
 	stopDone := s.stopDone
 	s.mu.Unlock()
 	runtime.SetFinalizer(s, nil)

@@ -581,3 +581,25 @@ func TestIdleTimeoutAndMaxQueuedBytes(t *testing.T) {
 		t.Fatalf("WithMaxQueuedBytes(0) was accepted")
 	}
 }
+
+// Two Close calls at once: both return only after the server is freed (the second one
+// used to return at once, while the first was still freeing).
+func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		s := startServer(t, echo)
+		var wg sync.WaitGroup
+		for k := 0; k < 2; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.Close(); err != nil {
+					t.Error(err)
+				}
+				if s.queue != nil || s.ptr != nil {
+					t.Error("Close returned before the server was freed")
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
