@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use fastrpc::{
 
 mod common;
 
-use common::{bounded, wait_until};
+use common::{bounded, holding_server, wait_until};
 
 /// Records every completion: per tag how many, and the outcome.
 struct Tally {
@@ -51,18 +51,6 @@ impl Completion for Tally {
         self.outcome[t].store(o, SeqCst);
         self.done.fetch_add(1, SeqCst);
     }
-}
-
-/// A server whose handler hands every call to the test (which answers or holds it).
-async fn holding_server() -> (Server, std_mpsc::Receiver<Call>) {
-    let (tx, rx) = std_mpsc::channel::<Call>();
-    let tx = Mutex::new(tx);
-    let server = Server::bind("127.0.0.1:0", ServerConfig::default(), move |call: Call| {
-        let _ = tx.lock().unwrap().send(call);
-    })
-    .await
-    .unwrap();
-    (server, rx)
 }
 
 async fn echo_server() -> Server {

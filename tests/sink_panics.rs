@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use fastrpc::{Call, Client, ClientConfig, Completion, Error, ErrorKind, Server, ServerConfig};
+use fastrpc::{Call, Client, ClientConfig, Completion, Error, ErrorKind};
 
 mod common;
 
-use common::bounded;
+use common::{bounded, holding_server};
 
 const N: usize = 8;
 /// The tag whose sink panics: in the middle of the batch.
@@ -65,13 +65,7 @@ fn outcomes(rx: &std_mpsc::Receiver<Outcome>) -> Vec<Outcome> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_sink_in_a_read_costs_the_other_responses_nothing() {
     bounded(async {
-        let (tx, rx) = std_mpsc::channel::<Call>();
-        let tx = Mutex::new(tx);
-        let server = Server::bind("127.0.0.1:0", ServerConfig::default(), move |call: Call| {
-            let _ = tx.lock().unwrap().send(call);
-        })
-        .await
-        .unwrap();
+        let (server, rx) = holding_server().await;
         let client = Client::new(ClientConfig::new(server.local_addr())).unwrap();
         let (s, done) = sink();
         for tag in 0..N as u128 {

@@ -911,18 +911,16 @@ mod tests {
             .submit_with_id(b"n", b"", d, sink.clone(), 0)
             .unwrap();
         let b = client.submit_with_id(b"n", b"", d, sink, 1).unwrap();
-        let t = Track {
-            id: 1,
+        let track = |id| Track {
+            id,
             state: Mutex::new(TrackState::default()),
         };
+        let t = track(1);
         t.started(&client, b, 1);
         t.started(&client, a, 0);
         assert!(matches!(&t.lock().current, Some((1, _, id)) if *id == b));
         // In order, the newer one replaces the older.
-        let t = Track {
-            id: 2,
-            state: Mutex::new(TrackState::default()),
-        };
+        let t = track(2);
         t.started(&client, a, 0);
         t.started(&client, b, 1);
         assert!(matches!(&t.lock().current, Some((1, _, id)) if *id == b));

@@ -344,9 +344,9 @@ pub extern "C" fn fastrpc_client_call_queued(
         (name, name_len),
         (value, value_len),
         timeout_ms,
-        queue,
-        tag,
+        (queue, tag),
         std::ptr::null_mut(),
+        false,
     )
 }
 
@@ -371,9 +371,9 @@ pub extern "C" fn fastrpc_client_call_queued_id(
         (name, name_len),
         (value, value_len),
         timeout_ms,
-        queue,
-        tag,
+        (queue, tag),
         call_id,
+        false,
     )
 }
 
@@ -397,7 +397,7 @@ pub extern "C" fn fastrpc_client_call_queued_deferred(
     tag: u64,
     call_id: *mut u64,
 ) -> fastrpc_status {
-    call_queued_with(
+    call_queued(
         client,
         (name, name_len),
         (value, value_len),
@@ -455,27 +455,8 @@ pub extern "C" fn fastrpc_client_cancel(
     })
 }
 
+/// The queued call of the three `fastrpc_client_call_queued*` entry points.
 fn call_queued(
-    client: *const fastrpc_client,
-    (name, name_len): (*const u8, usize),
-    (value, value_len): (*const u8, usize),
-    timeout_ms: u32,
-    queue: *const fastrpc_completion_queue,
-    tag: u64,
-    call_id: *mut u64,
-) -> fastrpc_status {
-    call_queued_with(
-        client,
-        (name, name_len),
-        (value, value_len),
-        timeout_ms,
-        (queue, tag),
-        call_id,
-        false,
-    )
-}
-
-fn call_queued_with(
     client: *const fastrpc_client,
     (name, name_len): (*const u8, usize),
     (value, value_len): (*const u8, usize),

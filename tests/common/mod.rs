@@ -37,3 +37,20 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
+
+/// A server on 127.0.0.1 whose handler hands every call to the test (which answers or holds
+/// it), in arrival order.
+pub async fn holding_server() -> (fastrpc::Server, std::sync::mpsc::Receiver<fastrpc::Call>) {
+    let (tx, rx) = std::sync::mpsc::channel::<fastrpc::Call>();
+    let tx = std::sync::Mutex::new(tx);
+    let server = fastrpc::Server::bind(
+        "127.0.0.1:0",
+        fastrpc::ServerConfig::default(),
+        move |call: fastrpc::Call| {
+            let _ = tx.lock().unwrap().send(call);
+        },
+    )
+    .await
+    .unwrap();
+    (server, rx)
+}
