@@ -43,6 +43,8 @@ pub enum Task {
     ClientLoneWrite = 64,
     /// A lone reply written on the replying thread (server `write.rs`).
     ServerLoneWrite = 128,
+    /// A caller's read pass on its own thread (client `read.rs`).
+    ClientReadNow = 256,
 }
 
 impl Task {
@@ -57,6 +59,7 @@ impl Task {
             Task::ServerWriter => "a server connection's writer",
             Task::ClientLoneWrite => "a lone call's write",
             Task::ServerLoneWrite => "a lone reply's write",
+            Task::ClientReadNow => "a caller's read pass",
         }
     }
 }

@@ -166,6 +166,11 @@ async fn handshake(mut sock: RawStream, mut conn: Connection) -> Result<TlsStrea
 impl TlsStream {
     /// The peer's end-entity certificate (DER) when it presented one (and so, on a server
     /// that asks for client certificates, one rustls verified).
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.raw_fd()
+    }
+
     pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
         self.conn
             .peer_certificates()
@@ -449,6 +454,9 @@ impl AsyncWrite for TlsWriter {
 
 /// Reads what the socket has into `buf`, through `&self`.
 fn poll_recv(sock: &RawStream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    if crate::transport::is_direct() {
+        return crate::transport::recv_direct(sock.raw_fd(), buf);
+    }
     loop {
         let r = match sock {
             RawStream::Tcp(s) => {

@@ -126,12 +126,81 @@ pub(crate) fn unix_send(
     }
 }
 
+// Reads on this thread go to the socket directly (see `reading_directly`).
+thread_local! {
+    static DIRECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's socket reads made directly: a `recv` on the socket, without
+/// the runtime's readiness (which only the runtime's I/O driver updates, so a thread outside
+/// the runtime woken by the socket itself would find it stale), and Pending when the socket
+/// is empty, without registering a waker: for a caller's read pass (client `read.rs`),
+/// whose reader task stays registered for the socket's readiness.
+pub(crate) fn reading_directly<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DIRECT.with(|d| d.set(false));
+        }
+    }
+    DIRECT.with(|d| d.set(true));
+    let _reset = Reset;
+    f()
+}
+
+#[inline]
+pub(crate) fn is_direct() -> bool {
+    DIRECT.with(|d| d.get())
+}
+
+/// One `recv` into `buf` (at most its length); Pending when the socket has nothing now.
+pub(crate) fn recv_direct(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Poll::Ready(Ok(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Poll::Pending,
+            _ => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// [`recv_direct`] into a `ReadBuf`'s unfilled part.
+fn recv_direct_buf(fd: std::os::fd::RawFd, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    // SAFETY: recv writes only initialized bytes into the first `n`, which are then marked
+    // initialized and filled; nothing is read from the rest.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let n = loop {
+        let n = unsafe { libc::recv(fd, unfilled.as_mut_ptr().cast(), unfilled.len(), 0) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Poll::Pending,
+            _ => return Poll::Ready(Err(e)),
+        }
+    };
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Poll::Ready(Ok(()))
+}
+
 impl AsyncRead for RawStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if is_direct() {
+            return recv_direct_buf(self.raw_fd(), buf);
+        }
         match self.get_mut() {
             RawStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             RawStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
@@ -167,6 +236,14 @@ impl AsyncWrite for RawStream {
 }
 
 impl RawStream {
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            RawStream::Tcp(s) => s.as_raw_fd(),
+            RawStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     /// Shuts the write direction (FIN), through `&self`; best effort.
     pub(crate) fn shutdown_write(&self) {
         let fd = match self {
@@ -190,6 +267,14 @@ impl Stream {
         match self {
             Stream::Plain(_) => None,
             Stream::Tls(t) => Some(t.peer_certificate()),
+        }
+    }
+
+    /// The socket's descriptor (open for the life of the stream and of its halves).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Plain(s) => s.raw_fd(),
+            Stream::Tls(t) => t.raw_fd(),
         }
     }
 

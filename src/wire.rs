@@ -249,6 +249,12 @@ impl FrameReader {
         &self.buf[self.start..]
     }
 
+    /// When the frame being read must be whole (with a read timeout, once started).
+    #[inline]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// Marks `n` bytes of [`Self::data`] as used.
     #[inline]
     pub(crate) fn consume(&mut self, n: usize) {
@@ -281,6 +287,8 @@ impl FrameReader {
     }
 
     fn release_idle(&mut self) {
+        // The quiet spell is not a frame: the next bytes start one, with a fresh deadline.
+        self.deadline = None;
         self.buf = Vec::new();
         self.start = 0;
         self.raw = Vec::new();
@@ -296,8 +304,10 @@ impl FrameReader {
         if have >= need {
             return Ok(Fill::Ready);
         }
-        if have == 0 || self.deadline.is_none() {
-            // A new frame starts: the read timeout bounds the whole frame.
+        if self.deadline.is_none() {
+            // A new frame starts (`consume` of whole frames, and an idle release, clear the
+            // deadline): the read timeout bounds the whole frame. Kept while the frame is
+            // read, also when the reader polls a new `fill` each time (client `read.rs`).
             self.deadline = self.read_timeout.map(|t| Instant::now() + t);
         }
         // Make room at the front, then enough capacity for the whole frame.

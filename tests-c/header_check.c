@@ -93,6 +93,8 @@ static const any_fn every_function[] = {
     FN(fastrpc_shutdown),
     FN(fastrpc_completion_queue_fd),
     FN(fastrpc_server_queue_fd),
+    FN(fastrpc_client_read_fd),
+    FN(fastrpc_client_read_now),
     FN(fastrpc_request_get_id),
     FN(fastrpc_request_peer_addr),
     FN(fastrpc_request_is_tls),

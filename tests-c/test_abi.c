@@ -281,6 +281,94 @@ out:
     pair_stop(&p);
 }
 
+/*
+ * The client's read descriptor: one thread waits on one epoll set holding the server
+ * queue's descriptor and the client's read descriptor, to which it added the completion
+ * queue's; when the socket has bytes it reads them itself (fastrpc_client_read_now), and
+ * takes completions from the queue. Lone calls, each checked against its tag; read_now
+ * completes at most what was sent; NULL and misuse; the descriptor goes with the client.
+ */
+static void test_read_fd(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    int rfd = -1, rfd2 = -2, cfd = -1, sfd = -1;
+    int untouched = 1234;
+    CHECK_STATUS(fastrpc_client_read_fd(NULL, &untouched), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_client_read_fd(p.c, NULL), FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(untouched == 1234);
+    CHECK(fastrpc_client_read_now(NULL) == 0);
+    CHECK(fastrpc_client_read_now(p.c) == 0); /* not connected: nothing to read */
+    REQUIRE_STATUS(fastrpc_client_read_fd(p.c, &rfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_client_read_fd(p.c, &rfd2), FASTRPC_STATUS_OK);
+    CHECK(rfd >= 0 && rfd == rfd2);
+    CHECK(!readable(rfd, 0));
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = cfd;
+    REQUIRE(epoll_ctl(rfd, EPOLL_CTL_ADD, cfd, &ev) == 0); /* one wait covers both */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    REQUIRE(ep >= 0);
+    ev.data.fd = rfd;
+    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, rfd, &ev) == 0);
+    ev.data.fd = sfd;
+    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) == 0);
+
+    const long total = th_count(2000, 200);
+    long done = 0, by_read_now = 0;
+    for (long i = 0; i < total && done == i; i++) {
+        char v[24];
+        snprintf(v, sizeof v, "%ld", i);
+        REQUIRE_STATUS(fastrpc_client_call_queued(p.c, TH_B("r"), 1, TH_B(v), strlen(v),
+                                                  th_ms(10000), p.q, (uint64_t)i),
+                       FASTRPC_STATUS_OK);
+        while (done == i) {
+            struct epoll_event evs[2];
+            int k = epoll_wait(ep, evs, 2, (int)th_ms(10000));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                printf("  # epoll_wait returned %d at call %ld\n", k, i);
+                CHECK(k > 0);
+                goto out;
+            }
+            for (int j = 0; j < k; j++) {
+                size_t n = 0;
+                if (evs[j].data.fd == sfd) {
+                    fastrpc_request *r;
+                    while (fastrpc_server_queue_poll(p.sq, &r, 1, 0, &n) == FASTRPC_STATUS_OK &&
+                           n == 1)
+                        echo(r);
+                    continue;
+                }
+                size_t now = fastrpc_client_read_now(p.c);
+                CHECK(now <= 1);
+                by_read_now += (long)now;
+                fastrpc_completion c;
+                while (fastrpc_completion_queue_poll(p.q, &c, 1, 0, &n) == FASTRPC_STATUS_OK &&
+                       n == 1) {
+                    char want[32];
+                    snprintf(want, sizeof want, "r:%ld", i);
+                    CHECK(c.tag == (uint64_t)i);
+                    CHECK(c.status == FASTRPC_STATUS_OK);
+                    CHECK(th_response_is(c.response, want));
+                    fastrpc_response_free(c.response);
+                    done++;
+                }
+            }
+        }
+    }
+    CHECK(done == total);
+    CHECK(by_read_now <= total);
+    printf("  # %ld of %ld calls completed by fastrpc_client_read_now\n", by_read_now, total);
+out:
+    close(ep);
+    pair_stop(&p);
+    /* Freed with its client. */
+    CHECK(fcntl(rfd, F_GETFD) == -1 && errno == EBADF);
+}
+
 static void test_version_number(void) {
     CHECK(FASTRPC_VERSION_NUMBER ==
           FASTRPC_VERSION_MAJOR * 10000 + FASTRPC_VERSION_MINOR * 100 + FASTRPC_VERSION_PATCH);
@@ -726,6 +814,7 @@ int main(int argc, char **argv) {
     th_init(argc, argv, "test_abi");
     th_run("queue_fds_level_triggered", test_queue_fds_level_triggered);
     th_run("epoll_one_thread", test_epoll_one_thread);
+    th_run("read_fd", test_read_fd);
     th_run("version_number", test_version_number);
     th_run("stats_struct_size", test_stats_struct_size);
     th_run("tidy_edges", test_tidy_edges);

@@ -1,6 +1,6 @@
 //! The client's background tasks: the connection manager (lazy connect, handshake, backoff,
-//! reconnect), which runs its connection's writer (`write.rs`), the reader that matches
-//! responses to waiting calls, and the timekeeper that enforces call deadlines.
+//! reconnect), which runs its connection's writer (`write.rs`) and reader (`read.rs`), and
+//! the timekeeper that enforces call deadlines.
 //!
 //! Every path that ends a connection fails the calls sent on it with an error naming the
 //! peer and the cause, so no call waits past its deadline or forever. Each task runs under
@@ -10,18 +10,17 @@
 use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::config::limit;
 use crate::error::{Error, ErrorKind};
 use crate::guard::{guarded, AbortOnDrop, Task};
-use crate::protocol::frame::{parse_response, Parse};
 use crate::protocol::handshake;
 use crate::transport;
-use crate::wire::{spin_then, FrameReader, FrameWriter, SpinGate, SPIN_MAX_IN_FLIGHT};
+use crate::wire::{FrameReader, FrameWriter};
 
-use super::table::{Conn, IN_BURST};
+use super::table::Conn;
 use super::Inner;
 
 /// Starts the manager and timekeeper tasks (once, on the first call).
@@ -119,6 +118,7 @@ async fn manager(inner: Arc<Inner>) {
             Ok((stream, server_compression)) => {
                 backoff = inner.cfg.reconnect_backoff_min;
                 inner.counters.connects.fetch_add(1, Relaxed);
+                let fd = stream.raw_fd();
                 let (rd, wr) = stream.split();
                 let cfg = &inner.cfg;
                 let reader = FrameReader::new(
@@ -137,7 +137,11 @@ async fn manager(inner: Arc<Inner>) {
                 );
                 let ri = inner.clone();
                 let mut reader_task = AbortOnDrop(inner.rt.spawn(async move {
-                    if let Err(e) = guarded(Task::ClientReader, read_loop(ri.clone(), reader)).await
+                    if let Err(e) = guarded(
+                        Task::ClientReader,
+                        super::read::read_loop(ri.clone(), reader, fd),
+                    )
+                    .await
                     {
                         end_connection(&ri, e);
                     }
@@ -197,126 +201,8 @@ async fn connect(
         })
 }
 
-/// Reads responses and completes their calls, without a lock, a whole read at a time: first
-/// one compare-and-swap per response claims its call (a completion sink gets its response at
-/// once, from the read buffer), then the responses are copied into the claimed cells, then
-/// published, then their callers woken. (Claiming and publishing are locked instructions:
-/// interleaved with the copies, each would wait for the previous copy's cache misses.)
-async fn read_loop(inner: Arc<Inner>, mut r: FrameReader) {
-    let limit = inner.cfg.max_frame_size;
-    let spin_for = inner.cfg.read_spin;
-    let mut gate = SpinGate::new();
-    let table = &inner.table;
-    let mut wakers: Vec<Waker> = Vec::with_capacity(64);
-    let mut sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)> = Vec::with_capacity(64);
-    // Claimed calls with a waiting caller: (cell index, id, value start, value end).
-    let mut claimed: Vec<(usize, u32, usize, usize)> = Vec::with_capacity(256);
-    let cause = loop {
-        let data = r.data();
-        let mut off = 0;
-        let mut need = 0;
-        let mut failed = None;
-        let (mut matched, mut unexpected, mut burst) = (0u64, 0u64, 0isize);
-        if !data.is_empty() {
-            loop {
-                match parse_response(&data[off..], limit) {
-                    Ok(Parse::Frame(p, n)) => {
-                        let (vs, ve) = (off + p.value.start, off + p.value.end);
-                        match table.find(p.id) {
-                            Some((i, c)) if c.claim_sent(p.id) => {
-                                matched += 1;
-                                // SAFETY: claimed by us.
-                                match unsafe { c.take_sink() } {
-                                    Some((s, tag)) => {
-                                        unsafe { inner.free(c) };
-                                        sinks.push((s, tag, vs, ve));
-                                    }
-                                    None => claimed.push((i, p.id, vs, ve)),
-                                }
-                            }
-                            _ => unexpected += 1,
-                        }
-                        off += n;
-                    }
-                    Ok(Parse::Incomplete(k)) => {
-                        need = off + k;
-                        break;
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-        } else {
-            need = 8;
-        }
-        let c = &inner.counters;
-        if matched > 0 {
-            // Before the outcomes are visible: a caller that has its response sees it counted.
-            c.responses.fetch_add(matched, Relaxed);
-            // Several calls completed at once: their callers may all call again at once, and
-            // the first of them must not write alone (see `Inner::enqueue`).
-            if inner.many_done.load(Relaxed) != (matched > 1) {
-                inner.many_done.store(matched > 1, Relaxed);
-            }
-        }
-        for &(i, _, vs, ve) in &claimed {
-            // SAFETY: claimed by us.
-            let resp = unsafe { table.at(i).resp() };
-            resp.clear();
-            resp.extend_from_slice(&data[vs..ve]);
-        }
-        for (i, id, _, _) in claimed.drain(..) {
-            let cell = table.at(i);
-            if let Ok(w) = cell.publish(id, IN_BURST) {
-                burst += 1;
-                if let Some(w) = w {
-                    wakers.push(w);
-                }
-            } else {
-                // SAFETY: the caller went away; the cell is ours to free.
-                unsafe { inner.free(cell) };
-            }
-        }
-        if burst > 0 {
-            inner.burst_add(burst);
-        }
-        c.io.frames_received
-            .fetch_add(matched + unexpected, Relaxed);
-        if unexpected > 0 {
-            c.unexpected.fetch_add(unexpected, Relaxed);
-        }
-        for w in wakers.drain(..) {
-            w.wake();
-        }
-        for (s, tag, vs, ve) in sinks.drain(..) {
-            super::complete_sink(&*s, tag, Ok(&data[vs..ve]));
-        }
-        if let Some(e) = failed {
-            break e;
-        }
-        r.consume(off);
-        let need = need - off;
-        // With `read_spin` and a lone call in flight: its response comes within a round trip,
-        // so spin for it rather than let the worker park (see `spin_then`).
-        let spin = (!spin_for.is_zero())
-            .then(|| table.pending())
-            .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
-            .map(|_| spin_for);
-        match spin_then(r.fill(need), spin, &mut gate).await {
-            Ok(true) => {}
-            Ok(false) => {
-                break Error::fixed(ErrorKind::Connection, "the server closed the connection")
-            }
-            Err(e) => break e,
-        }
-    };
-    end_connection(&inner, cause);
-}
-
 /// The reader is done: the writer ends the connection with `cause`.
-fn end_connection(inner: &Inner, cause: Error) {
+pub(super) fn end_connection(inner: &Inner, cause: Error) {
     let mut st = inner.lock();
     st.conn_error = Some(cause);
     if let Some(w) = inner.take_writer(&mut st) {

@@ -12,6 +12,7 @@ mod atomic_waker;
 mod blocking;
 mod conn;
 mod queue;
+mod read;
 pub(crate) mod table;
 mod write;
 
@@ -148,6 +149,12 @@ pub(crate) struct Inner {
     /// The connection's write side while connected (see `write.rs`): the writer task's, and
     /// a lone call's that writes its own request. Taken before `sub` when both are.
     pub out: Mutex<Option<write::Out>>,
+    /// The connection's read side while connected (see `read.rs`): the reader task's, and a
+    /// caller's that reads on its own thread.
+    pub reading: Mutex<Option<read::Reading>>,
+    /// The descriptor of `Client::read_fd`, once asked for.
+    /// Under `reading` when both are taken; closed when the last handle goes.
+    pub read_epoll: Mutex<Option<std::os::fd::OwnedFd>>,
     /// Callers the reader woke with their responses that have not collected them yet. While
     /// some have not, a new request does not wake the writer: those callers are about to run
     /// and queue their next requests, and all of them should share one write. (Without this,
@@ -636,6 +643,7 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        self.inner.close_read_fd();
         self.inner.close_now();
     }
 }
@@ -670,6 +678,8 @@ impl Client {
             started: AtomicBool::new(false),
             writing: AtomicBool::new(false),
             out: Mutex::new(None),
+            reading: Mutex::new(None),
+            read_epoll: Mutex::new(None),
             burst: Padded(AtomicIsize::new(0)),
             many_done: AtomicBool::new(false),
             early_flush: early_flush_at(&config),
@@ -867,6 +877,29 @@ impl Client {
         inner.fail_claimed(c, id.0, &Error::cancelled(), &mut sinks);
         inner.deliver_from_caller(&mut sinks);
         true
+    }
+
+    /// A descriptor that is readable while the connection's socket holds bytes to read, for
+    /// a thread outside the runtime that waits for its responses itself (poll, epoll, Go's
+    /// netpoller) and then calls [`Client::read_now`]: one wakeup between a response and its
+    /// caller instead of two (the runtime's worker, then the caller). It is an epoll
+    /// instance (close-on-exec) that watches each connection's socket in turn
+    /// (level-triggered), made on the first call and owned by the client: never close it. The
+    /// caller may add descriptors of its own to it (`epoll_ctl`), e.g. its completion
+    /// queue's, so that one wait covers both.
+    pub fn read_fd(&self) -> std::io::Result<std::os::fd::RawFd> {
+        self.inner().read_fd()
+    }
+
+    /// Reads and completes, on this thread, the responses that have arrived, unless the
+    /// client's reader is reading now or no connection is up: one non-blocking pass of the
+    /// reader (a few socket reads at most). The calls it completes are completed as the
+    /// reader would (their sinks run on this thread). Returns how many. Without it the reader
+    /// completes them all the same: this only saves the wakeup of the runtime's worker.
+    pub fn read_now(&self) -> usize {
+        // A sink run here may drop the last handle to the client.
+        let inner = self.inner().clone();
+        inner.read_now()
     }
 
     /// Sends a request that wants no response (request id 0). `Ok` means it was queued: it

@@ -522,6 +522,55 @@ pub extern "C" fn fastrpc_client_send(
     })
 }
 
+/// Writes into `*fd` a descriptor that is readable while `client`'s connection has bytes
+/// to read, for a caller that waits for its responses on its own thread (poll, epoll, libuv,
+/// Go's netpoller) and then calls `fastrpc_client_read_now`, which reads and completes them
+/// on that thread: one thread wakeup between a response and its caller instead of two (a
+/// library thread's, then the completion queue's descriptor's). It is an epoll instance
+/// (close-on-exec) watching the socket of each connection in turn, level-triggered; it is
+/// owned by the client (never close it) and stays valid until `fastrpc_client_free`; every
+/// call returns the same one. Add the completion queue's descriptor
+/// (`fastrpc_completion_queue_fd`) to it with `epoll_ctl` so that one wait covers both: the
+/// library's own reader still reads whatever no caller does, and completes it into the
+/// queue. Not connected yet: nothing to watch until the first call connects.
+///
+/// Returns OK, INVALID_ARGUMENT (NULL `client` or `fd`), or IO when the descriptor cannot be
+/// created. Any thread.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_read_fd(
+    client: *const fastrpc_client,
+    fd: *mut std::ffi::c_int,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let c = arg_ref!(client).client.client();
+        arg_out!(fd);
+        match c.read_fd() {
+            Ok(raw) => {
+                unsafe { *fd = raw };
+                fastrpc_status::FASTRPC_STATUS_OK
+            }
+            Err(e) => super::fail(&Error::new(
+                crate::ErrorKind::Io,
+                format!("cannot create the client's read descriptor: {e}"),
+            )),
+        }
+    })
+}
+
+/// Reads and completes, on the calling thread, the responses that have arrived on
+/// `client`'s connection (one non-blocking pass, a few socket reads at most), unless a
+/// library thread is reading them now or no connection is up. Each call it completes
+/// completes as usual: into its completion queue, or its callback runs on this thread
+/// before this returns. Returns how many it completed (0 when `client` is NULL). Never
+/// blocks; calling it when nothing has arrived costs one failed `recv`. Any thread,
+/// including inside callbacks.
+#[no_mangle]
+pub extern "C" fn fastrpc_client_read_now(client: *const fastrpc_client) -> usize {
+    super::boundary_or(0, || {
+        unsafe { super::as_ref(client) }.map_or(0, |c| c.client.client().read_now())
+    })
+}
+
 /// Calls waiting for their response now (0 when `client` is NULL). Any thread.
 #[no_mangle]
 pub extern "C" fn fastrpc_client_pending_requests(client: *const fastrpc_client) -> usize {

@@ -1,0 +1,396 @@
+//! The client's read side: the reader task, which reads responses and completes their calls
+//! a whole read at a time, and the caller's read pass ([`Inner::read_now`]), on which a
+//! thread outside the runtime that waits for the socket itself (through the descriptor of
+//! [`Inner::read_fd`]) reads and completes what has arrived, instead of waiting for the
+//! reader task to be woken and hand the responses over.
+//!
+//! Why: a caller outside the runtime (the Go binding's lone call) waiting for its response
+//! waits for two wakeups in a row, the runtime's worker from epoll, then the caller from the
+//! completion queue's descriptor; on a VM each can take tens of microseconds. A caller that
+//! waits for the socket is woken once, and completes its own call.
+//!
+//! The connection's [`FrameReader`] and the reader's scratch vectors live in [`Reading`],
+//! behind `Inner::reading`: whoever holds that lock reads. The reader task takes it for each
+//! pass and each poll; a caller's pass only tries it (it never waits for the reader), polls
+//! the socket with the reader task's waker (so that what arrives after it wakes the task, as
+//! if the task had polled), and wakes the task when it stops with bytes left or the
+//! connection ending. The reader task stays responsible for every byte: a caller's pass is
+//! only ever a head start.
+
+use std::future::{poll_fn, Future};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{Error, ErrorKind};
+use crate::guard::{guarded_sync, Task};
+use crate::protocol::frame::{parse_response, Parse};
+use crate::wire::{spin_then, FrameReader, SpinGate, SPIN_MAX_IN_FLIGHT};
+
+use super::table::IN_BURST;
+use super::Inner;
+
+/// Most socket reads in one caller's pass: a caller is not kept reading a flood that is not
+/// its own (the reader task, woken, takes over).
+const PASS_READS: usize = 8;
+
+/// A connection's read side and the reader's scratch space.
+pub(crate) struct Reading {
+    r: FrameReader,
+    /// The socket (for [`Inner::read_fd`]).
+    fd: RawFd,
+    /// Bytes [`FrameReader::data`] must hold before the next frame can be parsed.
+    need: usize,
+    /// The reader task's waker, for a caller's poll of the socket.
+    task: Option<Waker>,
+    /// A caller's pass found the connection's end: the reader task ends it with this.
+    ended: Option<Error>,
+    wakers: Vec<Waker>,
+    sinks: Vec<(Arc<dyn super::Completion>, u128, usize, usize)>,
+    /// Claimed calls with a waiting caller: (cell index, id, value start, value end).
+    claimed: Vec<(usize, u32, usize, usize)>,
+}
+
+impl Inner {
+    #[inline]
+    pub(crate) fn reading(&self) -> MutexGuard<'_, Option<Reading>> {
+        self.reading.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A descriptor that is readable while the connection's socket holds bytes to read (an
+    /// epoll instance watching the socket of each connection in turn, level-triggered),
+    /// created on first use and kept for the client's life; the caller may add descriptors
+    /// of its own to it (`epoll_ctl`). Wait on it, then call [`Inner::read_now`].
+    pub(crate) fn read_fd(&self) -> std::io::Result<RawFd> {
+        let g = self.reading();
+        let mut ep = self.read_epoll();
+        if let Some(fd) = ep.as_ref() {
+            return Ok(fd.as_raw_fd());
+        }
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: just created, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if let Some(rs) = g.as_ref() {
+            watch(fd.as_raw_fd(), rs.fd)?;
+        }
+        // Set under the reading lock: a connection's reader registers its socket under it.
+        *ep = Some(fd);
+        Ok(raw)
+    }
+
+    fn read_epoll(&self) -> MutexGuard<'_, Option<OwnedFd>> {
+        self.read_epoll.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the descriptor of [`Inner::read_fd`] (the client is freed).
+    pub(crate) fn close_read_fd(&self) {
+        let fd = self.read_epoll().take();
+        drop(fd);
+    }
+
+    /// Reads and completes, on the calling thread, the responses that have arrived, unless
+    /// the reader task is reading now or the client is not connected: one non-blocking pass
+    /// of the reader (at most [`PASS_READS`] socket reads). Completion sinks run on this
+    /// thread. Returns the number of calls it completed.
+    pub(crate) fn read_now(&self) -> usize {
+        let g = match self.reading.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return 0,
+        };
+        let mut g = g;
+        let Some(rs) = g.as_mut() else { return 0 };
+        if rs.ended.is_some() {
+            return 0;
+        }
+        // A read timeout's timer needs the runtime's context.
+        let _rt = self.rt.enter();
+        let task = rs.task.take();
+        let r = guarded_sync(Task::ClientReadNow, || {
+            crate::transport::reading_directly(|| pass(self, rs, task.as_ref()))
+        });
+        let done = match r {
+            Ok(done) => done,
+            Err(e) => {
+                rs.ended = Some(e);
+                0
+            }
+        };
+        if rs.task.is_none() {
+            rs.task = task;
+        }
+        if rs.ended.is_some() {
+            if let Some(w) = &rs.task {
+                w.wake_by_ref();
+            }
+        }
+        done
+    }
+}
+
+/// Watches `sock` in `ep` (level-triggered: readable while it holds bytes).
+fn watch(ep: RawFd, sock: RawFd) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: sock as u64,
+    };
+    // SAFETY: both descriptors are open; `ev` outlives the call.
+    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, sock, &mut ev) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        return Ok(());
+    }
+    Err(e)
+}
+
+/// A caller's pass: reads what the socket holds and completes it. Ends with the socket
+/// polled (and the task's waker registered), the connection's end recorded, or bytes left
+/// and the task woken to take them.
+fn pass(inner: &Inner, rs: &mut Reading, task: Option<&Waker>) -> usize {
+    let mut cx = Context::from_waker(task.unwrap_or(Waker::noop()));
+    let mut done = 0;
+    for _ in 0..PASS_READS {
+        match complete(inner, rs) {
+            Ok(n) => done += n,
+            Err(e) => {
+                rs.ended = Some(e);
+                return done;
+            }
+        }
+        match poll_fill(rs, &mut cx) {
+            Poll::Ready(Ok(true)) => {}
+            Poll::Ready(Ok(false)) => {
+                rs.ended = Some(closed_by_server());
+                return done;
+            }
+            Poll::Ready(Err(e)) => {
+                rs.ended = Some(e);
+                return done;
+            }
+            Poll::Pending => return done,
+        }
+    }
+    // Bytes are in hand and the pass is over: the reader task takes them.
+    cx.waker().wake_by_ref();
+    done
+}
+
+fn closed_by_server() -> Error {
+    Error::fixed(ErrorKind::Connection, "the server closed the connection")
+}
+
+/// Polls the reader for the bytes the next frame needs (a fresh `fill` future each time:
+/// `fill` is cancel-safe, and its state lives in the reader).
+fn poll_fill(rs: &mut Reading, cx: &mut Context<'_>) -> Poll<Result<bool, Error>> {
+    let need = rs.need;
+    let fut = pin!(rs.r.fill(need));
+    fut.poll(cx)
+}
+
+/// The reader task of one connection: until the connection ends, completes the responses
+/// in hand, then waits for more. Ends the connection with the cause.
+pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
+    {
+        let mut g = inner.reading();
+        if let Some(ep) = inner.read_epoll().as_ref() {
+            // Best effort: without it the caller's wait is woken by completions only.
+            let _ = watch(ep.as_raw_fd(), fd);
+        }
+        *g = Some(Reading {
+            r,
+            fd,
+            need: 8,
+            task: None,
+            ended: None,
+            wakers: Vec::with_capacity(64),
+            sinks: Vec::with_capacity(64),
+            claimed: Vec::with_capacity(256),
+        });
+    }
+    // However this ends (also aborted), the read side goes with it.
+    let _gone = TakeOnDrop(&inner);
+    let spin_for = inner.cfg.read_spin;
+    let mut gate = SpinGate::new();
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let cause = loop {
+        {
+            let mut g = inner.reading();
+            let rs = g.as_mut().expect("the reader's own");
+            if let Some(e) = rs.ended.take() {
+                break e;
+            }
+            if let Err(e) = complete(&inner, rs) {
+                break e;
+            }
+        }
+        // With `read_spin` and a lone call in flight: its response comes within a round trip,
+        // so spin for it rather than let the worker park (see `spin_then`).
+        let spin = (!spin_for.is_zero())
+            .then(|| inner.table.pending())
+            .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
+            .map(|_| spin_for);
+        let wait = poll_fn(|cx| wait(&inner, cx, &mut timer));
+        match spin_then(wait, spin, &mut gate).await {
+            Ok(true) => {}
+            Ok(false) => break closed_by_server(),
+            Err(e) => break e,
+        }
+    };
+    super::conn::end_connection(&inner, cause);
+}
+
+/// One poll of the reader task's wait for bytes: Ready when the next frame's bytes are in
+/// hand (also when a caller's pass read them), the peer closed, or the connection ends.
+fn wait(
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) -> Poll<Result<bool, Error>> {
+    let mut g = inner.reading();
+    let rs = g.as_mut().expect("the reader's own");
+    if let Some(e) = rs.ended.take() {
+        return Poll::Ready(Err(e));
+    }
+    if !rs.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        rs.task = Some(cx.waker().clone());
+    }
+    let p = poll_fill(rs, cx);
+    if p.is_pending() {
+        if let Some(d) = rs.r.deadline() {
+            // `fill` times out only when polled: wake at the deadline to poll it then. Allocated
+            // once per connection, and only with a read timeout.
+            let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
+            if t.deadline() != d {
+                t.as_mut().reset(d);
+            }
+            if t.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+    }
+    p
+}
+
+/// Takes the read side out of the client when dropped.
+struct TakeOnDrop<'a>(&'a Inner);
+
+impl Drop for TakeOnDrop<'_> {
+    fn drop(&mut self) {
+        let r = self.0.reading().take();
+        drop(r);
+    }
+}
+
+/// Completes every whole response in hand, without a lock per call: first one
+/// compare-and-swap per response claims its call (a completion sink gets its response at
+/// once, from the read buffer), then the responses are copied into the claimed cells, then
+/// published, then their callers woken. (Claiming and publishing are locked instructions:
+/// interleaved with the copies, each would wait for the previous copy's cache misses.)
+/// Returns the calls completed; Err when the bytes are not a response.
+fn complete(inner: &Inner, rs: &mut Reading) -> Result<usize, Error> {
+    let limit = inner.cfg.max_frame_size;
+    let table = &inner.table;
+    let Reading {
+        r,
+        need: rs_need,
+        wakers,
+        sinks,
+        claimed,
+        ..
+    } = rs;
+    let data = r.data();
+    let mut off = 0;
+    let mut need = 0;
+    let mut failed = None;
+    let (mut matched, mut unexpected, mut burst) = (0u64, 0u64, 0isize);
+    if !data.is_empty() {
+        loop {
+            match parse_response(&data[off..], limit) {
+                Ok(Parse::Frame(p, n)) => {
+                    let (vs, ve) = (off + p.value.start, off + p.value.end);
+                    match table.find(p.id) {
+                        Some((i, c)) if c.claim_sent(p.id) => {
+                            matched += 1;
+                            // SAFETY: claimed by us.
+                            match unsafe { c.take_sink() } {
+                                Some((s, tag)) => {
+                                    unsafe { inner.free(c) };
+                                    sinks.push((s, tag, vs, ve));
+                                }
+                                None => claimed.push((i, p.id, vs, ve)),
+                            }
+                        }
+                        _ => unexpected += 1,
+                    }
+                    off += n;
+                }
+                Ok(Parse::Incomplete(k)) => {
+                    need = off + k;
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    } else {
+        need = 8;
+    }
+    let c = &inner.counters;
+    if matched > 0 {
+        // Before the outcomes are visible: a caller that has its response sees it counted.
+        c.responses.fetch_add(matched, Relaxed);
+        // Several calls completed at once: their callers may all call again at once, and
+        // the first of them must not write alone (see `Inner::enqueue`).
+        if inner.many_done.load(Relaxed) != (matched > 1) {
+            inner.many_done.store(matched > 1, Relaxed);
+        }
+    }
+    for &(i, _, vs, ve) in claimed.iter() {
+        // SAFETY: claimed by us.
+        let resp = unsafe { table.at(i).resp() };
+        resp.clear();
+        resp.extend_from_slice(&data[vs..ve]);
+    }
+    for (i, id, _, _) in claimed.drain(..) {
+        let cell = table.at(i);
+        if let Ok(w) = cell.publish(id, IN_BURST) {
+            burst += 1;
+            if let Some(w) = w {
+                wakers.push(w);
+            }
+        } else {
+            // SAFETY: the caller went away; the cell is ours to free.
+            unsafe { inner.free(cell) };
+        }
+    }
+    if burst > 0 {
+        inner.burst_add(burst);
+    }
+    c.io.frames_received
+        .fetch_add(matched + unexpected, Relaxed);
+    if unexpected > 0 {
+        c.unexpected.fetch_add(unexpected, Relaxed);
+    }
+    for w in wakers.drain(..) {
+        w.wake();
+    }
+    for (s, tag, vs, ve) in sinks.drain(..) {
+        super::complete_sink(&*s, tag, Ok(&data[vs..ve]));
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    r.consume(off);
+    *rs_need = need - off;
+    Ok(matched as usize)
+}

@@ -1,0 +1,425 @@
+//! The caller's read pass (src/client/read.rs): a thread outside the runtime waits on
+//! `Client::read_fd` and completes the responses that arrived with `Client::read_now`.
+//! With the runtime's only worker held busy (so the reader task cannot run), the pass alone
+//! completes calls, byte for byte, with every compression and with TLS; it sees the
+//! connection's end and a panic in it ends the connection (the client connects again); with
+//! the worker free, passes on several threads racing the reader complete every call exactly
+//! once.
+
+mod common;
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use fastrpc::{
+    Call, Client, ClientConfig, Completion, Compression, Error, ErrorKind, Server, ServerConfig,
+    TlsClientConfig, TlsServerConfig,
+};
+
+/// The tests run one at a time: an injected panic is process-wide, and the held workers
+/// make timing matter.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `f` on a thread, alone among these tests; fails the test if it takes more than
+/// 60 s.
+fn within_60s(f: impl FnOnce() + Send + 'static) {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p)
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test did not finish within 60 s"),
+    }
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn echo(call: Call) {
+    let mut v = call.name().to_vec();
+    v.push(b':');
+    v.extend_from_slice(call.value());
+    let _ = call.reply(&v);
+}
+
+/// Waits up to 10 s for `fd` to be readable.
+fn readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 10_000) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
+/// Keeps the runtime's workers busy (blocked in a std channel) until dropped.
+struct Hold {
+    release: Vec<mpsc::Sender<()>>,
+}
+
+impl Hold {
+    fn workers(rt: &tokio::runtime::Runtime, n: usize) -> Hold {
+        let (started_tx, started_rx) = mpsc::channel();
+        let mut release = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel::<()>();
+            let started = started_tx.clone();
+            rt.spawn(async move {
+                started.send(()).unwrap();
+                let _ = rx.recv();
+            });
+            release.push(tx);
+        }
+        for _ in 0..n {
+            started_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a worker took the holding task");
+        }
+        Hold { release }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        for tx in self.release.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A call's outcome: the response, or the error's kind and message.
+type Outcome = Result<Vec<u8>, (ErrorKind, String)>;
+
+/// Records every outcome by tag.
+#[derive(Default)]
+struct Sink {
+    got: Mutex<Vec<(u128, Outcome)>>,
+    n: AtomicUsize,
+}
+
+impl Completion for Sink {
+    fn complete(&self, tag: u128, r: Result<&[u8], &Error>) {
+        let r = r
+            .map(|v| v.to_vec())
+            .map_err(|e| (e.kind(), e.message().to_string()));
+        self.got.lock().unwrap().push((tag, r));
+        self.n.fetch_add(1, SeqCst);
+    }
+}
+
+fn value(i: usize) -> Vec<u8> {
+    let n = [0, 5, 300, 4096, 70_000][i % 5];
+    (0..n).map(|k| (k * 13 + i) as u8).collect()
+}
+
+fn expect(i: usize) -> Vec<u8> {
+    let mut v = b"f:".to_vec();
+    v.extend_from_slice(&value(i));
+    v
+}
+
+fn pki_tls() -> (TlsServerConfig, TlsClientConfig) {
+    let p = common::certs::test_pki();
+    (
+        TlsServerConfig {
+            cert_pem: p.server_cert_pem.as_bytes().to_vec(),
+            key_pem: p.server_key_pem.as_bytes().to_vec(),
+            ..Default::default()
+        },
+        TlsClientConfig {
+            ca_pem: Some(p.ca_pem.as_bytes().to_vec()),
+            ..Default::default()
+        },
+    )
+}
+
+/// With the client runtime's one worker held, calls complete only through `read_now` on
+/// this thread: each response exact, counted once, for every compression and TLS.
+#[test]
+fn a_caller_completes_its_calls_while_the_reader_cannot_run() {
+    within_60s(|| {
+        let cases = [
+            (Compression::None, false),
+            (Compression::Snappy, false),
+            (Compression::Flate, false),
+            (Compression::None, true),
+            (Compression::Snappy, true),
+        ];
+        for (c, tls) in cases {
+            let srt = runtime(1);
+            let (stls, ctls) = if tls {
+                let (s, c) = pki_tls();
+                (Some(s), Some(c))
+            } else {
+                (None, None)
+            };
+            let server = srt.block_on(async {
+                let mut cfg = ServerConfig::default();
+                cfg.compress_type = c;
+                cfg.tls = stls;
+                Server::bind("127.0.0.1:0", cfg, echo).await.unwrap()
+            });
+            let crt = runtime(1);
+            let mut cfg = ClientConfig::new(server.local_addr().to_string());
+            cfg.compress_type = c;
+            cfg.tls = ctls;
+            // No spinning reader: the held worker must not be needed to finish a spin.
+            cfg.read_spin = Duration::ZERO;
+            let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+            // Asked for before the first connection: each connection's socket is watched.
+            let fd = client.read_fd().unwrap();
+            assert_eq!(client.read_fd().unwrap(), fd, "one descriptor per client");
+            // Connects; the reader and writer park.
+            let v = crt.block_on(client.call(b"w", b"up")).unwrap();
+            assert_eq!(v, b"w:up");
+            assert_eq!(client.read_now(), 0, "nothing has arrived");
+            let sink = Arc::new(Sink::default());
+            let hold = Hold::workers(&crt, 1);
+            for i in 0..10 {
+                let lone = client.stats().lone_writes;
+                client
+                    .submit(
+                        b"f",
+                        &value(i),
+                        Duration::from_secs(20),
+                        sink.clone(),
+                        i as u128,
+                    )
+                    .unwrap();
+                assert_eq!(
+                    client.stats().lone_writes,
+                    lone + 1,
+                    "the request went out on this thread ({c:?}, tls {tls})"
+                );
+                let mut done = 0;
+                while sink.n.load(SeqCst) <= i {
+                    assert!(
+                        readable(fd),
+                        "the response arrives ({c:?}, tls {tls}, call {i})"
+                    );
+                    done += client.read_now();
+                }
+                assert_eq!(done, 1, "({c:?}, tls {tls}, call {i})");
+            }
+            let got = std::mem::take(&mut *sink.got.lock().unwrap());
+            assert_eq!(got.len(), 10);
+            for (i, (tag, r)) in got.into_iter().enumerate() {
+                assert_eq!(tag, i as u128);
+                assert_eq!(r.unwrap(), expect(i), "call {i} ({c:?}, tls {tls})");
+            }
+            drop(hold);
+            // The reader takes over again.
+            let v = crt.block_on(client.call(b"w", b"again")).unwrap();
+            assert_eq!(v, b"w:again");
+            let st = client.stats();
+            assert_eq!(st.responses, 12);
+            assert_eq!(st.unexpected_responses, 0);
+            assert_eq!(st.reconnects, 0);
+            drop(client);
+            drop(server);
+        }
+    });
+}
+
+/// The pass sees the server close the connection: it completes nothing, and once the
+/// reader runs the waiting call fails with CONNECTION (exactly once); the next call
+/// connects again.
+#[test]
+fn a_caller_pass_that_finds_the_connection_closed_ends_it() {
+    within_60s(|| {
+        let srt = runtime(1);
+        let (server, calls) = srt.block_on(common::holding_server());
+        let addr = server.local_addr().to_string();
+        let crt = runtime(1);
+        let mut cfg = ClientConfig::new(addr.clone());
+        cfg.read_spin = Duration::ZERO;
+        let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+        let sink = Arc::new(Sink::default());
+        client
+            .submit(b"a", b"1", Duration::from_secs(20), sink.clone(), 1)
+            .unwrap();
+        calls
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .reply(b"one")
+            .unwrap();
+        while sink.n.load(SeqCst) < 1 {
+            std::thread::yield_now();
+        }
+        // Connected after the first call: the descriptor watches the socket at once.
+        let fd = client.read_fd().unwrap();
+        let hold = Hold::workers(&crt, 1);
+        client
+            .submit(b"a", b"2", Duration::from_secs(20), sink.clone(), 2)
+            .unwrap();
+        let held = calls.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(held.value(), b"2");
+        // The server goes: its connections close with the call unanswered (held: a dropped
+        // call would answer with an empty value).
+        srt.block_on(async { drop(server) });
+        assert!(readable(fd), "the end of the stream is readable");
+        assert_eq!(client.read_now(), 0);
+        assert_eq!(client.read_now(), 0, "a pass after the end reads nothing");
+        drop(hold);
+        while sink.n.load(SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        let got = std::mem::take(&mut *sink.got.lock().unwrap());
+        assert_eq!(got[0], (1, Ok(b"one".to_vec())));
+        assert_eq!(got[1].0, 2);
+        let (kind, msg) = got[1].1.clone().unwrap_err();
+        assert_eq!(kind, ErrorKind::Connection, "{msg}");
+        assert!(msg.contains("closed the connection"), "{msg}");
+        assert_eq!(got.len(), 2);
+        assert_eq!(client.pending_requests(), 0);
+        drop(held);
+    });
+}
+
+/// A panic inside a caller's pass does not unwind into the caller: the connection ends
+/// (the call in flight fails with CONNECTION naming the panic), and the next call connects
+/// again and gets its exact response.
+#[test]
+fn a_panic_in_a_caller_pass_ends_the_connection_only() {
+    within_60s(|| {
+        let srt = runtime(1);
+        let server = srt.block_on(async {
+            Server::bind("127.0.0.1:0", ServerConfig::default(), echo)
+                .await
+                .unwrap()
+        });
+        let crt = runtime(1);
+        let mut cfg = ClientConfig::new(server.local_addr().to_string());
+        cfg.read_spin = Duration::ZERO;
+        let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+        let fd = client.read_fd().unwrap();
+        assert_eq!(crt.block_on(client.call(b"w", b"1")).unwrap(), b"w:1");
+        let sink = Arc::new(Sink::default());
+        let hold = Hold::workers(&crt, 1);
+        client
+            .submit(b"p", b"x", Duration::from_secs(20), sink.clone(), 7)
+            .unwrap();
+        assert!(readable(fd));
+        fastrpc::guard::inject_panic(fastrpc::guard::Task::ClientReadNow);
+        assert_eq!(client.read_now(), 0);
+        assert!(!fastrpc::guard::panic_pending(
+            fastrpc::guard::Task::ClientReadNow
+        ));
+        drop(hold);
+        while sink.n.load(SeqCst) < 1 {
+            std::thread::yield_now();
+        }
+        let got = std::mem::take(&mut *sink.got.lock().unwrap());
+        let (kind, msg) = got[0].1.clone().unwrap_err();
+        assert_eq!(kind, ErrorKind::Connection, "{msg}");
+        assert!(msg.contains("panic) in a caller's read pass"), "{msg}");
+        assert_eq!(crt.block_on(client.call(b"w", b"2")).unwrap(), b"w:2");
+        assert_eq!(client.stats().reconnects, 1);
+    });
+}
+
+/// Passes on several threads racing the reader task, while calls from other threads flow:
+/// every call completes exactly once with its exact response, and nothing is unexpected.
+#[test]
+fn caller_passes_racing_the_reader_complete_every_call_once() {
+    within_60s(|| {
+        let srt = runtime(2);
+        let server = srt.block_on(async {
+            let mut cfg = ServerConfig::default();
+            cfg.compress_type = Compression::Snappy;
+            Server::bind("127.0.0.1:0", cfg, echo).await.unwrap()
+        });
+        let crt = runtime(2);
+        let mut cfg = ClientConfig::new(server.local_addr().to_string());
+        cfg.compress_type = Compression::Snappy;
+        let client = Arc::new(crt.block_on(async { Client::new(cfg) }).unwrap());
+        let fd = client.read_fd().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let by_pass = Arc::new(AtomicUsize::new(0));
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let (client, stop, by_pass) = (client.clone(), stop.clone(), by_pass.clone());
+            readers.push(std::thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    unsafe { libc::poll(&mut p, 1, 5) };
+                    by_pass.fetch_add(client.read_now(), SeqCst);
+                }
+            }));
+        }
+        const THREADS: usize = 4;
+        const CALLS: usize = 500;
+        let sink = Arc::new(Sink::default());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let mut callers = Vec::new();
+        for t in 0..THREADS {
+            let (client, sink, sent) = (client.clone(), sink.clone(), sent.clone());
+            callers.push(std::thread::spawn(move || {
+                for k in 0..CALLS {
+                    let i = t * CALLS + k;
+                    // At most 128 in flight: few enough that lone calls happen too.
+                    while sent.load(SeqCst) > sink.n.load(SeqCst) + 128 {
+                        std::thread::yield_now();
+                    }
+                    sent.fetch_add(1, SeqCst);
+                    client
+                        .submit(
+                            b"f",
+                            &value(i),
+                            Duration::from_secs(30),
+                            sink.clone(),
+                            i as u128,
+                        )
+                        .unwrap();
+                }
+            }));
+        }
+        for c in callers {
+            c.join().unwrap();
+        }
+        while sink.n.load(SeqCst) < THREADS * CALLS {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, SeqCst);
+        for r in readers {
+            r.join().unwrap();
+        }
+        let mut got = std::mem::take(&mut *sink.got.lock().unwrap());
+        assert_eq!(got.len(), THREADS * CALLS);
+        got.sort_by_key(|(tag, _)| *tag);
+        for (i, (tag, r)) in got.into_iter().enumerate() {
+            assert_eq!(tag, i as u128, "each call completed once");
+            assert_eq!(r.unwrap(), expect(i), "call {i}");
+        }
+        let st = client.stats();
+        assert_eq!(st.responses, (THREADS * CALLS) as u64);
+        assert_eq!(st.unexpected_responses, 0);
+        assert_eq!(st.reconnects, 0);
+        eprintln!(
+            "{} of {} calls completed by callers' passes",
+            by_pass.load(SeqCst),
+            THREADS * CALLS
+        );
+    });
+}
