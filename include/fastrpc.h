@@ -1000,7 +1000,7 @@ fastrpc_status fastrpc_client_send(const struct fastrpc_client *client,
  * Go's netpoller) and then calls `fastrpc_client_read_now`, which reads and completes them
  * on that thread: one thread wakeup between a response and its caller instead of two (a
  * library thread's, then the completion queue's descriptor's). It is an epoll instance
- * (close-on-exec) watching the socket of each connection in turn, level-triggered; it is
+ * (non-blocking, close-on-exec) watching the socket of each connection in turn, level-triggered; it is
  * owned by the client (never close it) and stays valid until `fastrpc_client_free`; every
  * call returns the same one. Add the completion queue's descriptor
  * (`fastrpc_completion_queue_fd`) to it with `epoll_ctl` so that one wait covers both: the

@@ -52,6 +52,11 @@ type client struct {
 	pollerDone  chan struct{}
 	pollScratch unsafe.Pointer // C memory: pollBatch fastrpc_completion + pollBatch gofrpc_done
 	qw          *queueWaiter   // the queue's eventfd in the netpoller; nil: blocking polls (fallback)
+	// qw is the client's read descriptor (fastrpc_client_read_fd), to which the queue's
+	// descriptor was added: readable when responses arrive on the socket too, which the
+	// waiting leader then reads itself (readPoll).
+	readFd   bool
+	readHere atomic.Uint64 // calls whose responses a Go goroutine read (for tests)
 
 	// Leader mode (leader.go): whoever holds role waits on the queue's descriptor and takes
 	// its completions (sharing pollScratch): the poller goroutine, or a call that is the only
@@ -172,7 +177,13 @@ func (c *client) start() error {
 	}
 	var fd C.int
 	if !noQueueFd && C.fastrpc_completion_queue_fd(c.queue, &fd) == C.FASTRPC_STATUS_OK {
-		c.qw, _ = newQueueWaiter(fd, "fastrpc-completion-queue")
+		if c.ptr != nil && leaderFromEnv() && readFdFromEnv() {
+			c.qw = newReadWaiter(c.ptr, fd)
+			c.readFd = c.qw != nil
+		}
+		if c.qw == nil {
+			c.qw, _ = newQueueWaiter(fd, "fastrpc-completion-queue")
+		}
 	}
 	// Without a descriptor (out of descriptors), the poller blocks in C instead.
 	if c.qw != nil && leaderFromEnv() {
@@ -474,6 +485,38 @@ func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	if st := C.gofrpc_cq_poll(c.queue, tmp, doneArr, pollBatch, timeoutMs, &n); st != C.FASTRPC_STATUS_OK {
 		return 0, false // CLOSED: shut down and empty
 	}
+	return c.handOver(doneArr, n)
+}
+
+// readPoll is pollOnce(0) after reading, on this thread, the responses that have arrived on
+// the connection (fastrpc_client_read_now, in the same cgo call), when the client waits on
+// its read descriptor (readFd).
+func (c *client) readPoll() (int, bool) {
+	if !c.readFd {
+		return c.pollOnce(0)
+	}
+	tmp := (*C.fastrpc_completion)(c.pollScratch)
+	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
+	var n C.size_t
+	c.mu.RLock()
+	var reader *C.fastrpc_client
+	if !c.closed { // else freed, or about to be (and ptr is not to be read)
+		reader = c.ptr
+	}
+	var read C.size_t
+	st := C.gofrpc_cq_read_poll(reader, c.queue, tmp, doneArr, pollBatch, &n, &read)
+	c.mu.RUnlock()
+	if read > 0 {
+		c.readHere.Add(uint64(read))
+	}
+	if st != C.FASTRPC_STATUS_OK {
+		return 0, false
+	}
+	return c.handOver(doneArr, n)
+}
+
+// handOver hands the n completions polled into doneArr to their callers.
+func (c *client) handOver(doneArr *C.gofrpc_done, n C.size_t) (int, bool) {
 	k := int(n)
 	if c.leading {
 		c.pending.Add(-int64(k))

@@ -503,6 +503,31 @@ func TestPollModes(t *testing.T) {
 		s2 := startServer(t, slowHandler(5*time.Second))
 		checkSlow(t, newClient(t, s2.Addr()))
 	})
+	t.Run("leader-noread", func(t *testing.T) {
+		t.Setenv("FASTRPC_GO_POLLER", "leader-noread")
+		s := startServer(t, echo)
+		c := newClient(t, s.Addr())
+		if !c.c.leading || c.c.readFd {
+			t.Fatalf("leading %v, read descriptor %v: want a leader on the queue's descriptor", c.c.leading, c.c.readFd)
+		}
+		check(t, c)
+		if n := c.c.readHere.Load(); n != 0 {
+			t.Fatalf("%d responses read by Go without the read descriptor", n)
+		}
+		s2 := startServer(t, slowHandler(5*time.Second))
+		checkSlow(t, newClient(t, s2.Addr()))
+	})
+	t.Run("leader", func(t *testing.T) {
+		s := startServer(t, echo)
+		c := newClient(t, s.Addr())
+		if !c.c.leading || !c.c.readFd {
+			t.Fatalf("leading %v, read descriptor %v: want a leader on the read descriptor", c.c.leading, c.c.readFd)
+		}
+		check(t, c)
+		t.Logf("%d of %d responses read by Go goroutines", c.c.readHere.Load(), c.Stats().Calls)
+		s2 := startServer(t, slowHandler(5*time.Second))
+		checkSlow(t, newClient(t, s2.Addr()))
+	})
 	t.Run("fallback", func(t *testing.T) {
 		noQueueFd = true
 		s := startServer(t, echo)

@@ -69,7 +69,7 @@ func (c *client) lead(w *waiter, done <-chan struct{}) (result, bool) {
 	for {
 		err := c.qw.rc.Read(func(uintptr) bool {
 			for {
-				n, open := c.pollOnce(0)
+				n, open := c.readPoll()
 				select {
 				case res = <-w.ch:
 					c.collected(1)
@@ -133,7 +133,7 @@ func (c *client) serve() bool {
 	for {
 		err := c.qw.rc.Read(func(uintptr) bool {
 			for {
-				n, open := c.pollOnce(0)
+				n, open := c.readPoll()
 				if !open {
 					exit = true
 					return true

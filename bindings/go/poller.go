@@ -43,6 +43,35 @@ func leaderFromEnv() bool {
 	return os.Getenv("FASTRPC_GO_POLLER") != "netpoll"
 }
 
+// readFdFromEnv reports whether a new one-server client in leader mode waits on its read
+// descriptor, reading the responses itself (the default), or, with FASTRPC_GO_READ=off or
+// FASTRPC_GO_POLLER=leader-noread (read when a client starts; the benchmark's "before"
+// arm), on its queue's only.
+func readFdFromEnv() bool {
+	return os.Getenv("FASTRPC_GO_READ") != "off" && os.Getenv("FASTRPC_GO_POLLER") != "leader-noread"
+}
+
+// newReadWaiter waits on the client's read descriptor (readable while its socket has bytes
+// to read) with the queue's descriptor qfd added to it, so that one wait covers both: a
+// response is read by the waiting goroutine as soon as it arrives, and whatever the library's
+// own reader completed first shows in the queue. Nil when it cannot be had (the caller then
+// waits on the queue's).
+func newReadWaiter(ptr *C.fastrpc_client, qfd C.int) *queueWaiter {
+	var rfd C.int
+	if C.fastrpc_client_read_fd(ptr, &rfd) != C.FASTRPC_STATUS_OK {
+		return nil
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(qfd)}
+	if err := syscall.EpollCtl(int(rfd), syscall.EPOLL_CTL_ADD, int(qfd), &ev); err != nil && err != syscall.EEXIST {
+		return nil
+	}
+	w, err := newQueueWaiter(rfd, "fastrpc-client-read")
+	if err != nil {
+		return nil
+	}
+	return w
+}
+
 // noQueueFd makes new clients and servers wait as when their queue's descriptor cannot be
 // had (blocking polls): for the tests of that fallback only.
 var noQueueFd bool

@@ -163,6 +163,16 @@ static inline fastrpc_status gofrpc_cq_poll(const fastrpc_completion_queue *q,
 	return st;
 }
 
+/* gofrpc_cq_poll after fastrpc_client_read_now(reader) when reader is not NULL: the
+ * responses that have arrived on reader's socket are read and completed into their queue on
+ * this thread first (one cgo call for both); *read is how many it completed. */
+static inline fastrpc_status gofrpc_cq_read_poll(const fastrpc_client *reader,
+		const fastrpc_completion_queue *q, fastrpc_completion *tmp, gofrpc_done *done,
+		size_t max, size_t *n, size_t *read) {
+	*read = reader != NULL ? fastrpc_client_read_now(reader) : 0;
+	return gofrpc_cq_poll(q, tmp, done, max, 0, n);
+}
+
 static inline void gofrpc_cq_release(gofrpc_done *done, size_t n) {
 	for (size_t i = 0; i < n; i++) {
 		fastrpc_response_free(done[i].resp);

@@ -883,7 +883,7 @@ impl Client {
     /// a thread outside the runtime that waits for its responses itself (poll, epoll, Go's
     /// netpoller) and then calls [`Client::read_now`]: one wakeup between a response and its
     /// caller instead of two (the runtime's worker, then the caller). It is an epoll
-    /// instance (close-on-exec) that watches each connection's socket in turn
+    /// instance (non-blocking, close-on-exec) that watches each connection's socket in turn
     /// (level-triggered), made on the first call and owned by the client: never close it. The
     /// caller may add descriptors of its own to it (`epoll_ctl`), e.g. its completion
     /// queue's, so that one wait covers both.

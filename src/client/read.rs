@@ -59,8 +59,9 @@ impl Inner {
         self.reading.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A descriptor that is readable while the connection's socket holds bytes to read (an
-    /// epoll instance watching the socket of each connection in turn, level-triggered),
+    /// A descriptor that is readable while the connection's socket holds bytes to read (a
+    /// non-blocking epoll instance watching the socket of each connection in turn,
+    /// level-triggered),
     /// created on first use and kept for the client's life; the caller may add descriptors
     /// of its own to it (`epoll_ctl`). Wait on it, then call [`Inner::read_now`].
     pub(crate) fn read_fd(&self) -> std::io::Result<RawFd> {
@@ -76,6 +77,12 @@ impl Inner {
         }
         // SAFETY: just created, owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Non-blocking, as event loops expect of what they watch (Go's os.NewFile only puts a
+        // non-blocking descriptor in its netpoller).
+        // SAFETY: plain fcntl on our descriptor.
+        if unsafe { libc::fcntl(raw, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         if let Some(rs) = g.as_ref() {
             watch(fd.as_raw_fd(), rs.fd)?;
         }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,9 +55,10 @@ func ParseVariants(s, def string) ([]Variant, error) {
 }
 
 // ClientModes are our client's variants that a run may name: the binding's default
-// ("leader") and the poller it builds on, as the "before" arm ("netpoll", the binding's
-// FASTRPC_GO_POLLER=netpoll).
-var ClientModes = []string{"leader", "netpoll"}
+// ("leader"), leader without reading the socket itself ("leader-noread": it waits on the
+// completion queue's descriptor only), and the poller it builds on ("netpoll"); each is
+// the binding's FASTRPC_GO_POLLER.
+var ClientModes = []string{"leader", "leader-noread", "netpoll"}
 
 // ParseClients reads FASTRPC_BENCH_MODES (default "leader"): a comma-separated list of
 // "mode[+spin=DURATION]", each mode one of ClientModes.
@@ -66,7 +68,7 @@ func ParseClients(s string) ([]Variant, error) {
 		return nil, err
 	}
 	for _, v := range vs {
-		if v.Name != ClientModes[0] && v.Name != ClientModes[1] {
+		if !slices.Contains(ClientModes, v.Name) {
 			return nil, fmt.Errorf("FASTRPC_BENCH_MODES: unknown client mode %q (one of %s)", v.Name, strings.Join(ClientModes, ", "))
 		}
 	}
