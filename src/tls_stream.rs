@@ -36,7 +36,7 @@ use rustls::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::tls::{Side, TlsFailure};
-use crate::transport::RawStream;
+use crate::transport::{poll_recv, poll_send, RawStream};
 
 /// The read half's ciphertext buffer: several whole records per socket read.
 pub(crate) const READ_BUF: usize = 64 * 1024;
@@ -449,44 +449,6 @@ impl AsyncWrite for TlsWriter {
         ready!(me.poll_drain(cx))?;
         me.shared.sock.shutdown_write();
         Poll::Ready(Ok(()))
-    }
-}
-
-/// Reads what the socket has into `buf`, through `&self`.
-fn poll_recv(sock: &RawStream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-    if crate::transport::is_direct() {
-        return crate::transport::recv_direct(sock.raw_fd(), buf);
-    }
-    loop {
-        let r = match sock {
-            RawStream::Tcp(s) => {
-                ready!(s.poll_read_ready(cx))?;
-                s.try_read(buf)
-            }
-            RawStream::Unix(s) => {
-                ready!(s.poll_read_ready(cx))?;
-                s.try_read(buf)
-            }
-        };
-        match r {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return Poll::Ready(r),
-        }
-    }
-}
-
-/// Writes some of `buf` to the socket through `&self`, never raising SIGPIPE.
-fn poll_send(sock: &RawStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-    match sock {
-        RawStream::Tcp(s) => loop {
-            ready!(s.poll_write_ready(cx))?;
-            // std's TCP write passes MSG_NOSIGNAL.
-            match s.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        },
-        RawStream::Unix(s) => crate::transport::unix_send(s, cx, buf),
     }
 }
 

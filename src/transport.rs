@@ -246,13 +246,101 @@ impl RawStream {
 
     /// Shuts the write direction (FIN), through `&self`; best effort.
     pub(crate) fn shutdown_write(&self) {
-        let fd = match self {
-            RawStream::Tcp(s) => s.as_raw_fd(),
-            RawStream::Unix(s) => s.as_raw_fd(),
-        };
+        let fd = self.raw_fd();
         // SAFETY: the fd is open for the life of `self`.
         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
     }
+}
+
+/// Reads what the socket has into `buf`, through `&self`.
+pub(crate) fn poll_recv(
+    sock: &RawStream,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    if is_direct() {
+        return recv_direct(sock.raw_fd(), buf);
+    }
+    loop {
+        let r = match sock {
+            RawStream::Tcp(s) => {
+                ready!(s.poll_read_ready(cx))?;
+                s.try_read(buf)
+            }
+            RawStream::Unix(s) => {
+                ready!(s.poll_read_ready(cx))?;
+                s.try_read(buf)
+            }
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
+/// Writes some of `buf` to the socket through `&self`, never raising SIGPIPE.
+pub(crate) fn poll_send(
+    sock: &RawStream,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
+    match sock {
+        RawStream::Tcp(s) => loop {
+            ready!(s.poll_write_ready(cx))?;
+            // std's TCP write passes MSG_NOSIGNAL.
+            match s.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        },
+        RawStream::Unix(s) => unix_send(s, cx, buf),
+    }
+}
+
+/// [`poll_recv`] into a `ReadBuf`'s unfilled part (never reading it, so it may be
+/// uninitialized, as in a `Vec`'s spare capacity).
+fn poll_recv_buf(
+    sock: &RawStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    let fd = sock.raw_fd();
+    if is_direct() {
+        return recv_direct_buf(fd, buf);
+    }
+    // SAFETY: recv writes at most `len` bytes at `ptr` and reads none; those it wrote are
+    // marked initialized and filled below.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
+    let recv = || {
+        let n = unsafe { libc::recv(fd, ptr, len, 0) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    };
+    let n = loop {
+        let r = match sock {
+            RawStream::Tcp(s) => {
+                ready!(s.poll_read_ready(cx))?;
+                s.try_io(Interest::READABLE, recv)
+            }
+            RawStream::Unix(s) => {
+                ready!(s.poll_read_ready(cx))?;
+                s.try_io(Interest::READABLE, recv)
+            }
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Poll::Ready(Ok(()))
 }
 
 /// A connection after the handshake: plain, or TLS over the same socket.
@@ -282,8 +370,10 @@ impl Stream {
     pub(crate) fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
             Stream::Plain(s) => {
-                let (r, w) = tokio::io::split(s);
-                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+                // Both halves use the socket through `&self` (readiness I/O): no lock between
+                // the reader and the writer, which run at once on different threads.
+                let s = std::sync::Arc::new(s);
+                (ReadHalf::Plain(s.clone()), WriteHalf::Plain(s))
             }
             Stream::Tls(t) => {
                 let (r, w) = t.split();
@@ -295,13 +385,13 @@ impl Stream {
 
 /// The read half of a [`Stream`].
 pub(crate) enum ReadHalf {
-    Plain(tokio::io::ReadHalf<RawStream>),
+    Plain(std::sync::Arc<RawStream>),
     Tls(Box<TlsReader>),
 }
 
 /// The write half of a [`Stream`].
 pub(crate) enum WriteHalf {
-    Plain(tokio::io::WriteHalf<RawStream>),
+    Plain(std::sync::Arc<RawStream>),
     Tls(Box<TlsWriter>),
 }
 
@@ -312,7 +402,7 @@ impl AsyncRead for ReadHalf {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ReadHalf::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Plain(s) => poll_recv_buf(s, cx, buf),
             ReadHalf::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -325,21 +415,24 @@ impl AsyncWrite for WriteHalf {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            WriteHalf::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Plain(s) => poll_send(s, cx, buf),
             WriteHalf::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            WriteHalf::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Plain(_) => Poll::Ready(Ok(())),
             WriteHalf::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            WriteHalf::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Plain(s) => {
+                s.shutdown_write();
+                Poll::Ready(Ok(()))
+            }
             WriteHalf::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
