@@ -152,6 +152,8 @@ pub(crate) struct Inner {
     /// The connection's read side while connected (see `read.rs`): the reader task's, and a
     /// caller's that reads on its own thread.
     pub reading: Mutex<Option<read::Reading>>,
+    /// The reader task found a caller reading (`read.rs`): the caller polls the socket for it.
+    pub reader_deferred: AtomicBool,
     /// The descriptor of `Client::read_fd`, once asked for.
     /// Under `reading` when both are taken; closed when the last handle goes.
     pub read_epoll: Mutex<Option<std::os::fd::OwnedFd>>,
@@ -679,6 +681,7 @@ impl Client {
             writing: AtomicBool::new(false),
             out: Mutex::new(None),
             reading: Mutex::new(None),
+            reader_deferred: AtomicBool::new(false),
             read_epoll: Mutex::new(None),
             burst: Padded(AtomicIsize::new(0)),
             many_done: AtomicBool::new(false),

@@ -20,7 +20,7 @@
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -122,7 +122,7 @@ impl Inner {
         let r = guarded_sync(Task::ClientReadNow, || {
             crate::transport::reading_directly(|| pass(self, rs, task.as_ref()))
         });
-        let done = match r {
+        let mut done = match r {
             Ok(done) => done,
             Err(e) => {
                 rs.ended = Some(e);
@@ -132,9 +132,46 @@ impl Inner {
         if rs.task.is_none() {
             rs.task = task;
         }
-        if rs.ended.is_some() {
-            if let Some(w) = &rs.task {
-                w.wake_by_ref();
+        if rs.ended.is_none() && self.reader_deferred.swap(false, SeqCst) {
+            // The reader task was woken (the same bytes woke it) and found us reading: it
+            // went back without polling the socket, so poll it for the task now, outside the
+            // direct mode, which registers the task for what comes next as its own poll
+            // would (or finds bytes that came meanwhile: then the task is woken for them).
+            let w = rs.task.clone();
+            let r = guarded_sync(Task::ClientReadNow, || {
+                let mut cx = Context::from_waker(w.as_ref().unwrap_or(Waker::noop()));
+                let p = poll_fill(rs, &mut cx);
+                if let Poll::Ready(Ok(true)) = p {
+                    // Whole frames may be in hand: complete them while we are here.
+                    if let Ok(n) = complete(self, rs) {
+                        done += n;
+                    }
+                }
+                p
+            });
+            match r {
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Ready(Ok(true))) => {
+                    if let Some(w) = &rs.task {
+                        w.wake_by_ref();
+                    }
+                }
+                Ok(Poll::Ready(Ok(false))) => rs.ended = Some(closed_by_server()),
+                Ok(Poll::Ready(Err(e))) | Err(e) => rs.ended = Some(e),
+            }
+        }
+        let task = if rs.ended.is_some() {
+            rs.task.clone()
+        } else {
+            None
+        };
+        drop(g);
+        if let Some(w) = task {
+            w.wake();
+        } else if self.reader_deferred.swap(false, SeqCst) {
+            // The task found us reading after we looked: it waits for this wake.
+            if let Some(w) = self.reading().as_ref().and_then(|rs| rs.task.clone()) {
+                w.wake();
             }
         }
         done
@@ -261,7 +298,24 @@ fn wait(
     cx: &mut Context<'_>,
     timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
 ) -> Poll<Result<bool, Error>> {
-    let mut g = inner.reading();
+    let mut g = match inner.reading.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            // A caller is reading the bytes that woke us: do not wait for it. It polls the
+            // socket for us when it is done (`reader_deferred`), or wakes us if it looked
+            // before we set the flag. Set, then tried again: one of the two sees the other.
+            inner.reader_deferred.store(true, SeqCst);
+            match inner.reading.try_lock() {
+                Ok(g) => {
+                    inner.reader_deferred.store(false, SeqCst);
+                    g
+                }
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Poll::Pending,
+            }
+        }
+    };
     let rs = g.as_mut().expect("the reader's own");
     if let Some(e) = rs.ended.take() {
         return Poll::Ready(Err(e));
