@@ -82,18 +82,19 @@ func TestBenchTable(t *testing.T) {
 	for _, comp := range []string{"none", "snappy"} {
 		for _, sv := range servers {
 			var addr string
+			var pid int
 			var stop func()
 			want, label := "foobar", "Go binding"
 			switch sv.Name {
 			case "engine":
-				addr, _, stop, err = benchrun.StartEngine(sv, comp)
+				addr, pid, stop, err = benchrun.StartEngine(sv, comp)
 				want, label = "foo:foobar", "engine"
 			case "ours":
 				what := "ours:" + comp
 				if sv.SetSpin {
 					what += ":" + strconv.FormatInt(sv.Spin.Microseconds(), 10)
 				}
-				addr, _, stop, err = benchrun.StartChild("TestBenchTable", what)
+				addr, pid, stop, err = benchrun.StartChild("TestBenchTable", what)
 			default:
 				t.Fatalf("unknown benchmark server %q (engine, ours; the reference needs FASTRPC_REFERENCE_DIR)", sv.Name)
 			}
@@ -111,7 +112,7 @@ func TestBenchTable(t *testing.T) {
 				impls = append(impls, benchImpl("ours ("+cv.String()+")", c, want))
 			}
 			for _, g := range []int{1, 16, 256, 1024} {
-				cells = append(cells, benchrun.Cell{Label: comp + ", " + label + " server in another process", G: g, Impls: impls})
+				cells = append(cells, benchrun.Cell{Label: comp + ", " + label + " server in another process", G: g, Impls: impls, ServerPID: pid})
 			}
 		}
 	}

@@ -168,7 +168,7 @@ func TestBenchTable(t *testing.T) {
 			}
 			impls = append(impls, benchImpl("reference", refLoop(newRefClient(addr, w), srv.want)))
 			for _, g := range gs {
-				cells = append(cells, benchrun.Cell{Label: srv.label, G: g, Impls: impls, Baseline: true})
+				cells = append(cells, benchrun.Cell{Label: srv.label, G: g, Impls: impls, Baseline: true, ServerPID: srv.pid})
 			}
 		}
 	}

@@ -38,6 +38,10 @@ type Cell struct {
 	G        int
 	Impls    []Impl
 	Baseline bool
+	// ServerPID, when set, is the server's process: its CPU per call is measured too
+	// (10 ms resolution), which tells how much of the machine the server takes: on a small
+	// machine a client that makes the server work harder per call leaves less for itself.
+	ServerPID int
 }
 
 // Config is what Run measures.
@@ -53,6 +57,7 @@ type sample struct {
 	switches    float64 // context switches of this process's threads per call
 	libSwitches float64 // of which the library's threads
 	cpuPerCall  float64 // this process's CPU time (user + system) per call, in µs
+	srvPerCall  float64 // the server process's, when it is another process (else 0)
 	err         error
 }
 
@@ -110,7 +115,7 @@ func atoi(s string) int64 {
 
 // measure runs g goroutines calling for d (after one warm-up call each) and returns the
 // calls/s and the median latency.
-func measure(impl Impl, g int, d time.Duration) sample {
+func measure(impl Impl, g int, d time.Duration, serverPID int) sample {
 	lat := make([][]time.Duration, g)
 	callers := make([]Caller, g)
 	for i := range callers {
@@ -124,6 +129,10 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	var wg sync.WaitGroup
 	lib0, other0 := contextSwitchesByKind()
 	cpu0 := CPUTime()
+	var srv0 time.Duration
+	if serverPID > 0 {
+		srv0 = ProcessCPUTime(serverPID)
+	}
 	start := time.Now()
 	for i := 0; i < g; i++ {
 		wg.Add(1)
@@ -147,6 +156,10 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	wg.Wait()
 	el := time.Since(start)
 	cpu := CPUTime() - cpu0
+	var srv time.Duration
+	if serverPID > 0 {
+		srv = ProcessCPUTime(serverPID) - srv0
+	}
 	lib1, other1 := contextSwitchesByKind()
 	sw := lib1 - lib0 + other1 - other0
 	if e := firstErr.Load(); e != nil {
@@ -162,7 +175,7 @@ func measure(impl Impl, g int, d time.Duration) sample {
 	slices.Sort(all)
 	return sample{callsPerSec: float64(len(all)) / el.Seconds(), p50: all[len(all)/2],
 		switches: float64(sw) / float64(len(all)), libSwitches: float64(lib1-lib0) / float64(len(all)),
-		cpuPerCall: float64(cpu) / 1e3 / float64(len(all))}
+		cpuPerCall: float64(cpu) / 1e3 / float64(len(all)), srvPerCall: float64(srv) / 1e3 / float64(len(all))}
 }
 
 // medianRatio is the median over rounds of a[r]/b[r].
@@ -189,11 +202,12 @@ func Run(out, log io.Writer, cfg Config) error {
 	cps := map[key][]float64{}
 	p50 := map[key][]float64{}
 	cpu := map[key][]float64{}
+	srv := map[key][]float64{}
 	for r := 0; r < cfg.Rounds; r++ {
 		for ci, c := range cfg.Cells {
 			for ii, impl := range c.Impls {
 				runtime.GC()
-				s := measure(impl, c.G, cfg.Each)
+				s := measure(impl, c.G, cfg.Each, c.ServerPID)
 				if s.err != nil {
 					return fmt.Errorf("%s, %d goroutines, %s: %w", c.Label, c.G, impl.Name, s.err)
 				}
@@ -201,13 +215,14 @@ func Run(out, log io.Writer, cfg Config) error {
 				cps[k] = append(cps[k], s.callsPerSec)
 				p50[k] = append(p50[k], float64(s.p50))
 				cpu[k] = append(cpu[k], s.cpuPerCall)
-				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call (library threads %.2f)  CPU %.1f µs/call\n",
-					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches, s.libSwitches, s.cpuPerCall)
+				srv[k] = append(srv[k], s.srvPerCall)
+				fmt.Fprintf(log, "round %d: %-28s G=%-5d %-22s %9.0f calls/s  p50 %7.1f µs  %.2f context switches/call (library threads %.2f)  CPU %.1f µs/call (server %.1f)\n",
+					r+1, c.Label, c.G, impl.Name, s.callsPerSec, float64(s.p50)/1e3, s.switches, s.libSwitches, s.cpuPerCall, s.srvPerCall)
 			}
 		}
 	}
-	fmt.Fprintln(out, "| cell | goroutines | client | calls/s | p50 | calls/s vs baseline | p50 vs baseline | client CPU per call |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| cell | goroutines | client | calls/s | p50 | calls/s vs baseline | p50 vs baseline | client CPU per call | server CPU per call |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|")
 	for ci, c := range cfg.Cells {
 		last := len(c.Impls) - 1
 		for ii, impl := range c.Impls {
@@ -222,8 +237,12 @@ func Run(out, log io.Writer, cfg Config) error {
 				ratio = fmt.Sprintf("%.2fx", medianRatio(cps[k], cps[b]))
 				pratio = fmt.Sprintf("%.2fx", medianRatio(p50[k], p50[b]))
 			}
-			fmt.Fprintf(out, "| %s | %d | %s | %.0f | %.1f µs | %s | %s | %.1f µs |\n",
-				c.Label, c.G, impl.Name, cs, p/1e3, ratio, pratio, median(cpu[k]))
+			sc := "" // in this process, or not measured
+			if c.ServerPID > 0 {
+				sc = fmt.Sprintf("%.1f µs", median(srv[k]))
+			}
+			fmt.Fprintf(out, "| %s | %d | %s | %.0f | %.1f µs | %s | %s | %.1f µs | %s |\n",
+				c.Label, c.G, impl.Name, cs, p/1e3, ratio, pratio, median(cpu[k]), sc)
 		}
 	}
 	return nil
