@@ -137,14 +137,13 @@ thread_local! {
 /// is empty, without registering a waker: for a caller's read pass (client `read.rs`),
 /// whose reader task stays registered for the socket's readiness.
 pub(crate) fn reading_directly<T>(f: impl FnOnce() -> T) -> T {
-    struct Reset;
-    impl Drop for Reset {
+    struct Restore(bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            DIRECT.with(|d| d.set(false));
+            DIRECT.with(|d| d.set(self.0));
         }
     }
-    DIRECT.with(|d| d.set(true));
-    let _reset = Reset;
+    let _restore = Restore(DIRECT.with(|d| d.replace(true)));
     f()
 }
 

@@ -412,8 +412,27 @@ fn caller_passes_racing_the_reader_complete_every_call_once() {
             assert_eq!(tag, i as u128, "each call completed once");
             assert_eq!(r.unwrap(), expect(i), "call {i}");
         }
+        // With the passes gone, the reader alone reads: it must still be registered for the
+        // socket (a pass that consumed the bytes that woke it, or that it found reading,
+        // leaves it so). Lone calls, each waiting for its response.
+        let sink2 = Arc::new(Sink::default());
+        for i in 0..200 {
+            client
+                .submit(b"f", &value(i), Duration::from_secs(10), sink2.clone(), i as u128)
+                .unwrap();
+            while sink2.n.load(SeqCst) <= i {
+                std::thread::yield_now();
+            }
+        }
+        for (i, (tag, r)) in std::mem::take(&mut *sink2.got.lock().unwrap())
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(tag, i as u128);
+            assert_eq!(r.unwrap(), expect(i), "call {i} after the passes");
+        }
         let st = client.stats();
-        assert_eq!(st.responses, (THREADS * CALLS) as u64);
+        assert_eq!(st.responses, (THREADS * CALLS + 200) as u64);
         assert_eq!(st.unexpected_responses, 0);
         assert_eq!(st.reconnects, 0);
         eprintln!(
@@ -421,5 +440,71 @@ fn caller_passes_racing_the_reader_complete_every_call_once() {
             by_pass.load(SeqCst),
             THREADS * CALLS
         );
+    });
+}
+
+/// A completion sink run by a caller's pass (on the caller's thread, while the pass holds
+/// the reader's state) may use the client again: `read_fd` returns at once (it does not
+/// wait for the reader's lock), `read_now` reads nothing (the pass is reading), and a new
+/// call goes out.
+#[test]
+fn a_sink_run_by_a_pass_may_use_the_client() {
+    struct Reentrant {
+        client: std::sync::OnceLock<Arc<Client>>,
+        fd: RawFd,
+        seen: Mutex<Vec<(u128, usize, RawFd)>>,
+        n: AtomicUsize,
+    }
+    impl Completion for Reentrant {
+        fn complete(&self, tag: u128, r: Result<&[u8], &Error>) {
+            assert!(r.is_ok(), "{:?}", r.err());
+            let c = self.client.get().unwrap();
+            let fd = c.read_fd().unwrap();
+            let nested = c.read_now();
+            self.seen.lock().unwrap().push((tag, nested, fd));
+            self.n.fetch_add(1, SeqCst);
+        }
+    }
+    within_60s(|| {
+        let srt = runtime(1);
+        let server = srt.block_on(async {
+            Server::bind("127.0.0.1:0", ServerConfig::default(), echo)
+                .await
+                .unwrap()
+        });
+        let crt = runtime(1);
+        let mut cfg = ClientConfig::new(server.local_addr().to_string());
+        cfg.read_spin = Duration::ZERO;
+        let client = Arc::new(crt.block_on(async { Client::new(cfg) }).unwrap());
+        let fd = client.read_fd().unwrap();
+        assert_eq!(crt.block_on(client.call(b"w", b"1")).unwrap(), b"w:1");
+        let sink = Arc::new(Reentrant {
+            client: std::sync::OnceLock::new(),
+            fd,
+            seen: Mutex::new(Vec::new()),
+            n: AtomicUsize::new(0),
+        });
+        let _ = sink.client.set(client.clone());
+        let hold = Hold::workers(&crt, 1);
+        for i in 0..5u128 {
+            client
+                .submit(b"s", b"x", Duration::from_secs(20), sink.clone(), i)
+                .unwrap();
+            while sink.n.load(SeqCst) as u128 <= i {
+                assert!(readable(fd));
+                client.read_now();
+            }
+        }
+        drop(hold);
+        let seen = std::mem::take(&mut *sink.seen.lock().unwrap());
+        assert_eq!(seen.len(), 5);
+        for (i, (tag, nested, got_fd)) in seen.into_iter().enumerate() {
+            assert_eq!(tag, i as u128);
+            assert_eq!(nested, 0, "a pass inside a pass reads nothing");
+            assert_eq!(got_fd, sink.fd);
+        }
+        assert_eq!(crt.block_on(client.call(b"w", b"2")).unwrap(), b"w:2");
+        // The sink holds the client: break the cycle.
+        drop(client);
     });
 }

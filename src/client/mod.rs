@@ -152,11 +152,13 @@ pub(crate) struct Inner {
     /// The connection's read side while connected (see `read.rs`): the reader task's, and a
     /// caller's that reads on its own thread.
     pub reading: Mutex<Option<read::Reading>>,
-    /// The reader task found a caller reading (`read.rs`): the caller polls the socket for it.
+    /// The reader task found a caller reading (`read.rs`): the caller wakes it when done.
     pub reader_deferred: AtomicBool,
-    /// The descriptor of `Client::read_fd`, once asked for.
-    /// Under `reading` when both are taken; closed when the last handle goes.
-    pub read_epoll: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// The reader task's waker while it runs, for callers.
+    pub reader_waker: Mutex<Option<Waker>>,
+    /// The descriptor of `Client::read_fd` (closed when the last handle goes) and the socket
+    /// it watches.
+    pub read_epoll: Mutex<read::ReadEpoll>,
     /// Callers the reader woke with their responses that have not collected them yet. While
     /// some have not, a new request does not wake the writer: those callers are about to run
     /// and queue their next requests, and all of them should share one write. (Without this,
@@ -682,7 +684,8 @@ impl Client {
             out: Mutex::new(None),
             reading: Mutex::new(None),
             reader_deferred: AtomicBool::new(false),
-            read_epoll: Mutex::new(None),
+            reader_waker: Mutex::new(None),
+            read_epoll: Mutex::new(read::ReadEpoll::default()),
             burst: Padded(AtomicIsize::new(0)),
             many_done: AtomicBool::new(false),
             early_flush: early_flush_at(&config),

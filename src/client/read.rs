@@ -20,6 +20,7 @@
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::{pin, Pin};
+use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -39,12 +40,8 @@ const PASS_READS: usize = 8;
 /// A connection's read side and the reader's scratch space.
 pub(crate) struct Reading {
     r: FrameReader,
-    /// The socket (for [`Inner::read_fd`]).
-    fd: RawFd,
     /// Bytes [`FrameReader::data`] must hold before the next frame can be parsed.
     need: usize,
-    /// The reader task's waker, for a caller's poll of the socket.
-    task: Option<Waker>,
     /// A caller's pass found the connection's end: the reader task ends it with this.
     ended: Option<Error>,
     wakers: Vec<Waker>,
@@ -53,21 +50,69 @@ pub(crate) struct Reading {
     claimed: Vec<(usize, u32, usize, usize)>,
 }
 
+/// The descriptor of [`Inner::read_fd`] and the socket it watches now.
+pub(crate) struct ReadEpoll {
+    ep: Option<OwnedFd>,
+    /// The connection's socket while its reader runs, else -1.
+    sock: RawFd,
+}
+
+impl Default for ReadEpoll {
+    fn default() -> ReadEpoll {
+        ReadEpoll { ep: None, sock: -1 }
+    }
+}
+
+/// The reading lock held by anyone but the reader task. Released, it wakes the reader task
+/// if the task found the lock taken meanwhile (`Inner::reader_deferred`): the task does not
+/// wait for a caller, it leaves the flag and goes back to its worker.
+struct Held<'a> {
+    g: Option<MutexGuard<'a, Option<Reading>>>,
+    inner: &'a Inner,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        drop(self.g.take());
+        // Against the task's store-then-try_lock: one of the two sees the other.
+        fence(SeqCst);
+        if self.inner.reader_deferred.swap(false, SeqCst) {
+            self.inner.wake_reader();
+        }
+    }
+}
+
 impl Inner {
     #[inline]
     pub(crate) fn reading(&self) -> MutexGuard<'_, Option<Reading>> {
         self.reading.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn reader_waker(&self) -> MutexGuard<'_, Option<Waker>> {
+        self.reader_waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the reader task (if one runs).
+    fn wake_reader(&self) {
+        let w = self.reader_waker().clone();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    fn read_epoll(&self) -> MutexGuard<'_, ReadEpoll> {
+        self.read_epoll.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A descriptor that is readable while the connection's socket holds bytes to read (a
     /// non-blocking epoll instance watching the socket of each connection in turn,
-    /// level-triggered),
-    /// created on first use and kept for the client's life; the caller may add descriptors
-    /// of its own to it (`epoll_ctl`). Wait on it, then call [`Inner::read_now`].
+    /// level-triggered), created on first use and kept for the client's life; the caller may
+    /// add descriptors of its own to it (`epoll_ctl`). Wait on it, then call
+    /// [`Inner::read_now`]. Takes only the descriptor's own lock (a completion sink may call
+    /// it while the reading lock is held).
     pub(crate) fn read_fd(&self) -> std::io::Result<RawFd> {
-        let g = self.reading();
-        let mut ep = self.read_epoll();
-        if let Some(fd) = ep.as_ref() {
+        let mut re = self.read_epoll();
+        if let Some(fd) = re.ep.as_ref() {
             return Ok(fd.as_raw_fd());
         }
         // SAFETY: plain syscall; the descriptor is owned below.
@@ -83,21 +128,16 @@ impl Inner {
         if unsafe { libc::fcntl(raw, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        if let Some(rs) = g.as_ref() {
-            watch(fd.as_raw_fd(), rs.fd)?;
+        if re.sock >= 0 {
+            watch(raw, re.sock)?;
         }
-        // Set under the reading lock: a connection's reader registers its socket under it.
-        *ep = Some(fd);
+        re.ep = Some(fd);
         Ok(raw)
-    }
-
-    fn read_epoll(&self) -> MutexGuard<'_, Option<OwnedFd>> {
-        self.read_epoll.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes the descriptor of [`Inner::read_fd`] (the client is freed).
     pub(crate) fn close_read_fd(&self) {
-        let fd = self.read_epoll().take();
+        let fd = self.read_epoll().ep.take();
         drop(fd);
     }
 
@@ -108,71 +148,36 @@ impl Inner {
     pub(crate) fn read_now(&self) -> usize {
         let g = match self.reading.try_lock() {
             Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return 0,
+            // A panic left the reader's state half-done: the reader task ends the connection.
+            Err(std::sync::TryLockError::Poisoned(_))
+            | Err(std::sync::TryLockError::WouldBlock) => return 0,
         };
-        let mut g = g;
-        let Some(rs) = g.as_mut() else { return 0 };
+        let mut held = Held {
+            g: Some(g),
+            inner: self,
+        };
+        let Some(rs) = held.g.as_mut().and_then(|g| g.as_mut()) else {
+            return 0;
+        };
         if rs.ended.is_some() {
             return 0;
         }
         // A read timeout's timer needs the runtime's context.
         let _rt = self.rt.enter();
-        let task = rs.task.take();
-        let r = guarded_sync(Task::ClientReadNow, || {
-            crate::transport::reading_directly(|| pass(self, rs, task.as_ref()))
-        });
-        let mut done = match r {
+        let task = self.reader_waker().clone();
+        let r = guarded_sync(Task::ClientReadNow, || pass(self, rs, task.as_ref()));
+        let done = match r {
             Ok(done) => done,
             Err(e) => {
                 rs.ended = Some(e);
                 0
             }
         };
-        if rs.task.is_none() {
-            rs.task = task;
-        }
-        if rs.ended.is_none() && self.reader_deferred.swap(false, SeqCst) {
-            // The reader task was woken (the same bytes woke it) and found us reading: it
-            // went back without polling the socket, so poll it for the task now, outside the
-            // direct mode, which registers the task for what comes next as its own poll
-            // would (or finds bytes that came meanwhile: then the task is woken for them).
-            let w = rs.task.clone();
-            let r = guarded_sync(Task::ClientReadNow, || {
-                let mut cx = Context::from_waker(w.as_ref().unwrap_or(Waker::noop()));
-                let p = poll_fill(rs, &mut cx);
-                if let Poll::Ready(Ok(true)) = p {
-                    // Whole frames may be in hand: complete them while we are here.
-                    if let Ok(n) = complete(self, rs) {
-                        done += n;
-                    }
-                }
-                p
-            });
-            match r {
-                Ok(Poll::Pending) => {}
-                Ok(Poll::Ready(Ok(true))) => {
-                    if let Some(w) = &rs.task {
-                        w.wake_by_ref();
-                    }
-                }
-                Ok(Poll::Ready(Ok(false))) => rs.ended = Some(closed_by_server()),
-                Ok(Poll::Ready(Err(e))) | Err(e) => rs.ended = Some(e),
-            }
-        }
-        let task = if rs.ended.is_some() {
-            rs.task.clone()
-        } else {
-            None
-        };
-        drop(g);
-        if let Some(w) = task {
-            w.wake();
-        } else if self.reader_deferred.swap(false, SeqCst) {
-            // The task found us reading after we looked: it waits for this wake.
-            if let Some(w) = self.reading().as_ref().and_then(|rs| rs.task.clone()) {
-                w.wake();
-            }
+        let ended = rs.ended.is_some();
+        drop(held);
+        if ended {
+            // The reader task ends the connection.
+            self.wake_reader();
         }
         done
     }
@@ -195,10 +200,14 @@ fn watch(ep: RawFd, sock: RawFd) -> std::io::Result<()> {
     Err(e)
 }
 
-/// A caller's pass: reads what the socket holds and completes it. Ends with the socket
-/// polled (and the task's waker registered), the connection's end recorded, or bytes left
-/// and the task woken to take them.
+/// A caller's pass: reads what the socket holds (directly: see
+/// `transport::reading_directly`) and completes it. Ends with the socket empty, the
+/// connection's end recorded, or bytes left and the task woken to take them. The reader
+/// task stays registered with the runtime for the socket's readiness (its last poll of the
+/// socket registered it; a direct read registers nothing), so it is woken by what comes next
+/// whether or not a caller reads it.
 fn pass(inner: &Inner, rs: &mut Reading, task: Option<&Waker>) -> usize {
+    // The task's waker: a read timeout's timer set by this pass wakes the task.
     let mut cx = Context::from_waker(task.unwrap_or(Waker::noop()));
     let mut done = 0;
     for _ in 0..PASS_READS {
@@ -209,7 +218,7 @@ fn pass(inner: &Inner, rs: &mut Reading, task: Option<&Waker>) -> usize {
                 return done;
             }
         }
-        match poll_fill(rs, &mut cx) {
+        match crate::transport::reading_directly(|| poll_fill(rs, &mut cx)) {
             Poll::Ready(Ok(true)) => {}
             Poll::Ready(Ok(false)) => {
                 rs.ended = Some(closed_by_server());
@@ -223,7 +232,7 @@ fn pass(inner: &Inner, rs: &mut Reading, task: Option<&Waker>) -> usize {
         }
     }
     // Bytes are in hand and the pass is over: the reader task takes them.
-    cx.waker().wake_by_ref();
+    inner.wake_reader();
     done
 }
 
@@ -242,22 +251,24 @@ fn poll_fill(rs: &mut Reading, cx: &mut Context<'_>) -> Poll<Result<bool, Error>
 /// The reader task of one connection: until the connection ends, completes the responses
 /// in hand, then waits for more. Ends the connection with the cause.
 pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
+    // The task's waker, for callers (a task's waker stays the same while it runs).
+    let me = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    *inner.reader_waker() = Some(me);
+    *inner.reading() = Some(Reading {
+        r,
+        need: 8,
+        ended: None,
+        wakers: Vec::with_capacity(64),
+        sinks: Vec::with_capacity(64),
+        claimed: Vec::with_capacity(256),
+    });
     {
-        let mut g = inner.reading();
-        if let Some(ep) = inner.read_epoll().as_ref() {
-            // Best effort: without it the caller's wait is woken by completions only.
+        let mut re = inner.read_epoll();
+        re.sock = fd;
+        if let Some(ep) = re.ep.as_ref() {
+            // Best effort: without it a caller's wait is woken by completions only.
             let _ = watch(ep.as_raw_fd(), fd);
         }
-        *g = Some(Reading {
-            r,
-            fd,
-            need: 8,
-            task: None,
-            ended: None,
-            wakers: Vec::with_capacity(64),
-            sinks: Vec::with_capacity(64),
-            claimed: Vec::with_capacity(256),
-        });
     }
     // However this ends (also aborted), the read side goes with it.
     let _gone = TakeOnDrop(&inner);
@@ -265,8 +276,8 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
     let mut gate = SpinGate::new();
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let cause = loop {
-        {
-            let mut g = inner.reading();
+        // A caller reading now completes what is in hand (and wakes us if we wait).
+        if let Ok(mut g) = inner.reading.try_lock() {
             let rs = g.as_mut().expect("the reader's own");
             if let Some(e) = rs.ended.take() {
                 break e;
@@ -302,10 +313,11 @@ fn wait(
         Ok(g) => g,
         Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => {
-            // A caller is reading the bytes that woke us: do not wait for it. It polls the
-            // socket for us when it is done (`reader_deferred`), or wakes us if it looked
-            // before we set the flag. Set, then tried again: one of the two sees the other.
+            // A caller is reading (often the bytes that woke us): do not wait for it. It
+            // wakes us when it lets go (`Held`). Flag set, then tried again, with a fence
+            // between, as the caller unlocks, fences and then looks: one sees the other.
             inner.reader_deferred.store(true, SeqCst);
+            fence(SeqCst);
             match inner.reading.try_lock() {
                 Ok(g) => {
                     inner.reader_deferred.store(false, SeqCst);
@@ -319,9 +331,6 @@ fn wait(
     let rs = g.as_mut().expect("the reader's own");
     if let Some(e) = rs.ended.take() {
         return Poll::Ready(Err(e));
-    }
-    if !rs.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        rs.task = Some(cx.waker().clone());
     }
     let p = poll_fill(rs, cx);
     if p.is_pending() {
@@ -345,8 +354,10 @@ struct TakeOnDrop<'a>(&'a Inner);
 
 impl Drop for TakeOnDrop<'_> {
     fn drop(&mut self) {
+        self.0.read_epoll().sock = -1;
         let r = self.0.reading().take();
         drop(r);
+        *self.0.reader_waker() = None;
     }
 }
 
@@ -367,6 +378,10 @@ fn complete(inner: &Inner, rs: &mut Reading) -> Result<usize, Error> {
         claimed,
         ..
     } = rs;
+    // Empty unless a panic cut a pass short: its entries point into bytes that may be gone.
+    claimed.clear();
+    sinks.clear();
+    wakers.clear();
     let data = r.data();
     let mut off = 0;
     let mut need = 0;
