@@ -1040,3 +1040,61 @@ func callOnFreshClient(addr string) error {
 	_, err = cl.Call(ctx, []byte("x"), []byte("y"))
 	return err
 }
+
+// TestReconnectReadsTheNewSocket: the client's read descriptor follows the connection. A
+// leader reads the first connection's responses itself; the server goes away (the waiting
+// call fails with a connection error, not a hang); a new server on the same address gets
+// the next call on a new connection, whose responses the leader reads too.
+func TestReconnectReadsTheNewSocket(t *testing.T) {
+	s1 := startServer(t, echo)
+	addr := s1.Addr()
+	c := newClient(t, addr)
+	if !c.c.readFd {
+		t.Skip("the client does not wait on its read descriptor (FASTRPC_GO_POLLER)")
+	}
+	for i := 0; i < 50; i++ {
+		v := strconv.Itoa(i)
+		mustEqual(t, call(t, c, "a:", v), []byte("a:"+v))
+	}
+	_ = s1.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, err := c.Call(ctx, []byte("gone"), nil)
+	cancel()
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call with the server gone: want a connection error at once, got %v", err)
+	}
+	s2, err := NewServer(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	if err := s2.Serve(addr); err != nil {
+		t.Skipf("the address cannot be listened on again: %v", err)
+	}
+	before := c.c.readHere.Load()
+	within(t, 10*time.Second, "calls on the new connection", func() {
+		for i := 0; i < 200; i++ {
+			v := strconv.Itoa(i)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, err := c.Call(ctx, []byte("b:"), []byte(v))
+			cancel()
+			if err != nil {
+				// The first call after the server came back may still meet the backoff.
+				if i < 5 && (errors.Is(err, ErrConnect) || errors.Is(err, ErrConnection)) {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				t.Errorf("call %d on the new connection: %v", i, err)
+				return
+			}
+			if string(resp) != "b:"+v {
+				t.Errorf("call %d: got %q", i, resp)
+				return
+			}
+		}
+	})
+	if st := c.Stats(); st.Reconnects < 1 {
+		t.Fatalf("reconnects %d: want at least 1", st.Reconnects)
+	}
+	t.Logf("%d responses read by Go goroutines on the new connection", c.c.readHere.Load()-before)
+}
