@@ -418,7 +418,13 @@ fn caller_passes_racing_the_reader_complete_every_call_once() {
         let sink2 = Arc::new(Sink::default());
         for i in 0..200 {
             client
-                .submit(b"f", &value(i), Duration::from_secs(10), sink2.clone(), i as u128)
+                .submit(
+                    b"f",
+                    &value(i),
+                    Duration::from_secs(10),
+                    sink2.clone(),
+                    i as u128,
+                )
                 .unwrap();
             while sink2.n.load(SeqCst) <= i {
                 std::thread::yield_now();
