@@ -57,6 +57,28 @@ fn echo(call: Call) {
     let _ = call.reply(&v);
 }
 
+/// An echo server on a runtime of its own, and a client of it on a runtime with one worker
+/// (which a test may hold) and no spinning reader.
+fn echo_pair() -> (
+    tokio::runtime::Runtime,
+    Server,
+    tokio::runtime::Runtime,
+    Client,
+) {
+    let srt = runtime(1);
+    let server = srt.block_on(async {
+        Server::bind("127.0.0.1:0", ServerConfig::default(), echo)
+            .await
+            .unwrap()
+    });
+    let crt = runtime(1);
+    let mut cfg = ClientConfig::new(server.local_addr().to_string());
+    // No spinning reader: a held worker must not be needed to finish a spin.
+    cfg.read_spin = Duration::ZERO;
+    let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+    (srt, server, crt, client)
+}
+
 /// Waits up to 10 s for `fd` to be readable.
 fn readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
@@ -299,16 +321,7 @@ fn a_caller_pass_that_finds_the_connection_closed_ends_it() {
 #[test]
 fn a_panic_in_a_caller_pass_ends_the_connection_only() {
     within_60s(|| {
-        let srt = runtime(1);
-        let server = srt.block_on(async {
-            Server::bind("127.0.0.1:0", ServerConfig::default(), echo)
-                .await
-                .unwrap()
-        });
-        let crt = runtime(1);
-        let mut cfg = ClientConfig::new(server.local_addr().to_string());
-        cfg.read_spin = Duration::ZERO;
-        let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+        let (_srt, _server, crt, client) = echo_pair();
         let fd = client.read_fd().unwrap();
         assert_eq!(crt.block_on(client.call(b"w", b"1")).unwrap(), b"w:1");
         let sink = Arc::new(Sink::default());
@@ -472,16 +485,8 @@ fn a_sink_run_by_a_pass_may_use_the_client() {
         }
     }
     within_60s(|| {
-        let srt = runtime(1);
-        let server = srt.block_on(async {
-            Server::bind("127.0.0.1:0", ServerConfig::default(), echo)
-                .await
-                .unwrap()
-        });
-        let crt = runtime(1);
-        let mut cfg = ClientConfig::new(server.local_addr().to_string());
-        cfg.read_spin = Duration::ZERO;
-        let client = Arc::new(crt.block_on(async { Client::new(cfg) }).unwrap());
+        let (_srt, _server, crt, client) = echo_pair();
+        let client = Arc::new(client);
         let fd = client.read_fd().unwrap();
         assert_eq!(crt.block_on(client.call(b"w", b"1")).unwrap(), b"w:1");
         let sink = Arc::new(Reentrant {
