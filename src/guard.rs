@@ -45,6 +45,9 @@ pub enum Task {
     ServerLoneWrite = 128,
     /// A caller's read pass on its own thread (client `read.rs`).
     ClientReadNow = 256,
+    /// The client reader while it holds its state's lock (an injection point for tests: a
+    /// panic there marks the lock poisoned).
+    ClientReaderLocked = 512,
 }
 
 impl Task {
@@ -60,6 +63,7 @@ impl Task {
             Task::ClientLoneWrite => "a lone call's write",
             Task::ServerLoneWrite => "a lone reply's write",
             Task::ClientReadNow => "a caller's read pass",
+            Task::ClientReaderLocked => "the client reader",
         }
     }
 }
@@ -84,6 +88,14 @@ pub fn clear_injected() {
 #[doc(hidden)]
 pub fn panic_pending(task: Task) -> bool {
     INJECTED.load(Ordering::SeqCst) & task as u32 != 0
+}
+
+/// For tests: panics here if a panic of `task` was injected (one atomic load otherwise).
+#[inline]
+pub(crate) fn panic_point(task: Task) {
+    if take_injected(task) {
+        panic!("injected by a test");
+    }
 }
 
 fn take_injected(task: Task) -> bool {

@@ -519,3 +519,46 @@ fn a_sink_run_by_a_pass_may_use_the_client() {
         drop(client);
     });
 }
+
+/// A panic in the reader task while it holds the reader's state (which marks that lock
+/// poisoned) ends the connection (the call in flight fails with CONNECTION), and on the next
+/// connection callers' passes read again (the mark does not keep them out for good).
+#[test]
+fn callers_read_again_after_the_reader_panicked_holding_its_state() {
+    within_60s(|| {
+        let (_srt, _server, crt, client) = echo_pair();
+        let fd = client.read_fd().unwrap();
+        assert_eq!(crt.block_on(client.call(b"w", b"1")).unwrap(), b"w:1");
+        let sink = Arc::new(Sink::default());
+        fastrpc::guard::inject_panic(fastrpc::guard::Task::ClientReaderLocked);
+        // The next response wakes the reader, which panics holding its state.
+        client
+            .submit(b"p", b"x", Duration::from_secs(20), sink.clone(), 1)
+            .unwrap();
+        while sink.n.load(SeqCst) < 1 {
+            std::thread::yield_now();
+        }
+        assert!(!fastrpc::guard::panic_pending(
+            fastrpc::guard::Task::ClientReaderLocked
+        ));
+        let got = std::mem::take(&mut *sink.got.lock().unwrap());
+        let (kind, msg) = got[0].1.clone().unwrap_err();
+        assert_eq!(kind, ErrorKind::Connection, "{msg}");
+        // A new connection; then, with the worker held, only a caller can read.
+        assert_eq!(crt.block_on(client.call(b"w", b"2")).unwrap(), b"w:2");
+        assert_eq!(client.stats().reconnects, 1);
+        let hold = Hold::workers(&crt, 1);
+        client
+            .submit(b"f", &value(3), Duration::from_secs(20), sink.clone(), 3)
+            .unwrap();
+        let mut done = 0;
+        while sink.n.load(SeqCst) < 2 {
+            assert!(readable(fd), "the response arrives");
+            done += client.read_now();
+        }
+        assert_eq!(done, 1, "a caller's pass read it");
+        drop(hold);
+        let got = std::mem::take(&mut *sink.got.lock().unwrap());
+        assert_eq!(got, vec![(3, Ok(expect(3)))]);
+    });
+}

@@ -10,12 +10,13 @@
 //! waits for the socket is woken once, and completes its own call.
 //!
 //! The connection's [`FrameReader`] and the reader's scratch vectors live in [`Reading`],
-//! behind `Inner::reading`: whoever holds that lock reads. The reader task takes it for each
-//! pass and each poll; a caller's pass only tries it (it never waits for the reader), polls
-//! the socket with the reader task's waker (so that what arrives after it wakes the task, as
-//! if the task had polled), and wakes the task when it stops with bytes left or the
-//! connection ending. The reader task stays responsible for every byte: a caller's pass is
-//! only ever a head start.
+//! behind `Inner::reading`: whoever holds that lock reads. The reader task tries it for each
+//! pass and each poll, and never waits for a caller: finding it taken, it leaves a flag, and
+//! the caller wakes it on release (`Held`). A caller's pass only tries it too, reads the
+//! socket directly (a `recv`, which registers nothing with the runtime: the reader task stays
+//! registered for the socket's readiness from its own last poll, so what arrives next wakes
+//! it), and wakes the task when it stops with bytes left or the connection ending. The
+//! reader task stays responsible for every byte: a caller's pass is only ever a head start.
 
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -148,9 +149,17 @@ impl Inner {
     pub(crate) fn read_now(&self) -> usize {
         let g = match self.reading.try_lock() {
             Ok(g) => g,
-            // A panic left the reader's state half-done: the reader task ends the connection.
-            Err(std::sync::TryLockError::Poisoned(_))
-            | Err(std::sync::TryLockError::WouldBlock) => return 0,
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                // A panic left the reader's state half-done: the reader task ends the
+                // connection (and a new one clears the mark). Released through `Held`, as
+                // the task may have found it taken.
+                drop(Held {
+                    g: Some(e.into_inner()),
+                    inner: self,
+                });
+                return 0;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return 0,
         };
         let mut held = Held {
             g: Some(g),
@@ -254,6 +263,9 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
     // The task's waker, for callers (a task's waker stays the same while it runs).
     let me = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
     *inner.reader_waker() = Some(me);
+    // A panic while an earlier connection's reader held the lock marked it poisoned, which
+    // would keep callers out for good: this is a new connection's state.
+    inner.reading.clear_poison();
     *inner.reading() = Some(Reading {
         r,
         need: 8,
@@ -278,6 +290,7 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
     let cause = loop {
         // A caller reading now completes what is in hand (and wakes us if we wait).
         if let Ok(mut g) = inner.reading.try_lock() {
+            crate::guard::panic_point(Task::ClientReaderLocked);
             let rs = g.as_mut().expect("the reader's own");
             if let Some(e) = rs.ended.take() {
                 break e;
