@@ -15,6 +15,12 @@ package fastrpc
 // collector sees deferred (and flushes) or the submitter sees the burst over (and flushes).
 // A burst whose caller never collects (a goroutine that does not run again for long)
 // delays the burst's requests, never loses them, and each still ends at its deadline.
+//
+// Outside a burst, a call made while few are in flight (ownFlushMax, in leader mode) is
+// submitted deferred too and flushed at once by its own caller: the write happens in that
+// cgo call when the library's writer is idle, instead of waking the writer's thread. With
+// more in flight the writer's batches are worth the wakeup (measured: see README.md,
+// "Bursts").
 
 /*
 #include "shim.h"
@@ -25,6 +31,10 @@ import (
 	"os"
 	"runtime"
 )
+
+// ownFlushMax is the most calls in flight at which a call outside a burst flushes its own
+// request (see above).
+const ownFlushMax = 64
 
 // burstsFromEnv reports whether a new one-server client defers its bursts' requests (the
 // default); FASTRPC_GO_BURST=0 turns it off (read when a client starts; the benchmark's

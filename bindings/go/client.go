@@ -244,7 +244,9 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	if c.leading {
 		lone = c.pending.Add(1) == 1
 	}
-	deferred := c.bursts && c.burst.Load() > 0
+	// Deferred in a burst (its last caller flushes), or with few calls in flight (this
+	// caller flushes at once, on its own thread): burst.go.
+	deferred := c.bursts && (c.burst.Load() > 0 || c.leading && c.pending.Load() <= ownFlushMax)
 	r := C.gofrpc_call_queued_id(c.ptr, c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
 		C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag), cBool(deferred))
 	c.mu.RUnlock()
