@@ -152,40 +152,47 @@ pub(crate) fn is_direct() -> bool {
     DIRECT.with(|d| d.get())
 }
 
-/// One `recv` into `buf` (at most its length); Pending when the socket has nothing now.
-pub(crate) fn recv_direct(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+/// One `recv` of at most `len` bytes into `ptr` (retried on EINTR). Writes only what it
+/// returns, reads nothing there.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recv_raw(fd: std::os::fd::RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        // SAFETY: upheld by the caller.
+        let n = unsafe { libc::recv(fd, ptr.cast(), len, 0) };
         if n >= 0 {
-            return Poll::Ready(Ok(n as usize));
+            return Ok(n as usize);
         }
         let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Poll::Pending,
-            _ => return Poll::Ready(Err(e)),
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
 
-/// [`recv_direct`] into a `ReadBuf`'s unfilled part.
+/// Ready(result) of a direct `recv`, Pending when the socket has nothing now.
+fn ready_unless_would_block<T>(r: io::Result<T>) -> Poll<io::Result<T>> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+        r => Poll::Ready(r),
+    }
+}
+
+/// One `recv` into `buf` (at most its length); Pending when the socket has nothing now.
+pub(crate) fn recv_direct(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    // SAFETY: `buf` is valid for writes of its length.
+    ready_unless_would_block(unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len()) })
+}
+
+/// [`recv_direct`] into a `ReadBuf`'s unfilled part (never reading it, so it may be
+/// uninitialized, as in a `Vec`'s spare capacity).
 fn recv_direct_buf(fd: std::os::fd::RawFd, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-    // SAFETY: recv writes only initialized bytes into the first `n`, which are then marked
-    // initialized and filled; nothing is read from the rest.
+    // SAFETY: recv writes at most the unfilled length and reads nothing; the bytes it wrote
+    // are marked initialized and filled below.
     let unfilled = unsafe { buf.unfilled_mut() };
-    let n = loop {
-        let n = unsafe { libc::recv(fd, unfilled.as_mut_ptr().cast(), unfilled.len(), 0) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Poll::Pending,
-            _ => return Poll::Ready(Err(e)),
-        }
-    };
+    let r = unsafe { recv_raw(fd, unfilled.as_mut_ptr().cast(), unfilled.len()) };
+    let n = ready!(ready_unless_would_block(r))?;
     unsafe { buf.assume_init(n) };
     buf.advance(n);
     Poll::Ready(Ok(()))
@@ -311,15 +318,9 @@ fn poll_recv_buf(
     // SAFETY: recv writes at most `len` bytes at `ptr` and reads none; those it wrote are
     // marked initialized and filled below.
     let unfilled = unsafe { buf.unfilled_mut() };
-    let (ptr, len) = (unfilled.as_mut_ptr().cast::<libc::c_void>(), unfilled.len());
-    let recv = || {
-        let n = unsafe { libc::recv(fd, ptr, len, 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    };
+    let (ptr, len) = (unfilled.as_mut_ptr().cast::<u8>(), unfilled.len());
+    // SAFETY: see above.
+    let recv = || unsafe { recv_raw(fd, ptr, len) };
     let n = loop {
         let r = match sock {
             RawStream::Tcp(s) => {
@@ -333,7 +334,6 @@ fn poll_recv_buf(
         };
         match r {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => break r?,
         }
     };
