@@ -30,16 +30,19 @@ func benchCompression(name string) Compression {
 
 func benchValue(_ context.Context, req *Request) ([]byte, error) { return req.Value(), nil }
 
-// benchImpl: one client shared by every goroutine; each goroutine calls "foo"/"foobar" and
-// checks the response is want.
+// benchImpl: one client shared by every goroutine; each goroutine calls "foo"/"foobar",
+// appending the response to its one buffer (CallAppend: no allocation per call), and checks
+// the response is want.
 func benchImpl(name string, c *Client, want string) benchrun.Impl {
 	return benchrun.Impl{Name: name, NewCaller: func() benchrun.Caller {
 		n, v := []byte("foo"), []byte("foobar")
 		ctx := context.Background()
+		var buf []byte
 		return func() error {
-			resp, err := c.Call(ctx, n, v)
-			if err == nil && string(resp) != want {
-				err = fmt.Errorf("wrong response %q", resp)
+			var err error
+			buf, err = c.CallAppend(ctx, buf[:0], n, v)
+			if err == nil && string(buf) != want {
+				err = fmt.Errorf("wrong response %q", buf)
 			}
 			return err
 		}

@@ -36,7 +36,7 @@ type Client struct {
 // client is what the poller goroutine references, so that an unreachable *Client can be
 // finalized while its poller still runs.
 type client struct {
-	mu     sync.RWMutex // read-held during each C call on ptr; write-held to close
+	mu     sync.RWMutex // read-held during each C call on ptr but submits (waiters.go); write-held to close
 	ptr    *C.fastrpc_client
 	bal    *C.fastrpc_balanced_client // instead of ptr for NewBalancedClient
 	queue  *C.fastrpc_completion_queue
@@ -44,13 +44,12 @@ type client struct {
 
 	draining atomic.Bool // Shutdown started: new calls fail with ErrClosed
 
-	nextTag atomic.Uint64
-	waiters waiterMap
+	waiters waiterTable // waiters.go; its shards also guard submits against close
 
 	closeOnce   sync.Once
 	closeErr    error
 	pollerDone  chan struct{}
-	pollScratch unsafe.Pointer // C memory: pollBatch fastrpc_completion + pollBatch gofrpc_done
+	pollScratch unsafe.Pointer // C memory: see scratch
 	qw          *queueWaiter   // the queue's eventfd in the netpoller; nil: blocking polls (fallback)
 	// qw is the client's read descriptor (fastrpc_client_read_fd), to which the queue's
 	// descriptor was added: readable when responses arrive on the socket too, which the
@@ -67,6 +66,10 @@ type client struct {
 	kick      chan struct{} // (1) wakes the poller: a call was submitted that no leader serves
 	closing   chan struct{} // closed by close(): the poller serves until the queue is closed
 	queueGone bool          // under role: close freed the queue
+	ls        leadState     // under role: the lone call's wait (lead)
+	serveExit bool          // under role: serve's outcome
+	leadFn    func(uintptr) bool
+	serveFn   func(uintptr) bool
 	led       atomic.Uint64 // calls that got their outcome as leader (for tests)
 
 	// Bursts (burst.go): callers handed their outcomes together by one poll defer their
@@ -86,6 +89,17 @@ type result struct {
 // waiter is where one call waits; channels are reused through a pool.
 type waiter struct {
 	ch chan result
+	// CallAppend's buffer (app): the poller appends the response to dst, in place of a new
+	// slice. The caller is parked meanwhile, and one that gave up had taken the waiter
+	// back from the table first, so the poller never writes to a buffer its caller uses.
+	dst []byte
+	app bool
+}
+
+// release gives w back to the pool (empty: its outcome was received).
+func (w *waiter) release() {
+	w.dst, w.app = nil, false
+	waiterPool.Put(w)
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan result, 1)} }}
@@ -170,7 +184,7 @@ func (c *client) start() error {
 	if st := C.fastrpc_completion_queue_new(&c.queue); st != C.FASTRPC_STATUS_OK {
 		return cStatusErr(st)
 	}
-	c.pollScratch = C.calloc(pollBatch, C.size_t(unsafe.Sizeof(C.fastrpc_completion{})+unsafe.Sizeof(C.gofrpc_done{})))
+	c.pollScratch = C.calloc(1, C.size_t(scratchSize))
 	if c.pollScratch == nil {
 		C.fastrpc_completion_queue_free(c.queue)
 		return invalid("out of memory")
@@ -190,9 +204,9 @@ func (c *client) start() error {
 		c.leading = true
 		c.kick = make(chan struct{}, 1)
 		c.closing = make(chan struct{})
+		c.leadFn, c.serveFn = c.leadPass, c.servePass
 	}
 	c.bursts = c.ptr != nil && burstsFromEnv()
-	c.waiters.init()
 	go c.poll()
 	return nil
 }
@@ -210,8 +224,26 @@ func (c *client) start() error {
 //
 // name and value are copied before the library returns; the caller may reuse them at once.
 func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) {
-	// cl stays reachable until Call returns: its finalizer closes the client, and a program
-	// may hold it only through this call (NewClient(...).Call(...)).
+	return cl.call(ctx, nil, false, name, value)
+}
+
+// CallAppend is Call that appends the response value to dst and returns the extended slice
+// (as strconv.AppendInt does), instead of allocating it: a caller that passes the same
+// buffer again (dst[:0]) makes calls that allocate nothing in Go, as the reference's callers
+// do by reusing their Response. On an error it returns dst unchanged; the bytes between
+// len(dst) and cap(dst) may have been written either way.
+func (cl *Client) CallAppend(ctx context.Context, dst, name, value []byte) ([]byte, error) {
+	out, err := cl.call(ctx, dst, true, name, value)
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+// call is Call (app false) or CallAppend (app true: the response is appended to dst).
+func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []byte) ([]byte, error) {
+	// cl stays reachable until the call returns: its finalizer closes the client, and a
+	// program may hold it only through this call (NewClient(...).Call(...)).
 	defer runtime.KeepAlive(cl)
 	c := cl.c
 	timeoutMs := uint32(0)
@@ -231,13 +263,15 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	}
 
 	w := waiterPool.Get().(*waiter)
-	tag := c.nextTag.Add(1)
-	c.waiters.put(tag, w)
-
-	c.mu.RLock()
-	if c.closed || c.draining.Load() {
-		c.mu.RUnlock()
-		c.abandonWaiter(tag, w)
+	w.dst, w.app = dst, app
+	// The shard stays locked through the submit: Close waits for it (waiters.go).
+	shard, tag, ok := c.waiters.lockedPut(w)
+	if !ok || c.draining.Load() {
+		if ok {
+			shard.takeLocked(tag)
+			shard.mu.Unlock()
+		}
+		w.release()
 		return nil, errClosed("client")
 	}
 	lone := false
@@ -249,7 +283,11 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	deferred := c.bursts && (c.burst.Load() > 0 || c.leading && c.pending.Load() <= ownFlushMax)
 	r := C.gofrpc_call_queued_id(c.ptr, c.bal, bytesPtr(name), C.size_t(len(name)), bytesPtr(value),
 		C.size_t(len(value)), C.uint32_t(timeoutMs), c.queue, C.uint64_t(tag), cBool(deferred))
-	c.mu.RUnlock()
+	if r.status != C.FASTRPC_STATUS_OK {
+		// No completion will come for this tag.
+		shard.takeLocked(tag)
+	}
+	shard.mu.Unlock()
 	if deferred && r.status == C.FASTRPC_STATUS_OK {
 		c.deferredQueued()
 	}
@@ -257,17 +295,16 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 	runtime.KeepAlive(value)
 	runtime.KeepAlive(cl)
 	if r.status != C.FASTRPC_STATUS_OK {
-		// No completion will come for this tag.
 		if c.leading {
 			c.pending.Add(-1)
 		}
-		c.abandonWaiter(tag, w)
+		w.release()
 		return nil, retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 	}
 
 	// The outcome; when the library's timer was the context's deadline, the error says so.
 	outcome := func(res result) ([]byte, error) {
-		waiterPool.Put(w)
+		w.release()
 		if res.err != nil && timeoutMs != 0 && isTimeout(res.err) {
 			return nil, deadlineError(res.err.Error())
 		}
@@ -300,21 +337,9 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 			<-w.ch
 			c.collected(1)
 		}
-		waiterPool.Put(w)
+		w.release()
 		return nil, ctxError(ctx.Err())
 	}
-}
-
-// abandonWaiter gives back the waiter of a call that gets no completion (the client was
-// closed, or the submit failed). Close's last drain may have taken it meanwhile and sent it
-// an outcome: that must be received before the waiter is reused, or the next call to get it
-// from the pool (on any client) would return this stale outcome (the drain deletes and sends
-// under one lock, so the receive never blocks).
-func (c *client) abandonWaiter(tag uint64, w *waiter) {
-	if c.waiters.take(tag) == nil {
-		<-w.ch
-	}
-	waiterPool.Put(w)
 }
 
 // cancel cancels call id in the library (nothing when it already completed, or the client
@@ -444,7 +469,8 @@ func (c *client) close() error {
 		c.mu.Lock()
 		c.closed = true // no C call on ptr runs now, and none will start
 		c.mu.Unlock()
-		c.freeHandle() // fails waiting calls with CLOSED (their completions go to the queue)
+		c.waiters.seal() // nor a call's submit (waiters.go)
+		c.freeHandle()   // fails waiting calls with CLOSED (their completions go to the queue)
 		C.fastrpc_completion_queue_shutdown(c.queue)
 		if c.leading {
 			close(c.closing)
@@ -481,13 +507,27 @@ func (c *client) poll() {
 // hands each to its caller. It returns how many, and false once the queue is shut down and
 // empty. In leader mode its caller holds role.
 func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
-	tmp := (*C.fastrpc_completion)(c.pollScratch)
-	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
-	var n C.size_t
-	if st := C.gofrpc_cq_poll(c.queue, tmp, doneArr, pollBatch, timeoutMs, &n); st != C.FASTRPC_STATUS_OK {
+	tmp, doneArr, np, _ := c.scratch()
+	if st := C.gofrpc_cq_poll(c.queue, tmp, doneArr, pollBatch, timeoutMs, np); st != C.FASTRPC_STATUS_OK {
 		return 0, false // CLOSED: shut down and empty
 	}
-	return c.handOver(doneArr, n)
+	return c.handOver(doneArr, *np)
+}
+
+// The poller's scratch memory (pollScratch, C memory, used by whoever polls: the poller
+// goroutine, or in leader mode whoever holds role): pollBatch fastrpc_completion, pollBatch
+// gofrpc_done, and the two counts the C calls return. The counts live there rather than in
+// Go variables, whose addresses passed to C would make them heap allocations, one per poll.
+const (
+	scratchDone   = pollBatch * unsafe.Sizeof(C.fastrpc_completion{})
+	scratchCounts = scratchDone + pollBatch*unsafe.Sizeof(C.gofrpc_done{})
+	scratchSize   = scratchCounts + 2*unsafe.Sizeof(C.size_t(0))
+)
+
+func (c *client) scratch() (tmp *C.fastrpc_completion, doneArr *C.gofrpc_done, n, read *C.size_t) {
+	m := c.pollScratch
+	return (*C.fastrpc_completion)(m), (*C.gofrpc_done)(unsafe.Add(m, scratchDone)),
+		(*C.size_t)(unsafe.Add(m, scratchCounts)), (*C.size_t)(unsafe.Add(m, scratchCounts+unsafe.Sizeof(C.size_t(0))))
 }
 
 // readPoll is pollOnce(0) after reading, on this thread, the responses that have arrived on
@@ -497,24 +537,21 @@ func (c *client) readPoll() (int, bool) {
 	if !c.readFd {
 		return c.pollOnce(0)
 	}
-	tmp := (*C.fastrpc_completion)(c.pollScratch)
-	doneArr := (*C.gofrpc_done)(unsafe.Add(c.pollScratch, pollBatch*unsafe.Sizeof(C.fastrpc_completion{})))
-	var n C.size_t
+	tmp, doneArr, np, readp := c.scratch()
 	c.mu.RLock()
 	var reader *C.fastrpc_client
 	if !c.closed { // else freed, or about to be (and ptr is not to be read)
 		reader = c.ptr
 	}
-	var read C.size_t
-	st := C.gofrpc_cq_read_poll(reader, c.queue, tmp, doneArr, pollBatch, &n, &read)
+	st := C.gofrpc_cq_read_poll(reader, c.queue, tmp, doneArr, pollBatch, np, readp)
 	c.mu.RUnlock()
-	if read > 0 {
+	if read := *readp; read > 0 {
 		c.readHere.Add(uint64(read))
 	}
 	if st != C.FASTRPC_STATUS_OK {
 		return 0, false
 	}
-	return c.handOver(doneArr, n)
+	return c.handOver(doneArr, *np)
 }
 
 // handOver hands the n completions polled into doneArr to their callers.
@@ -539,9 +576,13 @@ func (c *client) handOver(doneArr *C.gofrpc_done, n C.size_t) (int, bool) {
 		}
 		var res result
 		if d.status == C.FASTRPC_STATUS_OK {
-			res.data = make([]byte, int(d.len))
-			if d.len > 0 {
-				copy(res.data, unsafe.Slice((*byte)(unsafe.Pointer(d.data)), int(d.len)))
+			if w.app {
+				res.data = append(w.dst, unsafe.Slice((*byte)(unsafe.Pointer(d.data)), int(d.len))...)
+			} else {
+				res.data = make([]byte, int(d.len))
+				if d.len > 0 {
+					copy(res.data, unsafe.Slice((*byte)(unsafe.Pointer(d.data)), int(d.len)))
+				}
 			}
 		} else {
 			msg := ""
@@ -559,64 +600,4 @@ func (c *client) handOver(doneArr *C.gofrpc_done, n C.size_t) (int, bool) {
 		c.collected(gone)
 	}
 	return k, true
-}
-
-// waiterMap maps tags to waiting calls; sharded so that many goroutines rarely contend.
-type waiterMap struct {
-	shards [64]waiterShard
-}
-
-type waiterShard struct {
-	mu sync.Mutex
-	m  map[uint64]*waiter
-	_  [40]byte // keep shards on separate cache lines
-}
-
-func (wm *waiterMap) init() {
-	for i := range wm.shards {
-		wm.shards[i].m = make(map[uint64]*waiter)
-	}
-}
-
-func (wm *waiterMap) put(tag uint64, w *waiter) {
-	s := &wm.shards[tag%uint64(len(wm.shards))]
-	s.mu.Lock()
-	s.m[tag] = w
-	s.mu.Unlock()
-}
-
-// take removes and returns the waiter for tag, or nil when there is none.
-func (wm *waiterMap) take(tag uint64) *waiter {
-	s := &wm.shards[tag%uint64(len(wm.shards))]
-	s.mu.Lock()
-	w := s.m[tag]
-	if w != nil {
-		delete(s.m, tag)
-	}
-	s.mu.Unlock()
-	return w
-}
-
-// len counts the waiting calls (for Shutdown; not a hot path).
-func (wm *waiterMap) len() int {
-	n := 0
-	for i := range wm.shards {
-		s := &wm.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
-
-func (wm *waiterMap) drain(f func(*waiter)) {
-	for i := range wm.shards {
-		s := &wm.shards[i]
-		s.mu.Lock()
-		for tag, w := range s.m {
-			delete(s.m, tag)
-			f(w)
-		}
-		s.mu.Unlock()
-	}
 }

@@ -64,36 +64,54 @@ func (c *client) kickPoller() {
 // to its waiter, until w has its outcome (returned, true), done is closed or the queue is
 // closed (false).
 func (c *client) lead(w *waiter, done <-chan struct{}) (result, bool) {
-	var res result
-	got := false
+	ls := &c.ls
+	ls.w, ls.done = w, done
 	for {
-		err := c.qw.rc.Read(func(uintptr) bool {
-			for {
-				n, open := c.readPoll()
-				select {
-				case res = <-w.ch:
-					c.collected(1)
-					got = true
-					return true
-				default:
-				}
-				if !open {
-					return true
-				}
-				if done != nil {
-					select {
-					case <-done:
-						return true
-					default:
-					}
-				}
-				if n == 0 {
-					return false
-				}
-			}
-		})
+		err := c.qw.rc.Read(c.leadFn)
 		if err == nil || !c.clearDeadline(err) {
+			res, got := ls.res, ls.got
+			*ls = leadState{}
 			return res, got
+		}
+	}
+}
+
+// leadState is the wait of the call in lead, under role. The function lead passes to the
+// descriptor's Read (leadPass) reads it from here: that method value is made once per client,
+// where a closure over lead's variables would be allocated for every lone call.
+type leadState struct {
+	w    *waiter
+	done <-chan struct{}
+	res  result
+	got  bool
+}
+
+// leadPass is one readiness of lead's wait: it reads and takes completions until ls.w has
+// its outcome, done is closed or the queue is closed (true: stop waiting), or there is
+// nothing more to take (false: wait again).
+func (c *client) leadPass(uintptr) bool {
+	ls := &c.ls
+	for {
+		n, open := c.readPoll()
+		select {
+		case ls.res = <-ls.w.ch:
+			c.collected(1)
+			ls.got = true
+			return true
+		default:
+		}
+		if !open {
+			return true
+		}
+		if ls.done != nil {
+			select {
+			case <-ls.done:
+				return true
+			default:
+			}
+		}
+		if n == 0 {
+			return false
 		}
 	}
 }
@@ -129,35 +147,39 @@ func (c *client) pollLeader() {
 // serve takes completions, waiting on the descriptor, until the queue is empty and no call
 // is pending (false) or the queue is shut down and empty (true). Called with role held.
 func (c *client) serve() bool {
-	exit := false
+	c.serveExit = false
 	for {
-		err := c.qw.rc.Read(func(uintptr) bool {
-			for {
-				n, open := c.readPoll()
-				if !open {
-					exit = true
-					return true
-				}
-				if n > 0 {
-					runtime.Gosched() // let the woken callers run (and submit more)
-					continue
-				}
-				if c.pending.Load() > 0 {
-					return false
-				}
-				select {
-				case <-c.closing:
-					return false
-				default:
-					return true
-				}
-			}
-		})
+		err := c.qw.rc.Read(c.serveFn)
 		if err == nil {
-			return exit
+			return c.serveExit
 		}
 		if !c.clearDeadline(err) {
 			pollBlocking(c.pollOnce) // not pollable after all: until the queue is closed
+			return true
+		}
+	}
+}
+
+// servePass is one readiness of serve's wait (made once per client, as leadPass): true to
+// stop waiting (serveExit: the queue is closed), false to wait again.
+func (c *client) servePass(uintptr) bool {
+	for {
+		n, open := c.readPoll()
+		if !open {
+			c.serveExit = true
+			return true
+		}
+		if n > 0 {
+			runtime.Gosched() // let the woken callers run (and submit more)
+			continue
+		}
+		if c.pending.Load() > 0 {
+			return false
+		}
+		select {
+		case <-c.closing:
+			return false
+		default:
 			return true
 		}
 	}

@@ -246,7 +246,7 @@ func (s *Server) Serve(addr string) error {
 	var fd C.int
 	haveFd := !noQueueFd && C.fastrpc_server_queue_fd(q, &fd) == C.FASTRPC_STATUS_OK
 	for i := 0; i < s.pollers; i++ {
-		mem := C.calloc(pollBatch, per)
+		mem := C.calloc(pollBatch+1, per) // the last entry's room holds pollOnce's count
 		s.scratch = append(s.scratch, mem)
 		// Each poller waits on a descriptor of its own: Go lets one goroutine at a time wait
 		// to read a descriptor. Every duplicate is woken when the queue becomes non-empty.
@@ -411,10 +411,12 @@ func (s *Server) poll(mem unsafe.Pointer, w *queueWaiter) {
 func (s *Server) pollOnce(mem unsafe.Pointer, timeoutMs C.uint32_t) (int, bool) {
 	tmp := (**C.fastrpc_request)(mem)
 	reqArr := (*C.gofrpc_req)(unsafe.Add(mem, pollBatch*unsafe.Sizeof((*C.fastrpc_request)(nil))))
-	var n C.size_t
-	if st := C.gofrpc_sq_poll(s.queue, tmp, reqArr, pollBatch, timeoutMs, &n); st != C.FASTRPC_STATUS_OK {
+	// The count in C memory too: a Go variable whose address goes to C is allocated per poll.
+	np := (*C.size_t)(unsafe.Add(mem, pollBatch*(unsafe.Sizeof((*C.fastrpc_request)(nil))+unsafe.Sizeof(C.gofrpc_req{}))))
+	if st := C.gofrpc_sq_poll(s.queue, tmp, reqArr, pollBatch, timeoutMs, np); st != C.FASTRPC_STATUS_OK {
 		return 0, false // CLOSED: shut down and empty
 	}
+	n := *np
 	if s.closing.Load() {
 		C.gofrpc_requests_free(reqArr, n)
 		return int(n), true
