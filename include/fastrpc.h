@@ -1185,6 +1185,22 @@ fastrpc_status fastrpc_client_config_builder_set_read_spin_us(struct fastrpc_cli
                                                               uint32_t us);
 
 /**
+ * Whether the program reads the connection itself (false, the default: the library does).
+ * With true, while calls are in flight no library thread waits for the socket's bytes: the program
+ * waits on `fastrpc_client_read_fd` and calls `fastrpc_client_read_now` whenever it is
+ * readable, for as long as any of its calls is in flight (a call no one reads for completes
+ * at its deadline). Before a call goes out on a connection with none in flight, the library
+ * reads what arrived meanwhile itself, so a connection the server closed while idle is
+ * replaced before the call is written. Saves a library thread's wakeup per arrival for
+ * programs whose own thread waits on the socket (the Go binding). A balanced client
+ * refuses it (INVALID_ARGUMENT from `fastrpc_balanced_client_new`).
+ *
+ * Returns OK, or INVALID_ARGUMENT (NULL `builder`).
+ */
+fastrpc_status fastrpc_client_config_builder_set_caller_reads(struct fastrpc_client_config_builder *builder,
+                                                              bool on);
+
+/**
  * Deadline of calls made with timeout 0 (10000 by default); must be more than 0.
  *
  * Returns OK, or INVALID_ARGUMENT (NULL `builder`, `ms` 0).

@@ -89,6 +89,17 @@ pub struct ClientConfig {
     /// took ping-pong p50 from ~60 µs to ~11-24 µs, at up to a core per side while the calls
     /// ran; on busy cores it stays out of the way (docs/BENCHMARKS.md).
     pub read_spin: Duration,
+    /// The program reads the connection itself (false by default): while calls are in flight
+    /// the library does not wait for the socket's bytes, so no library thread is woken by
+    /// them. The program must then wait on [`Client::read_fd`](crate::Client::read_fd) and
+    /// call [`Client::read_now`](crate::Client::read_now) whenever it is readable, for as
+    /// long as any of its calls is in flight; a call no one reads for completes at its
+    /// deadline. Before a call goes out on a connection with none in flight, the library
+    /// reads what arrived meanwhile itself (late responses, the server's close), so that a
+    /// connection the server closed while idle is replaced before the call is written, not
+    /// after. Made for event loops and bindings whose own thread waits on the socket (the Go
+    /// binding's leader); not for a balanced client.
+    pub caller_reads: bool,
 }
 
 impl Default for ClientConfig {
@@ -114,6 +125,7 @@ impl Default for ClientConfig {
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(1),
             read_spin: DEFAULT_READ_SPIN,
+            caller_reads: false,
         }
     }
 }

@@ -164,13 +164,22 @@ async fn handshake(mut sock: RawStream, mut conn: Connection) -> Result<TlsStrea
 }
 
 impl TlsStream {
-    /// The peer's end-entity certificate (DER) when it presented one (and so, on a server
-    /// that asks for client certificates, one rustls verified).
     /// The socket's descriptor.
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         self.sock.raw_fd()
     }
 
+    /// The stream with its socket in caller-reads mode ([`RawStream::into_direct`]).
+    pub(crate) fn into_direct(self) -> io::Result<TlsStream> {
+        Ok(TlsStream {
+            sock: self.sock.into_direct()?,
+            conn: self.conn,
+            pending: self.pending,
+        })
+    }
+
+    /// The peer's end-entity certificate (DER) when it presented one (and so, on a server
+    /// that asks for client certificates, one rustls verified).
     pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
         self.conn
             .peer_certificates()

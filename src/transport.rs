@@ -72,6 +72,10 @@ impl std::fmt::Display for Addr {
 pub(crate) enum RawStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// A client's socket in caller-reads mode (`ClientConfig::caller_reads`): the runtime
+    /// watches it for writing only, so what arrives wakes no worker; reads are direct `recv`s
+    /// that never wait (Pending, registering nothing, when it is empty).
+    Direct(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
 }
 
 /// Connects to `addr`, with TCP_NODELAY on TCP.
@@ -210,6 +214,7 @@ impl AsyncRead for RawStream {
         match self.get_mut() {
             RawStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             RawStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            RawStream::Direct(s) => recv_direct_buf(s.get_ref().as_raw_fd(), buf),
         }
     }
 }
@@ -223,6 +228,7 @@ impl AsyncWrite for RawStream {
         match self.get_mut() {
             RawStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             RawStream::Unix(s) => unix_send(s, cx, buf),
+            s @ RawStream::Direct(_) => poll_send(s, cx, buf),
         }
     }
 
@@ -230,6 +236,7 @@ impl AsyncWrite for RawStream {
         match self.get_mut() {
             RawStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             RawStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            RawStream::Direct(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -237,6 +244,10 @@ impl AsyncWrite for RawStream {
         match self.get_mut() {
             RawStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             RawStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            s @ RawStream::Direct(_) => {
+                s.shutdown_write();
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -247,7 +258,22 @@ impl RawStream {
         match self {
             RawStream::Tcp(s) => s.as_raw_fd(),
             RawStream::Unix(s) => s.as_raw_fd(),
+            RawStream::Direct(s) => s.get_ref().as_raw_fd(),
         }
+    }
+
+    /// The same socket in caller-reads mode ([`RawStream::Direct`]): taken off the
+    /// runtime's read readiness, watched for writing only. Needs the runtime's context.
+    pub(crate) fn into_direct(self) -> io::Result<RawStream> {
+        let fd: std::os::fd::OwnedFd = match self {
+            RawStream::Tcp(s) => s.into_std()?.into(),
+            RawStream::Unix(s) => s.into_std()?.into(),
+            d @ RawStream::Direct(_) => return Ok(d),
+        };
+        // SAFETY: an OwnedFd stays open, the same descriptor, for as long as it is owned.
+        let a =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, Interest::WRITABLE) }?;
+        Ok(RawStream::Direct(a))
     }
 
     /// Shuts the write direction (FIN), through `&self`; best effort.
@@ -277,6 +303,7 @@ pub(crate) fn poll_recv(
                 ready!(s.poll_read_ready(cx))?;
                 s.try_read(buf)
             }
+            RawStream::Direct(s) => return recv_direct(s.get_ref().as_raw_fd(), buf),
         };
         match r {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -301,6 +328,25 @@ pub(crate) fn poll_send(
             }
         },
         RawStream::Unix(s) => unix_send(s, cx, buf),
+        RawStream::Direct(s) => loop {
+            let mut g = ready!(s.poll_write_ready(cx))?;
+            let fd = s.get_ref().as_raw_fd();
+            // SAFETY: `fd` is open for the life of `s`; send reads at most `buf.len()` bytes
+            // of `buf`. MSG_NOSIGNAL: a peer gone is an error, not SIGPIPE.
+            let r = g.try_io(|_| {
+                let n =
+                    unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        },
     }
 }
 
@@ -331,6 +377,7 @@ fn poll_recv_buf(
                 ready!(s.poll_read_ready(cx))?;
                 s.try_io(Interest::READABLE, recv)
             }
+            RawStream::Direct(_) => return recv_direct_buf(fd, buf),
         };
         match r {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -363,6 +410,14 @@ impl Stream {
             Stream::Plain(s) => s.raw_fd(),
             Stream::Tls(t) => t.raw_fd(),
         }
+    }
+
+    /// The stream in caller-reads mode (see [`RawStream::into_direct`]).
+    pub(crate) fn into_direct(self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Plain(s) => Stream::Plain(s.into_direct()?),
+            Stream::Tls(t) => Stream::Tls(Box::new(t.into_direct()?)),
+        })
     }
 
     /// Splits into the halves the reader and the writer tasks own.

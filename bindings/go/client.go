@@ -54,8 +54,11 @@ type client struct {
 	// qw is the client's read descriptor (fastrpc_client_read_fd), to which the queue's
 	// descriptor was added: readable when responses arrive on the socket too, which the
 	// waiting leader then reads itself (readPoll).
-	readFd   bool
-	readHere atomic.Uint64 // calls whose responses a Go goroutine read (for tests)
+	readFd bool
+	// callerReads: the library was told the program reads the connection (caller_reads), so
+	// readFd must hold and every wait reads (readPoll).
+	callerReads bool
+	readHere    atomic.Uint64 // calls whose responses a Go goroutine read (for tests)
 
 	// Leader mode (leader.go): whoever holds role waits on the queue's descriptor and takes
 	// its completions (sharing pollScratch): the poller goroutine, or a call that is the only
@@ -145,8 +148,16 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 	if err := applySetters(cfg.setters); err != nil {
 		return nil, err
 	}
+	// A one-server client in leader mode reads its connection itself (readFd): the library
+	// then leaves the socket's arrivals to it (no library thread woken per arrival).
+	callerReads := !balanced && !noQueueFd && leaderFromEnv() && readFdFromEnv()
+	if callerReads {
+		if st := C.fastrpc_client_config_builder_set_caller_reads(b, true); st != C.FASTRPC_STATUS_OK {
+			return nil, cStatusErr(st)
+		}
+	}
 
-	c := &client{pollerDone: make(chan struct{})}
+	c := &client{pollerDone: make(chan struct{}), callerReads: callerReads}
 	var err error
 	if balanced {
 		err = retErr(C.gofrpc_bal_new(b, &c.bal))
@@ -191,13 +202,20 @@ func (c *client) start() error {
 	}
 	var fd C.int
 	if !noQueueFd && C.fastrpc_completion_queue_fd(c.queue, &fd) == C.FASTRPC_STATUS_OK {
-		if c.ptr != nil && leaderFromEnv() && readFdFromEnv() {
+		if c.callerReads {
 			c.qw = newReadWaiter(c.ptr, fd)
 			c.readFd = c.qw != nil
 		}
 		if c.qw == nil {
 			c.qw, _ = newQueueWaiter(fd, "fastrpc-completion-queue")
 		}
+	}
+	if c.callerReads && !c.readFd {
+		// Nobody would read the connection (out of descriptors, say).
+		c.qw.close()
+		C.free(c.pollScratch)
+		C.fastrpc_completion_queue_free(c.queue)
+		return invalid("cannot wait for the connection: no read descriptor")
 	}
 	// Without a descriptor (out of descriptors), the poller blocks in C instead.
 	if c.qw != nil && leaderFromEnv() {
@@ -552,6 +570,17 @@ func (c *client) readPoll() (int, bool) {
 		return 0, false
 	}
 	return c.handOver(doneArr, *np)
+}
+
+// readPollSlow is readPoll for the fallback of blocking polls (a descriptor that turned out
+// not pollable) when the program reads the connection: it cannot block in the queue, which
+// only fills when someone reads, so it sleeps briefly when there was nothing.
+func (c *client) readPollSlow(C.uint32_t) (int, bool) {
+	n, open := c.readPoll()
+	if n == 0 && open {
+		time.Sleep(100 * time.Microsecond)
+	}
+	return n, open
 }
 
 // handOver hands the n completions polled into doneArr to their callers.

@@ -154,7 +154,13 @@ func (c *client) serve() bool {
 			return c.serveExit
 		}
 		if !c.clearDeadline(err) {
-			pollBlocking(c.pollOnce) // not pollable after all: until the queue is closed
+			// Not pollable after all: poll until the queue is closed, reading the connection
+			// too when the library leaves that to us.
+			if c.callerReads {
+				pollBlocking(c.readPollSlow)
+			} else {
+				pollBlocking(c.pollOnce)
+			}
 			return true
 		}
 	}

@@ -189,6 +189,13 @@ impl BalancedClient {
         let mut probe = config.client.clone();
         probe.addr = "127.0.0.1:1".into();
         probe.validate()?;
+        if config.client.caller_reads {
+            // Its connections come and go: the program has no descriptor to wait on.
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "caller_reads is for one-server clients: a balanced client reads its connections itself",
+            ));
+        }
         let resolver: Arc<dyn Resolve> = match &config.resolver {
             Some(r) => r.clone(),
             None => {

@@ -187,18 +187,30 @@ async fn connect(
         compression: cfg.compress_type,
         timeout: t,
     };
-    handshake::client(raw, p, inner.tls.clone())
-        .await
-        .map_err(|e| {
-            let kind = match e.kind() {
-                ErrorKind::Tls | ErrorKind::Protocol | ErrorKind::Timeout => e.kind(),
-                _ => ErrorKind::Connect,
-            };
-            e.rewrap(
-                kind,
-                format!("handshake with {} failed: {}", inner.addr, e.message()),
-            )
-        })
+    let (stream, compression) =
+        handshake::client(raw, p, inner.tls.clone())
+            .await
+            .map_err(|e| {
+                let kind = match e.kind() {
+                    ErrorKind::Tls | ErrorKind::Protocol | ErrorKind::Timeout => e.kind(),
+                    _ => ErrorKind::Connect,
+                };
+                e.rewrap(
+                    kind,
+                    format!("handshake with {} failed: {}", inner.addr, e.message()),
+                )
+            })?;
+    if !cfg.caller_reads {
+        return Ok((stream, compression));
+    }
+    // The program reads: no worker is to be woken by what arrives (read.rs, "caller reads").
+    let stream = stream.into_direct().map_err(|e| {
+        Error::new(
+            ErrorKind::Connect,
+            format!("cannot watch the connection to {}: {e}", inner.addr),
+        )
+    })?;
+    Ok((stream, compression))
 }
 
 /// The reader is done: the writer ends the connection with `cause`.

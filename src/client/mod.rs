@@ -356,6 +356,10 @@ impl Inner {
     ) -> Result<(u32, &'a Cell), Error> {
         self.check_sizes(name, value)?;
         self.admit()?;
+        if self.cfg.caller_reads && self.table.pending() == 0 {
+            // Nobody read the connection while no call was in flight (read.rs).
+            self.idle_pass();
+        }
         let first = match self.table.reserve(self.cfg.max_pending_requests) {
             Some(first) => first,
             None => {

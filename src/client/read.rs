@@ -17,6 +17,15 @@
 //! registered for the socket's readiness from its own last poll, so what arrives next wakes
 //! it), and wakes the task when it stops with bytes left or the connection ending. The
 //! reader task stays responsible for every byte: a caller's pass is only ever a head start.
+//!
+//! Caller reads (`ClientConfig::caller_reads`): the program promises to read while its calls
+//! are in flight, so the runtime watches the socket for writing only
+//! (`transport::RawStream::Direct`) and the reader task is woken by no arrival, only by the
+//! program's passes (bytes they left, a partial frame's read timeout, the connection's end).
+//! That saves a worker thread's wakeup per arrival, which on a VM costs as much as the
+//! program's own. Nobody reads while no call is in flight, so before a call is queued then,
+//! `idle_pass` reads what came meanwhile: a late response is dropped, and a connection the
+//! server closed is ended before the call could be written to it.
 
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -147,6 +156,23 @@ impl Inner {
     /// of the reader (at most [`PASS_READS`] socket reads). Completion sinks run on this
     /// thread. Returns the number of calls it completed.
     pub(crate) fn read_now(&self) -> usize {
+        self.read_pass().0
+    }
+
+    /// Caller-reads mode (`ClientConfig::caller_reads`), before a call is queued while none
+    /// is in flight: nobody has read the connection since its last call, so read what
+    /// arrived meanwhile now (late responses of calls that gave up, the server's close, a
+    /// TLS alert). If the connection has ended, end it here, before the call can be written
+    /// to it: the call stays queued and goes out on the next connection.
+    pub(crate) fn idle_pass(&self) {
+        if let (_, Some(e)) = self.read_pass() {
+            super::conn::end_connection(self, e);
+        }
+    }
+
+    /// [`Inner::read_now`], also returning the connection's end if the pass found it (or it
+    /// was found before and the reader task has not ended the connection yet).
+    fn read_pass(&self) -> (usize, Option<Error>) {
         let g = match self.reading.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => {
@@ -157,19 +183,19 @@ impl Inner {
                     g: Some(e.into_inner()),
                     inner: self,
                 });
-                return 0;
+                return (0, None);
             }
-            Err(std::sync::TryLockError::WouldBlock) => return 0,
+            Err(std::sync::TryLockError::WouldBlock) => return (0, None),
         };
         let mut held = Held {
             g: Some(g),
             inner: self,
         };
         let Some(rs) = held.g.as_mut().and_then(|g| g.as_mut()) else {
-            return 0;
+            return (0, None);
         };
-        if rs.ended.is_some() {
-            return 0;
+        if let Some(e) = &rs.ended {
+            return (0, Some(e.clone()));
         }
         // A read timeout's timer needs the runtime's context.
         let _rt = self.rt.enter();
@@ -182,13 +208,13 @@ impl Inner {
                 0
             }
         };
-        let ended = rs.ended.is_some();
+        let ended = rs.ended.clone();
         drop(held);
-        if ended {
+        if ended.is_some() {
             // The reader task ends the connection.
             self.wake_reader();
         }
-        done
+        (done, ended)
     }
 }
 
@@ -214,7 +240,8 @@ fn watch(ep: RawFd, sock: RawFd) -> std::io::Result<()> {
 /// connection's end recorded, or bytes left and the task woken to take them. The reader
 /// task stays registered with the runtime for the socket's readiness (its last poll of the
 /// socket registered it; a direct read registers nothing), so it is woken by what comes next
-/// whether or not a caller reads it.
+/// whether or not a caller reads it; in caller-reads mode it is not, and what comes next is
+/// the program's to read.
 fn pass(inner: &Inner, rs: &mut Reading, task: Option<&Waker>) -> usize {
     // The task's waker: a read timeout's timer set by this pass wakes the task.
     let mut cx = Context::from_waker(task.unwrap_or(Waker::noop()));
@@ -237,7 +264,14 @@ fn pass(inner: &Inner, rs: &mut Reading, task: Option<&Waker>) -> usize {
                 rs.ended = Some(e);
                 return done;
             }
-            Poll::Pending => return done,
+            Poll::Pending => {
+                if inner.cfg.caller_reads && rs.r.deadline().is_some() {
+                    // Part of a frame is in hand and its read timeout runs: the task, which
+                    // no arrival wakes in this mode, arms its timer (`wait`).
+                    inner.wake_reader();
+                }
+                return done;
+            }
         }
     }
     // Bytes are in hand and the pass is over: the reader task takes them.

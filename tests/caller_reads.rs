@@ -1,0 +1,425 @@
+//! `ClientConfig::caller_reads`: the program reads the connection itself (it waits on
+//! `Client::read_fd` and calls `Client::read_now`), and the library, whose runtime then
+//! watches the socket for writing only, reads nothing while calls are in flight. Every
+//! response is completed by the program's reads, with every compression and TLS; before a
+//! call goes out on a connection with none in flight the library reads what arrived
+//! meanwhile, so a connection the server closed while idle is replaced before the call is
+//! written (plain and TLS) and a late response is dropped then; the read timeout still ends a
+//! connection whose server stalls mid-frame; a balanced client refuses the mode.
+
+mod common;
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use fastrpc::{
+    BalancedClient, BalancedConfig, Call, Client, ClientConfig, Completion, Compression, Error,
+    ErrorKind, Server, ServerConfig, TlsClientConfig, TlsServerConfig,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs `f` on a thread; fails the test if it takes more than 60 s.
+fn within_60s(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p)
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test did not finish within 60 s"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn echo(call: Call) {
+    let mut v = call.name().to_vec();
+    v.push(b':');
+    v.extend_from_slice(call.value());
+    let _ = call.reply(&v);
+}
+
+/// Waits up to `ms` for `fd` to be readable.
+fn readable_within(fd: RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
+/// The program's reading thread: waits on the client's read descriptor and reads, counting
+/// the calls its reads completed, until stopped.
+struct Reading {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    t: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reading {
+    fn start(client: &Client) -> Reading {
+        let fd = client.read_fd().unwrap();
+        let (stop, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (c, s, d) = (client.clone(), stop.clone(), done.clone());
+        let t = std::thread::spawn(move || {
+            while !s.load(SeqCst) {
+                if readable_within(fd, 20) {
+                    d.fetch_add(c.read_now(), SeqCst);
+                }
+            }
+        });
+        Reading {
+            stop,
+            done,
+            t: Some(t),
+        }
+    }
+
+    /// Stops the thread and returns how many calls its reads completed (counted after each
+    /// read returns: the calls' sinks ran before).
+    fn finish(mut self) -> usize {
+        self.stop.store(true, SeqCst);
+        if let Some(t) = self.t.take() {
+            t.join().unwrap();
+        }
+        self.done.load(SeqCst)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(t) = self.t.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Outcome = Result<Vec<u8>, (ErrorKind, String)>;
+
+#[derive(Default)]
+struct Sink {
+    got: Mutex<Vec<(u128, Outcome)>>,
+    n: AtomicUsize,
+}
+
+impl Completion for Sink {
+    fn complete(&self, tag: u128, r: Result<&[u8], &Error>) {
+        let r = r
+            .map(|v| v.to_vec())
+            .map_err(|e| (e.kind(), e.message().to_string()));
+        self.got.lock().unwrap().push((tag, r));
+        self.n.fetch_add(1, SeqCst);
+    }
+}
+
+fn pki_tls() -> (TlsServerConfig, TlsClientConfig) {
+    let p = common::certs::test_pki();
+    (
+        TlsServerConfig {
+            cert_pem: p.server_cert_pem.as_bytes().to_vec(),
+            key_pem: p.server_key_pem.as_bytes().to_vec(),
+            ..Default::default()
+        },
+        TlsClientConfig {
+            ca_pem: Some(p.ca_pem.as_bytes().to_vec()),
+            ..Default::default()
+        },
+    )
+}
+
+fn value(i: usize) -> Vec<u8> {
+    let n = [0, 7, 300, 4096, 70_000][i % 5];
+    (0..n).map(|k| (k * 31 + i) as u8).collect()
+}
+
+/// A server (on its own runtime) with `cfg` and TLS if asked, and a caller-reads client of
+/// it (no spinning reader) with the same compression.
+fn pair(
+    mut scfg: ServerConfig,
+    tls: bool,
+) -> (
+    tokio::runtime::Runtime,
+    Server,
+    tokio::runtime::Runtime,
+    Client,
+) {
+    let srt = runtime();
+    let (stls, ctls) = if tls {
+        let (s, c) = pki_tls();
+        (Some(s), Some(c))
+    } else {
+        (None, None)
+    };
+    scfg.tls = stls;
+    let c = scfg.compress_type;
+    let server = srt.block_on(async { Server::bind("127.0.0.1:0", scfg, echo).await.unwrap() });
+    let crt = runtime();
+    let mut cfg = ClientConfig::new(server.local_addr().to_string());
+    cfg.compress_type = c;
+    cfg.tls = ctls;
+    cfg.read_spin = Duration::ZERO;
+    cfg.caller_reads = true;
+    let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+    (srt, server, crt, client)
+}
+
+/// Every response is completed by the program's reads, none by the library's reader (whose
+/// worker threads are free to run): with one call in flight at a time (each response one
+/// read), the program's reads count every call, exactly. With 30 in flight and values up to
+/// 70 KB (a pass of the program stops after 8 socket reads and hands the rest to the
+/// reader task, which it wakes), and from async callers, every call completes, byte for byte.
+#[test]
+fn only_the_programs_reads_complete_calls() {
+    within_60s(|| {
+        for (c, tls) in [
+            (Compression::None, false),
+            (Compression::Snappy, false),
+            (Compression::Flate, false),
+            (Compression::None, true),
+            (Compression::Snappy, true),
+        ] {
+            let mut scfg = ServerConfig::default();
+            scfg.compress_type = c;
+            let (_srt, _server, crt, client) = pair(scfg, tls);
+            let reading = Reading::start(&client);
+            // Connects. The reader task's first look at the socket, as the connection starts,
+            // may find this response there already.
+            assert_eq!(crt.block_on(client.call(b"w", b"up")).unwrap(), b"w:up");
+            reading.finish();
+            let reading = Reading::start(&client);
+            let sink = Arc::new(Sink::default());
+            let lone = 200;
+            for i in 0..lone {
+                let v = &value(i)[..value(i).len().min(4096)];
+                client
+                    .submit(b"f", v, Duration::from_secs(20), sink.clone(), i as u128)
+                    .unwrap();
+                while sink.n.load(SeqCst) <= i {
+                    std::thread::yield_now();
+                }
+            }
+            assert_eq!(
+                reading.finish(),
+                lone,
+                "calls completed by the program's reads ({c:?}, tls {tls})"
+            );
+            let reading = Reading::start(&client);
+            let n = 300;
+            for round in 0..(n / 30) {
+                for i in round * 30..(round + 1) * 30 {
+                    client
+                        .submit(
+                            b"f",
+                            &value(i),
+                            Duration::from_secs(20),
+                            sink.clone(),
+                            (lone + i) as u128,
+                        )
+                        .unwrap();
+                }
+                while sink.n.load(SeqCst) < lone + (round + 1) * 30 {
+                    std::thread::yield_now();
+                }
+            }
+            for i in 0..20 {
+                let v = crt.block_on(client.call(b"a", &value(i))).unwrap();
+                let mut want = b"a:".to_vec();
+                want.extend_from_slice(&value(i));
+                assert_eq!(v, want, "async call {i} ({c:?}, tls {tls})");
+            }
+            reading.finish();
+            let mut got = std::mem::take(&mut *sink.got.lock().unwrap());
+            got.sort_by_key(|(tag, _)| *tag);
+            assert_eq!(got.len(), lone + n);
+            for (tag, r) in got {
+                let i = tag as usize;
+                let mut want = b"f:".to_vec();
+                if i < lone {
+                    want.extend_from_slice(&value(i)[..value(i).len().min(4096)]);
+                } else {
+                    want.extend_from_slice(&value(i - lone));
+                }
+                assert_eq!(r.unwrap(), want, "call {tag} ({c:?}, tls {tls})");
+            }
+            let st = client.stats();
+            assert_eq!(st.responses, (1 + lone + n + 20) as u64);
+            assert_eq!(st.unexpected_responses, 0);
+            assert_eq!(st.reconnects, 0);
+        }
+    });
+}
+
+/// A server that closes idle connections: the client, which nobody reads while no call is in
+/// flight, notices the close when the next call is made and sends that call on a new
+/// connection, which answers it (without the read before the call, it would be written to
+/// the closed connection and fail).
+#[test]
+fn an_idle_connection_the_server_closed_is_replaced_before_the_next_call() {
+    within_60s(|| {
+        for tls in [false, true] {
+            let mut scfg = ServerConfig::default();
+            scfg.idle_timeout = Duration::from_millis(100);
+            let (_srt, server, crt, client) = pair(scfg, tls);
+            let fd = client.read_fd().unwrap();
+            {
+                let _reading = Reading::start(&client);
+                assert_eq!(crt.block_on(client.call(b"one", b"")).unwrap(), b"one:");
+            }
+            // Nobody reads now. The server's close makes the socket readable.
+            assert!(
+                readable_within(fd, 10_000),
+                "the server closed the idle connection (tls {tls})"
+            );
+            let _reading = Reading::start(&client);
+            for i in 0..3 {
+                let v = crt.block_on(client.call(b"two", &[i])).unwrap();
+                assert_eq!(v, [b't', b'w', b'o', b':', i], "tls {tls}");
+            }
+            let st = client.stats();
+            assert_eq!(st.connects, 2, "one reconnect (tls {tls})");
+            assert_eq!(server.stats().connections_accepted, 2);
+            assert_eq!(st.responses, 4);
+            assert_eq!(st.errors, Default::default(), "no call failed (tls {tls})");
+        }
+    });
+}
+
+/// A response that arrives after its call gave up, while no call is in flight, is read (and
+/// dropped) before the next call goes out.
+#[test]
+fn a_late_response_is_dropped_before_the_next_call() {
+    within_60s(|| {
+        let srt = runtime();
+        let (tx, rx) = mpsc::channel::<Call>();
+        let tx = Mutex::new(tx);
+        let server = srt.block_on(async {
+            Server::bind("127.0.0.1:0", ServerConfig::default(), move |call: Call| {
+                if call.name() == b"hold" {
+                    let _ = tx.lock().unwrap().send(call);
+                } else {
+                    echo(call);
+                }
+            })
+            .await
+            .unwrap()
+        });
+        let crt = runtime();
+        let mut cfg = ClientConfig::new(server.local_addr().to_string());
+        cfg.read_spin = Duration::ZERO;
+        cfg.caller_reads = true;
+        let client = crt.block_on(async { Client::new(cfg) }).unwrap();
+        let fd = client.read_fd().unwrap();
+        let held = {
+            let _reading = Reading::start(&client);
+            let err = crt
+                .block_on(client.call_timeout(b"hold", b"", Duration::from_millis(50)))
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+            rx.recv_timeout(Duration::from_secs(10)).unwrap()
+        };
+        // Answered now, with no call in flight: nobody reads it.
+        held.reply(b"late").unwrap();
+        assert!(readable_within(fd, 10_000), "the late response arrives");
+        assert_eq!(client.stats().unexpected_responses, 0, "not read yet");
+        let _reading = Reading::start(&client);
+        assert_eq!(crt.block_on(client.call(b"next", b"")).unwrap(), b"next:");
+        let st = client.stats();
+        assert_eq!(
+            st.unexpected_responses, 1,
+            "the late response was read and dropped"
+        );
+        assert_eq!(st.connects, 1);
+    });
+}
+
+/// A server that sends part of a response and stalls: the read timeout still ends the
+/// connection (the program's read hands the partial frame's timer to the reader task), and
+/// the call fails then, not at its own later deadline.
+#[test]
+fn a_stalled_frame_ends_at_the_read_timeout() {
+    within_60s(|| {
+        let rt = runtime();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let srv = rt.spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut hdr = [0u8; 3];
+            s.read_exact(&mut hdr).await.unwrap();
+            s.write_all(&[0, 1, 0]).await.unwrap();
+            let mut req = [0u8; 12];
+            s.read_exact(&mut req).await.unwrap();
+            // The first call's response, whole: the reader task is parked by the time the
+            // next comes, so only the program's read sees it.
+            s.write_all(&[req[0], req[1], req[2], req[3], 0, 0, 0, 0])
+                .await
+                .unwrap();
+            s.read_exact(&mut req).await.unwrap();
+            // Six bytes of a response frame (its id, then half its value length), then nothing.
+            s.write_all(&[req[0], req[1], req[2], req[3], 9, 0])
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        let mut cfg = ClientConfig::new(addr);
+        cfg.compress_type = Compression::None;
+        cfg.read_spin = Duration::ZERO;
+        cfg.caller_reads = true;
+        cfg.read_timeout = Duration::from_millis(200);
+        cfg.request_timeout = Duration::from_secs(20);
+        let client = rt.block_on(async { Client::new(cfg) }).unwrap();
+        let _reading = Reading::start(&client);
+        assert_eq!(rt.block_on(client.call(b"", b"")).unwrap(), b"");
+        let start = std::time::Instant::now();
+        let err = rt.block_on(client.call(b"", b"")).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the call ended at the read timeout, not at its deadline: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection),
+            "{err}"
+        );
+        assert!(err.message().contains("read"), "{err}");
+        drop(client);
+        rt.block_on(srv).unwrap();
+    });
+}
+
+/// A balanced client has no descriptor to wait on: it refuses the mode.
+#[test]
+fn a_balanced_client_refuses_caller_reads() {
+    let rt = runtime();
+    let mut cfg = BalancedConfig::new(["127.0.0.1:1"]);
+    cfg.client.caller_reads = true;
+    let err = rt
+        .block_on(async { BalancedClient::new(cfg) })
+        .err()
+        .expect("refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("caller_reads"), "{err}");
+}
