@@ -22,7 +22,7 @@ args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
     args=(--lib --test races --test cancel --test lone_write --test sink_panics
         --test graceful_stop --test early_flush --test options --test broken_peers --test balance
-        --test read_now)
+        --test read_now --test caller_reads)
 fi
 export RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer"
 export RUSTDOCFLAGS="-Zsanitizer=thread"
