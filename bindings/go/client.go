@@ -16,6 +16,7 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"math"
 	"runtime"
 	"sync"
@@ -150,7 +151,7 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 	}
 	// A one-server client in leader mode reads its connection itself (readFd): the library
 	// then leaves the socket's arrivals to it (no library thread woken per arrival).
-	callerReads := !balanced && !noQueueFd && leaderFromEnv() && readFdFromEnv()
+	callerReads := !balanced && !noQueueFd && leaderFromEnv() && readFdFromEnv() && callerReadsFromEnv()
 	if callerReads {
 		if st := C.fastrpc_client_config_builder_set_caller_reads(b, true); st != C.FASTRPC_STATUS_OK {
 			return nil, cStatusErr(st)
@@ -202,7 +203,7 @@ func (c *client) start() error {
 	}
 	var fd C.int
 	if !noQueueFd && C.fastrpc_completion_queue_fd(c.queue, &fd) == C.FASTRPC_STATUS_OK {
-		if c.callerReads {
+		if c.ptr != nil && leaderFromEnv() && readFdFromEnv() {
 			c.qw = newReadWaiter(c.ptr, fd)
 			c.readFd = c.qw != nil
 		}
@@ -329,7 +330,12 @@ func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []
 		return res.data, res.err
 	}
 	if c.leading {
-		if res, ok := c.leadOrKick(ctx, w, lone); ok {
+		if res, ok := c.leadOrKick(ctx, w, lone, uint64(r.id)); ok {
+			if res.err != nil && errors.Is(res.err, ErrCancelled) && ctx.Err() != nil {
+				// Cancelled by the leader's context (leadOrKick).
+				w.release()
+				return nil, ctxError(ctx.Err())
+			}
 			return outcome(res)
 		}
 	}

@@ -51,6 +51,14 @@ func readFdFromEnv() bool {
 	return os.Getenv("FASTRPC_GO_READ") != "off" && os.Getenv("FASTRPC_GO_POLLER") != "leader-noread"
 }
 
+// callerReadsFromEnv reports whether a new one-server client that waits on its read
+// descriptor also tells the library that it reads the connection (caller_reads; the
+// default), or, with FASTRPC_GO_CALLER_READS=0 (read when a client starts; for A/B), lets the
+// library's reader read too, as before.
+func callerReadsFromEnv() bool {
+	return os.Getenv("FASTRPC_GO_CALLER_READS") != "0"
+}
+
 // newReadWaiter waits on the client's read descriptor (readable while its socket has bytes
 // to read) with the queue's descriptor qfd added to it, so that one wait covers both: a
 // response is read by the waiting goroutine as soon as it arrives, and whatever the library's
@@ -82,6 +90,7 @@ var noQueueFd bool
 type queueWaiter struct {
 	f  *os.File
 	rc syscall.RawConn
+	fd int // f's descriptor, for waits in C (waitReadable); f.Fd() would make it blocking
 }
 
 // newQueueWaiter wraps fd (the queue's level-triggered eventfd, non-blocking).
@@ -98,7 +107,7 @@ func newQueueWaiter(fd C.int, name string) (*queueWaiter, error) {
 		f.Close()
 		return nil, err
 	}
-	return &queueWaiter{f: f, rc: rc}, nil
+	return &queueWaiter{f: f, rc: rc, fd: int(nfd)}, nil
 }
 
 // run calls drain until it reports the queue closed. drain polls without blocking until the
@@ -109,6 +118,12 @@ func newQueueWaiter(fd C.int, name string) (*queueWaiter, error) {
 // pollable (the caller then falls back to blocking polls).
 func (w *queueWaiter) run(drain func() bool) error {
 	return w.rc.Read(func(uintptr) bool { return drain() })
+}
+
+// waitReadable blocks this goroutine's thread, in C, until w's descriptor is readable or
+// ms have passed (see leadBlocking).
+func (w *queueWaiter) waitReadable(ms int) {
+	C.gofrpc_wait_readable(C.int(w.fd), C.int(ms))
 }
 
 func (w *queueWaiter) close() {

@@ -20,6 +20,13 @@
 
 #ifndef GOFRPC_NO_HEADER
 #include "fastrpc.h"
+#include <poll.h>
+
+/* Waits up to ms for fd to be readable (a lone leader's wait on the read descriptor). */
+static inline void gofrpc_wait_readable(int fd, int ms) {
+	struct pollfd p = {fd, POLLIN, 0};
+	(void)poll(&p, 1, ms);
+}
 #if !defined(FASTRPC_VERSION_NUMBER) || FASTRPC_VERSION_NUMBER < 200
 #error "this binding needs fastrpc.h 0.2 or later (completion queues, fastrpc_*_get_stats): install the library from the same checkout as the binding"
 #endif
