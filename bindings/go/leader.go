@@ -82,11 +82,9 @@ func (c *client) kickPoller() {
 
 // leadBlocking is lead for a client that waits on its read descriptor: the lone caller's
 // thread waits for it in C (poll), not in Go's netpoller, and reads as soon as it returns.
-// Measured against the netpoller wait (one goroutine, 3 interleaved pairs, 2026-12-05 07:58
-// UTC): p50 against the reference's server 0.86-1.11x -> 0.84-0.99x of the reference
-// client's, against the engine's 0.97-1.08x -> 0.66-0.88x. The netpoller's wake goes through
-// Go's scheduler (the polling M takes an idle P, then runs the goroutine); a thread blocked
-// in poll returns straight into the goroutine. It serves every completion meanwhile, as lead
+// The netpoller's wake goes through Go's scheduler (the polling M takes an idle P, then runs
+// the goroutine); a thread blocked in poll returns straight into the goroutine (measured:
+// README.md, "The lone leader's wait"). It serves every completion meanwhile, as lead
 // does, until w has its outcome (true) or the queue is closed (false); the call's context
 // ending cancels the call (leadOrKick), which completes it. Only a lone call waits so: its
 // thread keeps its P while blocked, which Go's sysmon hands to another thread if others need
