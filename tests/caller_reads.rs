@@ -9,33 +9,20 @@
 
 mod common;
 
-use std::os::fd::RawFd;
+use common::calls::{pki_tls, readable_within, within, Sink};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use fastrpc::{
-    BalancedClient, BalancedConfig, Call, Client, ClientConfig, Completion, Compression, Error,
-    ErrorKind, Server, ServerConfig, TlsClientConfig, TlsServerConfig,
+    BalancedClient, BalancedConfig, Call, Client, ClientConfig, Compression, ErrorKind, Server,
+    ServerConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Runs `f` on a thread; fails the test if it takes more than 60 s.
 fn within_60s(f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test did not finish within 60 s"),
-    }
+    within(60, f);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -51,18 +38,6 @@ fn echo(call: Call) {
     v.push(b':');
     v.extend_from_slice(call.value());
     let _ = call.reply(&v);
-}
-
-/// Waits up to `ms` for `fd` to be readable.
-fn readable_within(fd: RawFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    n == 1 && p.revents & libc::POLLIN != 0
 }
 
 /// The program's reading thread: waits on the client's read descriptor and reads, counting
@@ -113,39 +88,6 @@ impl Drop for Reading {
             let _ = t.join();
         }
     }
-}
-
-type Outcome = Result<Vec<u8>, (ErrorKind, String)>;
-
-#[derive(Default)]
-struct Sink {
-    got: Mutex<Vec<(u128, Outcome)>>,
-    n: AtomicUsize,
-}
-
-impl Completion for Sink {
-    fn complete(&self, tag: u128, r: Result<&[u8], &Error>) {
-        let r = r
-            .map(|v| v.to_vec())
-            .map_err(|e| (e.kind(), e.message().to_string()));
-        self.got.lock().unwrap().push((tag, r));
-        self.n.fetch_add(1, SeqCst);
-    }
-}
-
-fn pki_tls() -> (TlsServerConfig, TlsClientConfig) {
-    let p = common::certs::test_pki();
-    (
-        TlsServerConfig {
-            cert_pem: p.server_cert_pem.as_bytes().to_vec(),
-            key_pem: p.server_key_pem.as_bytes().to_vec(),
-            ..Default::default()
-        },
-        TlsClientConfig {
-            ca_pem: Some(p.ca_pem.as_bytes().to_vec()),
-            ..Default::default()
-        },
-    )
 }
 
 fn value(i: usize) -> Vec<u8> {

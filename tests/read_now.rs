@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::calls::{pki_tls, readable_within, within, Sink};
+
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
@@ -15,7 +17,6 @@ use std::time::Duration;
 
 use fastrpc::{
     Call, Client, ClientConfig, Completion, Compression, Error, ErrorKind, Server, ServerConfig,
-    TlsClientConfig, TlsServerConfig,
 };
 
 /// The tests run one at a time: an injected panic is process-wide, and the held workers
@@ -26,20 +27,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// 60 s.
 fn within_60s(f: impl FnOnce() + Send + 'static) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p)
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test did not finish within 60 s"),
-    }
+    within(60, f);
 }
 
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
@@ -81,14 +69,7 @@ fn echo_pair() -> (
 
 /// Waits up to 10 s for `fd` to be readable.
 fn readable(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, 10_000) };
-    n == 1 && p.revents & libc::POLLIN != 0
+    readable_within(fd, 10_000)
 }
 
 /// Keeps the runtime's workers busy (blocked in a std channel) until dropped.
@@ -126,26 +107,6 @@ impl Drop for Hold {
     }
 }
 
-/// A call's outcome: the response, or the error's kind and message.
-type Outcome = Result<Vec<u8>, (ErrorKind, String)>;
-
-/// Records every outcome by tag.
-#[derive(Default)]
-struct Sink {
-    got: Mutex<Vec<(u128, Outcome)>>,
-    n: AtomicUsize,
-}
-
-impl Completion for Sink {
-    fn complete(&self, tag: u128, r: Result<&[u8], &Error>) {
-        let r = r
-            .map(|v| v.to_vec())
-            .map_err(|e| (e.kind(), e.message().to_string()));
-        self.got.lock().unwrap().push((tag, r));
-        self.n.fetch_add(1, SeqCst);
-    }
-}
-
 fn value(i: usize) -> Vec<u8> {
     let n = [0, 5, 300, 4096, 70_000][i % 5];
     (0..n).map(|k| (k * 13 + i) as u8).collect()
@@ -155,21 +116,6 @@ fn expect(i: usize) -> Vec<u8> {
     let mut v = b"f:".to_vec();
     v.extend_from_slice(&value(i));
     v
-}
-
-fn pki_tls() -> (TlsServerConfig, TlsClientConfig) {
-    let p = common::certs::test_pki();
-    (
-        TlsServerConfig {
-            cert_pem: p.server_cert_pem.as_bytes().to_vec(),
-            key_pem: p.server_key_pem.as_bytes().to_vec(),
-            ..Default::default()
-        },
-        TlsClientConfig {
-            ca_pem: Some(p.ca_pem.as_bytes().to_vec()),
-            ..Default::default()
-        },
-    )
 }
 
 /// With the client runtime's one worker held, calls complete only through `read_now` on

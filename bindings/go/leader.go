@@ -25,48 +25,40 @@ import (
 // kicked and the caller waits on its channel as in netpoll mode (false).
 func (c *client) leadOrKick(ctx context.Context, w *waiter, lone bool, id uint64) (result, bool) {
 	if lone && c.role.TryLock() {
-		if !c.queueGone && c.readFd {
-			var stop func() bool
-			if ctx.Done() != nil {
-				// Wakes the leader when ctx ends: the call cancelled in the library completes
-				// into the queue, whose descriptor is in the one it waits on (the caller
-				// turns that outcome into ctx's error).
-				stop = context.AfterFunc(ctx, func() { c.cancel(id) })
-			}
-			res, ok := c.leadBlocking(w)
-			if stop != nil {
-				stop()
-			}
+		if c.queueGone {
 			c.role.Unlock()
-			if ok {
-				c.led.Add(1)
-				if c.pending.Load() > 0 {
-					c.kickPoller()
-				}
-				return res, true
-			}
-		} else if !c.queueGone {
-			var stop func() bool
-			if ctx.Done() != nil {
-				// Wakes the leader out of the netpoller when ctx ends: a deadline in the past
-				// on the descriptor (whoever holds the role next clears a late one).
-				f := c.qw.f
-				stop = context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
-			}
-			res, ok := c.lead(w, ctx.Done())
-			if stop != nil {
-				stop()
-			}
-			c.role.Unlock()
-			if ok {
-				c.led.Add(1)
-				if c.pending.Load() > 0 {
-					c.kickPoller()
-				}
-				return res, true
-			}
 		} else {
+			var stop func() bool
+			var res result
+			var ok bool
+			if c.readFd {
+				if ctx.Done() != nil {
+					// Wakes the leader when ctx ends: the call cancelled in the library
+					// completes into the queue, whose descriptor is in the one it waits on
+					// (the caller turns that outcome into ctx's error).
+					stop = context.AfterFunc(ctx, func() { c.cancel(id) })
+				}
+				res, ok = c.leadBlocking(w)
+			} else {
+				if ctx.Done() != nil {
+					// Wakes the leader out of the netpoller when ctx ends: a deadline in the
+					// past on the descriptor (whoever holds the role next clears a late one).
+					f := c.qw.f
+					stop = context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
+				}
+				res, ok = c.lead(w, ctx.Done())
+			}
+			if stop != nil {
+				stop()
+			}
 			c.role.Unlock()
+			if ok {
+				c.led.Add(1)
+				if c.pending.Load() > 0 {
+					c.kickPoller()
+				}
+				return res, true
+			}
 		}
 	}
 	c.kickPoller()

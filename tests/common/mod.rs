@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (include with `mod common;`).
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod certs;
 pub mod live_heap;
 
