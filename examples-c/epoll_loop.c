@@ -13,8 +13,10 @@
  * The client side waits on the client's read descriptor (fastrpc_client_read_fd, readable
  * while responses have arrived on its connection), to which the completion queue's is
  * added: when it is readable, fastrpc_client_read_now reads and completes the responses on
- * this thread, then the queue is drained. A library thread still reads whatever this loop
- * does not; reading here saves waking it.
+ * this thread, then the queue is drained. The client is made with caller reads
+ * (fastrpc_client_config_builder_set_caller_reads): this loop promises to read whenever the
+ * descriptor is readable, so no library thread reads the connection or is woken by what
+ * arrives on it.
  *
  * Exits 1 on any failed, missing or wrong call.
  */
@@ -80,6 +82,8 @@ int main(int argc, char **argv) {
     fastrpc_client_config_builder *cb;
     TRY(fastrpc_client_config_builder_new(&cb));
     TRY(fastrpc_client_config_builder_set_addr(cb, addr));
+    /* This loop reads the connection (below): the library leaves that to it. */
+    TRY(fastrpc_client_config_builder_set_caller_reads(cb, true));
     fastrpc_client *client;
     TRY(fastrpc_client_new(cb, &client));
     fastrpc_client_config_builder_free(cb);
