@@ -215,13 +215,16 @@ fn only_the_programs_reads_complete_calls() {
 /// A server that closes idle connections: the client, which nobody reads while no call is in
 /// flight, notices the close when the next call is made and sends that call on a new
 /// connection, which answers it (without the read before the call, it would be written to
-/// the closed connection and fail).
+/// the closed connection and fail). Then, three times over, the server closes the idle
+/// connection and 8 threads call at once: the callers that find another reading before their
+/// call wait for its verdict, and every call is answered.
 #[test]
 fn an_idle_connection_the_server_closed_is_replaced_before_the_next_call() {
     within_60s(|| {
         for tls in [false, true] {
             let mut scfg = ServerConfig::default();
-            scfg.idle_timeout = Duration::from_millis(100);
+            // Long enough that a slow run (TSan) does not see a close between two calls.
+            scfg.idle_timeout = Duration::from_millis(300);
             let (_srt, server, crt, client) = pair(scfg, tls);
             let fd = client.read_fd().unwrap();
             {
@@ -233,15 +236,49 @@ fn an_idle_connection_the_server_closed_is_replaced_before_the_next_call() {
                 readable_within(fd, 10_000),
                 "the server closed the idle connection (tls {tls})"
             );
-            let _reading = Reading::start(&client);
-            for i in 0..3 {
-                let v = crt.block_on(client.call(b"two", &[i])).unwrap();
-                assert_eq!(v, [b't', b'w', b'o', b':', i], "tls {tls}");
+            {
+                let _reading = Reading::start(&client);
+                for i in 0..3 {
+                    let v = crt.block_on(client.call(b"two", &[i])).unwrap();
+                    assert_eq!(v, [b't', b'w', b'o', b':', i], "tls {tls}");
+                }
+            }
+            let rounds = 3;
+            for round in 0..rounds {
+                assert!(
+                    readable_within(fd, 10_000),
+                    "the server closed the idle connection (tls {tls}, round {round})"
+                );
+                let _reading = Reading::start(&client);
+                let go = Arc::new(std::sync::Barrier::new(8));
+                let callers: Vec<_> = (0..8u8)
+                    .map(|t| {
+                        let (c, go) = (client.clone(), go.clone());
+                        std::thread::spawn(move || {
+                            let sink = Arc::new(Sink::default());
+                            go.wait();
+                            c.submit(b"b", &[t], Duration::from_secs(20), sink.clone(), 0)
+                                .unwrap();
+                            while sink.n.load(SeqCst) == 0 {
+                                std::thread::yield_now();
+                            }
+                            let got = std::mem::take(&mut *sink.got.lock().unwrap());
+                            assert_eq!(got[0].1, Ok(vec![b'b', b':', t]), "caller {t}");
+                        })
+                    })
+                    .collect();
+                for c in callers {
+                    c.join().unwrap();
+                }
             }
             let st = client.stats();
-            assert_eq!(st.connects, 2, "one reconnect (tls {tls})");
-            assert_eq!(server.stats().connections_accepted, 2);
-            assert_eq!(st.responses, 4);
+            assert_eq!(
+                st.connects,
+                2 + rounds,
+                "one reconnect per close (tls {tls})"
+            );
+            assert_eq!(server.stats().connections_accepted, 2 + rounds);
+            assert_eq!(st.responses, 4 + 8 * rounds);
             assert_eq!(st.errors, Default::default(), "no call failed (tls {tls})");
         }
     });
@@ -274,11 +311,21 @@ fn a_late_response_is_dropped_before_the_next_call() {
         let fd = client.read_fd().unwrap();
         let held = {
             let _reading = Reading::start(&client);
-            let err = crt
-                .block_on(client.call_timeout(b"hold", b"", Duration::from_millis(50)))
-                .unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-            rx.recv_timeout(Duration::from_secs(10)).unwrap()
+            // The call gives up (cancelled) once the server has it.
+            let sink = Arc::new(Sink::default());
+            let id = client
+                .submit_with_id(b"hold", b"", Duration::from_secs(20), sink.clone(), 0)
+                .unwrap();
+            let held = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert!(client.cancel(id));
+            // Told on a library thread.
+            while sink.n.load(SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            let got = std::mem::take(&mut *sink.got.lock().unwrap());
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].1.as_ref().unwrap_err().0, ErrorKind::Cancelled);
+            held
         };
         // Answered now, with no call in flight: nobody reads it.
         held.reply(b"late").unwrap();
@@ -364,4 +411,76 @@ fn a_balanced_client_refuses_caller_reads() {
         .expect("refused");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.message().contains("caller_reads"), "{err}");
+}
+
+/// The program's wait may be edge-triggered, as Go's netpoller is: it reads once per edge,
+/// until a read completes nothing. A read that finds another holding the reader's state (a
+/// concurrent caller's read before its call, the reader task) must not leave bytes that
+/// arrive meanwhile to nobody, with no new edge to come. Four threads call one at a time (so
+/// each call goes out idle, through the read before it), one thread waits with EPOLLET:
+/// every call completes with its response, none at its deadline.
+#[test]
+fn an_edge_triggered_reader_misses_nothing() {
+    within_60s(|| {
+        let (_srt, _server, _crt, client) = pair(ServerConfig::default(), false);
+        let fd = client.read_fd().unwrap();
+        // SAFETY: plain syscalls on descriptors this test owns or borrows.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0);
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        assert_eq!(
+            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) },
+            0
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (c, stop) = (client.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
+                while !stop.load(SeqCst) {
+                    // SAFETY: `evs` outlives the call.
+                    if unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 1, 20) } == 1 {
+                        while c.read_now() > 0 {}
+                    }
+                }
+            })
+        };
+        let per_thread = 1500;
+        let callers: Vec<_> = (0..4u8)
+            .map(|t| {
+                let c = client.clone();
+                std::thread::spawn(move || {
+                    let sink = Arc::new(Sink::default());
+                    for i in 0..per_thread {
+                        let v = [t, (i % 251) as u8];
+                        c.submit(b"e", &v, Duration::from_secs(5), sink.clone(), i as u128)
+                            .unwrap();
+                        while sink.n.load(SeqCst) <= i {
+                            std::thread::yield_now();
+                        }
+                    }
+                    let got = std::mem::take(&mut *sink.got.lock().unwrap());
+                    for (tag, r) in got {
+                        let v = [t, (tag % 251) as u8];
+                        assert_eq!(
+                            r,
+                            Ok([b'e', b':', v[0], v[1]].to_vec()),
+                            "thread {t} call {tag}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.join().unwrap();
+        }
+        stop.store(true, SeqCst);
+        reader.join().unwrap();
+        // SAFETY: ours.
+        unsafe { libc::close(ep) };
+        assert_eq!(client.stats().responses, 4 * per_thread as u64);
+    });
 }

@@ -80,8 +80,12 @@ func (c *client) kickPoller() {
 // does, until w has its outcome (true) or the queue is closed (false); the call's context
 // ending cancels the call (leadOrKick), which completes it. Only a lone call waits so: its
 // thread keeps its P while blocked, which Go's sysmon hands to another thread if others need
-// it. The 100 ms timeout is a safety net only.
+// it. The 100 ms timeout is a safety net only. The descriptor is level-triggered: readable
+// with nothing this thread can take (the library's reader holding its state for a moment),
+// it would return at once, so after two turns that found it readable already and took
+// nothing, the leader sleeps briefly instead of spinning.
 func (c *client) leadBlocking(w *waiter) (result, bool) {
+	idle := 0
 	for {
 		n, open := c.readPoll()
 		select {
@@ -93,8 +97,17 @@ func (c *client) leadBlocking(w *waiter) (result, bool) {
 		if !open {
 			return result{}, false
 		}
-		if n == 0 {
-			c.qw.waitReadable(100)
+		if n > 0 {
+			idle = 0
+			continue
+		}
+		if idle >= 2 {
+			time.Sleep(50 * time.Microsecond)
+		}
+		if c.qw.waitReadable(100) {
+			idle++
+		} else {
+			idle = 0
 		}
 	}
 }

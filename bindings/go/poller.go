@@ -120,10 +120,10 @@ func (w *queueWaiter) run(drain func() bool) error {
 	return w.rc.Read(func(uintptr) bool { return drain() })
 }
 
-// waitReadable blocks this goroutine's thread, in C, until w's descriptor is readable or
-// ms have passed (see leadBlocking).
-func (w *queueWaiter) waitReadable(ms int) {
-	C.gofrpc_wait_readable(C.int(w.fd), C.int(ms))
+// waitReadable blocks this goroutine's thread, in C, until w's descriptor is readable or ms
+// have passed (see leadBlocking). It reports whether the descriptor was readable already.
+func (w *queueWaiter) waitReadable(ms int) (already bool) {
+	return C.gofrpc_wait_readable(C.int(w.fd), C.int(ms)) == 2
 }
 
 func (w *queueWaiter) close() {

@@ -22,10 +22,12 @@
 #include "fastrpc.h"
 #include <poll.h>
 
-/* Waits up to ms for fd to be readable (a lone leader's wait on the read descriptor). */
-static inline void gofrpc_wait_readable(int fd, int ms) {
+/* Waits up to ms for fd to be readable (a lone leader's wait on the read descriptor): 2
+ * when it already was, 1 when it became readable, 0 when the time passed. */
+static inline int gofrpc_wait_readable(int fd, int ms) {
 	struct pollfd p = {fd, POLLIN, 0};
-	(void)poll(&p, 1, ms);
+	if (poll(&p, 1, 0) == 1) return 2;
+	return poll(&p, 1, ms) == 1;
 }
 #if !defined(FASTRPC_VERSION_NUMBER) || FASTRPC_VERSION_NUMBER < 200
 #error "this binding needs fastrpc.h 0.2 or later (completion queues, fastrpc_*_get_stats): install the library from the same checkout as the binding"

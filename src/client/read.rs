@@ -25,7 +25,10 @@
 //! That saves a worker thread's wakeup per arrival, which on a VM costs as much as the
 //! program's own. Nobody reads while no call is in flight, so before a call is queued then,
 //! `idle_pass` reads what came meanwhile: a late response is dropped, and a connection the
-//! server closed is ended before the call could be written to it.
+//! server closed is ended before the call could be written to it. A program's pass that finds
+//! the state taken leaves `reader_deferred`, as the reader task does, so that whoever lets go
+//! has the task read again: a waiter that is only told of new arrivals (Go's netpoller is
+//! edge-triggered) would otherwise miss what came while the holder was letting go.
 
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -156,23 +159,31 @@ impl Inner {
     /// of the reader (at most [`PASS_READS`] socket reads). Completion sinks run on this
     /// thread. Returns the number of calls it completed.
     pub(crate) fn read_now(&self) -> usize {
-        self.read_pass().0
+        self.read_pass(false).unwrap_or(0)
     }
 
     /// Caller-reads mode (`ClientConfig::caller_reads`), before a call is queued while none
     /// is in flight: nobody has read the connection since its last call, so read what
     /// arrived meanwhile now (late responses of calls that gave up, the server's close, a
     /// TLS alert). If the connection has ended, end it here, before the call can be written
-    /// to it: the call stays queued and goes out on the next connection.
+    /// to it: the call stays queued and goes out on the next connection. When another holds
+    /// the reader's state (a caller that went idle at the same time, the reader task), wait
+    /// for it a little (it is never held across a wait for I/O), so that this call is not
+    /// written before that reader's verdict; a completion sink calling from inside a pass on
+    /// this thread gives up after that little.
     pub(crate) fn idle_pass(&self) {
-        if let (_, Some(e)) = self.read_pass() {
-            super::conn::end_connection(self, e);
+        let start = std::time::Instant::now();
+        while self.read_pass(true).is_none()
+            && start.elapsed() < std::time::Duration::from_micros(200)
+        {
+            std::thread::yield_now();
         }
     }
 
-    /// [`Inner::read_now`], also returning the connection's end if the pass found it (or it
-    /// was found before and the reader task has not ended the connection yet).
-    fn read_pass(&self) -> (usize, Option<Error>) {
+    /// [`Inner::read_now`]: None when another holds the reader's state. With `end`
+    /// (`idle_pass`), a connection found ended is ended here (the writer then writes nothing
+    /// more to it), before the state is let go: later, it could be a newer connection's.
+    fn read_pass(&self, end: bool) -> Option<usize> {
         let g = match self.reading.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => {
@@ -183,19 +194,39 @@ impl Inner {
                     g: Some(e.into_inner()),
                     inner: self,
                 });
-                return (0, None);
+                return Some(0);
             }
-            Err(std::sync::TryLockError::WouldBlock) => return (0, None),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if !self.cfg.caller_reads || end {
+                    // The reader task is reading, or will: it is registered for what comes.
+                    // (`idle_pass` waits for the holder instead.)
+                    return None;
+                }
+                // Nothing else will read what arrives while the holder lets go after its
+                // last read: ask the holder to have the reader task look again (`Held`,
+                // `wait`). Flag set, then tried again, with a fence between, as the holder
+                // unlocks, fences and then looks: one sees the other.
+                self.reader_deferred.store(true, SeqCst);
+                fence(SeqCst);
+                match self.reading.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return None,
+                }
+            }
         };
         let mut held = Held {
             g: Some(g),
             inner: self,
         };
         let Some(rs) = held.g.as_mut().and_then(|g| g.as_mut()) else {
-            return (0, None);
+            return Some(0);
         };
         if let Some(e) = &rs.ended {
-            return (0, Some(e.clone()));
+            if end {
+                super::conn::end_connection(self, e.clone());
+            }
+            return Some(0);
         }
         // A read timeout's timer needs the runtime's context.
         let _rt = self.rt.enter();
@@ -208,13 +239,16 @@ impl Inner {
                 0
             }
         };
-        let ended = rs.ended.clone();
+        let ended = rs.ended.is_some();
+        if ended && end {
+            super::conn::end_connection(self, rs.ended.clone().expect("ended"));
+        }
         drop(held);
-        if ended.is_some() {
-            // The reader task ends the connection.
+        if ended {
+            // The reader task ends the connection (again, with `end`: harmless).
             self.wake_reader();
         }
-        (done, ended)
+        Some(done)
     }
 }
 
@@ -318,7 +352,12 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
     }
     // However this ends (also aborted), the read side goes with it.
     let _gone = TakeOnDrop(&inner);
-    let spin_for = inner.cfg.read_spin;
+    // In caller-reads mode the program reads: a spinning reader task would only compete.
+    let spin_for = if inner.cfg.caller_reads {
+        std::time::Duration::ZERO
+    } else {
+        inner.cfg.read_spin
+    };
     let mut gate = SpinGate::new();
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let cause = loop {
@@ -392,6 +431,13 @@ fn wait(
                 cx.waker().wake_by_ref();
             }
         }
+        drop(g);
+        // In caller-reads mode a caller that found the state taken meanwhile left the flag
+        // (`Inner::read_pass`): what arrived after our last read is ours to read.
+        fence(SeqCst);
+        if inner.reader_deferred.swap(false, SeqCst) {
+            cx.waker().wake_by_ref();
+        }
     }
     p
 }
@@ -401,7 +447,23 @@ struct TakeOnDrop<'a>(&'a Inner);
 
 impl Drop for TakeOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.read_epoll().sock = -1;
+        let mut re = self.0.read_epoll();
+        if let (Some(ep), true) = (re.ep.as_ref(), re.sock >= 0) {
+            // Out of the caller's descriptor now: the socket stays open until the writer lets
+            // go of it too, and at its end it would keep the descriptor readable (a waiter
+            // that polls it level-triggered would spin) with nothing left to read.
+            // SAFETY: both descriptors are open (the socket until the halves are dropped).
+            unsafe {
+                libc::epoll_ctl(
+                    ep.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    re.sock,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        re.sock = -1;
+        drop(re);
         let r = self.0.reading().take();
         drop(r);
         *self.0.reader_waker() = None;
