@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::calls::{pki_tls, readable_within, within, Sink};
+use common::calls::{echo, pki_tls, readable_within, runtime, within, Sink};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
@@ -23,21 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn within_60s(f: impl FnOnce() + Send + 'static) {
     within(60, f);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn echo(call: Call) {
-    let mut v = call.name().to_vec();
-    v.push(b':');
-    v.extend_from_slice(call.value());
-    let _ = call.reply(&v);
 }
 
 /// The program's reading thread: waits on the client's read descriptor and reads, counting
@@ -106,7 +91,7 @@ fn pair(
     tokio::runtime::Runtime,
     Client,
 ) {
-    let srt = runtime();
+    let srt = runtime(2);
     let (stls, ctls) = if tls {
         let (s, c) = pki_tls();
         (Some(s), Some(c))
@@ -116,7 +101,7 @@ fn pair(
     scfg.tls = stls;
     let c = scfg.compress_type;
     let server = srt.block_on(async { Server::bind("127.0.0.1:0", scfg, echo).await.unwrap() });
-    let crt = runtime();
+    let crt = runtime(2);
     let mut cfg = ClientConfig::new(server.local_addr().to_string());
     cfg.compress_type = c;
     cfg.tls = ctls;
@@ -289,7 +274,7 @@ fn an_idle_connection_the_server_closed_is_replaced_before_the_next_call() {
 #[test]
 fn a_late_response_is_dropped_before_the_next_call() {
     within_60s(|| {
-        let srt = runtime();
+        let srt = runtime(2);
         let (tx, rx) = mpsc::channel::<Call>();
         let tx = Mutex::new(tx);
         let server = srt.block_on(async {
@@ -303,7 +288,7 @@ fn a_late_response_is_dropped_before_the_next_call() {
             .await
             .unwrap()
         });
-        let crt = runtime();
+        let crt = runtime(2);
         let mut cfg = ClientConfig::new(server.local_addr().to_string());
         cfg.read_spin = Duration::ZERO;
         cfg.caller_reads = true;
@@ -348,7 +333,7 @@ fn a_late_response_is_dropped_before_the_next_call() {
 #[test]
 fn a_stalled_frame_ends_at_the_read_timeout() {
     within_60s(|| {
-        let rt = runtime();
+        let rt = runtime(2);
         let l = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
@@ -402,7 +387,7 @@ fn a_stalled_frame_ends_at_the_read_timeout() {
 /// A balanced client has no descriptor to wait on: it refuses the mode.
 #[test]
 fn a_balanced_client_refuses_caller_reads() {
-    let rt = runtime();
+    let rt = runtime(2);
     let mut cfg = BalancedConfig::new(["127.0.0.1:1"]);
     cfg.client.caller_reads = true;
     let err = rt

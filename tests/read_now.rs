@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::calls::{pki_tls, readable_within, within, Sink};
+use common::calls::{echo, pki_tls, readable_within, runtime, within, Sink};
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use fastrpc::{
-    Call, Client, ClientConfig, Completion, Compression, Error, ErrorKind, Server, ServerConfig,
+    Client, ClientConfig, Completion, Compression, Error, ErrorKind, Server, ServerConfig,
 };
 
 /// The tests run one at a time: an injected panic is process-wide, and the held workers
@@ -28,21 +28,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn within_60s(f: impl FnOnce() + Send + 'static) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     within(60, f);
-}
-
-fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn echo(call: Call) {
-    let mut v = call.name().to_vec();
-    v.push(b':');
-    v.extend_from_slice(call.value());
-    let _ = call.reply(&v);
 }
 
 /// An echo server on a runtime of its own, and a client of it on a runtime with one worker

@@ -28,6 +28,23 @@ pub fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// A multi-threaded runtime with `workers` worker threads and every driver.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The echo handler of these tests: answers `name ":" value`.
+pub fn echo(call: fastrpc::Call) {
+    let mut v = call.name().to_vec();
+    v.push(b':');
+    v.extend_from_slice(call.value());
+    let _ = call.reply(&v);
+}
+
 /// Waits up to `ms` for `fd` to be readable.
 pub fn readable_within(fd: RawFd, ms: i32) -> bool {
     let mut p = libc::pollfd {
