@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::calls::{echo, pki_tls, readable_within, runtime, within, Sink};
+use common::calls::{echo, readable_within, runtime, tls_if, within, Sink};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
@@ -92,12 +92,7 @@ fn pair(
     Client,
 ) {
     let srt = runtime(2);
-    let (stls, ctls) = if tls {
-        let (s, c) = pki_tls();
-        (Some(s), Some(c))
-    } else {
-        (None, None)
-    };
+    let (stls, ctls) = tls_if(tls);
     scfg.tls = stls;
     let c = scfg.compress_type;
     let server = srt.block_on(async { Server::bind("127.0.0.1:0", scfg, echo).await.unwrap() });

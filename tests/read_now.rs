@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::calls::{echo, pki_tls, readable_within, runtime, within, Sink};
+use common::calls::{echo, readable_within, runtime, tls_if, within, Sink};
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -117,12 +117,7 @@ fn a_caller_completes_its_calls_while_the_reader_cannot_run() {
         ];
         for (c, tls) in cases {
             let srt = runtime(1);
-            let (stls, ctls) = if tls {
-                let (s, c) = pki_tls();
-                (Some(s), Some(c))
-            } else {
-                (None, None)
-            };
+            let (stls, ctls) = tls_if(tls);
             let server = srt.block_on(async {
                 let mut cfg = ServerConfig::default();
                 cfg.compress_type = c;

@@ -92,3 +92,13 @@ pub fn pki_tls() -> (TlsServerConfig, TlsClientConfig) {
         },
     )
 }
+
+/// The test PKI's server and client TLS configurations when `tls`, else none.
+pub fn tls_if(tls: bool) -> (Option<TlsServerConfig>, Option<TlsClientConfig>) {
+    if tls {
+        let (s, c) = pki_tls();
+        (Some(s), Some(c))
+    } else {
+        (None, None)
+    }
+}
