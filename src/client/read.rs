@@ -24,11 +24,12 @@
 //! program's passes (bytes they left, a partial frame's read timeout, the connection's end).
 //! That saves a worker thread's wakeup per arrival, which on a VM costs as much as the
 //! program's own. Nobody reads while no call is in flight, so before a call is queued then,
-//! `idle_pass` reads what came meanwhile: a late response is dropped, and a connection the
-//! server closed is ended before the call could be written to it. A program's pass that finds
-//! the state taken leaves `reader_deferred`, as the reader task does, so that whoever lets go
-//! has the task read again: a waiter that is only told of new arrivals (Go's netpoller is
-//! edge-triggered) would otherwise miss what came while the holder was letting go.
+//! `idle_pass` reads what came meanwhile (waiting for another reader when the socket holds
+//! something): a late response is dropped, and a connection the server closed is ended
+//! before the call could be written to it. A program's pass that finds the state taken
+//! leaves `reader_deferred`, as the reader task does, so that whoever lets go has the task
+//! read again: a waiter that is only told of new arrivals (Go's netpoller is edge-triggered)
+//! would otherwise miss what came while the holder was letting go.
 
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -49,6 +50,34 @@ use super::Inner;
 /// Most socket reads in one caller's pass: a caller is not kept reading a flood that is not
 /// its own (the reader task, woken, takes over).
 const PASS_READS: usize = 8;
+
+/// How long a caller about to write to a connection whose peer has closed waits for another
+/// reader's verdict (`Inner::idle_pass`). Readers hold the state only while they read and
+/// run completion sinks, never across a wait for I/O; the bound is for a sink that blocks on
+/// something the caller holds.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    /// The client whose reader state this thread holds now (innermost: a completion sink may
+    /// read another client), or null: `idle_pass` on such a thread does not wait for the
+    /// state it holds itself.
+    static HOLDING: std::cell::Cell<*const Inner> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Marks this thread as holding `inner`'s reader state while it lives.
+struct Marked(*const Inner);
+
+impl Marked {
+    fn new(inner: &Inner) -> Marked {
+        Marked(HOLDING.with(|h| h.replace(inner)))
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(self.0));
+    }
+}
 
 /// A connection's read side and the reader's scratch space.
 pub(crate) struct Reading {
@@ -82,6 +111,7 @@ impl Default for ReadEpoll {
 struct Held<'a> {
     g: Option<MutexGuard<'a, Option<Reading>>>,
     inner: &'a Inner,
+    _mark: Marked,
 }
 
 impl Drop for Held<'_> {
@@ -166,18 +196,56 @@ impl Inner {
     /// is in flight: nobody has read the connection since its last call, so read what
     /// arrived meanwhile now (late responses of calls that gave up, the server's close, a
     /// TLS alert). If the connection has ended, end it here, before the call can be written
-    /// to it: the call stays queued and goes out on the next connection. When another holds
-    /// the reader's state (a caller that went idle at the same time, the reader task), wait
-    /// for it a little (it is never held across a wait for I/O), so that this call is not
-    /// written before that reader's verdict; a completion sink calling from inside a pass on
-    /// this thread gives up after that little.
+    /// to it: the call stays queued and goes out on the next connection.
+    ///
+    /// When another holds the reader's state (a caller that went idle at the same time, the
+    /// reader task, a program's pass running a completion sink), this call must not be
+    /// written before that reader's verdict if the server has closed: so the socket is
+    /// asked whether anything came or its peer has closed (`poll`, no read), and if so the
+    /// holder is waited for (yielding, then sleeping, so that it runs) and the pass made
+    /// after it, at most [`IDLE_WAIT`]. A quiet connection is not waited for. A completion sink on this
+    /// thread (a pass of ours holds the state) calls without waiting: this thread is reading.
     pub(crate) fn idle_pass(&self) {
-        let start = std::time::Instant::now();
-        while self.read_pass(true).is_none()
-            && start.elapsed() < std::time::Duration::from_micros(200)
-        {
-            std::thread::yield_now();
+        if std::ptr::eq(HOLDING.with(|h| h.get()), self) {
+            return;
         }
+        let mut start = None;
+        let mut turn = 0u32;
+        while self.read_pass(true).is_none() {
+            let t0 = *start.get_or_insert_with(std::time::Instant::now);
+            if turn == 0 && !self.peer_spoke() {
+                return;
+            }
+            if t0.elapsed() >= IDLE_WAIT {
+                return;
+            }
+            if turn < 8 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20 << (turn - 8).min(5)));
+            }
+            turn += 1;
+        }
+    }
+
+    /// Whether the socket of the connection the reader reads now holds anything (bytes: a
+    /// late response, a TLS close_notify or alert, which may come ahead of the TCP close) or
+    /// reports its peer's close, a reset or an error; nothing is read. False without a
+    /// reader.
+    fn peer_spoke(&self) -> bool {
+        let sock = self.read_epoll().sock;
+        if sock < 0 {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd: sock,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack, no wait. The socket stays open while its reader
+        // runs (a stale number at worst reports another descriptor's state: a wait, or none).
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents != 0
     }
 
     /// [`Inner::read_now`]: None when another holds the reader's state. With `end`
@@ -193,6 +261,7 @@ impl Inner {
                 drop(Held {
                     g: Some(e.into_inner()),
                     inner: self,
+                    _mark: Marked::new(self),
                 });
                 return Some(0);
             }
@@ -218,6 +287,7 @@ impl Inner {
         let mut held = Held {
             g: Some(g),
             inner: self,
+            _mark: Marked::new(self),
         };
         let Some(rs) = held.g.as_mut().and_then(|g| g.as_mut()) else {
             return Some(0);
@@ -477,6 +547,8 @@ impl Drop for TakeOnDrop<'_> {
 /// interleaved with the copies, each would wait for the previous copy's cache misses.)
 /// Returns the calls completed; Err when the bytes are not a response.
 fn complete(inner: &Inner, rs: &mut Reading) -> Result<usize, Error> {
+    // Completion sinks run on this thread under the state's lock.
+    let _mark = Marked::new(inner);
     let limit = inner.cfg.max_frame_size;
     let table = &inner.table;
     let Reading {
