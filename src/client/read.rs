@@ -29,7 +29,9 @@
 //! before the call could be written to it. A program's pass that finds the state taken
 //! leaves `reader_deferred`, as the reader task does, so that whoever lets go has the task
 //! read again: a waiter that is only told of new arrivals (Go's netpoller is edge-triggered)
-//! would otherwise miss what came while the holder was letting go.
+//! would otherwise miss what came while the holder was letting go. The peer's close alone
+//! wakes the reader task (`hang_up_watch`), which then reads to the end and ends the
+//! connection: else a server's close while no call is in flight would go unanswered.
 
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -38,6 +40,8 @@ use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll, Waker};
+
+use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, ErrorKind};
 use crate::guard::{guarded_sync, Task};
@@ -428,6 +432,28 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
     } else {
         inner.cfg.read_spin
     };
+    // In caller-reads mode nothing wakes the task on arrivals, so a peer's close while no
+    // call is in flight would go unread (and the socket unclosed, a server's graceful stop
+    // waiting for it) until the next call: watch for the close alone.
+    let hup = if inner.cfg.caller_reads {
+        match hang_up_watch(fd) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                if crate::log::enabled(crate::log::Level::Warn) {
+                    crate::log::emit(
+                        crate::log::Level::Warn,
+                        &format!(
+                            "fastrpc client: no watch for the server's close ({e}): it is \
+                             noticed at the next call"
+                        ),
+                    );
+                }
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut gate = SpinGate::new();
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let cause = loop {
@@ -448,7 +474,7 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
             .then(|| inner.table.pending())
             .filter(|p| (1..=SPIN_MAX_IN_FLIGHT).contains(p))
             .map(|_| spin_for);
-        let wait = poll_fn(|cx| wait(&inner, cx, &mut timer));
+        let wait = poll_fn(|cx| wait(&inner, cx, &mut timer, hup.as_ref()));
         match spin_then(wait, spin, &mut gate).await {
             Ok(true) => {}
             Ok(false) => break closed_by_server(),
@@ -464,6 +490,7 @@ fn wait(
     inner: &Inner,
     cx: &mut Context<'_>,
     timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    hup: Option<&AsyncFd<OwnedFd>>,
 ) -> Poll<Result<bool, Error>> {
     let mut g = match inner.reading.try_lock() {
         Ok(g) => g,
@@ -488,7 +515,14 @@ fn wait(
     if let Some(e) = rs.ended.take() {
         return Poll::Ready(Err(e));
     }
+    // Registers the task for the peer's close (caller reads; a read of the socket here is
+    // direct and registers nothing). Once closed, the socket reads to its end, never empty.
+    let hung_up = hup.is_some_and(|h| h.poll_read_ready(cx).is_ready());
     let p = poll_fill(rs, cx);
+    if p.is_pending() && hung_up {
+        // Part of a TLS record in hand and the rest on its way before the close: read on.
+        cx.waker().wake_by_ref();
+    }
     if p.is_pending() {
         if let Some(d) = rs.r.deadline() {
             // `fill` times out only when polled: wake at the deadline to poll it then. Allocated
@@ -510,6 +544,31 @@ fn wait(
         }
     }
     p
+}
+
+/// Caller-reads mode: a descriptor, registered with the runtime, that is readable once the
+/// socket's peer has closed its side or reset the connection (or the socket has an error),
+/// and not on arrivals: an epoll instance watching the socket for `EPOLLRDHUP` alone (the
+/// kernel adds hang-ups and errors). One per connection; closed with the reader task.
+fn hang_up_watch(sock: RawFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the descriptor is owned below.
+    let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    let ep = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLRDHUP as u32,
+        u64: 0,
+    };
+    // SAFETY: both descriptors are open; `ev` outlives the call.
+    if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, sock, &mut ev) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: an OwnedFd stays open, the same descriptor, for as long as it is owned.
+    let a = unsafe { AsyncFd::register_with_interest(ep, tokio::io::Interest::READABLE) }?;
+    Ok(a)
 }
 
 /// Takes the read side out of the client when dropped.
