@@ -198,7 +198,9 @@ fn only_the_programs_reads_complete_calls() {
 /// flight, notices the close (its reader task watches for the peer's close alone; failing
 /// that, the read before the next call finds it) and sends the next call on a new
 /// connection, which answers it. Then, three times over, the server closes the idle
-/// connection and 8 threads call at once: every call is answered.
+/// connection and 8 threads call at once: every call is answered. (The watch usually ends
+/// the connection before the callers start: the race of callers with a reader that has yet
+/// to read the close is `a_call_made_while_a_sink_holds_the_reader_waits_for_its_verdict`.)
 #[test]
 fn an_idle_connection_the_server_closed_is_replaced_before_the_next_call() {
     within_60s(|| {
@@ -373,9 +375,13 @@ fn a_call_made_while_a_sink_holds_the_reader_waits_for_its_verdict() {
                 let got = std::mem::take(&mut *s.got.lock().unwrap());
                 got
             });
-            // The call waits for the reader (it returns once the sink lets go); the old
-            // code returned within 200 µs and wrote it to the closed connection.
-            let _ = done.recv_timeout(Duration::from_millis(50));
+            // The call waits for the reader (it returns once the sink lets go, or after a
+            // second); the old code returned within 200 µs and wrote it to the closed
+            // connection.
+            assert!(
+                done.recv_timeout(Duration::from_millis(50)).is_err(),
+                "the call did not wait for the reader (tls {tls})"
+            );
             release.send(()).unwrap();
             let got = caller.join().unwrap();
             assert_eq!(got.len(), 1);

@@ -154,6 +154,12 @@ pub(crate) struct Inner {
     pub reading: Mutex<Option<read::Reading>>,
     /// The reader task found a caller reading (`read.rs`): the caller wakes it when done.
     pub reader_deferred: AtomicBool,
+    /// A caller's pass found the connection's end, which the reader task has yet to act on
+    /// (`read.rs`: a caller about to call waits for it). Cleared for each connection.
+    pub read_ended: AtomicBool,
+    /// The thread that holds `reading` now (`read.rs`: its completion sinks may call again,
+    /// and must not wait for themselves), or 0.
+    pub reading_holder: std::sync::atomic::AtomicUsize,
     /// The reader task's waker while it runs, for callers.
     pub reader_waker: Mutex<Option<Waker>>,
     /// The descriptor of `Client::read_fd` (closed when the last handle goes) and the socket
@@ -688,6 +694,8 @@ impl Client {
             out: Mutex::new(None),
             reading: Mutex::new(None),
             reader_deferred: AtomicBool::new(false),
+            read_ended: AtomicBool::new(false),
+            reading_holder: std::sync::atomic::AtomicUsize::new(0),
             reader_waker: Mutex::new(None),
             read_epoll: Mutex::new(read::ReadEpoll::default()),
             burst: Padded(AtomicIsize::new(0)),

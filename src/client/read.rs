@@ -61,25 +61,32 @@ const PASS_READS: usize = 8;
 /// something the caller holds.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a caller in a runtime's task (an async call) waits instead: the worker's other
+/// tasks (reader tasks, the timekeeper) wait with it.
+const IDLE_WAIT_ON_RUNTIME: std::time::Duration = std::time::Duration::from_millis(10);
+
 thread_local! {
-    /// The client whose reader state this thread holds now (innermost: a completion sink may
-    /// read another client), or null: `idle_pass` on such a thread does not wait for the
-    /// state it holds itself.
-    static HOLDING: std::cell::Cell<*const Inner> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// Its address names this thread (`Inner::reading_holder`).
+    static THREAD_MARK: u8 = const { 0 };
 }
 
-/// Marks this thread as holding `inner`'s reader state while it lives.
-struct Marked(*const Inner);
+fn this_thread() -> usize {
+    THREAD_MARK.with(|m| m as *const u8 as usize)
+}
 
-impl Marked {
-    fn new(inner: &Inner) -> Marked {
-        Marked(HOLDING.with(|h| h.replace(inner)))
+/// Marks this thread as the holder of `inner`'s reader state while it lives (the mark it
+/// replaced, this thread's own when nested, is restored). Made and dropped under the lock.
+struct Marked<'a>(&'a Inner, usize);
+
+impl Marked<'_> {
+    fn new(inner: &Inner) -> Marked<'_> {
+        Marked(inner, inner.reading_holder.swap(this_thread(), Relaxed))
     }
 }
 
-impl Drop for Marked {
+impl Drop for Marked<'_> {
     fn drop(&mut self) {
-        HOLDING.with(|h| h.set(self.0));
+        self.0.reading_holder.store(self.1, Relaxed);
     }
 }
 
@@ -115,11 +122,14 @@ impl Default for ReadEpoll {
 struct Held<'a> {
     g: Option<MutexGuard<'a, Option<Reading>>>,
     inner: &'a Inner,
-    _mark: Marked,
+    /// The holder mark this thread replaced (see [`Marked`]), restored before the unlock.
+    prev: usize,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        // Unmarked while the lock is still held.
+        self.inner.reading_holder.store(self.prev, Relaxed);
         drop(self.g.take());
         // Against the task's store-then-try_lock: one of the two sees the other.
         fence(SeqCst);
@@ -204,23 +214,29 @@ impl Inner {
     ///
     /// When another holds the reader's state (a caller that went idle at the same time, the
     /// reader task, a program's pass running a completion sink), this call must not be
-    /// written before that reader's verdict if the server has closed: so the socket is
-    /// asked whether anything came or its peer has closed (`poll`, no read), and if so the
-    /// holder is waited for (yielding, then sleeping, so that it runs) and the pass made
-    /// after it, at most [`IDLE_WAIT`]. A quiet connection is not waited for. A completion sink on this
-    /// thread (a pass of ours holds the state) calls without waiting: this thread is reading.
+    /// written before that reader's verdict if the server has closed: so if a pass already
+    /// found the connection's end, or the socket holds anything or reports its peer's close
+    /// (`poll`, no read), the holder is waited for (yielding, then sleeping, so that it runs)
+    /// and the pass made after it, at most [`IDLE_WAIT`] ([`IDLE_WAIT_ON_RUNTIME`] in a
+    /// runtime's task). A quiet connection is not waited for. A completion sink of this
+    /// client's on this thread calls without waiting: this thread is the reader.
     pub(crate) fn idle_pass(&self) {
-        if std::ptr::eq(HOLDING.with(|h| h.get()), self) {
+        if self.reading_holder.load(Relaxed) == this_thread() {
             return;
         }
         let mut start = None;
         let mut turn = 0u32;
         while self.read_pass(true).is_none() {
             let t0 = *start.get_or_insert_with(std::time::Instant::now);
-            if turn == 0 && !self.peer_spoke() {
+            if turn == 0 && !self.read_ended.load(SeqCst) && !self.peer_spoke() {
                 return;
             }
-            if t0.elapsed() >= IDLE_WAIT {
+            let bound = if tokio::task::try_id().is_some() {
+                IDLE_WAIT_ON_RUNTIME
+            } else {
+                IDLE_WAIT
+            };
+            if t0.elapsed() >= bound {
                 return;
             }
             if turn < 8 {
@@ -237,17 +253,18 @@ impl Inner {
     /// reports its peer's close, a reset or an error; nothing is read. False without a
     /// reader.
     fn peer_spoke(&self) -> bool {
-        let sock = self.read_epoll().sock;
-        if sock < 0 {
+        // Held across the poll: the reader's end clears `sock` under it before the socket
+        // can close, so the number is the socket's.
+        let re = self.read_epoll();
+        if re.sock < 0 {
             return false;
         }
         let mut p = libc::pollfd {
-            fd: sock,
+            fd: re.sock,
             events: libc::POLLIN | libc::POLLRDHUP,
             revents: 0,
         };
-        // SAFETY: one pollfd on the stack, no wait. The socket stays open while its reader
-        // runs (a stale number at worst reports another descriptor's state: a wait, or none).
+        // SAFETY: one pollfd on the stack, no wait, on an open socket (above).
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         n > 0 && p.revents != 0
     }
@@ -265,7 +282,7 @@ impl Inner {
                 drop(Held {
                     g: Some(e.into_inner()),
                     inner: self,
-                    _mark: Marked::new(self),
+                    prev: self.reading_holder.swap(this_thread(), Relaxed),
                 });
                 return Some(0);
             }
@@ -291,7 +308,7 @@ impl Inner {
         let mut held = Held {
             g: Some(g),
             inner: self,
-            _mark: Marked::new(self),
+            prev: self.reading_holder.swap(this_thread(), Relaxed),
         };
         let Some(rs) = held.g.as_mut().and_then(|g| g.as_mut()) else {
             return Some(0);
@@ -314,6 +331,9 @@ impl Inner {
             }
         };
         let ended = rs.ended.is_some();
+        if ended {
+            self.read_ended.store(true, SeqCst);
+        }
         if ended && end {
             super::conn::end_connection(self, rs.ended.clone().expect("ended"));
         }
@@ -408,6 +428,7 @@ pub(super) async fn read_loop(inner: Arc<Inner>, r: FrameReader, fd: RawFd) {
     // A panic while an earlier connection's reader held the lock marked it poisoned, which
     // would keep callers out for good: this is a new connection's state.
     inner.reading.clear_poison();
+    inner.read_ended.store(false, SeqCst);
     *inner.reading() = Some(Reading {
         r,
         need: 8,
@@ -520,8 +541,9 @@ fn wait(
     let hung_up = hup.is_some_and(|h| h.poll_read_ready(cx).is_ready());
     let p = poll_fill(rs, cx);
     if p.is_pending() && hung_up {
-        // Part of a TLS record in hand and the rest on its way before the close: read on.
-        cx.waker().wake_by_ref();
+        // All the peer sent before its close is in the socket, which then reads to its end
+        // (0, or an error), never empty: nothing more can come.
+        return Poll::Ready(Err(closed_by_server()));
     }
     if p.is_pending() {
         if let Some(d) = rs.r.deadline() {
