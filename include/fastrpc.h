@@ -1191,7 +1191,9 @@ fastrpc_status fastrpc_client_config_builder_set_read_spin_us(struct fastrpc_cli
  * readable, for as long as any of its calls is in flight (a call no one reads for completes
  * at its deadline). Before a call goes out on a connection with none in flight, the library
  * reads what arrived meanwhile itself, so a connection the server closed while idle is
- * replaced before the call is written. Saves a library thread's wakeup per arrival for
+ * replaced before the call is written; it also watches for the server's close alone (not
+ * for each arrival) and closes its side then, so an idle client does not keep a server's
+ * graceful stop waiting. Saves a library thread's wakeup per arrival for
  * programs whose own thread waits on the socket (the Go binding). A balanced client
  * refuses it (INVALID_ARGUMENT from `fastrpc_balanced_client_new`).
  *

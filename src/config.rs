@@ -97,7 +97,10 @@ pub struct ClientConfig {
     /// deadline. Before a call goes out on a connection with none in flight, the library
     /// reads what arrived meanwhile itself (late responses, the server's close), so that a
     /// connection the server closed while idle is replaced before the call is written, not
-    /// after. Made for event loops and bindings whose own thread waits on the socket (the Go
+    /// after; and it watches for the server's close alone (not for each arrival) and closes
+    /// its side then, so an idle client does not keep a server's graceful stop waiting. A
+    /// call from a completion sink run by the program's read is not kept waiting for that
+    /// read. Made for event loops and bindings whose own thread waits on the socket (the Go
     /// binding's leader); not for a balanced client.
     pub caller_reads: bool,
 }
