@@ -410,6 +410,43 @@ fn a_call_made_while_a_sink_holds_the_reader_waits_for_its_verdict() {
     });
 }
 
+/// A raw server of one connection on `rt` (its address, and the listener).
+fn raw_listener(rt: &tokio::runtime::Runtime) -> (String, tokio::net::TcpListener) {
+    let l = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    (l.local_addr().unwrap().to_string(), l)
+}
+
+/// Accepts the connection, agrees to no compression, reads one request (empty name and
+/// value) and answers it with an empty response, whole. Returns the socket and the request.
+async fn accept_and_answer_one(l: tokio::net::TcpListener) -> (tokio::net::TcpStream, [u8; 12]) {
+    let (mut s, _) = l.accept().await.unwrap();
+    let mut hdr = [0u8; 3];
+    s.read_exact(&mut hdr).await.unwrap();
+    s.write_all(&[0, 1, 0]).await.unwrap();
+    let mut req = [0u8; 12];
+    s.read_exact(&mut req).await.unwrap();
+    s.write_all(&[req[0], req[1], req[2], req[3], 0, 0, 0, 0])
+        .await
+        .unwrap();
+    (s, req)
+}
+
+/// A caller-reads client of the raw server at `addr` (no compression, no read spin).
+fn raw_client(
+    rt: &tokio::runtime::Runtime,
+    addr: String,
+    f: impl FnOnce(&mut ClientConfig),
+) -> Client {
+    let mut cfg = ClientConfig::new(addr);
+    cfg.compress_type = Compression::None;
+    cfg.read_spin = Duration::ZERO;
+    cfg.caller_reads = true;
+    f(&mut cfg);
+    rt.block_on(async { Client::new(cfg) }).unwrap()
+}
+
 /// A completion sink that calls the same client again, on the thread whose pass holds the
 /// reader's state: the server answered the first call and closed (its FIN waits in the
 /// socket). The new call does not wait for the state its own thread holds (it would wait
@@ -436,30 +473,15 @@ fn a_call_from_a_sink_does_not_wait_for_its_own_thread() {
     }
     within_60s(|| {
         let rt = runtime(2);
-        let l = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = l.local_addr().unwrap().to_string();
+        let (addr, l) = raw_listener(&rt);
         let srv = rt.spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut hdr = [0u8; 3];
-            s.read_exact(&mut hdr).await.unwrap();
-            s.write_all(&[0, 1, 0]).await.unwrap();
-            let mut req = [0u8; 12];
-            s.read_exact(&mut req).await.unwrap();
-            s.write_all(&[req[0], req[1], req[2], req[3], 0, 0, 0, 0])
-                .await
-                .unwrap();
+            let (mut s, _) = accept_and_answer_one(l).await;
             // Closed for writing; what the client sends still arrives.
             s.shutdown().await.unwrap();
             let mut rest = Vec::new();
             let _ = s.read_to_end(&mut rest).await;
         });
-        let mut cfg = ClientConfig::new(addr);
-        cfg.compress_type = Compression::None;
-        cfg.read_spin = Duration::ZERO;
-        cfg.caller_reads = true;
-        let client = rt.block_on(async { Client::new(cfg) }).unwrap();
+        let client = raw_client(&rt, addr, |_| {});
         let chain = Arc::new(Chain {
             client: Mutex::new(Some(client.clone())),
             fd: client.read_fd().unwrap(),
@@ -555,22 +577,11 @@ fn a_late_response_is_dropped_before_the_next_call() {
 fn a_stalled_frame_ends_at_the_read_timeout() {
     within_60s(|| {
         let rt = runtime(2);
-        let l = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = l.local_addr().unwrap().to_string();
+        let (addr, l) = raw_listener(&rt);
         let srv = rt.spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut hdr = [0u8; 3];
-            s.read_exact(&mut hdr).await.unwrap();
-            s.write_all(&[0, 1, 0]).await.unwrap();
-            let mut req = [0u8; 12];
-            s.read_exact(&mut req).await.unwrap();
             // The first call's response, whole: the reader task is parked by the time the
             // next comes, so only the program's read sees it.
-            s.write_all(&[req[0], req[1], req[2], req[3], 0, 0, 0, 0])
-                .await
-                .unwrap();
+            let (mut s, mut req) = accept_and_answer_one(l).await;
             s.read_exact(&mut req).await.unwrap();
             // Six bytes of a response frame (its id, then half its value length), then nothing.
             s.write_all(&[req[0], req[1], req[2], req[3], 9, 0])
@@ -579,13 +590,10 @@ fn a_stalled_frame_ends_at_the_read_timeout() {
             let mut rest = Vec::new();
             let _ = s.read_to_end(&mut rest).await;
         });
-        let mut cfg = ClientConfig::new(addr);
-        cfg.compress_type = Compression::None;
-        cfg.read_spin = Duration::ZERO;
-        cfg.caller_reads = true;
-        cfg.read_timeout = Duration::from_millis(200);
-        cfg.request_timeout = Duration::from_secs(20);
-        let client = rt.block_on(async { Client::new(cfg) }).unwrap();
+        let client = raw_client(&rt, addr, |cfg| {
+            cfg.read_timeout = Duration::from_millis(200);
+            cfg.request_timeout = Duration::from_secs(20);
+        });
         let _reading = Reading::start(&client);
         assert_eq!(rt.block_on(client.call(b"", b"")).unwrap(), b"");
         let start = std::time::Instant::now();
