@@ -628,8 +628,9 @@ impl Drop for TakeOnDrop<'_> {
 /// interleaved with the copies, each would wait for the previous copy's cache misses.)
 /// Returns the calls completed; Err when the bytes are not a response.
 fn complete(inner: &Inner, rs: &mut Reading) -> Result<usize, Error> {
-    // Completion sinks run on this thread under the state's lock.
-    let _mark = Marked::new(inner);
+    // Completion sinks run on this thread under the state's lock (only a caller-reads
+    // client looks: `idle_pass`).
+    let _mark = inner.cfg.caller_reads.then(|| Marked::new(inner));
     let limit = inner.cfg.max_frame_size;
     let table = &inner.table;
     let Reading {
