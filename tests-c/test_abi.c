@@ -19,6 +19,9 @@
  *                               (the writer parked, nothing sent) until fastrpc_client_flush
  *                               writes them all in one write on this thread; a call made
  *                               without deferring also takes them; NULL is refused
+ *   blocked_pollers_all_wake    threads blocked in a queue's poll (server queue, then
+ *                               completion queue) and as many items arriving together:
+ *                               each thread gets one (a poller leaving items wakes the next)
  *   shutdown                    fastrpc_shutdown: refused while a client or server is open
  *                               (which keeps working) and from a callback; once all are
  *                               freed, no fastrpc-worker thread is left; the next use starts
@@ -621,6 +624,90 @@ static void test_deferred_flush(void) {
     pair_stop(&p);
 }
 
+/* One thread in a queue's poll for one item, waiting up to 10 s. */
+typedef struct blocked_poller {
+    pair *p;
+    int server_side; /* 1: the server queue; 0: the completion queue */
+    th_counter *started;
+    fastrpc_status st;
+    size_t n;
+    fastrpc_request *req;
+    fastrpc_completion comp;
+    int64_t waited_ms; /* how long the poll took */
+    pthread_t th;
+} blocked_poller;
+
+static void *poll_one(void *arg) {
+    blocked_poller *b = (blocked_poller *)arg;
+    th_counter_add(b->started, 1);
+    int64_t t0 = th_now_ms();
+    if (b->server_side)
+        b->st = fastrpc_server_queue_poll(b->p->sq, &b->req, 1, th_ms(10000), &b->n);
+    else
+        b->st = fastrpc_completion_queue_poll(b->p->q, &b->comp, 1, th_ms(10000), &b->n);
+    b->waited_ms = th_now_ms() - t0;
+    return NULL;
+}
+
+enum { BLOCKED = 4 };
+
+/* Threads blocked in one queue's poll, each for one item, and as many items arriving together
+ * (deferred calls flushed in one write: one read of the server pushes the requests back to
+ * back): every thread gets one, woken before its 10 s wait runs out. A push wakes a poller
+ * only when the queue was empty and someone waits (a busy queue costs no futex syscall per
+ * item), so the poller that leaves items behind must wake the next: without that, the others
+ * sit out their wait (and take an item only then). The threads are started before the calls are made (they
+ * block within microseconds, the calls take a round trip); any order of the two passes. The
+ * server queue, then the completion queue. */
+static void test_blocked_pollers_all_wake(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    REQUIRE(ping(&p, 1)); /* connected, the writer parked: the deferred calls wait for flush */
+    for (int server_side = 1; server_side >= 0; server_side--) {
+        th_counter started;
+        th_counter_init(&started);
+        blocked_poller b[BLOCKED];
+        for (int i = 0; i < BLOCKED; i++) {
+            memset(&b[i], 0, sizeof b[i]);
+            b[i].p = &p;
+            b[i].server_side = server_side;
+            b[i].started = &started;
+            REQUIRE(pthread_create(&b[i].th, NULL, poll_one, &b[i]) == 0);
+        }
+        REQUIRE(th_counter_wait(&started, BLOCKED, th_ms(10000)));
+        uint64_t t0 = server_side ? 10 : 20, want = 0;
+        for (uint64_t t = t0; t < t0 + BLOCKED; t++) {
+            CHECK_STATUS(defer_call(&p, t), FASTRPC_STATUS_OK);
+            want |= 1ull << t;
+        }
+        CHECK_STATUS(fastrpc_client_flush(p.c), FASTRPC_STATUS_OK);
+        if (!server_side) REQUIRE(serve_n(&p, BLOCKED));
+        uint64_t seen = 0;
+        for (int i = 0; i < BLOCKED; i++) {
+            REQUIRE(pthread_join(b[i].th, NULL) == 0);
+            CHECK_STATUS(b[i].st, FASTRPC_STATUS_OK);
+            CHECK(b[i].n == 1);
+            /* Woken, not timed out: a poll whose wait runs out takes what is there then. */
+            CHECK(b[i].waited_ms < (int64_t)th_ms(10000));
+            if (b[i].n != 1) continue;
+            if (server_side) {
+                echo(b[i].req);
+                continue;
+            }
+            char w[40];
+            snprintf(w, sizeof w, "n:v%llu", (unsigned long long)b[i].comp.tag);
+            if (b[i].comp.status == FASTRPC_STATUS_OK && b[i].comp.tag < 64 &&
+                th_response_is(b[i].comp.response, w))
+                seen |= 1ull << b[i].comp.tag;
+            fastrpc_response_free(b[i].comp.response);
+        }
+        if (server_side) seen = collect_n(&p, BLOCKED);
+        CHECK(seen == want);
+        th_counter_destroy(&started);
+    }
+    pair_stop(&p);
+}
+
 static void test_tidy_edges(void) {
     /* (NULL, 0) measures: OK and the length. */
     size_t n = 0;
@@ -843,6 +930,7 @@ int main(int argc, char **argv) {
     th_run("tidy_edges", test_tidy_edges);
     th_run("lone_writes", test_lone_writes);
     th_run("deferred_flush", test_deferred_flush);
+    th_run("blocked_pollers_all_wake", test_blocked_pollers_all_wake);
     th_run("shutdown", test_shutdown); /* last: it stops the library's threads */
     return th_finish();
 }

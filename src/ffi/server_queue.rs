@@ -28,6 +28,10 @@ pub(crate) struct ServerQueue {
 struct State {
     items: VecDeque<Box<RequestHandle>>,
     shut: bool,
+    /// Pollers blocked in `wait_timeout`: a request wakes one only when some wait and the
+    /// queue was empty, so a busy queue costs no futex syscall per request (the woken poller
+    /// passes the wakeup on when it leaves requests behind).
+    waiters: usize,
     /// `fastrpc_server_queue_fd`: readable while `items` is non-empty or `shut`.
     ready_fd: ReadyFd,
 }
@@ -45,12 +49,16 @@ impl ServerQueue {
             request::release(h);
             return;
         }
-        if st.items.is_empty() {
+        let was_empty = st.items.is_empty();
+        if was_empty {
             st.ready_fd.set();
         }
         st.items.push_back(h);
+        let wake = was_empty && st.waiters > 0;
         drop(st);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -87,6 +95,7 @@ pub extern "C" fn fastrpc_server_queue_new(out: *mut *mut fastrpc_server_queue) 
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(1024),
                 shut: false,
+                waiters: 0,
                 ready_fd: ReadyFd::default(),
             }),
             ready: Condvar::new(),
@@ -138,11 +147,13 @@ pub extern "C" fn fastrpc_server_queue_poll(
                 unsafe { *n = 0 };
                 return fastrpc_status::FASTRPC_STATUS_OK;
             }
+            st.waiters += 1;
             st = q
                 .ready
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            st.waiters -= 1;
         }
         let k = st.items.len().min(max);
         for i in 0..k {
@@ -152,7 +163,7 @@ pub extern "C" fn fastrpc_server_queue_poll(
         if st.items.is_empty() && !st.shut {
             st.ready_fd.clear();
         }
-        let more = !st.items.is_empty();
+        let more = !st.items.is_empty() && st.waiters > 0;
         drop(st);
         if more {
             q.ready.notify_one();
