@@ -108,6 +108,21 @@ fn pair(
     (srt, server, crt, client)
 }
 
+/// [`pair`] with a server that closes a connection idle for 300 ms: long enough that a slow
+/// run (TSan) does not see a close between two calls.
+fn idle_closing_pair(
+    tls: bool,
+) -> (
+    tokio::runtime::Runtime,
+    Server,
+    tokio::runtime::Runtime,
+    Client,
+) {
+    let mut scfg = ServerConfig::default();
+    scfg.idle_timeout = Duration::from_millis(300);
+    pair(scfg, tls)
+}
+
 /// Every response is completed by the program's reads, none by the library's reader (whose
 /// worker threads are free to run): with one call in flight at a time, a response that has
 /// arrived stays unread until the program reads (the library's reader is not woken by
@@ -218,10 +233,7 @@ fn only_the_programs_reads_complete_calls() {
 fn an_idle_connection_the_server_closed_is_replaced_before_the_next_call() {
     within_60s(|| {
         for tls in [false, true] {
-            let mut scfg = ServerConfig::default();
-            // Long enough that a slow run (TSan) does not see a close between two calls.
-            scfg.idle_timeout = Duration::from_millis(300);
-            let (_srt, server, crt, client) = pair(scfg, tls);
+            let (_srt, server, crt, client) = idle_closing_pair(tls);
             {
                 let _reading = Reading::start(&client);
                 assert_eq!(crt.block_on(client.call(b"one", b"")).unwrap(), b"one:");
@@ -353,9 +365,7 @@ impl fastrpc::Completion for Blocking {
 fn a_call_made_while_a_sink_holds_the_reader_waits_for_its_verdict() {
     within_60s(|| {
         for tls in [false, true] {
-            let mut scfg = ServerConfig::default();
-            scfg.idle_timeout = Duration::from_millis(300);
-            let (_srt, server, crt, client) = pair(scfg, tls);
+            let (_srt, server, crt, client) = idle_closing_pair(tls);
             let fd = client.read_fd().unwrap();
             let (started_tx, started) = mpsc::channel();
             let (release, release_rx) = mpsc::channel();
