@@ -45,8 +45,8 @@ func burstsFromEnv() bool {
 
 // deferredQueued follows a deferred submit that the library took.
 func (c *client) deferredQueued() {
-	c.deferred.Store(true)
-	if c.burst.Load() <= 0 {
+	c.hot.deferred.Store(true)
+	if c.hot.burst.Load() <= 0 {
 		c.flushDeferred()
 	}
 }
@@ -56,14 +56,14 @@ func (c *client) collected(n int) {
 	if !c.bursts {
 		return
 	}
-	if c.burst.Add(-int64(n)) <= 0 {
+	if c.hot.burst.Add(-int64(n)) <= 0 {
 		c.flushDeferred()
 	}
 }
 
 // flushDeferred writes the deferred requests, if any wait.
 func (c *client) flushDeferred() {
-	if !c.deferred.Load() || !c.deferred.Swap(false) {
+	if !c.hot.deferred.Load() || !c.hot.deferred.Swap(false) {
 		return
 	}
 	c.mu.RLock()

@@ -984,10 +984,10 @@ func burstRounds(t *testing.T, c *Client, release chan struct{}, rounds, n int) 
 			t.Fatal(err)
 		}
 	}
-	if b := c.c.burst.Load(); b != 0 {
+	if b := c.c.hot.burst.Load(); b != 0 {
 		t.Fatalf("burst count %d after the calls, want 0", b)
 	}
-	if c.c.deferred.Load() {
+	if c.c.hot.deferred.Load() {
 		t.Fatal("a deferred request is left unflushed")
 	}
 	return c.c.flushes.Load()

@@ -54,7 +54,7 @@ func (c *client) leadOrKick(ctx context.Context, w *waiter, lone bool, id uint64
 			c.role.Unlock()
 			if ok {
 				c.led.Add(1)
-				if c.pending.Load() > 0 {
+				if c.hot.pending.Load() > 0 {
 					c.kickPoller()
 				}
 				return res, true
@@ -231,7 +231,7 @@ func (c *client) servePass(uintptr) bool {
 			runtime.Gosched() // let the woken callers run (and submit more)
 			continue
 		}
-		if c.pending.Load() > 0 {
+		if c.hot.pending.Load() > 0 {
 			return false
 		}
 		select {
