@@ -82,17 +82,17 @@ fn value(i: usize) -> Vec<u8> {
     (0..n).map(|k| (k * 31 + i) as u8).collect()
 }
 
-/// A server (on its own runtime) with `cfg` and TLS if asked, and a caller-reads client of
-/// it (no spinning reader) with the same compression.
-fn pair(
-    mut scfg: ServerConfig,
-    tls: bool,
-) -> (
+/// The server's runtime, the server, the client's runtime and the client.
+type Pair = (
     tokio::runtime::Runtime,
     Server,
     tokio::runtime::Runtime,
     Client,
-) {
+);
+
+/// A server (on its own runtime) with `cfg` and TLS if asked, and a caller-reads client of
+/// it (no spinning reader) with the same compression.
+fn pair(mut scfg: ServerConfig, tls: bool) -> Pair {
     let srt = runtime(2);
     let (stls, ctls) = tls_if(tls);
     scfg.tls = stls;
@@ -110,14 +110,7 @@ fn pair(
 
 /// [`pair`] with a server that closes a connection idle for 300 ms: long enough that a slow
 /// run (TSan) does not see a close between two calls.
-fn idle_closing_pair(
-    tls: bool,
-) -> (
-    tokio::runtime::Runtime,
-    Server,
-    tokio::runtime::Runtime,
-    Client,
-) {
+fn idle_closing_pair(tls: bool) -> Pair {
     let mut scfg = ServerConfig::default();
     scfg.idle_timeout = Duration::from_millis(300);
     pair(scfg, tls)
