@@ -10,7 +10,9 @@
 #   3. fastrpc bench --spawn-server child --compare-raw for: none, snappy, flate, flate level 1,
 #      TLS at C=1024; none, snappy, flate, TLS at C=1 (ping-pong); none --nowait.
 #      REPEAT rounds, the shapes interleaved within a round, so noise spreads over all of them.
-#      In each round also: `fastrpc bench --threads 1,2,4,8` at C=1024 (none; no raw run), and
+#      In each round also: `fastrpc bench --threads 1,2,4,8` at C=1024 (none; no raw run), each
+#      followed by its control with the same threads (`--raw --raw-tasks`: a raw client with a
+#      tokio task per call, what tokio's scheduler costs without the engine), and
 #      the C ABI callback path at 1024 in flight (benches-c `cbench --modes callback`).
 #      With FASTRPC_REFERENCE_DIR (a checkout of valyala/fastrpc) and go: the reference
 #      (bench/go-reference: its client -> its server, separate processes, one connection) in
@@ -32,8 +34,8 @@
 # (run the reference too; needs go), OUT (results directory, default
 # target/bench-results/DATE); SUMMARY_ONLY=1 OUT=DIR re-prints the summary of DIR. Needs bash,
 # coreutils, awk; openssl for the TLS shapes (skipped without it); cc and make for the C bench.
-# With the reference, a round takes about 45 x DURATION: REPEAT=3 DURATION=2s needs
-# BUDGET=330 with SKIP_E2E=1 SKIP_C=1 (the per-round C ABI callback cell still runs; a round
+# With the reference, a round takes about 50 x DURATION: REPEAT=3 DURATION=2s needs
+# BUDGET=360 with SKIP_E2E=1 SKIP_C=1 (the per-round C ABI callback cell still runs; a round
 # is skipped, never cut short, once the budget is spent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -239,6 +241,14 @@ if [[ -z ${SKIP_CLI:-} ]]; then
             else
                 echo "   threads_$th: failed"
             fi
+            # The control: a raw client with a task per call (no engine), same threads.
+            if j=$(timeout 60 "$FASTRPC" bench --spawn-server child --duration "$DURATION" --json --no-progress \
+                --compress none --concurrency 1024 --threads "$th" --raw --raw-tasks 2>/dev/null); then
+                echo "{\"shape\":\"rawtasks_$th\",\"round\":$round,\"result\":$j}" >>"$THREADS_JSON"
+                printf '   round %d %-13s raw, a task per call %9.0f/s\n' "$round" "rawtasks_$th" "$(jtop "$j" calls_per_sec)"
+            else
+                echo "   rawtasks_$th: failed"
+            fi
         done
         # The C ABI callback path, 1024 in flight, child server.
         if [[ -z ${SKIP_CB:-} ]] && command -v cc >/dev/null && command -v make >/dev/null; then
@@ -348,17 +358,25 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         done
         echo "(*_nospin: ours with --read-spin 0 on both sides, against the reference's same shape)"
     fi
+    # Per-round ratios of shape $1_T to the best $1_* of its round, for T = $2, one per line.
+    best_ratios() {
+        for r in $(rounds); do
+            best=$(for t in 1 2 4 8; do rval "$THREADS_JSON" "$1_$t" "$r" calls_per_sec; done | sort -g | tail -1)
+            x=$(rval "$THREADS_JSON" "$1_$2" "$r" calls_per_sec)
+            [[ -n $x && -n $best ]] && awk -v a="$x" -v b="$best" 'BEGIN { if (b > 0) print a / b }'
+        done
+    }
     if [[ -s $THREADS_JSON ]]; then
         echo
         echo "fastrpc bench --threads N at C=1024 (none, child server): calls/s, and per round / best of the round"
+        echo "(rawtasks: the control, --raw --raw-tasks, a raw client with a tokio task per call and no engine)"
         for th in 1 2 4 8; do
-            v=$(grep "\"shape\":\"threads_$th\"" "$THREADS_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
-            rat=$(for r in $(rounds); do
-                best=$(for t in 1 2 4 8; do rval "$THREADS_JSON" "threads_$t" "$r" calls_per_sec; done | sort -g | tail -1)
-                x=$(rval "$THREADS_JSON" "threads_$th" "$r" calls_per_sec)
-                [[ -n $x && -n $best ]] && awk -v a="$x" -v b="$best" 'BEGIN { if (b > 0) print a / b }'
-            done | stats '%.3f')
-            printf '   threads %-3s %-32s %s\n' "$th" "$v" "$rat"
+            for shape in threads rawtasks; do
+                grep -q "\"shape\":\"${shape}_$th\"" "$THREADS_JSON" || continue
+                v=$(grep "\"shape\":\"${shape}_$th\"" "$THREADS_JSON" | while read -r l; do jtop "$l" calls_per_sec; done | stats '%.0f')
+                rat=$(best_ratios "$shape" "$th" | stats '%.3f')
+                printf '   %-8s %-3s %-32s %s\n' "$shape" "$th" "$v" "$rat"
+            done
         done
     fi
     if [[ -s $CB_OUT ]]; then
@@ -404,12 +422,12 @@ say "summary (median [min..max] over rounds; ratios are engine / raw of the same
         r=$(med none_c1024 jtop ratio_to_raw);  printf '   %-52s %-8s %s\n' "engine none C=1024 >= 0.25 of raw" "$r" "$(verdict "$r" 0.25)"
     fi
     if [[ -s $THREADS_JSON ]]; then
-        w=$(for th in 1 2 4 8; do for r in $(rounds); do
-                best=$(for t in 1 2 4 8; do rval "$THREADS_JSON" "threads_$t" "$r" calls_per_sec; done | sort -g | tail -1)
-                x=$(rval "$THREADS_JSON" "threads_$th" "$r" calls_per_sec)
-                [[ -n $x && -n $best ]] && awk -v a="$x" -v b="$best" 'BEGIN { if (b > 0) print a / b }'
-            done | median; done | sort -g | head -1)
+        w=$(for th in 1 2 4 8; do best_ratios threads "$th" | median; done | sort -g | head -1)
         printf '   %-52s %-8.3f %s\n' "--threads 1,2,4,8 at C=1024: worst >= 0.9 of best" "$w" "$(verdict "$w" 0.9)"
+        if grep -q '"shape":"rawtasks_' "$THREADS_JSON"; then
+            w=$(for th in 1 2 4 8; do best_ratios rawtasks "$th" | median; done | sort -g | head -1)
+            printf '   %-52s %-8.3f %s\n' "  the control (raw, a task per call): worst of best" "$w" "(no target)"
+        fi
     fi
     if [[ -s $REF_JSON ]]; then
         for cell in none_c1024:5 snappy_c1024:5 tls_c1024:5 flate_c1024:3 none_c16:3; do

@@ -25,6 +25,7 @@ use crate::opts::{
     EXIT_USAGE,
 };
 use crate::raw::{raw_client, RawPeer};
+use crate::raw_tasks::raw_client_tasks;
 use crate::report::{self, Report, ServerShare};
 use crate::serve;
 
@@ -90,6 +91,11 @@ pub struct BenchArgs {
     /// Run the raw ceiling, then the engine, with the same shape; print both and their ratio.
     #[arg(long)]
     pub compare_raw: bool,
+    /// The raw ceiling with a tokio task per call in flight, woken by the reader when its
+    /// response arrives (the engine callers' shape, see raw_tasks.rs), instead of one writer
+    /// loop refilling the window. Not with --nowait.
+    #[arg(long, conflicts_with = "nowait")]
+    pub raw_tasks: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -572,7 +578,7 @@ async fn caller(
     // raw ceiling's client pays (one per batch) or the engine itself needs.
     let mut n = 0u32;
     while budget.take(1) == 1 {
-        let t0 = (n % LATENCY_SAMPLE == 0).then(Instant::now);
+        let t0 = n.is_multiple_of(LATENCY_SAMPLE).then(Instant::now);
         n = n.wrapping_add(1);
         match client.call_into(&name, &value, &mut buf).await {
             Ok(()) => {
@@ -1022,15 +1028,18 @@ async fn raw_run(
     };
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
-        tasks.push(tokio::spawn(raw_client(
+        let (a, n, v, b, p) = (
             addr.to_string(),
             name.clone(),
             value.clone(),
-            args.concurrency,
-            args.nowait,
             budget.clone(),
             progress_count.clone(),
-        )));
+        );
+        tasks.push(if args.raw_tasks {
+            tokio::spawn(raw_client_tasks(a, n, v, args.concurrency, b, p))
+        } else {
+            tokio::spawn(raw_client(a, n, v, args.concurrency, args.nowait, b, p))
+        });
     }
     let progress = {
         let p = progress_count.clone();

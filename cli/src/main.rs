@@ -10,6 +10,7 @@ mod bench;
 mod call;
 mod opts;
 mod raw;
+mod raw_tasks;
 mod report;
 mod serve;
 

@@ -29,14 +29,14 @@ pub const BUF_SIZE: usize = 64 * 1024;
 const MAX_FIELD: usize = 1 << 20;
 
 /// A read buffer: bytes `start..end` of `buf` are received and not yet consumed.
-struct FrameBuf {
+pub(crate) struct FrameBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl FrameBuf {
-    fn new() -> FrameBuf {
+    pub(crate) fn new() -> FrameBuf {
         FrameBuf {
             buf: vec![0; BUF_SIZE],
             start: 0,
@@ -44,11 +44,11 @@ impl FrameBuf {
         }
     }
 
-    fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
             self.start = 0;
@@ -58,7 +58,7 @@ impl FrameBuf {
 
     /// Makes room so that a frame of `need` bytes (0: unknown) fits after `start`, and
     /// returns the free tail to read into.
-    fn spare(&mut self, need: usize) -> &mut [u8] {
+    pub(crate) fn spare(&mut self, need: usize) -> &mut [u8] {
         let have = self.end - self.start;
         let want = need.max(have + 1);
         if self.buf.len() - self.start < want || self.end == self.buf.len() {
@@ -72,17 +72,17 @@ impl FrameBuf {
         &mut self.buf[self.end..]
     }
 
-    fn advance(&mut self, n: usize) {
+    pub(crate) fn advance(&mut self, n: usize) {
         self.end += n;
     }
 }
 
-fn le32(b: &[u8], at: usize) -> usize {
+pub(crate) fn le32(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
 }
 
 /// What the start of `d` holds.
-enum Parse {
+pub(crate) enum Parse {
     /// A whole frame of this many bytes.
     Frame(usize),
     /// Not yet a whole frame; the frame needs this many bytes (0: not known yet).
@@ -119,7 +119,7 @@ fn parse_request(d: &[u8]) -> io::Result<Parse> {
     })
 }
 
-fn parse_response(d: &[u8]) -> io::Result<Parse> {
+pub(crate) fn parse_response(d: &[u8]) -> io::Result<Parse> {
     if d.len() < 8 {
         return Ok(Parse::Partial(0));
     }

@@ -701,6 +701,50 @@ fn bench_raw_json() {
 }
 
 #[test]
+fn bench_raw_tasks_json() {
+    // A task per call: exactly --count calls, as many frames written, the same frames, and
+    // with more callers than one bitmap word holds (ids above 64) and a count that does not
+    // divide among them.
+    for (c, count) in [("1", "300"), ("100", "2999")] {
+        let out = run(
+            &[
+                "bench",
+                "--raw",
+                "--raw-tasks",
+                "--spawn-server",
+                "inproc",
+                "--concurrency",
+                c,
+                "--threads",
+                "4",
+                "--count",
+                count,
+                "--json",
+            ],
+            None,
+        );
+        let v = json(&out);
+        let n: u64 = count.parse().unwrap();
+        check_bench_json(&v, n);
+        assert_eq!(v["mode"], "raw");
+        assert_eq!(v["wire_bytes_out_per_call"].as_f64(), Some(21.0), "{v}");
+        assert_eq!(v["wire_bytes_in_per_call"].as_f64(), Some(263.0), "{v}");
+    }
+    // Not with --nowait.
+    let out = run(
+        &["bench", "--raw", "--raw-tasks", "--nowait", "--count", "1"],
+        None,
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("'--raw-tasks' cannot be used with '--nowait'"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn bench_compare_raw_with_child_servers() {
     let out = run(
         &[

@@ -1,0 +1,242 @@
+//! The raw ceiling with a task per call (`fastrpc bench --raw --raw-tasks`): the raw client's
+//! frames and socket handling (`raw.rs`), but each of the C calls in flight is its own tokio
+//! task, woken by the reader when its response arrives, that then hands its next request to
+//! the writer: the shape of the engine's callers, with no call table, deadlines or
+//! compression. It shows what waking one task per response costs tokio's scheduler by
+//! itself, for instance as worker threads are added (`--threads`).
+//!
+//! Shared state is the least such a client needs: a bitmap of the callers whose request waits
+//! for the writer (one `fetch_or` per call), a flag that says whether the writer sleeps (read
+//! by every call, written only when the writer parks or is woken), and per caller a `Notify`.
+
+use std::io;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::bench::{new_histogram, Budget};
+use crate::raw::{le32, parse_response, FrameBuf, Parse, RawResult, BUF_SIZE};
+
+/// One call in this many has its latency measured (the engine's callers sample as often).
+const LATENCY_SAMPLE: u64 = 16;
+
+/// State shared by a connection's callers, writer and reader.
+struct Shared {
+    /// One bit per caller whose request waits for the writer.
+    want: Vec<AtomicU64>,
+    /// The writer sleeps (or is about to) and must be woken for a new request.
+    writer_idle: AtomicBool,
+    writer: Notify,
+    /// Wakes each caller when its response has arrived.
+    done: Vec<Notify>,
+    /// Send time of each caller's sampled request (nanoseconds since `base`, 0: not sampled).
+    sent_at: Vec<AtomicU64>,
+    base: Instant,
+    /// Callers still running; the last one to stop wakes the writer to end the stream.
+    live: AtomicUsize,
+}
+
+impl Shared {
+    /// Wakes the writer if it sleeps.
+    fn kick_writer(&self) {
+        if self.writer_idle.load(SeqCst) && self.writer_idle.swap(false, SeqCst) {
+            self.writer.notify_one();
+        }
+    }
+}
+
+/// Runs one raw connection to `addr` with `concurrency` caller tasks until the budget runs
+/// out. `progress` counts answered frames.
+pub async fn raw_client_tasks(
+    addr: String,
+    name: Arc<[u8]>,
+    value: Arc<[u8]>,
+    concurrency: usize,
+    budget: Arc<Budget>,
+    progress: Arc<AtomicU64>,
+) -> io::Result<RawResult> {
+    let sock = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    sock.set_nodelay(true)?;
+    let (rd, wr) = sock.into_split();
+    let c = concurrency.max(1);
+    let shared = Arc::new(Shared {
+        want: (0..c.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        writer_idle: AtomicBool::new(false),
+        writer: Notify::new(),
+        done: (0..c).map(|_| Notify::new()).collect(),
+        sent_at: (0..c).map(|_| AtomicU64::new(0)).collect(),
+        base: Instant::now(),
+        live: AtomicUsize::new(c),
+    });
+    let reader = tokio::spawn(reader(rd, shared.clone(), progress));
+    let callers: Vec<_> = (0..c)
+        .map(|i| tokio::spawn(caller(i, shared.clone(), budget.clone())))
+        .collect();
+
+    // The frame after its id: name length, name, value length, value.
+    let mut tail = Vec::with_capacity(8 + name.len() + value.len());
+    tail.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    tail.extend_from_slice(&name);
+    tail.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    tail.extend_from_slice(&value);
+    let frame_len = 4 + tail.len() as u64;
+
+    let written = writer(wr, &shared, &tail).await;
+    if written.is_err() {
+        reader.abort();
+        for t in &callers {
+            t.abort();
+        }
+    }
+    let (frames_out, flushes) = written?;
+    for t in callers {
+        t.await
+            .map_err(|e| io::Error::other(format!("raw caller task: {e}")))?;
+    }
+    let (hist, calls, resp_payload, bytes_in) = reader
+        .await
+        .map_err(|e| io::Error::other(format!("raw reader task: {e}")))??;
+    Ok(RawResult {
+        hist,
+        calls,
+        resp_payload,
+        bytes_out: frames_out * frame_len,
+        bytes_in,
+        flushes,
+        frames_out,
+    })
+}
+
+/// Writes the requests that callers hand over, one flush per scan of the bitmap, until every
+/// caller has stopped; then ends the stream. Returns frames written and flushes.
+async fn writer(wr: OwnedWriteHalf, shared: &Shared, tail: &[u8]) -> io::Result<(u64, u64)> {
+    let mut w = BufWriter::with_capacity(BUF_SIZE, wr);
+    let (mut frames, mut flushes) = (0u64, 0u64);
+    loop {
+        let mut n = 0u64;
+        for (k, word) in shared.want.iter().enumerate() {
+            let mut bits = word.swap(0, SeqCst);
+            while bits != 0 {
+                let id = (k * 64 + bits.trailing_zeros() as usize + 1) as u32;
+                bits &= bits - 1;
+                w.write_all(&id.to_le_bytes()).await?;
+                w.write_all(tail).await?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            frames += n;
+            w.flush().await?;
+            flushes += 1;
+            continue;
+        }
+        if shared.live.load(SeqCst) == 0 {
+            break;
+        }
+        // Park: say so first, then look once more, so that a request handed over meanwhile
+        // is either seen here or kicks the writer (both sides are sequentially consistent).
+        shared.writer_idle.store(true, SeqCst);
+        if shared.want.iter().any(|w| w.load(SeqCst) != 0) || shared.live.load(SeqCst) == 0 {
+            shared.writer_idle.store(false, SeqCst);
+            continue;
+        }
+        shared.writer.notified().await;
+        // Woken by the first of a burst of callers (tokio runs a woken task next, in its
+        // LIFO slot): let the rest of the burst run first, so that one flush takes them all.
+        tokio::task::yield_now().await;
+    }
+    w.shutdown().await?;
+    Ok((frames, flushes))
+}
+
+/// One caller: hand a request to the writer, wait for its response, again, until the budget
+/// ends.
+async fn caller(i: usize, shared: Arc<Shared>, budget: Arc<Budget>) {
+    let (word, bit) = (&shared.want[i / 64], 1u64 << (i % 64));
+    let mut n = 0u64;
+    while budget.take(1) == 1 {
+        let at = if n.is_multiple_of(LATENCY_SAMPLE) {
+            shared.base.elapsed().as_nanos() as u64
+        } else {
+            0
+        };
+        n += 1;
+        shared.sent_at[i].store(at, Relaxed);
+        word.fetch_or(bit, SeqCst);
+        shared.kick_writer();
+        shared.done[i].notified().await;
+    }
+    if shared.live.fetch_sub(1, SeqCst) == 1 {
+        shared.writer_idle.store(false, SeqCst);
+        shared.writer.notify_one();
+    }
+}
+
+type ReaderOut = (hdrhistogram::Histogram<u64>, u64, u64, u64);
+
+/// Reads responses and wakes their callers until the peer closes.
+async fn reader(
+    mut rd: OwnedReadHalf,
+    shared: Arc<Shared>,
+    progress: Arc<AtomicU64>,
+) -> io::Result<ReaderOut> {
+    let mut hist = new_histogram();
+    let mut fb = FrameBuf::new();
+    let (mut calls, mut payload, mut bytes_in) = (0u64, 0u64, 0u64);
+    let c = shared.done.len();
+    let mut need = 0;
+    loop {
+        let n = rd.read(fb.spare(need)).await?;
+        if n == 0 {
+            if fb.data().is_empty() {
+                return Ok((hist, calls, payload, bytes_in));
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the raw peer closed in the middle of a frame",
+            ));
+        }
+        fb.advance(n);
+        bytes_in += n as u64;
+        let mut now = 0;
+        let mut done = 0u64;
+        need = loop {
+            let d = fb.data();
+            match parse_response(d)? {
+                Parse::Partial(need) => break need,
+                Parse::Frame(len) => {
+                    let id = le32(d, 0);
+                    if id == 0 || id > c {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("response with unknown id {id}"),
+                        ));
+                    }
+                    let sent = shared.sent_at[id - 1].load(Relaxed);
+                    if sent != 0 {
+                        if now == 0 {
+                            now = shared.base.elapsed().as_nanos() as u64;
+                        }
+                        hist.saturating_record(now.saturating_sub(sent).max(1));
+                    }
+                    payload += (len - 8) as u64;
+                    done += 1;
+                    fb.consume(len);
+                    shared.done[id - 1].notify_one();
+                }
+            }
+        };
+        if done > 0 {
+            calls += done;
+            progress.fetch_add(done, Relaxed);
+        }
+    }
+}
