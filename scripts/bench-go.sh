@@ -4,7 +4,9 @@
 # interleaved rounds against the same server in another process (the engine's own
 # `fastrpc serve`, the reference server, the Go binding's server), for 1, 16, 256 and 1024
 # goroutines and compression none and snappy; calls/s, p50, client CPU per call and
-# ours/reference per cell, plus one cell with client and server in one process and the idle
+# ours/reference per cell (and, in the same rounds, the engine's own Rust client, `fastrpc
+# bench --addr` with one worker thread: how far a client of this library gets against that
+# server on this machine), plus one cell with client and server in one process and the idle
 # CPU of every process. Without FASTRPC_REFERENCE_DIR it prints the binding's own figures
 # (against the engine's and the Go binding's servers).
 #
@@ -17,7 +19,8 @@
 # bindings/go/poller.go); +spin sets WithReadSpin; default leader; e.g. leader,netpoll,leader+spin=50us),
 # FASTRPC_BENCH_SERVER (servers in another process, "kind[+spin=DURATION]", kind engine,
 # reference or ours; default engine,reference,ours), FASTRPC_BENCH_G (e.g. 1,16),
-# FASTRPC_BENCH_COMP (e.g. none), FASTRPC_BENCH_WORKERS.
+# FASTRPC_BENCH_COMP (e.g. none), FASTRPC_BENCH_WORKERS, FASTRPC_BENCH_ENGINE_CLIENT=0 (no
+# engine's Rust client row).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=1

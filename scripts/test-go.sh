@@ -36,8 +36,9 @@ status_done=""
 trap on_exit EXIT
 command -v go >/dev/null || { echo "go is not installed" >&2; exit 1; }
 
-step "building libfastrpc (cargo build --release --lib)"
+step "building libfastrpc (cargo build --release --lib) and the CLI (cargo build -p fastrpc-cli, for the benchmark driver's test)"
 timeout 900 cargo build --release --lib
+timeout 900 cargo build -p fastrpc-cli
 
 # Programs linked against target/release/libfastrpc.so ask for its SONAME; the binding ships a
 # relative link of that name in bindings/go/lib (first in its rpath). Check they agree.

@@ -7,7 +7,10 @@ package interop
 // name "foo", value "foobar". The servers (FASTRPC_BENCH_SERVER, default
 // "engine,reference,ours"): the engine's own (`fastrpc serve --reply echo`, answering
 // "foo:foobar"; FASTRPC_CLI or target/release/fastrpc), the reference server and the Go
-// binding's server (children: this test binary again, echoing the value). A last cell runs
+// binding's server (children: this test binary again, echoing the value). Each cell also
+// runs the engine's own Rust client (`fastrpc bench --addr`, benchrun.EngineClient) in the
+// same rounds, unless FASTRPC_BENCH_ENGINE_CLIENT=0: the cheapest client of this library, it
+// shows how far a client can go against that server on this machine. A last cell runs
 // client and server in one process (ours with ours, the reference with the reference); then
 // the idle CPU of every process over 2 s.
 // FASTRPC_BENCH_MODES lists our client's variants to compare, "mode[+spin=DURATION]" (mode
@@ -165,6 +168,13 @@ func TestBenchTable(t *testing.T) {
 			for _, cv := range clients {
 				os.Setenv("FASTRPC_GO_POLLER", cv.Name) // read by NewClient
 				impls = append(impls, benchImpl("ours ("+cv.String()+")", ourLoop(newOurClient(t, addr, w, clientOpts(cv)...), srv.want)))
+			}
+			if os.Getenv("FASTRPC_BENCH_ENGINE_CLIENT") != "0" {
+				e, err := benchrun.EngineClient(addr, comp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				impls = append(impls, e)
 			}
 			impls = append(impls, benchImpl("reference", refLoop(newRefClient(addr, w), srv.want)))
 			for _, g := range gs {

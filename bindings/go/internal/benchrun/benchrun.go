@@ -29,6 +29,17 @@ type Caller func() error
 type Impl struct {
 	Name      string
 	NewCaller func() Caller
+	// External, when set, replaces NewCaller: another program measures itself with g calls
+	// in flight for d (the engine's own client, EngineClient) and reports what it did.
+	External func(g int, d time.Duration) (External, error)
+}
+
+// External is what an external client reports for one measurement.
+type External struct {
+	Calls       int64
+	CallsPerSec float64
+	P50         time.Duration
+	CPU         time.Duration // the client process's, user + system
 }
 
 // Cell is one line group of the table: G goroutines, each impl in turn; the last impl is
@@ -116,6 +127,9 @@ func atoi(s string) int64 {
 // measure runs g goroutines calling for d (after one warm-up call each) and returns the
 // calls/s and the median latency.
 func measure(impl Impl, g int, d time.Duration, serverPID int) sample {
+	if impl.External != nil {
+		return measureExternal(impl, g, d, serverPID)
+	}
 	lat := make([][]time.Duration, g)
 	callers := make([]Caller, g)
 	for i := range callers {
@@ -176,6 +190,29 @@ func measure(impl Impl, g int, d time.Duration, serverPID int) sample {
 	return sample{callsPerSec: float64(len(all)) / el.Seconds(), p50: all[len(all)/2],
 		switches: float64(sw) / float64(len(all)), libSwitches: float64(lib1-lib0) / float64(len(all)),
 		cpuPerCall: float64(cpu) / 1e3 / float64(len(all)), srvPerCall: float64(srv) / 1e3 / float64(len(all))}
+}
+
+// measureExternal measures an impl that is another program; its context switches are not
+// counted (0 in the log).
+func measureExternal(impl Impl, g int, d time.Duration, serverPID int) sample {
+	var srv0 time.Duration
+	if serverPID > 0 {
+		srv0 = ProcessCPUTime(serverPID)
+	}
+	r, err := impl.External(g, d)
+	if err != nil {
+		return sample{err: err}
+	}
+	if r.Calls <= 0 {
+		return sample{err: fmt.Errorf("no call finished in %v", d)}
+	}
+	var srv time.Duration
+	if serverPID > 0 {
+		srv = ProcessCPUTime(serverPID) - srv0
+	}
+	n := float64(r.Calls)
+	return sample{callsPerSec: r.CallsPerSec, p50: r.P50,
+		cpuPerCall: float64(r.CPU) / 1e3 / n, srvPerCall: float64(srv) / 1e3 / n}
 }
 
 // medianRatio is the median over rounds of a[r]/b[r].

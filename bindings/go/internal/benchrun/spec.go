@@ -6,10 +6,13 @@ package benchrun
 // `fastrpc serve --read-spin`) and its absence leaves the default.
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -109,4 +112,41 @@ func StartEngine(v Variant, comp string) (addr string, pid int, stop func(), err
 		args = append(args, "--read-spin", fmt.Sprintf("%dus", v.Spin.Microseconds()))
 	}
 	return StartCommand(cli, args...)
+}
+
+// EngineClient is the engine's own client in Rust (`fastrpc bench --addr`, one worker
+// thread, one connection, "foo"/"foobar"), measured in the same rounds as the Go clients: the
+// cheapest client of this library, with no cgo and no goroutines, so what it reaches against
+// a server on this machine is about as far as the binding's client can go there.
+func EngineClient(addr, comp string) (Impl, error) {
+	cli := EngineCLI()
+	if cli == "" {
+		return Impl{}, fmt.Errorf("no engine CLI: build it (cargo build --release -p fastrpc-cli) or set FASTRPC_CLI")
+	}
+	run := func(g int, d time.Duration) (External, error) {
+		out, err := exec.Command(cli, "bench", "--addr", addr, "--compress", comp,
+			"--concurrency", strconv.Itoa(g), "--duration", fmt.Sprintf("%dms", d.Milliseconds()),
+			"--threads", "1", "--json", "--no-progress").Output()
+		if err != nil {
+			return External{}, fmt.Errorf("fastrpc bench --addr %s: %w", addr, err)
+		}
+		var r struct {
+			Calls       int64   `json:"calls"`
+			CallsPerSec float64 `json:"calls_per_sec"`
+			P50         float64 `json:"p50_us"`
+			User        float64 `json:"cpu_user_s"`
+			Sys         float64 `json:"cpu_sys_s"`
+			Errors      int64   `json:"errors"`
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+			return External{}, fmt.Errorf("fastrpc bench: %w in %q", err, out)
+		}
+		if r.Errors != 0 {
+			return External{}, fmt.Errorf("fastrpc bench: %d calls failed", r.Errors)
+		}
+		return External{Calls: r.Calls, CallsPerSec: r.CallsPerSec,
+			P50: time.Duration(r.P50 * 1e3), CPU: time.Duration((r.User + r.Sys) * 1e9)}, nil
+	}
+	return Impl{Name: "engine's Rust client", External: run}, nil
 }

@@ -1,0 +1,58 @@
+package benchrun
+
+// The engine's Rust client as a benchmark row: one measurement against the engine's own
+// server, both real programs (the CLI from FASTRPC_CLI, else target/release/fastrpc, else
+// target/debug/fastrpc of this checkout; scripts/test-go.sh builds the debug one).
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func testCLI(t *testing.T) string {
+	if p := EngineCLI(); p != "" {
+		return p
+	}
+	dir, _ := os.Getwd()
+	for {
+		p := filepath.Join(dir, "target", "debug", "fastrpc")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no fastrpc CLI: cargo build -p fastrpc-cli, or set FASTRPC_CLI")
+		}
+		dir = parent
+	}
+}
+
+func TestEngineClient(t *testing.T) {
+	t.Setenv("FASTRPC_CLI", testCLI(t))
+	addr, pid, stop, err := StartEngine(Variant{Name: "engine"}, "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	impl, err := EngineClient(addr, "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if impl.Name != "engine's Rust client" || impl.NewCaller != nil {
+		t.Fatalf("impl %+v", impl)
+	}
+	s := measure(impl, 4, 200*time.Millisecond, pid)
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	if s.callsPerSec <= 0 || s.p50 <= 0 || s.cpuPerCall <= 0 {
+		t.Fatalf("sample %+v", s)
+	}
+	// A server that is not there: the run fails, with the address in the error.
+	stop()
+	if _, err := impl.External(1, 100*time.Millisecond); err == nil {
+		t.Fatal("a run against a stopped server succeeded")
+	}
+}
