@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -29,14 +29,14 @@ pub const BUF_SIZE: usize = 64 * 1024;
 const MAX_FIELD: usize = 1 << 20;
 
 /// A read buffer: bytes `start..end` of `buf` are received and not yet consumed.
-pub(crate) struct FrameBuf {
+struct FrameBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl FrameBuf {
-    pub(crate) fn new() -> FrameBuf {
+    fn new() -> FrameBuf {
         FrameBuf {
             buf: vec![0; BUF_SIZE],
             start: 0,
@@ -44,11 +44,11 @@ impl FrameBuf {
         }
     }
 
-    pub(crate) fn data(&self) -> &[u8] {
+    fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
-    pub(crate) fn consume(&mut self, n: usize) {
+    fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
             self.start = 0;
@@ -58,7 +58,7 @@ impl FrameBuf {
 
     /// Makes room so that a frame of `need` bytes (0: unknown) fits after `start`, and
     /// returns the free tail to read into.
-    pub(crate) fn spare(&mut self, need: usize) -> &mut [u8] {
+    fn spare(&mut self, need: usize) -> &mut [u8] {
         let have = self.end - self.start;
         let want = need.max(have + 1);
         if self.buf.len() - self.start < want || self.end == self.buf.len() {
@@ -72,17 +72,17 @@ impl FrameBuf {
         &mut self.buf[self.end..]
     }
 
-    pub(crate) fn advance(&mut self, n: usize) {
+    fn advance(&mut self, n: usize) {
         self.end += n;
     }
 }
 
-pub(crate) fn le32(b: &[u8], at: usize) -> usize {
+fn le32(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
 }
 
 /// What the start of `d` holds.
-pub(crate) enum Parse {
+enum Parse {
     /// A whole frame of this many bytes.
     Frame(usize),
     /// Not yet a whole frame; the frame needs this many bytes (0: not known yet).
@@ -119,7 +119,7 @@ fn parse_request(d: &[u8]) -> io::Result<Parse> {
     })
 }
 
-pub(crate) fn parse_response(d: &[u8]) -> io::Result<Parse> {
+fn parse_response(d: &[u8]) -> io::Result<Parse> {
     if d.len() < 8 {
         return Ok(Parse::Partial(0));
     }
@@ -350,6 +350,25 @@ struct Shared {
     writer_done: AtomicBool,
 }
 
+/// Connects a raw client to `addr`, with Nagle off, and splits the socket.
+pub(crate) async fn connect(addr: &str) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
+    let sock = TcpStream::connect(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    sock.set_nodelay(true)?;
+    Ok(sock.into_split())
+}
+
+/// A request frame after its id: name length, name, value length, value.
+pub(crate) fn request_tail(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(8 + name.len() + value.len());
+    tail.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    tail.extend_from_slice(name);
+    tail.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    tail.extend_from_slice(value);
+    tail
+}
+
 /// Runs one raw client connection to `addr` with `concurrency` frames in flight until the
 /// budget runs out. `progress` counts answered (or, with `nowait`, written) frames.
 pub async fn raw_client(
@@ -361,11 +380,7 @@ pub async fn raw_client(
     budget: Arc<Budget>,
     progress: Arc<AtomicU64>,
 ) -> io::Result<RawResult> {
-    let sock = TcpStream::connect(&addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
-    sock.set_nodelay(true)?;
-    let (rd, wr) = sock.into_split();
+    let (rd, wr) = connect(&addr).await?;
     let c = concurrency.max(1);
     let shared = Arc::new(Shared {
         inflight: AtomicUsize::new(0),
@@ -374,14 +389,19 @@ pub async fn raw_client(
         base: Instant::now(),
         writer_done: AtomicBool::new(false),
     });
-    let reader = tokio::spawn(raw_reader(rd, shared.clone(), progress.clone()));
+    let reader = {
+        let (sh, p) = (shared.clone(), progress.clone());
+        tokio::spawn(async move {
+            let at = |id: usize| sh.sent_at[id - 1].load(Ordering::Relaxed);
+            let freed = |done: u64| {
+                sh.inflight.fetch_sub(done as usize, Ordering::AcqRel);
+                sh.room.notify_one();
+            };
+            read_responses(rd, c, sh.base, &p, at, freed).await
+        })
+    };
 
-    // The frame after its id: name length, name, value length, value.
-    let mut tail = Vec::with_capacity(8 + name.len() + value.len());
-    tail.extend_from_slice(&(name.len() as u32).to_le_bytes());
-    tail.extend_from_slice(&name);
-    tail.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    tail.extend_from_slice(&value);
+    let tail = request_tail(&name, &value);
     let frame_len = 4 + tail.len() as u64;
 
     let mut w = BufWriter::with_capacity(BUF_SIZE, wr);
@@ -437,10 +457,23 @@ pub async fn raw_client(
         reader.abort();
         return Err(e);
     }
+    let mut r = finish(reader, frames_out, frame_len, flushes).await?;
+    if nowait {
+        r.calls = frames_out;
+    }
+    Ok(r)
+}
+
+/// Waits for a connection's reader and puts its figures and the writer's together.
+pub(crate) async fn finish(
+    reader: tokio::task::JoinHandle<io::Result<ReaderOut>>,
+    frames_out: u64,
+    frame_len: u64,
+    flushes: u64,
+) -> io::Result<RawResult> {
     let (hist, calls, resp_payload, bytes_in) = reader
         .await
         .map_err(|e| io::Error::other(format!("raw reader task: {e}")))??;
-    let calls = if nowait { frames_out } else { calls };
     Ok(RawResult {
         hist,
         calls,
@@ -452,17 +485,24 @@ pub async fn raw_client(
     })
 }
 
-type ReaderOut = (Histogram<u64>, u64, u64, u64);
+/// What a reader returns: latencies, calls, response payload bytes, bytes read.
+pub(crate) type ReaderOut = (Histogram<u64>, u64, u64, u64);
 
-async fn raw_reader(
+/// Reads response frames with ids `1..=c` until the peer closes. For each, `on_frame(id)`
+/// returns its send time in nanoseconds since `base` (0: not timed) and the latency is
+/// recorded; after each read with `done` frames in it, `after_read(done)` runs and `progress`
+/// grows by `done`.
+pub(crate) async fn read_responses(
     mut rd: OwnedReadHalf,
-    shared: Arc<Shared>,
-    progress: Arc<AtomicU64>,
+    c: usize,
+    base: Instant,
+    progress: &AtomicU64,
+    mut on_frame: impl FnMut(usize) -> u64,
+    mut after_read: impl FnMut(u64),
 ) -> io::Result<ReaderOut> {
     let mut hist = new_histogram();
     let mut fb = FrameBuf::new();
     let (mut calls, mut payload, mut bytes_in) = (0u64, 0u64, 0u64);
-    let c = shared.sent_at.len();
     let mut need = 0;
     loop {
         let n = rd.read(fb.spare(need)).await?;
@@ -477,8 +517,9 @@ async fn raw_reader(
         }
         fb.advance(n);
         bytes_in += n as u64;
-        let now = shared.base.elapsed().as_nanos() as u64;
-        let mut done = 0;
+        // The clock is read once per read, at its first timed frame.
+        let mut now = 0;
+        let mut done = 0u64;
         need = loop {
             let d = fb.data();
             match parse_response(d)? {
@@ -491,19 +532,23 @@ async fn raw_reader(
                             format!("response with unknown id {id}"),
                         ));
                     }
-                    let sent = shared.sent_at[id - 1].load(Ordering::Relaxed);
-                    hist.saturating_record(now.saturating_sub(sent).max(1));
                     payload += (len - 8) as u64;
                     done += 1;
                     fb.consume(len);
+                    let sent = on_frame(id);
+                    if sent != 0 {
+                        if now == 0 {
+                            now = base.elapsed().as_nanos() as u64;
+                        }
+                        hist.saturating_record(now.saturating_sub(sent).max(1));
+                    }
                 }
             }
         };
         if done > 0 {
-            calls += done as u64;
-            shared.inflight.fetch_sub(done, Ordering::AcqRel);
-            shared.room.notify_one();
-            progress.fetch_add(done as u64, Ordering::Relaxed);
+            calls += done;
+            after_read(done);
+            progress.fetch_add(done, Ordering::Relaxed);
         }
     }
 }

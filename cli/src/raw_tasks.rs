@@ -15,13 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use crate::bench::{new_histogram, Budget};
-use crate::raw::{le32, parse_response, FrameBuf, Parse, RawResult, BUF_SIZE};
+use crate::bench::Budget;
+use crate::raw::{connect, finish, read_responses, request_tail, RawResult, BUF_SIZE};
 
 /// One call in this many has its latency measured (the engine's callers sample as often).
 const LATENCY_SAMPLE: u64 = 16;
@@ -61,11 +60,7 @@ pub async fn raw_client_tasks(
     budget: Arc<Budget>,
     progress: Arc<AtomicU64>,
 ) -> io::Result<RawResult> {
-    let sock = TcpStream::connect(&addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
-    sock.set_nodelay(true)?;
-    let (rd, wr) = sock.into_split();
+    let (rd, wr) = connect(&addr).await?;
     let c = concurrency.max(1);
     let shared = Arc::new(Shared {
         want: (0..c.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
@@ -76,17 +71,23 @@ pub async fn raw_client_tasks(
         base: Instant::now(),
         live: AtomicUsize::new(c),
     });
-    let reader = tokio::spawn(reader(rd, shared.clone(), progress));
+    let reader = {
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            // The send time first: once woken, the caller may stamp its next request.
+            let wake = |id: usize| {
+                let sent = sh.sent_at[id - 1].load(Relaxed);
+                sh.done[id - 1].notify_one();
+                sent
+            };
+            read_responses(rd, c, sh.base, &progress, wake, |_| {}).await
+        })
+    };
     let callers: Vec<_> = (0..c)
         .map(|i| tokio::spawn(caller(i, shared.clone(), budget.clone())))
         .collect();
 
-    // The frame after its id: name length, name, value length, value.
-    let mut tail = Vec::with_capacity(8 + name.len() + value.len());
-    tail.extend_from_slice(&(name.len() as u32).to_le_bytes());
-    tail.extend_from_slice(&name);
-    tail.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    tail.extend_from_slice(&value);
+    let tail = request_tail(&name, &value);
     let frame_len = 4 + tail.len() as u64;
 
     let written = writer(wr, &shared, &tail).await;
@@ -101,18 +102,7 @@ pub async fn raw_client_tasks(
         t.await
             .map_err(|e| io::Error::other(format!("raw caller task: {e}")))?;
     }
-    let (hist, calls, resp_payload, bytes_in) = reader
-        .await
-        .map_err(|e| io::Error::other(format!("raw reader task: {e}")))??;
-    Ok(RawResult {
-        hist,
-        calls,
-        resp_payload,
-        bytes_out: frames_out * frame_len,
-        bytes_in,
-        flushes,
-        frames_out,
-    })
+    finish(reader, frames_out, frame_len, flushes).await
 }
 
 /// Writes the requests that callers hand over, one flush per scan of the bitmap, until every
@@ -177,66 +167,5 @@ async fn caller(i: usize, shared: Arc<Shared>, budget: Arc<Budget>) {
     if shared.live.fetch_sub(1, SeqCst) == 1 {
         shared.writer_idle.store(false, SeqCst);
         shared.writer.notify_one();
-    }
-}
-
-type ReaderOut = (hdrhistogram::Histogram<u64>, u64, u64, u64);
-
-/// Reads responses and wakes their callers until the peer closes.
-async fn reader(
-    mut rd: OwnedReadHalf,
-    shared: Arc<Shared>,
-    progress: Arc<AtomicU64>,
-) -> io::Result<ReaderOut> {
-    let mut hist = new_histogram();
-    let mut fb = FrameBuf::new();
-    let (mut calls, mut payload, mut bytes_in) = (0u64, 0u64, 0u64);
-    let c = shared.done.len();
-    let mut need = 0;
-    loop {
-        let n = rd.read(fb.spare(need)).await?;
-        if n == 0 {
-            if fb.data().is_empty() {
-                return Ok((hist, calls, payload, bytes_in));
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the raw peer closed in the middle of a frame",
-            ));
-        }
-        fb.advance(n);
-        bytes_in += n as u64;
-        let mut now = 0;
-        let mut done = 0u64;
-        need = loop {
-            let d = fb.data();
-            match parse_response(d)? {
-                Parse::Partial(need) => break need,
-                Parse::Frame(len) => {
-                    let id = le32(d, 0);
-                    if id == 0 || id > c {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("response with unknown id {id}"),
-                        ));
-                    }
-                    let sent = shared.sent_at[id - 1].load(Relaxed);
-                    if sent != 0 {
-                        if now == 0 {
-                            now = shared.base.elapsed().as_nanos() as u64;
-                        }
-                        hist.saturating_record(now.saturating_sub(sent).max(1));
-                    }
-                    payload += (len - 8) as u64;
-                    done += 1;
-                    fb.consume(len);
-                    shared.done[id - 1].notify_one();
-                }
-            }
-        };
-        if done > 0 {
-            calls += done;
-            progress.fetch_add(done, Relaxed);
-        }
     }
 }
