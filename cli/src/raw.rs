@@ -347,7 +347,9 @@ struct Shared {
     /// Send time of the frame in each slot (nanoseconds since `base`).
     sent_at: Vec<AtomicU64>,
     base: Instant,
-    writer_done: AtomicBool,
+    /// The reader has ended (the peer closed, or sent what it should not): nothing more
+    /// will be answered, so the writer stops waiting for room.
+    reader_done: AtomicBool,
 }
 
 /// Connects a raw client to `addr`, with Nagle off, and splits the socket.
@@ -387,7 +389,7 @@ pub async fn raw_client(
         room: Notify::new(),
         sent_at: (0..c).map(|_| AtomicU64::new(0)).collect(),
         base: Instant::now(),
-        writer_done: AtomicBool::new(false),
+        reader_done: AtomicBool::new(false),
     });
     let reader = {
         let (sh, p) = (shared.clone(), progress.clone());
@@ -397,7 +399,10 @@ pub async fn raw_client(
                 sh.inflight.fetch_sub(done as usize, Ordering::AcqRel);
                 sh.room.notify_one();
             };
-            read_responses(rd, c, sh.base, &p, at, freed).await
+            let r = read_responses(rd, c, sh.base, &p, at, freed).await;
+            sh.reader_done.store(true, Ordering::Release);
+            sh.room.notify_one();
+            r
         })
     };
 
@@ -415,6 +420,9 @@ pub async fn raw_client(
                 c - shared.inflight.load(Ordering::Acquire)
             };
             if room == 0 {
+                if shared.reader_done.load(Ordering::Acquire) {
+                    break;
+                }
                 shared.room.notified().await;
                 continue;
             }
@@ -446,34 +454,51 @@ pub async fn raw_client(
             flushes += 1;
         }
         // Wait for the last answers, then end the stream: the peer closes, the reader ends.
-        while shared.inflight.load(Ordering::Acquire) != 0 {
+        while shared.inflight.load(Ordering::Acquire) != 0
+            && !shared.reader_done.load(Ordering::Acquire)
+        {
             shared.room.notified().await;
         }
         w.shutdown().await
     }
     .await;
-    shared.writer_done.store(true, Ordering::Release);
     if let Err(e) = write_result {
-        reader.abort();
+        if !reader.is_finished() {
+            reader.abort();
+            return Err(e);
+        }
+        // The reader ended first: its error, if it has one, says more.
+        finish(reader, frames_out, frame_len, flushes, false).await?;
         return Err(e);
     }
-    let mut r = finish(reader, frames_out, frame_len, flushes).await?;
+    let mut r = finish(reader, frames_out, frame_len, flushes, !nowait).await?;
     if nowait {
         r.calls = frames_out;
     }
     Ok(r)
 }
 
-/// Waits for a connection's reader and puts its figures and the writer's together.
+/// Waits for a connection's reader and puts its figures and the writer's together; with
+/// `answered_all`, fewer responses than requests is an error (the peer closed early).
 pub(crate) async fn finish(
     reader: tokio::task::JoinHandle<io::Result<ReaderOut>>,
     frames_out: u64,
     frame_len: u64,
     flushes: u64,
+    answered_all: bool,
 ) -> io::Result<RawResult> {
     let (hist, calls, resp_payload, bytes_in) = reader
         .await
         .map_err(|e| io::Error::other(format!("raw reader task: {e}")))??;
+    if answered_all && calls < frames_out {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the raw peer closed the connection with {} of {frames_out} requests unanswered",
+                frames_out - calls
+            ),
+        ));
+    }
     Ok(RawResult {
         hist,
         calls,

@@ -39,6 +39,9 @@ struct Shared {
     base: Instant,
     /// Callers still running; the last one to stop wakes the writer to end the stream.
     live: AtomicUsize,
+    /// The reader has ended (the peer closed, or sent what it should not): nothing more will
+    /// be answered, so every caller stops.
+    reader_done: AtomicBool,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ pub async fn raw_client_tasks(
         sent_at: (0..c).map(|_| AtomicU64::new(0)).collect(),
         base: Instant::now(),
         live: AtomicUsize::new(c),
+        reader_done: AtomicBool::new(false),
     });
     let reader = {
         let sh = shared.clone();
@@ -80,7 +84,13 @@ pub async fn raw_client_tasks(
                 sh.done[id - 1].notify_one();
                 sent
             };
-            read_responses(rd, c, sh.base, &progress, wake, |_| {}).await
+            let r = read_responses(rd, c, sh.base, &progress, wake, |_| {}).await;
+            // Normally every caller has stopped by now; if the peer ended first, stop them.
+            sh.reader_done.store(true, SeqCst);
+            for d in &sh.done {
+                d.notify_one();
+            }
+            r
         })
     };
     let callers: Vec<_> = (0..c)
@@ -90,19 +100,26 @@ pub async fn raw_client_tasks(
     let tail = request_tail(&name, &value);
     let frame_len = 4 + tail.len() as u64;
 
-    let written = writer(wr, &shared, &tail).await;
-    if written.is_err() {
-        reader.abort();
-        for t in &callers {
-            t.abort();
+    let (frames_out, flushes) = match writer(wr, &shared, &tail).await {
+        Ok(v) => v,
+        Err(e) => {
+            for t in &callers {
+                t.abort();
+            }
+            if !reader.is_finished() {
+                reader.abort();
+                return Err(e);
+            }
+            // The reader ended first: its error, if it has one, says more.
+            finish(reader, 0, frame_len, 0, false).await?;
+            return Err(e);
         }
-    }
-    let (frames_out, flushes) = written?;
+    };
     for t in callers {
         t.await
             .map_err(|e| io::Error::other(format!("raw caller task: {e}")))?;
     }
-    finish(reader, frames_out, frame_len, flushes).await
+    finish(reader, frames_out, frame_len, flushes, true).await
 }
 
 /// Writes the requests that callers hand over, one flush per scan of the bitmap, until every
@@ -163,6 +180,9 @@ async fn caller(i: usize, shared: Arc<Shared>, budget: Arc<Budget>) {
         word.fetch_or(bit, SeqCst);
         shared.kick_writer();
         shared.done[i].notified().await;
+        if shared.reader_done.load(SeqCst) {
+            break;
+        }
     }
     if shared.live.fetch_sub(1, SeqCst) == 1 {
         shared.writer_idle.store(false, SeqCst);

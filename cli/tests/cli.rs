@@ -745,6 +745,55 @@ fn bench_raw_tasks_json() {
 }
 
 #[test]
+fn bench_raw_against_a_peer_that_does_not_answer() {
+    // A peer that reads one request and closes cleanly: the run ends (it used to wait for
+    // room forever) with the protocol error's exit code and says what happened.
+    let ln = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = ln.local_addr().expect("addr").to_string();
+    let peer = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = ln.accept().expect("accept");
+            let mut frame = [0u8; 21]; // id, name length, "foo", value length, "foobar"
+            s.read_exact(&mut frame).expect("one request");
+            assert_eq!(&frame[..], b"\x01\0\0\0\x03\0\0\0foo\x06\0\0\0foobar");
+        }
+    });
+    for tasks in [false, true] {
+        let mut args = vec!["bench", "--raw", "--addr", &addr, "--concurrency", "1"];
+        args.extend(["--duration", "5s", "--no-progress"]);
+        if tasks {
+            args.push("--raw-tasks");
+        }
+        let out = run(&args, None);
+        assert_eq!(out.code, 7, "tasks {tasks}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("the raw peer closed the connection with 1 of 1 requests unanswered"),
+            "tasks {tasks}: {}",
+            out.stderr
+        );
+    }
+    peer.join().expect("peer");
+    // A fastrpc server is no raw peer: it resets the connection, and the run says so.
+    let s = Serve::start(&["--compress", "none"]);
+    for tasks in [false, true] {
+        let mut args = vec!["bench", "--raw", "--addr", &s.addr, "--concurrency", "64"];
+        args.extend(["--duration", "5s", "--no-progress"]);
+        if tasks {
+            args.push("--raw-tasks");
+        }
+        let out = run(&args, None);
+        assert_eq!(out.code, 5, "tasks {tasks}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("raw connection to {}", s.addr)),
+            "tasks {tasks}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
 fn bench_compare_raw_with_child_servers() {
     let out = run(
         &[
