@@ -758,13 +758,17 @@ fn bench_raw_against_a_peer_that_does_not_answer() {
             assert_eq!(&frame[..], b"\x01\0\0\0\x03\0\0\0foo\x06\0\0\0foobar");
         }
     });
-    for tasks in [false, true] {
-        let mut args = vec!["bench", "--raw", "--addr", &addr, "--concurrency", "1"];
+    // `fastrpc bench --raw` to addr with c in flight, with or without --raw-tasks.
+    let raw_run = |addr: &str, c: &str, tasks: bool| {
+        let mut args = vec!["bench", "--raw", "--addr", addr, "--concurrency", c];
         args.extend(["--duration", "5s", "--no-progress"]);
         if tasks {
             args.push("--raw-tasks");
         }
-        let out = run(&args, None);
+        run(&args, None)
+    };
+    for tasks in [false, true] {
+        let out = raw_run(&addr, "1", tasks);
         assert_eq!(out.code, 7, "tasks {tasks}: {}", out.stderr);
         assert!(
             out.stderr
@@ -777,12 +781,7 @@ fn bench_raw_against_a_peer_that_does_not_answer() {
     // A fastrpc server is no raw peer: it resets the connection, and the run says so.
     let s = Serve::start(&["--compress", "none"]);
     for tasks in [false, true] {
-        let mut args = vec!["bench", "--raw", "--addr", &s.addr, "--concurrency", "64"];
-        args.extend(["--duration", "5s", "--no-progress"]);
-        if tasks {
-            args.push("--raw-tasks");
-        }
-        let out = run(&args, None);
+        let out = raw_run(&s.addr, "64", tasks);
         assert_eq!(out.code, 5, "tasks {tasks}: {}", out.stderr);
         assert!(
             out.stderr
