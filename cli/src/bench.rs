@@ -252,6 +252,10 @@ pub fn run(args: BenchArgs) -> i32 {
         eprintln!("fastrpc bench: --servers must be 1..=64");
         return EXIT_USAGE;
     }
+    if args.raw_tasks && !args.raw && !args.compare_raw {
+        eprintln!("fastrpc bench: --raw-tasks shapes the raw ceiling: add --raw or --compare-raw");
+        return EXIT_USAGE;
+    }
     if balanced(&args) && args.nowait {
         eprintln!("fastrpc bench: --nowait is not supported with the balancing client");
         return EXIT_USAGE;

@@ -730,6 +730,15 @@ fn bench_raw_tasks_json() {
         assert_eq!(v["wire_bytes_out_per_call"].as_f64(), Some(21.0), "{v}");
         assert_eq!(v["wire_bytes_in_per_call"].as_f64(), Some(263.0), "{v}");
     }
+    // Only with the raw ceiling.
+    let out = run(&["bench", "--raw-tasks", "--count", "1"], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--raw-tasks shapes the raw ceiling: add --raw or --compare-raw"),
+        "{}",
+        out.stderr
+    );
     // Not with --nowait.
     let out = run(
         &["bench", "--raw", "--raw-tasks", "--nowait", "--count", "1"],
