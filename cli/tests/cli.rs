@@ -732,25 +732,23 @@ fn bench_raw_tasks_json() {
     }
     // Only with the raw ceiling.
     let out = run(&["bench", "--raw-tasks", "--count", "1"], None);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("--raw-tasks shapes the raw ceiling: add --raw or --compare-raw"),
-        "{}",
-        out.stderr
+    exits_with(
+        &out,
+        1,
+        "--raw-tasks shapes the raw ceiling: add --raw or --compare-raw",
     );
     // Not with --nowait.
     let out = run(
         &["bench", "--raw", "--raw-tasks", "--nowait", "--count", "1"],
         None,
     );
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("'--raw-tasks' cannot be used with '--nowait'"),
-        "{}",
-        out.stderr
-    );
+    exits_with(&out, 1, "'--raw-tasks' cannot be used with '--nowait'");
+}
+
+/// Asserts that a run exited with `code` and said `msg` on stderr.
+fn exits_with(out: &Out, code: i32, msg: &str) {
+    assert_eq!(out.code, code, "{}", out.stderr);
+    assert!(out.stderr.contains(msg), "{msg:?} not in {}", out.stderr);
 }
 
 #[test]
@@ -778,26 +776,15 @@ fn bench_raw_against_a_peer_that_does_not_answer() {
     };
     for tasks in [false, true] {
         let out = raw_run(&addr, "1", tasks);
-        assert_eq!(out.code, 7, "tasks {tasks}: {}", out.stderr);
-        assert!(
-            out.stderr
-                .contains("the raw peer closed the connection with 1 of 1 requests unanswered"),
-            "tasks {tasks}: {}",
-            out.stderr
-        );
+        let msg = "the raw peer closed the connection with 1 of 1 requests unanswered";
+        exits_with(&out, 7, msg);
     }
     peer.join().expect("peer");
     // A fastrpc server is no raw peer: it resets the connection, and the run says so.
     let s = Serve::start(&["--compress", "none"]);
     for tasks in [false, true] {
         let out = raw_run(&s.addr, "64", tasks);
-        assert_eq!(out.code, 5, "tasks {tasks}: {}", out.stderr);
-        assert!(
-            out.stderr
-                .contains(&format!("raw connection to {}", s.addr)),
-            "tasks {tasks}: {}",
-            out.stderr
-        );
+        exits_with(&out, 5, &format!("raw connection to {}", s.addr));
     }
 }
 
