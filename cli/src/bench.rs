@@ -24,7 +24,7 @@ use crate::opts::{
     self, client_config, cpu_times, parse_duration, ClientTlsOpts, ProtoOpts, Reply, ServerTlsOpts,
     EXIT_USAGE,
 };
-use crate::raw::{raw_client, RawPeer};
+use crate::raw::{raw_client, RawJob, RawPeer};
 use crate::raw_tasks::raw_client_tasks;
 use crate::report::{self, Report, ServerShare};
 use crate::serve;
@@ -1032,17 +1032,18 @@ async fn raw_run(
     };
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let (a, n, v, b, p) = (
-            addr.to_string(),
-            name.clone(),
-            value.clone(),
-            budget.clone(),
-            progress_count.clone(),
-        );
+        let job = RawJob {
+            addr: addr.to_string(),
+            name: name.clone(),
+            value: value.clone(),
+            concurrency: args.concurrency,
+            budget: budget.clone(),
+            progress: progress_count.clone(),
+        };
         tasks.push(if args.raw_tasks {
-            tokio::spawn(raw_client_tasks(a, n, v, args.concurrency, b, p))
+            tokio::spawn(raw_client_tasks(job))
         } else {
-            tokio::spawn(raw_client(a, n, v, args.concurrency, args.nowait, b, p))
+            tokio::spawn(raw_client(job, args.nowait))
         });
     }
     let progress = {

@@ -371,19 +371,21 @@ pub(crate) fn request_tail(name: &[u8], value: &[u8]) -> Vec<u8> {
     tail
 }
 
-/// Runs one raw client connection to `addr` with `concurrency` frames in flight until the
-/// budget runs out. `progress` counts answered (or, with `nowait`, written) frames.
-pub async fn raw_client(
-    addr: String,
-    name: Arc<[u8]>,
-    value: Arc<[u8]>,
-    concurrency: usize,
-    nowait: bool,
-    budget: Arc<Budget>,
-    progress: Arc<AtomicU64>,
-) -> io::Result<RawResult> {
-    let (rd, wr) = connect(&addr).await?;
-    let c = concurrency.max(1);
+/// What one raw client connection runs: `concurrency` calls in flight to `addr` until the
+/// budget runs out; `progress` counts answered (or, with `nowait`, written) frames.
+pub struct RawJob {
+    pub addr: String,
+    pub name: Arc<[u8]>,
+    pub value: Arc<[u8]>,
+    pub concurrency: usize,
+    pub budget: Arc<Budget>,
+    pub progress: Arc<AtomicU64>,
+}
+
+/// Runs one raw client connection: one writer refilling the window as answers free it.
+pub async fn raw_client(job: RawJob, nowait: bool) -> io::Result<RawResult> {
+    let (rd, wr) = connect(&job.addr).await?;
+    let c = job.concurrency.max(1);
     let shared = Arc::new(Shared {
         inflight: AtomicUsize::new(0),
         room: Notify::new(),
@@ -392,7 +394,7 @@ pub async fn raw_client(
         reader_done: AtomicBool::new(false),
     });
     let reader = {
-        let (sh, p) = (shared.clone(), progress.clone());
+        let (sh, p) = (shared.clone(), job.progress.clone());
         tokio::spawn(async move {
             let at = |id: usize| sh.sent_at[id - 1].load(Ordering::Relaxed);
             let freed = |done: u64| {
@@ -406,7 +408,7 @@ pub async fn raw_client(
         })
     };
 
-    let tail = request_tail(&name, &value);
+    let tail = request_tail(&job.name, &job.value);
     let frame_len = 4 + tail.len() as u64;
 
     let mut w = BufWriter::with_capacity(BUF_SIZE, wr);
@@ -426,7 +428,7 @@ pub async fn raw_client(
                 shared.room.notified().await;
                 continue;
             }
-            let n = budget.take(room as u64) as usize;
+            let n = job.budget.take(room as u64) as usize;
             if n == 0 {
                 break;
             }
@@ -448,7 +450,7 @@ pub async fn raw_client(
             }
             frames_out += n as u64;
             if nowait {
-                progress.fetch_add(n as u64, Ordering::Relaxed);
+                job.progress.fetch_add(n as u64, Ordering::Relaxed);
             }
             w.flush().await?;
             flushes += 1;

@@ -20,7 +20,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use crate::bench::Budget;
-use crate::raw::{connect, finish, read_responses, request_tail, RawResult, BUF_SIZE};
+use crate::raw::{connect, finish, read_responses, request_tail, RawJob, RawResult, BUF_SIZE};
 
 /// One call in this many has its latency measured (the engine's callers sample as often).
 const LATENCY_SAMPLE: u64 = 16;
@@ -53,18 +53,10 @@ impl Shared {
     }
 }
 
-/// Runs one raw connection to `addr` with `concurrency` caller tasks until the budget runs
-/// out. `progress` counts answered frames.
-pub async fn raw_client_tasks(
-    addr: String,
-    name: Arc<[u8]>,
-    value: Arc<[u8]>,
-    concurrency: usize,
-    budget: Arc<Budget>,
-    progress: Arc<AtomicU64>,
-) -> io::Result<RawResult> {
-    let (rd, wr) = connect(&addr).await?;
-    let c = concurrency.max(1);
+/// Runs one raw connection with a caller task per call in flight.
+pub async fn raw_client_tasks(job: RawJob) -> io::Result<RawResult> {
+    let (rd, wr) = connect(&job.addr).await?;
+    let c = job.concurrency.max(1);
     let shared = Arc::new(Shared {
         want: (0..c.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
         writer_idle: AtomicBool::new(false),
@@ -76,7 +68,7 @@ pub async fn raw_client_tasks(
         reader_done: AtomicBool::new(false),
     });
     let reader = {
-        let sh = shared.clone();
+        let (sh, p) = (shared.clone(), job.progress.clone());
         tokio::spawn(async move {
             // The send time first: once woken, the caller may stamp its next request.
             let wake = |id: usize| {
@@ -84,7 +76,7 @@ pub async fn raw_client_tasks(
                 sh.done[id - 1].notify_one();
                 sent
             };
-            let r = read_responses(rd, c, sh.base, &progress, wake, |_| {}).await;
+            let r = read_responses(rd, c, sh.base, &p, wake, |_| {}).await;
             // Normally every caller has stopped by now; if the peer ended first, stop them.
             sh.reader_done.store(true, SeqCst);
             for d in &sh.done {
@@ -94,10 +86,10 @@ pub async fn raw_client_tasks(
         })
     };
     let callers: Vec<_> = (0..c)
-        .map(|i| tokio::spawn(caller(i, shared.clone(), budget.clone())))
+        .map(|i| tokio::spawn(caller(i, shared.clone(), job.budget.clone())))
         .collect();
 
-    let tail = request_tail(&name, &value);
+    let tail = request_tail(&job.name, &job.value);
     let frame_len = 4 + tail.len() as u64;
 
     let (frames_out, flushes) = match writer(wr, &shared, &tail).await {
