@@ -24,7 +24,7 @@ use crate::opts::{
     self, client_config, cpu_times, parse_duration, ClientTlsOpts, ProtoOpts, Reply, ServerTlsOpts,
     EXIT_USAGE,
 };
-use crate::raw::{raw_client, RawJob, RawPeer};
+use crate::raw::{raw_client, Handshake, RawJob, RawPeer};
 use crate::raw_tasks::raw_client_tasks;
 use crate::report::{self, Report, ServerShare};
 use crate::serve;
@@ -96,6 +96,12 @@ pub struct BenchArgs {
     /// loop refilling the window. Not with --nowait.
     #[arg(long, conflicts_with = "nowait")]
     pub raw_tasks: bool,
+    /// With --raw --addr: open each raw connection with the protocol's plaintext handshake
+    /// (--sniff, --protocol-version; no compression, no TLS), so that the raw client measures
+    /// a real fastrpc server, ours or the Go library's, that answers uncompressed: the cheapest
+    /// client that server can have, a bound for any other client of it.
+    #[arg(long)]
+    pub raw_handshake: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -254,6 +260,10 @@ pub fn run(args: BenchArgs) -> i32 {
     }
     if args.raw_tasks && !args.raw && !args.compare_raw {
         eprintln!("fastrpc bench: --raw-tasks shapes the raw ceiling: add --raw or --compare-raw");
+        return EXIT_USAGE;
+    }
+    if args.raw_handshake && !(args.raw && args.addr.is_some()) {
+        eprintln!("fastrpc bench: --raw-handshake opens raw connections to a real server: add --raw and --addr");
         return EXIT_USAGE;
     }
     if balanced(&args) && args.nowait {
@@ -1039,6 +1049,10 @@ async fn raw_run(
             concurrency: args.concurrency,
             budget: budget.clone(),
             progress: progress_count.clone(),
+            handshake: args.raw_handshake.then(|| Handshake {
+                sniff: args.proto.sniff.as_bytes().to_vec(),
+                version: args.proto.protocol_version,
+            }),
         };
         tasks.push(if args.raw_tasks {
             tokio::spawn(raw_client_tasks(job))

@@ -352,12 +352,72 @@ struct Shared {
     reader_done: AtomicBool,
 }
 
-/// Connects a raw client to `addr`, with Nagle off, and splits the socket.
-pub(crate) async fn connect(addr: &str) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
-    let sock = TcpStream::connect(addr)
+/// The protocol's plaintext opening (docs/PROTOCOL.md, section 1) for a raw client of a real
+/// fastrpc server, ours or the Go library's (`fastrpc bench --raw --raw-handshake`): the
+/// client asks for no compression and no TLS, and the server must answer uncompressed too, so
+/// that the frames after it are the raw ones.
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    pub sniff: Vec<u8>,
+    pub version: u8,
+}
+
+/// Compression code "none" in the opening.
+const COMPRESS_NONE: u8 = 1;
+
+impl Handshake {
+    /// Runs the opening on a connected socket; an error says what the server answered.
+    async fn run(&self, sock: &mut TcpStream) -> io::Result<()> {
+        let mut hello = self.sniff.clone();
+        hello.extend_from_slice(&[self.version, COMPRESS_NONE, 0]);
+        sock.write_all(&hello).await?;
+        let mut answer = vec![0u8; self.sniff.len() + 3];
+        sock.read_exact(&mut answer).await.map_err(|e| {
+            let what = "the server closed the connection during the handshake \
+                        (a different sniff header or protocol version?)";
+            io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
+        })?;
+        let (sniff, rest) = answer.split_at(self.sniff.len());
+        let bad = |m: String| Err(io::Error::new(io::ErrorKind::InvalidData, m));
+        if sniff != self.sniff.as_slice() {
+            return bad(format!(
+                "the server's sniff header is {sniff:?}, not {:?}",
+                self.sniff
+            ));
+        }
+        if rest[0] != self.version {
+            return bad(format!(
+                "the server speaks protocol version {}, not {}",
+                rest[0], self.version
+            ));
+        }
+        if rest[1] != COMPRESS_NONE {
+            return bad(format!(
+                "the server compresses its responses (code {}): a raw run needs a server \
+                 that sends them uncompressed (--compress none)",
+                rest[1]
+            ));
+        }
+        if rest[2] != 0 {
+            return bad(format!("the server answered TLS byte {}, not 0", rest[2]));
+        }
+        Ok(())
+    }
+}
+
+/// Connects a raw client to `addr`, with Nagle off, opens the connection with `handshake`
+/// when given, and splits the socket.
+pub(crate) async fn connect(
+    addr: &str,
+    handshake: Option<&Handshake>,
+) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
+    let mut sock = TcpStream::connect(addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
     sock.set_nodelay(true)?;
+    if let Some(h) = handshake {
+        h.run(&mut sock).await?;
+    }
     Ok(sock.into_split())
 }
 
@@ -380,11 +440,13 @@ pub struct RawJob {
     pub concurrency: usize,
     pub budget: Arc<Budget>,
     pub progress: Arc<AtomicU64>,
+    /// The protocol's opening first (a real server), or none (the raw peer).
+    pub handshake: Option<Handshake>,
 }
 
 /// Runs one raw client connection: one writer refilling the window as answers free it.
 pub async fn raw_client(job: RawJob, nowait: bool) -> io::Result<RawResult> {
-    let (rd, wr) = connect(&job.addr).await?;
+    let (rd, wr) = connect(&job.addr, job.handshake.as_ref()).await?;
     let c = job.concurrency.max(1);
     let shared = Arc::new(Shared {
         inflight: AtomicUsize::new(0),

@@ -55,7 +55,7 @@ impl Shared {
 
 /// Runs one raw connection with a caller task per call in flight.
 pub async fn raw_client_tasks(job: RawJob) -> io::Result<RawResult> {
-    let (rd, wr) = connect(&job.addr).await?;
+    let (rd, wr) = connect(&job.addr, job.handshake.as_ref()).await?;
     let c = job.concurrency.max(1);
     let shared = Arc::new(Shared {
         want: (0..c.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),

@@ -789,6 +789,95 @@ fn bench_raw_against_a_peer_that_does_not_answer() {
 }
 
 #[test]
+fn bench_raw_handshake_against_real_servers() {
+    // The opening, byte for byte: the sniff header, the version, "none" (1), no TLS (0); then
+    // the raw frames. A hand-made server answers the opening and one response.
+    let ln = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = ln.local_addr().expect("addr").to_string();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = ln.accept().expect("accept");
+        let mut hello = [0u8; 6];
+        s.read_exact(&mut hello).expect("the opening");
+        assert_eq!(&hello, b"xyz\x07\x01\x00");
+        s.write_all(b"xyz\x07\x01\x00").expect("answer");
+        let mut frame = [0u8; 21];
+        s.read_exact(&mut frame).expect("one request");
+        assert_eq!(&frame[..], b"\x01\0\0\0\x03\0\0\0foo\x06\0\0\0foobar");
+        s.write_all(b"\x01\0\0\0\x02\0\0\0ok").expect("response");
+        // The client ends its stream once answered; then we close.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the client's end");
+        assert!(rest.is_empty(), "{rest:?}");
+    });
+    let mut args = vec!["bench", "--raw", "--raw-handshake", "--addr", &addr];
+    args.extend(["--sniff", "xyz", "--protocol-version", "7"]);
+    args.extend(["--concurrency", "1", "--count", "1", "--json"]);
+    let v = json(&run(&args, None));
+    assert_eq!(v["calls"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["wire_bytes_in_per_call"].as_f64(), Some(10.0), "{v}");
+    peer.join().expect("peer");
+
+    // Our server without compression, with a sniff header and a version: exact counts and
+    // wire bytes per call (the frames; the opening is not a call's), both raw clients.
+    let s = Serve::start(&[
+        "--compress",
+        "none",
+        "--sniff",
+        "xyz",
+        "--protocol-version",
+        "7",
+        "--reply",
+        "fixed:255",
+    ]);
+    for tasks in [false, true] {
+        let mut args = vec!["bench", "--raw", "--raw-handshake", "--addr", &s.addr];
+        args.extend(["--sniff", "xyz", "--protocol-version", "7"]);
+        args.extend(["--concurrency", "100", "--count", "2999", "--json"]);
+        if tasks {
+            args.push("--raw-tasks");
+        }
+        let v = json(&run(&args, None));
+        check_bench_json(&v, 2999);
+        assert_eq!(v["mode"], "raw");
+        assert_eq!(v["wire_bytes_out_per_call"].as_f64(), Some(21.0), "{v}");
+        assert_eq!(v["wire_bytes_in_per_call"].as_f64(), Some(263.0), "{v}");
+    }
+    // A different version: the server closes at once, and the run says where it stopped.
+    let args = [
+        "bench",
+        "--raw",
+        "--raw-handshake",
+        "--addr",
+        &s.addr,
+        "--sniff",
+        "xyz",
+    ];
+    exits_with(
+        &run(&args, None),
+        7,
+        "the server closed the connection during the handshake",
+    );
+    // A server that compresses its responses cannot be read raw.
+    let z = Serve::start(&["--compress", "snappy"]);
+    exits_with(
+        &run(
+            &["bench", "--raw", "--raw-handshake", "--addr", &z.addr],
+            None,
+        ),
+        7,
+        "the server compresses its responses (code 2)",
+    );
+    // Only for raw runs against a given server.
+    let msg = "--raw-handshake opens raw connections to a real server: add --raw and --addr";
+    exits_with(
+        &run(&["bench", "--raw-handshake", "--addr", &z.addr], None),
+        1,
+        msg,
+    );
+    exits_with(&run(&["bench", "--raw", "--raw-handshake"], None), 1, msg);
+}
+
+#[test]
 fn bench_compare_raw_with_child_servers() {
     let out = run(
         &[

@@ -10,7 +10,10 @@ package interop
 // binding's server (children: this test binary again, echoing the value). Each cell also
 // runs the engine's own Rust client (`fastrpc bench --addr`, benchrun.EngineClient) in the
 // same rounds, unless FASTRPC_BENCH_ENGINE_CLIENT=0: the cheapest client of this library, it
-// shows how far a client can go against that server on this machine. A last cell runs
+// shows how far a client can go against that server on this machine. Cells without
+// compression also run the raw client (`fastrpc bench --raw --raw-handshake`,
+// benchrun.RawClient), unless FASTRPC_BENCH_RAW_CLIENT=0: no machinery at all, it bounds
+// what any client reaches against that server on this machine. A last cell runs
 // client and server in one process (ours with ours, the reference with the reference); then
 // the idle CPU of every process over 2 s.
 // FASTRPC_BENCH_MODES lists our client's variants to compare, "mode[+spin=DURATION]" (mode
@@ -175,6 +178,13 @@ func TestBenchTable(t *testing.T) {
 					t.Fatal(err)
 				}
 				impls = append(impls, e)
+			}
+			if comp == "none" && os.Getenv("FASTRPC_BENCH_RAW_CLIENT") != "0" {
+				r, err := benchrun.RawClient(addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				impls = append(impls, r)
 			}
 			impls = append(impls, benchImpl("reference", refLoop(newRefClient(addr, w), srv.want)))
 			for _, g := range gs {

@@ -1,12 +1,14 @@
 package benchrun
 
-// The engine's Rust client as a benchmark row: one measurement against the engine's own
-// server, both real programs (the CLI from FASTRPC_CLI, else target/release/fastrpc, else
-// target/debug/fastrpc of this checkout; scripts/test-go.sh builds the debug one).
+// The engine's Rust client and the raw client as benchmark rows: one measurement each
+// against the engine's own server, all real programs (the CLI from FASTRPC_CLI, else
+// target/release/fastrpc, else target/debug/fastrpc of this checkout; scripts/test-go.sh
+// builds the debug one).
 
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,5 +56,42 @@ func TestEngineClient(t *testing.T) {
 	stop()
 	if _, err := impl.External(1, 100*time.Millisecond); err == nil {
 		t.Fatal("a run against a stopped server succeeded")
+	}
+}
+
+func TestRawClient(t *testing.T) {
+	t.Setenv("FASTRPC_CLI", testCLI(t))
+	addr, pid, stop, err := StartEngine(Variant{Name: "engine"}, "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	impl, err := RawClient(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if impl.Name != "raw client (no machinery)" || impl.NewCaller != nil {
+		t.Fatalf("impl %+v", impl)
+	}
+	s := measure(impl, 4, 200*time.Millisecond, pid)
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	if s.callsPerSec <= 0 || s.p50 <= 0 || s.cpuPerCall <= 0 || s.srvPerCall <= 0 {
+		t.Fatalf("sample %+v", s)
+	}
+	// A server that compresses its responses cannot be read raw: the run says so.
+	saddr, _, sstop, err := StartEngine(Variant{Name: "engine"}, "snappy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sstop()
+	simpl, err := RawClient(saddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = simpl.External(1, 100*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "the server compresses its responses (code 2)") {
+		t.Fatalf("raw run against a snappy server: %v", err)
 	}
 }

@@ -119,16 +119,35 @@ func StartEngine(v Variant, comp string) (addr string, pid int, stop func(), err
 // cheapest client of this library, with no cgo and no goroutines, so what it reaches against
 // a server on this machine is about as far as the binding's client can go there.
 func EngineClient(addr, comp string) (Impl, error) {
+	return cliClient("engine's Rust client", "bench", "--addr", addr, "--compress", comp)
+}
+
+// RawClient is the raw ceiling's client (`fastrpc bench --raw --raw-handshake --addr`, one
+// worker thread, one connection, "foo"/"foobar"): the protocol's opening, then pre-built
+// request frames written in big batches and responses read in big reads, with no call table,
+// deadlines, compression or TLS. It is the least any client can spend per call, so what it
+// reaches against a server on this machine bounds every client of that server there. The
+// server must answer uncompressed (cells without compression only).
+func RawClient(addr string) (Impl, error) {
+	return cliClient("raw client (no machinery)", "bench", "--raw", "--raw-handshake", "--addr", addr)
+}
+
+// cliClient is a client run by the engine's CLI with args, plus the concurrency and duration
+// of each measurement; the CLI's JSON report gives calls, p50 and CPU.
+func cliClient(name string, args ...string) (Impl, error) {
 	cli := EngineCLI()
 	if cli == "" {
 		return Impl{}, fmt.Errorf("no engine CLI: build it (cargo build --release -p fastrpc-cli) or set FASTRPC_CLI")
 	}
 	run := func(g int, d time.Duration) (External, error) {
-		out, err := exec.Command(cli, "bench", "--addr", addr, "--compress", comp,
-			"--concurrency", strconv.Itoa(g), "--duration", fmt.Sprintf("%dms", d.Milliseconds()),
-			"--threads", "1", "--json", "--no-progress").Output()
+		a := append(slices.Clone(args), "--concurrency", strconv.Itoa(g),
+			"--duration", fmt.Sprintf("%dms", d.Milliseconds()), "--threads", "1", "--json", "--no-progress")
+		out, err := exec.Command(cli, a...).Output()
 		if err != nil {
-			return External{}, fmt.Errorf("fastrpc bench --addr %s: %w", addr, err)
+			if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+				err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+			}
+			return External{}, fmt.Errorf("fastrpc %s: %w", strings.Join(args, " "), err)
 		}
 		var r struct {
 			Calls       int64   `json:"calls"`
@@ -148,5 +167,5 @@ func EngineClient(addr, comp string) (Impl, error) {
 		return External{Calls: r.Calls, CallsPerSec: r.CallsPerSec,
 			P50: time.Duration(r.P50 * 1e3), CPU: time.Duration((r.User + r.Sys) * 1e9)}, nil
 	}
-	return Impl{Name: "engine's Rust client", External: run}, nil
+	return Impl{Name: name, External: run}, nil
 }
