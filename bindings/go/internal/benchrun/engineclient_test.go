@@ -31,46 +31,22 @@ func testCLI(t *testing.T) string {
 	}
 }
 
-func TestEngineClient(t *testing.T) {
+// measureOne starts the engine's server without compression, makes the impl mk gives for
+// its address (named want), checks one measurement of 4 callers, and returns the impl and
+// a stop for the server (also deferred).
+func measureOne(t *testing.T, mk func(addr string) (Impl, error), want string) (Impl, func()) {
+	t.Helper()
 	t.Setenv("FASTRPC_CLI", testCLI(t))
 	addr, pid, stop, err := StartEngine(Variant{Name: "engine"}, "none")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
-	impl, err := EngineClient(addr, "none")
+	t.Cleanup(stop)
+	impl, err := mk(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if impl.Name != "engine's Rust client" || impl.NewCaller != nil {
-		t.Fatalf("impl %+v", impl)
-	}
-	s := measure(impl, 4, 200*time.Millisecond, pid)
-	if s.err != nil {
-		t.Fatal(s.err)
-	}
-	if s.callsPerSec <= 0 || s.p50 <= 0 || s.cpuPerCall <= 0 {
-		t.Fatalf("sample %+v", s)
-	}
-	// A server that is not there: the run fails, with the address in the error.
-	stop()
-	if _, err := impl.External(1, 100*time.Millisecond); err == nil {
-		t.Fatal("a run against a stopped server succeeded")
-	}
-}
-
-func TestRawClient(t *testing.T) {
-	t.Setenv("FASTRPC_CLI", testCLI(t))
-	addr, pid, stop, err := StartEngine(Variant{Name: "engine"}, "none")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	impl, err := RawClient(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if impl.Name != "raw client (no machinery)" || impl.NewCaller != nil {
+	if impl.Name != want || impl.NewCaller != nil {
 		t.Fatalf("impl %+v", impl)
 	}
 	s := measure(impl, 4, 200*time.Millisecond, pid)
@@ -80,6 +56,21 @@ func TestRawClient(t *testing.T) {
 	if s.callsPerSec <= 0 || s.p50 <= 0 || s.cpuPerCall <= 0 || s.srvPerCall <= 0 {
 		t.Fatalf("sample %+v", s)
 	}
+	return impl, stop
+}
+
+func TestEngineClient(t *testing.T) {
+	mk := func(addr string) (Impl, error) { return EngineClient(addr, "none") }
+	impl, stop := measureOne(t, mk, "engine's Rust client")
+	// A server that is not there: the run fails.
+	stop()
+	if _, err := impl.External(1, 100*time.Millisecond); err == nil {
+		t.Fatal("a run against a stopped server succeeded")
+	}
+}
+
+func TestRawClient(t *testing.T) {
+	measureOne(t, RawClient, "raw client (no machinery)")
 	// A server that compresses its responses cannot be read raw: the run says so.
 	saddr, _, sstop, err := StartEngine(Variant{Name: "engine"}, "snappy")
 	if err != nil {
