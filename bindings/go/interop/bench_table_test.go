@@ -12,8 +12,10 @@ package interop
 // same rounds, unless FASTRPC_BENCH_ENGINE_CLIENT=0: the cheapest client of this library, it
 // shows how far a client can go against that server on this machine. Cells without
 // compression also run the raw client (`fastrpc bench --raw --raw-handshake`,
-// benchrun.RawClient), unless FASTRPC_BENCH_RAW_CLIENT=0: no machinery at all, it bounds
-// what any client reaches against that server on this machine. A last cell runs
+// benchrun.RawClient) and the same with a task per call (benchrun.RawTasksClient), unless
+// FASTRPC_BENCH_RAW_CLIENT=0: no machinery at all, they bound what any client (and any
+// client whose callers each wait for their own call) reaches against that server on this
+// machine. A last cell runs
 // client and server in one process (ours with ours, the reference with the reference); then
 // the idle CPU of every process over 2 s.
 // FASTRPC_BENCH_MODES lists our client's variants to compare, "mode[+spin=DURATION]" (mode
@@ -180,11 +182,13 @@ func TestBenchTable(t *testing.T) {
 				impls = append(impls, e)
 			}
 			if comp == "none" && os.Getenv("FASTRPC_BENCH_RAW_CLIENT") != "0" {
-				r, err := benchrun.RawClient(addr)
-				if err != nil {
-					t.Fatal(err)
+				for _, mk := range []func(string) (benchrun.Impl, error){benchrun.RawClient, benchrun.RawTasksClient} {
+					r, err := mk(addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					impls = append(impls, r)
 				}
-				impls = append(impls, r)
 			}
 			impls = append(impls, benchImpl("reference", refLoop(newRefClient(addr, w), srv.want)))
 			for _, g := range gs {

@@ -71,6 +71,7 @@ func TestEngineClient(t *testing.T) {
 
 func TestRawClient(t *testing.T) {
 	measureOne(t, RawClient, "raw client (no machinery)")
+	measureOne(t, RawTasksClient, "raw client, a task per call")
 	// A server that compresses its responses cannot be read raw: the run says so.
 	saddr, _, sstop, err := StartEngine(Variant{Name: "engine"}, "snappy")
 	if err != nil {

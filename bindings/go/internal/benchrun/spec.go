@@ -132,6 +132,15 @@ func RawClient(addr string) (Impl, error) {
 	return cliClient("raw client (no machinery)", "bench", "--raw", "--raw-handshake", "--addr", addr)
 }
 
+// RawTasksClient is RawClient with a tokio task per call in flight (`--raw-tasks`), each
+// woken by the reader when its response arrives and handing its next request to the writer:
+// the shape of a client whose callers each wait for their own call (as a Go program's
+// goroutines do in Call), with nothing else. What it reaches bounds every client of that
+// shape against that server on this machine.
+func RawTasksClient(addr string) (Impl, error) {
+	return cliClient("raw client, a task per call", "bench", "--raw", "--raw-handshake", "--raw-tasks", "--addr", addr)
+}
+
 // cliClient is a client run by the engine's CLI with args, plus the concurrency and duration
 // of each measurement; the CLI's JSON report gives calls, p50 and CPU.
 func cliClient(name string, args ...string) (Impl, error) {
