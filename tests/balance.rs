@@ -17,9 +17,9 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// The tests of this file run one at a time: the balancer follows how fast each connection
 /// answers, so a test that measures the spread over equal servers must not share the 2 CPUs
-/// with another test's load, which slows some connections more than others (run alongside
-/// the others, one of four equal servers got 0.37 to 0.42 of its share in 5 of 30 runs of
-/// `load_spreads_over_equal_servers`; alone, 0.79 to 1.29 in 30 runs).
+/// with another test's load, which slows some connections more than others (warmed up and
+/// run alongside the others, one of four equal servers got 0.37 to 0.42 of its share in 3 of
+/// 30 runs of `load_spreads_over_equal_servers`; alone, 0.79 to 1.29 in 30 runs).
 /// (An async lock: it is held across the test's awaits, on each test's own runtime; a test
 /// that fails releases it as it unwinds.)
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
