@@ -6,7 +6,8 @@
 # goroutines and compression none and snappy; calls/s, p50, client CPU per call and
 # ours/reference per cell (and, in the same rounds, the engine's own Rust client, `fastrpc
 # bench --addr` with one worker thread: how far a client of this library gets against that
-# server on this machine), plus one cell with client and server in one process and the idle
+# server on this machine; without compression also the raw client, `fastrpc bench --raw
+# --raw-handshake`, with and without a task per call: how far any client gets), plus one cell with client and server in one process and the idle
 # CPU of every process. Without FASTRPC_REFERENCE_DIR it prints the binding's own figures
 # (against the engine's and the Go binding's servers).
 #
@@ -20,7 +21,7 @@
 # FASTRPC_BENCH_SERVER (servers in another process, "kind[+spin=DURATION]", kind engine,
 # reference or ours; default engine,reference,ours), FASTRPC_BENCH_G (e.g. 1,16),
 # FASTRPC_BENCH_COMP (e.g. none), FASTRPC_BENCH_WORKERS, FASTRPC_BENCH_ENGINE_CLIENT=0 (no
-# engine's Rust client row).
+# engine's Rust client row), FASTRPC_BENCH_RAW_CLIENT=0 (no raw client rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=1

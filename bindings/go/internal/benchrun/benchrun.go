@@ -30,7 +30,8 @@ type Impl struct {
 	Name      string
 	NewCaller func() Caller
 	// External, when set, replaces NewCaller: another program measures itself with g calls
-	// in flight for d (the engine's own client, EngineClient) and reports what it did.
+	// in flight for d (the engine's own client, EngineClient; the raw clients, RawClient and
+	// RawTasksClient) and reports what it did.
 	External func(g int, d time.Duration) (External, error)
 }
 
