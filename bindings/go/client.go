@@ -83,6 +83,10 @@ type client struct {
 	led       atomic.Uint64 // calls that got their outcome as leader (for tests)
 
 	flushes atomic.Uint64
+
+	handoff bool          // hand-off (handoff.go): a one-server client in leader mode that reads itself
+	handed  atomic.Uint64 // calls the role holder submitted for their callers (for tests)
+	ho      handoffState
 }
 
 // hotCounters are the client's counters that every call writes, on a cache line of their own
@@ -114,11 +118,18 @@ type waiter struct {
 	// back from the table first, so the poller never writes to a buffer its caller uses.
 	dst []byte
 	app bool
+	// Hand-off (handoff.go): the request the role holder submits for the caller.
+	name, value []byte
+	timeoutMs   uint32
+	id          uint64
+	state       atomic.Uint32
+	next        *waiter
 }
 
 // release gives w back to the pool (empty: its outcome was received).
 func (w *waiter) release() {
 	w.dst, w.app = nil, false
+	w.name, w.value = nil, nil
 	waiterPool.Put(w)
 }
 
@@ -242,6 +253,9 @@ func (c *client) start() error {
 		c.leadFn, c.serveFn = c.leadPass, c.servePass
 	}
 	c.bursts = c.ptr != nil && burstsFromEnv()
+	if c.leading && c.readFd && handoffFromEnv() {
+		c.handoff = c.newHandoff(c.qw.fd)
+	}
 	go c.poll()
 	return nil
 }
@@ -299,6 +313,14 @@ func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []
 
 	w := waiterPool.Get().(*waiter)
 	w.dst, w.app = dst, app
+	// With many in flight, the submit is handed over (handoff.go).
+	if c.handoff && c.ho.busy.Load() && !c.draining.Load() {
+		return c.hand(ctx, w, name, value, timeoutMs)
+	}
+	lone := false
+	if c.leading {
+		lone = c.hot.pending.Add(1) == 1
+	}
 	// The shard stays locked through the submit: Close waits for it (waiters.go).
 	shard, tag, ok := c.waiters.lockedPut(w)
 	if !ok || c.draining.Load() {
@@ -306,12 +328,11 @@ func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []
 			shard.takeLocked(tag)
 			shard.mu.Unlock()
 		}
+		if c.leading {
+			c.hot.pending.Add(-1)
+		}
 		w.release()
 		return nil, errClosed("client")
-	}
-	lone := false
-	if c.leading {
-		lone = c.hot.pending.Add(1) == 1
 	}
 	// Deferred in a burst (its last caller flushes), or with few calls in flight (this
 	// caller flushes at once, on its own thread): burst.go.
@@ -501,8 +522,21 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// waiting counts the calls still waiting (for Shutdown).
-func (c *client) waiting() int { return c.waiters.len() }
+// waiting counts the calls still waiting (for Shutdown): in leader mode, those counted in
+// pending, plus one while handed calls wait on the stack (handoff.go: counted in pending
+// once submitted).
+func (c *client) waiting() int {
+	if c.leading {
+		n := int(c.hot.pending.Load())
+		if c.handoff {
+			if top := c.ho.head.Load(); top != nil && top != handoffSealed {
+				n++
+			}
+		}
+		return n
+	}
+	return c.waiters.len()
+}
 
 func (c *client) close() error {
 	c.closeOnce.Do(func() {
@@ -517,6 +551,9 @@ func (c *client) close() error {
 		}
 		<-c.pollerDone
 		c.role.Lock() // a leader still in the queue leaves first (it sees the queue closed)
+		if c.handoff {
+			c.sealHanded()
+		}
 		c.queueGone = true
 		c.qw.close()
 		c.qw = nil
@@ -578,10 +615,16 @@ func (c *client) readPoll() (int, bool) {
 		return c.pollOnce(0)
 	}
 	tmp, doneArr, np, readp := c.scratch()
+	if c.handoff {
+		c.wakeFrom()
+	}
 	c.mu.RLock()
 	var reader *C.fastrpc_client
 	if !c.closed { // else freed, or about to be (and ptr is not to be read)
 		reader = c.ptr
+		if c.handoff {
+			c.submitHanded()
+		}
 	}
 	st := C.gofrpc_cq_read_poll(reader, c.queue, tmp, doneArr, pollBatch, np, readp)
 	c.mu.RUnlock()
@@ -591,7 +634,11 @@ func (c *client) readPoll() (int, bool) {
 	if st != C.FASTRPC_STATUS_OK {
 		return 0, false
 	}
-	return c.handOver(doneArr, *np)
+	n, open := c.handOver(doneArr, *np)
+	if c.handoff {
+		c.setBusy()
+	}
+	return n, open
 }
 
 // readPollSlow is readPoll for the fallback of blocking polls (a descriptor that turned out
@@ -614,14 +661,29 @@ func (c *client) handOver(doneArr *C.gofrpc_done, n C.size_t) (int, bool) {
 	done := unsafe.Slice(doneArr, pollBatch)
 	if c.bursts && k > 0 {
 		// Before any is handed over: their callers' next requests wait for the last of them
-		// (burst.go). Those found gone are taken off below.
-		c.hot.burst.Add(int64(k))
+		// (burst.go). Those found gone are taken off below. Handed calls (handoff.go) are
+		// not counted: their callers' next requests are handed over too, or submitted alone.
+		direct := k
+		if c.handoff {
+			for i := 0; i < k; i++ {
+				if uint64(done[i].tag)&hoTagBit != 0 {
+					direct--
+				}
+			}
+		}
+		if direct > 0 {
+			c.hot.burst.Add(int64(direct))
+		}
 	}
 	gone := 0
 	for i := 0; i < k; i++ {
 		d := &done[i]
-		w := c.waiters.take(uint64(d.tag))
-		if w == nil {
+		var w *waiter
+		if tag := uint64(d.tag); tag&hoTagBit != 0 {
+			if w = c.takeHanded(tag); w == nil {
+				continue
+			}
+		} else if w = c.waiters.take(tag); w == nil {
 			gone++
 			continue // its caller gave up (context ended, call cancelled): discard
 		}

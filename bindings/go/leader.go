@@ -101,6 +101,9 @@ func (c *client) leadBlocking(w *waiter) (result, bool) {
 			idle = 0
 			continue
 		}
+		if c.handoff && !c.park() {
+			continue
+		}
 		if idle >= 2 {
 			time.Sleep(50 * time.Microsecond)
 		}
@@ -232,6 +235,9 @@ func (c *client) servePass(uintptr) bool {
 			continue
 		}
 		if c.hot.pending.Load() > 0 {
+			if c.handoff && !c.park() {
+				continue
+			}
 			return false
 		}
 		select {
