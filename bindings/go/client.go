@@ -6,7 +6,9 @@ package fastrpc
 // takes finished calls in batches (one cgo call per batch) and hands each to the goroutine
 // waiting for it through a channel; a call that is the only one in flight waits there itself
 // and takes its own completion (leader.go). No OS thread waits per call: a waiting call is a
-// parked goroutine. One-server and balanced clients share this code (ptr or bal is set). A call whose context ends is cancelled in the library (fastrpc_client_cancel),
+// parked goroutine. With more than 32 calls in flight, a one-server client's callers hand
+// their submits to whoever reads the responses (handoff.go). One-server and balanced clients
+// share this code (ptr or bal is set). A call whose context ends is cancelled in the library (fastrpc_client_cancel),
 // which frees its pending slot at once.
 
 /*
