@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,6 +47,11 @@ func TestHandoffCalls(t *testing.T) {
 				buf := make([]byte, 0, 64)
 				for i := 0; i < each; i++ {
 					name, value := fmt.Sprintf("c%d/", g), fmt.Sprintf("v%d", i)
+					if g%60 == 0 && i%5 == 0 {
+						value += strings.Repeat("x", 70000) // larger than a read or write buffer
+					} else if g%7 == 0 {
+						value += strings.Repeat("y", 1000)
+					}
 					var err error
 					// Call and CallAppend take the same path.
 					if i%2 == 0 {
@@ -103,14 +109,13 @@ func TestHandoffCalls(t *testing.T) {
 const heldDirect = handoffMin + 8
 
 // heldCalls starts n calls of "hold" on c and returns their outcomes and a cancel for each:
-// first heldDirect, submitted by their callers and held by the server, which turns the
-// hand-off on; then the rest, with the role holder paused, so that they stay on the hand-off
-// stack. It returns once they are.
+// first heldDirect, held by the server, which turns the hand-off on (most are submitted by
+// their callers; the last may be handed over as it turns on); then the rest, with the role
+// holder paused, so that they stay on the hand-off stack. It returns once they are.
 func heldCalls(t *testing.T, c *Client, held <-chan struct{}, n int, ctxOf func(i int) (context.Context, context.CancelFunc)) (<-chan error, []context.CancelFunc) {
 	if c.c.ho.busy.Load() {
 		t.Fatal("the hand-off is on before any call")
 	}
-	c.c.ho.paused.Store(true)
 	out := make(chan error, n)
 	cancels := make([]context.CancelFunc, n)
 	start := func(i int) {
@@ -125,6 +130,13 @@ func heldCalls(t *testing.T, c *Client, held <-chan struct{}, n int, ctxOf func(
 	defer func() {
 		if t.Failed() {
 			t.Logf("held %d, pending %d (library: %d), handed %d", got.Load(), c.c.hot.pending.Load(), c.PendingRequests(), c.c.handed.Load())
+			for k := 0; k < 5; k++ {
+				select {
+				case err := <-out:
+					t.Logf("a call ended: %v", err)
+				default:
+				}
+			}
 		}
 	}()
 	for i := 0; i < heldDirect; i++ {
@@ -139,6 +151,7 @@ func heldCalls(t *testing.T, c *Client, held <-chan struct{}, n int, ctxOf func(
 			time.Sleep(time.Millisecond)
 		}
 	})
+	c.c.ho.paused.Store(true)
 	for i := heldDirect; i < n; i++ {
 		start(i)
 	}
@@ -172,7 +185,7 @@ func resume(t *testing.T, c *Client) {
 // return context.Canceled at once and free their slots; so do their deadlines
 // (DeadlineExceeded and ErrTimeout); many rounds never overflow the default 1000 pending.
 func TestHandoffCancel(t *testing.T) {
-	const n, rounds = 200, 25 // 5000 cancelled calls, 4000 of them handed
+	const n, rounds = 200, 25 // 5000 cancelled calls, 4000 or more of them handed
 	s, held := holdServer(t, n*rounds)
 	c := newClient(t, s.Addr())
 	for r := 0; r < rounds; r++ {
@@ -219,8 +232,9 @@ func TestHandoffCancel(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	})
-	if h := c.c.handed.Load(); h != uint64(n-heldDirect)*(rounds/2) {
-		t.Fatalf("%d calls submitted by the role holder, want %d (the odd rounds')", h, (n-heldDirect)*(rounds/2))
+	// The odd rounds' queued calls, and any of the first calls handed as it turned on.
+	if h, want := c.c.handed.Load(), uint64(n-heldDirect)*(rounds/2); h < want || h > want+heldDirect*rounds {
+		t.Fatalf("%d calls submitted by the role holder, want %d to %d", h, want, want+heldDirect*rounds)
 	}
 	if st := c.Stats(); st.Errors.Overflow != 0 {
 		t.Fatalf("%d overflows", st.Errors.Overflow)
