@@ -223,7 +223,16 @@ func (c *client) serve() bool {
 
 // servePass is one readiness of serve's wait (made once per client, as leadPass): true to
 // stop waiting (serveExit: the queue is closed), false to wait again.
+// emptyYields is how many passes that found nothing the role holder yields for, instead of
+// waiting in the netpoller, while the hand-off is on (handoff.go): callers run meanwhile and
+// hand more over, and the server's next responses often arrive within those passes. Go
+// polls the network only when a P runs out of work, so with every P busy a waiting role
+// holder learns of the socket's readiness late. Measured at 256 goroutines against the
+// engine's server (README.md, "Hand-off").
+const emptyYields = 8
+
 func (c *client) servePass(uintptr) bool {
+	empty := 0
 	for {
 		n, open := c.readPoll()
 		if !open {
@@ -231,7 +240,13 @@ func (c *client) servePass(uintptr) bool {
 			return true
 		}
 		if n > 0 {
+			empty = 0
 			runtime.Gosched() // let the woken callers run (and submit more)
+			continue
+		}
+		if empty < emptyYields && c.ho.busy.Load() {
+			empty++
+			runtime.Gosched()
 			continue
 		}
 		if c.hot.pending.Load() > 0 {
