@@ -86,9 +86,12 @@ type client struct {
 
 	flushes atomic.Uint64
 
-	handoff bool          // hand-off (handoff.go): a one-server client in leader mode that reads itself
-	handed  atomic.Uint64 // calls the role holder submitted for their callers (for tests)
-	ho      handoffState
+	handoff bool // hand-off (handoff.go): a one-server client in leader mode that reads itself
+	// emptyYields: while the hand-off is on, the role holder's passes that found nothing
+	// before it waits (leader.go).
+	emptyYields int
+	handed      atomic.Uint64 // calls the role holder submitted for their callers (for tests)
+	ho          handoffState
 }
 
 // hotCounters are the client's counters that every call writes, on a cache line of their own
@@ -257,6 +260,7 @@ func (c *client) start() error {
 	c.bursts = c.ptr != nil && burstsFromEnv()
 	if c.leading && c.readFd && handoffFromEnv() {
 		c.handoff = c.newHandoff(c.qw.fd)
+		c.emptyYields = emptyYieldsFromEnv()
 	}
 	go c.poll()
 	return nil

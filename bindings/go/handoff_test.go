@@ -82,6 +82,17 @@ func TestHandoffCalls(t *testing.T) {
 		t.Fatalf("after every call returned: %d handed calls in the table, %d pending", n, p)
 	}
 
+	if c.c.emptyYields != emptyYields {
+		t.Fatalf("empty passes %d, want the default %d", c.c.emptyYields, emptyYields)
+	}
+	t.Run("empty passes", func(t *testing.T) {
+		for v, want := range map[string]int{"0": 0, "3": 3, "-1": emptyYields, "x": emptyYields} {
+			t.Setenv("FASTRPC_GO_EMPTY_YIELDS", v)
+			if got := newClient(t, s.Addr()).c.emptyYields; got != want {
+				t.Errorf("FASTRPC_GO_EMPTY_YIELDS=%s: %d, want %d", v, got, want)
+			}
+		}
+	})
 	t.Run("off", func(t *testing.T) {
 		t.Setenv("FASTRPC_GO_HANDOFF", "0")
 		c := newClient(t, s.Addr())

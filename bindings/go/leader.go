@@ -16,6 +16,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"strconv"
 	"time"
 )
 
@@ -227,9 +228,16 @@ func (c *client) serve() bool {
 // waiting in the netpoller, while the hand-off is on (handoff.go): callers run meanwhile and
 // hand more over, and the server's next responses often arrive within those passes. Go
 // polls the network only when a P runs out of work, so with every P busy a waiting role
-// holder learns of the socket's readiness late. Measured at 256 goroutines against the
-// engine's server (README.md, "Hand-off").
+// holder learns of the socket's readiness late. FASTRPC_GO_EMPTY_YIELDS sets it (read when a
+// client starts; 0 is the benchmark's "before" arm). Measured: README.md, "Hand-off".
 const emptyYields = 8
+
+func emptyYieldsFromEnv() int {
+	if n, err := strconv.Atoi(os.Getenv("FASTRPC_GO_EMPTY_YIELDS")); err == nil && n >= 0 {
+		return n
+	}
+	return emptyYields
+}
 
 func (c *client) servePass(uintptr) bool {
 	empty := 0
@@ -244,7 +252,7 @@ func (c *client) servePass(uintptr) bool {
 			runtime.Gosched() // let the woken callers run (and submit more)
 			continue
 		}
-		if empty < emptyYields && c.ho.busy.Load() {
+		if empty < c.emptyYields && c.ho.busy.Load() {
 			empty++
 			runtime.Gosched()
 			continue
