@@ -529,23 +529,24 @@ func (cl *Client) Shutdown(ctx context.Context) error {
 }
 
 // waiting counts the calls still waiting (for Shutdown): in leader mode, those counted in
-// pending, plus one while handed calls wait on the stack (handoff.go: counted in pending
-// once submitted).
+// pending, and the handed calls not yet submitted (handoff.go; read first: the role holder
+// counts a submitted call in pending before it stops counting it as queued).
 func (c *client) waiting() int {
 	if c.leading {
-		n := int(c.hot.pending.Load())
+		n := 0
 		if c.handoff {
-			if top := c.ho.head.Load(); top != nil && top != handoffSealed {
-				n++
-			}
+			n = int(c.ho.queued.Load())
 		}
-		return n
+		return n + int(c.hot.pending.Load())
 	}
 	return c.waiters.len()
 }
 
 func (c *client) close() error {
 	c.closeOnce.Do(func() {
+		if c.handoff {
+			c.ho.closing.Store(true) // the role holder no longer waits for the stack (park)
+		}
 		c.mu.Lock()
 		c.closed = true // no C call on ptr runs now, and none will start
 		c.mu.Unlock()
@@ -685,7 +686,7 @@ func (c *client) handOver(doneArr *C.gofrpc_done, n C.size_t) (int, bool) {
 	for i := 0; i < k; i++ {
 		d := &done[i]
 		var w *waiter
-		if tag := uint64(d.tag); tag&hoTagBit != 0 {
+		if tag := uint64(d.tag); c.handoff && tag&hoTagBit != 0 {
 			if w = c.takeHanded(tag); w == nil {
 				continue
 			}

@@ -66,9 +66,13 @@ var handoffSealed = &waiter{}
 type handoffState struct {
 	_ [64]byte
 	// Written by callers: the stack (a Treiber stack of waiters) and the flags of the wake.
-	head   atomic.Pointer[waiter]
-	parked atomic.Bool // the role holder waits, or is about to
-	kicked atomic.Bool // the eventfd was written
+	head atomic.Pointer[waiter]
+	// Calls pushed and not yet taken off the stack and counted in pending (Shutdown's
+	// count, waiting): on head's line, which the push has just written.
+	queued  atomic.Int64
+	parked  atomic.Bool // the role holder waits, or is about to
+	kicked  atomic.Bool // the eventfd was written
+	closing atomic.Bool // Close started: the role holder no longer submits, so it may wait
 	// Tests only: the role holder leaves the stack alone (so that calls stay queued).
 	paused atomic.Bool
 	// Set by the role holder while more than handoffMin calls are in flight: calls hand
@@ -146,9 +150,11 @@ func (c *client) hand(ctx context.Context, w *waiter, name, value []byte, timeou
 	w.name, w.value, w.timeoutMs, w.id = name, value, timeoutMs, 0
 	w.state.Store(hoQueued)
 	h := &c.ho
+	h.queued.Add(1)
 	for {
 		old := h.head.Load()
 		if old == handoffSealed {
+			h.queued.Add(-1)
 			w.release()
 			return nil, errClosed("client")
 		}
@@ -186,10 +192,13 @@ func (c *client) hand(ctx context.Context, w *waiter, name, value []byte, timeou
 		case hoSubmitting:
 			runtime.Gosched() // the role holder is submitting it: a moment
 		case hoSubmitted:
+			// The id first: once cancelled, w belongs to the role holder, which may put it
+			// back in the pool for another call before this caller reads it.
+			id := w.id
 			if w.state.CompareAndSwap(hoSubmitted, hoCancelled) {
 				// Its completion (CANCELLED, or one that was on its way) goes to the role
 				// holder, which discards it and puts w back in the pool.
-				c.cancel(w.id)
+				c.cancel(id)
 				return nil, ctxError(ctx.Err())
 			}
 		default: // hoDone: the outcome is on its way; w is ours again once received
@@ -216,9 +225,17 @@ func (c *client) setBusy() {
 func (c *client) wakeRoleHolder() {
 	h := &c.ho
 	if h.parked.Load() && h.parked.CompareAndSwap(true, false) {
-		h.kicked.Store(true)
-		one := uint64(1)
-		_, _ = syscall.Write(h.efd, (*[8]byte)(unsafe.Pointer(&one))[:])
+		// Under the read lock, and not once Close began: Close closes the eventfd (after the
+		// poller ended), and its number could by then be another file's. Written, then
+		// marked: the role holder's next pass reads it (wakeFrom), so it never stays
+		// readable with no mark.
+		c.mu.RLock()
+		if !c.closed {
+			one := uint64(1)
+			_, _ = syscall.Write(h.efd, (*[8]byte)(unsafe.Pointer(&one))[:])
+			h.kicked.Store(true)
+		}
+		c.mu.RUnlock()
 	}
 	c.kickPoller()
 }
@@ -241,7 +258,7 @@ func (c *client) wakeFrom() {
 func (c *client) park() bool {
 	h := &c.ho
 	h.parked.Store(true)
-	if h.head.Load() != nil && !h.paused.Load() {
+	if h.head.Load() != nil && !h.paused.Load() && !h.closing.Load() {
 		h.parked.Store(false)
 		return false
 	}
@@ -256,10 +273,26 @@ func (c *client) submitHanded() {
 		return
 	}
 	top := h.head.Swap(nil)
+	if h.paused.Load() {
+		// Tests only: paused while this pass took the stack; calls pushed after the pause
+		// are in it, so it goes back whole.
+		tail := top
+		for tail.next != nil {
+			tail = tail.next
+		}
+		for {
+			old := h.head.Load()
+			tail.next = old
+			if h.head.CompareAndSwap(old, top) {
+				return
+			}
+		}
+	}
 	b := h.batch[:0]
 	for w := top; w != nil; w = w.next {
 		b = append(b, w)
 	}
+	taken := len(b)
 	sent := 0
 	for i := len(b) - 1; i >= 0; i-- {
 		w := b[i]
@@ -287,6 +320,9 @@ func (c *client) submitHanded() {
 	if sent > 0 {
 		c.hot.pending.Add(int64(sent))
 		c.handed.Add(uint64(sent))
+	}
+	h.queued.Add(-int64(taken)) // after pending: waiting() reads queued first
+	if sent > 0 {
 		C.fastrpc_client_flush(c.ptr)
 	}
 	runtime.KeepAlive(c)
@@ -330,7 +366,8 @@ func (c *client) sealHanded() {
 			fail(w, hoSubmitted)
 		}
 	}
-	if h.efd > 0 {
+	h.queued.Store(0)
+	if h.efd >= 0 {
 		syscall.Close(h.efd)
 		h.efd = -1
 	}

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // hoIdle reports the role holder's table empty and nothing pending (read under the role, once
@@ -75,8 +77,8 @@ func TestHandoffCalls(t *testing.T) {
 	if st := c.Stats(); st.Responses != callers*each {
 		t.Fatalf("responses %d, want %d", st.Responses, callers*each)
 	}
-	if h := c.c.handed.Load(); h == 0 || h >= callers*each {
-		t.Fatalf("%d of %d calls handed over; want some (300 callers), not all", h, callers*each)
+	if c.c.handed.Load() == 0 {
+		t.Fatal("no call was handed over (300 callers)")
 	}
 	if n, p := hoIdle(c); n != 0 || p != 0 {
 		t.Fatalf("after every call returned: %d handed calls in the table, %d pending", n, p)
@@ -281,7 +283,7 @@ func TestHandoffCancel(t *testing.T) {
 // waits for handed calls to finish.
 func TestHandoffClose(t *testing.T) {
 	const n = 100
-	s, held := holdServer(t, 2*n)
+	s, held := holdServer(t, 3*n)
 	c, err := NewClient(s.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -289,6 +291,10 @@ func TestHandoffClose(t *testing.T) {
 	out, _ := heldCalls(t, c, held, n, func(int) (context.Context, context.CancelFunc) {
 		return context.Background(), func() {}
 	})
+	// Shutdown's count: the calls in flight and those still on the stack, exactly.
+	if w := c.c.waiting(); w != n {
+		t.Fatalf("waiting() %d with %d calls held or queued, want %d", w, n, n)
+	}
 	within(t, 5*time.Second, "Close", func() {
 		if err := c.Close(); err != nil {
 			t.Error(err)
@@ -304,6 +310,39 @@ func TestHandoffClose(t *testing.T) {
 	if _, err := c.Call(context.Background(), []byte("x"), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Call after Close: %v", err)
 	}
+
+	t.Run("submitted", func(t *testing.T) {
+		// Handed calls that the role holder submitted, held by the server: Close ends them
+		// with ErrClosed too.
+		c, err := NewClient(s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := heldCalls(t, c, held, n, func(int) (context.Context, context.CancelFunc) {
+			return context.Background(), func() {}
+		})
+		resume(t, c)
+		within(t, 5*time.Second, "the handed calls held", func() {
+			for i := heldDirect; i < n; i++ {
+				<-held
+			}
+		})
+		if h := c.c.handed.Load(); h < n-heldDirect {
+			t.Fatalf("%d calls handed, want at least %d", h, n-heldDirect)
+		}
+		within(t, 5*time.Second, "Close", func() {
+			if err := c.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		within(t, 5*time.Second, "the calls", func() {
+			for i := 0; i < n; i++ {
+				if err := <-out; !errors.Is(err, ErrClosed) {
+					t.Errorf("want ErrClosed, got %v", err)
+				}
+			}
+		})
+	})
 
 	t.Run("shutdown", func(t *testing.T) {
 		s := startServer(t, slowHandler(300*time.Millisecond))
@@ -348,4 +387,80 @@ func TestHandoffClose(t *testing.T) {
 			t.Fatal("no call was handed over")
 		}
 	})
+}
+
+// TestHandoffWakeDrained: after bursts of handed calls, the eventfd that wakes a parked role
+// holder is never left readable (a lone call's wait in poll would then return at once and
+// spin): whoever writes it marks it after writing, and the next pass reads it. The race it
+// guards against (a mark taken by the role holder between another's mark and write) is
+// rare: a review saw it in 0-2 of 150 bursts; 600 bursts take about a second.
+func TestHandoffWakeDrained(t *testing.T) {
+	s := startServer(t, echo)
+	c := newClient(t, s.Addr())
+	for burst := 0; burst < 600; burst++ {
+		var wg sync.WaitGroup
+		for g := 0; g < 100; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 5; i++ {
+					if _, err := c.Call(context.Background(), []byte("x"), nil); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		mustEqual(t, call(t, c, "lone", ""), []byte("lone")) // a pass after every push
+		if readableNow(c.c.ho.efd) {
+			t.Fatalf("burst %d: the wake eventfd is left readable", burst)
+		}
+	}
+	if c.c.handed.Load() == 0 {
+		t.Fatal("no call was handed over")
+	}
+}
+
+// readableNow reports whether fd is readable (poll without waiting).
+func readableNow(fd int) bool {
+	p := struct {
+		fd             int32
+		events, revent int16
+	}{fd: int32(fd), events: 1} // POLLIN
+	n, _, errno := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&p)), 1, 0)
+	return errno == 0 && n == 1
+}
+
+// TestWornSlotTags: a waiter slot reused 2^31 times still gives tags without the hand-off's
+// top bit, so its completions reach their callers (with the hand-off on or off), and a lone
+// call's deadline still ends it.
+func TestWornSlotTags(t *testing.T) {
+	for _, handoff := range []string{"1", "0"} {
+		t.Run("handoff="+handoff, func(t *testing.T) {
+			t.Setenv("FASTRPC_GO_HANDOFF", handoff)
+			s, held := holdServer(t, 8)
+			c := newClient(t, s.Addr())
+			for i := range c.c.waiters.shards {
+				sh := &c.c.waiters.shards[i]
+				sh.mu.Lock()
+				sh.slots = []waiterSlot{{gen: 1<<31 - 1}}
+				sh.free = []uint32{0}
+				sh.mu.Unlock()
+			}
+			within(t, 10*time.Second, "calls on worn slots", func() {
+				for i := 0; i < 200; i++ { // every shard's one slot, across the wrap of bit 31
+					mustEqual(t, call(t, c, "worn", fmt.Sprint(i)), []byte("worn"+fmt.Sprint(i)))
+				}
+			})
+			go func() { <-held }()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			within(t, 5*time.Second, "a lone call past its deadline", func() {
+				if _, err := c.Call(ctx, []byte("hold"), nil); !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("want DeadlineExceeded, got %v", err)
+				}
+			})
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -601,5 +602,58 @@ func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+	}
+}
+
+// TestEmptyNameAndValue: requests and responses with an empty name or value, many at once
+// while the collector runs. The library's pointer to an empty slice need not point
+// anywhere (Rust's dangling 0x1); the shim hands Go NULL instead, since Go keeps those
+// fields as pointers and the collector aborts the process on a pointer into nowhere.
+func TestEmptyNameAndValue(t *testing.T) {
+	s := startServer(t, func(ctx context.Context, req *Request) ([]byte, error) {
+		if len(req.Value()) != 0 {
+			return nil, fmt.Errorf("value %q, want empty", req.Value())
+		}
+		return nil, nil // an empty response
+	})
+	c := newClient(t, s.Addr())
+	stop := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	within(t, 30*time.Second, "calls with empty names and values", func() {
+		for g := 0; g < 50; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				name := []byte(nil)
+				if g%2 == 1 {
+					name = []byte("n")
+				}
+				for i := 0; i < 200; i++ {
+					resp, err := c.Call(context.Background(), name, nil)
+					if err != nil || len(resp) != 0 {
+						t.Errorf("call %d: %q, %v", i, resp, err)
+						return
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+	})
+	close(stop)
+	<-gcDone
+	if st := s.Stats(); st.HandlerErrors != 0 {
+		t.Fatalf("%d handler errors", st.HandlerErrors)
 	}
 }

@@ -164,8 +164,10 @@ static inline fastrpc_status gofrpc_cq_poll(const fastrpc_completion_queue *q,
 		done[i].tag = tmp[i].tag;
 		done[i].status = (uint32_t)tmp[i].status;
 		done[i].resp = r;
-		done[i].data = fastrpc_response_data(r);
 		done[i].len = fastrpc_response_len(r);
+		/* NULL when empty: the library's pointer to an empty value need not point anywhere
+		 * (Rust's dangling 0x1), and Go, which sees this field as a pointer, may not hold it. */
+		done[i].data = done[i].len > 0 ? fastrpc_response_data(r) : NULL;
 		done[i].msg = tmp[i].status == FASTRPC_STATUS_OK ? NULL : gofrpc_dup_response_error(r);
 	}
 	*n = k;
@@ -226,6 +228,9 @@ static inline fastrpc_status gofrpc_sq_poll(const fastrpc_server_queue *q,
 		out[i].value_len = 0;
 		fastrpc_request_name(r, &out[i].name, &out[i].name_len);
 		fastrpc_request_value(r, &out[i].value, &out[i].value_len);
+		/* NULL when empty (see gofrpc_cq_poll): Go copies these fields as pointers. */
+		if (out[i].name_len == 0) out[i].name = NULL;
+		if (out[i].value_len == 0) out[i].value = NULL;
 	}
 	*n = k;
 	return st;

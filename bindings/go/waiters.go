@@ -4,7 +4,7 @@ package fastrpc
 // that the poller finds the caller of a completion by index, not by hashing. 64 shards, each
 // a slice of slots with a free list under one mutex; a call picks a shard at random, so that
 // two goroutines rarely contend. A tag holds its shard (6 bits), its slot's index (26 bits)
-// and the slot's generation (32 bits): taking a call's waiter moves its slot to the next
+// and the slot's generation (31 bits; the top bit is the hand-off's, handoff.go): taking a call's waiter moves its slot to the next
 // generation, so a stale tag (a completion whose caller gave up and whose slot went to
 // another call) finds nothing.
 //
@@ -25,6 +25,9 @@ const (
 	waiterShardBits = 6
 	waiterIndexBits = 26
 	waiterIndexMask = 1<<waiterIndexBits - 1
+	// A tag holds 31 bits of its slot's generation: the top bit marks the hand-off's tags
+	// (hoTagBit, handoff.go).
+	waiterGenMask = 1<<31 - 1
 )
 
 type waiterTable struct {
@@ -73,7 +76,7 @@ func (t *waiterTable) lockedPut(w *waiter) (s *waiterShard, tag uint64, ok bool)
 	slot := &s.slots[idx]
 	slot.w = w
 	s.used++
-	return s, uint64(si) | uint64(idx)<<waiterShardBits | uint64(slot.gen)<<32, true
+	return s, uint64(si) | uint64(idx)<<waiterShardBits | uint64(slot.gen&waiterGenMask)<<32, true
 }
 
 // take removes and returns the waiter of tag, or nil when there is none (taken already, or
@@ -93,7 +96,7 @@ func (s *waiterShard) takeLocked(tag uint64) *waiter {
 		return nil
 	}
 	slot := &s.slots[idx]
-	if slot.w == nil || slot.gen != uint32(tag>>32) {
+	if slot.w == nil || slot.gen&waiterGenMask != uint32(tag>>32) {
 		return nil
 	}
 	w := slot.w
