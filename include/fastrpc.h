@@ -33,7 +33,7 @@
  * VIEWS. Pointers the library lends (fastrpc_response_data, fastrpc_request_name and
  * _value, fastrpc_version) stay valid until their object is freed or reused: a response
  * until it is freed or passed to another call, a request's views until it is answered or
- * freed; fastrpc_version's string forever.
+ * freed; fastrpc_version's string forever. An empty view is (NULL, 0).
  *
  * DURATIONS. Every duration is a uint32_t: milliseconds (`_ms`, up to about 49 days), or
  * microseconds for the batch delays (`_us`). Timeout 0 means "the configured default" for
@@ -1429,17 +1429,18 @@ fastrpc_status fastrpc_set_log_callback(fastrpc_log_callback callback,
 fastrpc_status fastrpc_shutdown(void);
 
 /**
- * Points `*data`/`*len` at the request's name. Valid until the request is answered or
- * freed, whichever comes first. Returns OK, ALREADY_ANSWERED (name no longer available) or
- * INVALID_ARGUMENT.
+ * Points `*data`/`*len` at the request's name (`(NULL, 0)` when empty). Valid until the
+ * request is answered or freed, whichever comes first. Returns OK, ALREADY_ANSWERED (name no
+ * longer available) or INVALID_ARGUMENT.
  */
 fastrpc_status fastrpc_request_name(const struct fastrpc_request *request,
                                     const uint8_t **data,
                                     size_t *len);
 
 /**
- * Points `*data`/`*len` at the request's value. Valid until the request is answered or
- * freed, whichever comes first. Returns OK, ALREADY_ANSWERED or INVALID_ARGUMENT.
+ * Points `*data`/`*len` at the request's value (`(NULL, 0)` when empty). Valid until the
+ * request is answered or freed, whichever comes first. Returns OK, ALREADY_ANSWERED or
+ * INVALID_ARGUMENT.
  */
 fastrpc_status fastrpc_request_value(const struct fastrpc_request *request,
                                      const uint8_t **data,

@@ -1256,6 +1256,75 @@ static void test_server_queue_polled(void) {
     fastrpc_server_queue_free(sq); /* after the server feeding it */
 }
 
+/* Empty names, values and responses are lent as (NULL, 0): an empty slice's own pointer
+ * need not point anywhere, and a cgo program may not hold one in a pointer variable. */
+static void test_empty_views(void) {
+    fastrpc_server_queue *sq = NULL;
+    REQUIRE_STATUS(fastrpc_server_queue_new(&sq), FASTRPC_STATUS_OK);
+    fastrpc_server_config_builder *sb = NULL;
+    REQUIRE_STATUS(fastrpc_server_config_builder_new(&sb), FASTRPC_STATUS_OK);
+    fastrpc_server *s = NULL;
+    CHECK_STATUS(fastrpc_server_new_queued(sb, "127.0.0.1:0", sq, &s), FASTRPC_STATUS_OK);
+    fastrpc_server_config_builder_free(sb);
+    REQUIRE(s != NULL);
+    char addr[64];
+    CHECK_STATUS(fastrpc_server_local_addr(s, addr, sizeof addr, NULL), FASTRPC_STATUS_OK);
+    fastrpc_client *c = th_client_new(addr);
+    REQUIRE(c != NULL);
+    fastrpc_completion_queue *q = NULL;
+    REQUIRE_STATUS(fastrpc_completion_queue_new(&q), FASTRPC_STATUS_OK);
+
+    /* Tag 0: empty name and value; tag 1: a name, an empty value. */
+    CHECK_STATUS(fastrpc_client_call_queued(c, NULL, 0, NULL, 0, th_ms(30000), q, 0),
+                 FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_client_call_queued(c, TH_B("n"), 1, NULL, 0, th_ms(30000), q, 1),
+                 FASTRPC_STATUS_OK);
+    fastrpc_request *reqs[2];
+    size_t got = 0;
+    int64_t end = th_now_ms() + th_ms(20000);
+    while (got < 2 && th_now_ms() < end) {
+        size_t k = 0;
+        CHECK_STATUS(fastrpc_server_queue_poll(sq, reqs + got, 2 - got, 200, &k),
+                     FASTRPC_STATUS_OK);
+        got += k;
+    }
+    REQUIRE(got == 2);
+    int empty_name = 0, one_name = 0;
+    for (size_t j = 0; j < got; j++) {
+        const uint8_t *name = (const uint8_t *)"x", *value = (const uint8_t *)"x";
+        size_t nl = 99, vl = 99;
+        CHECK_STATUS(fastrpc_request_name(reqs[j], &name, &nl), FASTRPC_STATUS_OK);
+        CHECK_STATUS(fastrpc_request_value(reqs[j], &value, &vl), FASTRPC_STATUS_OK);
+        CHECK(value == NULL && vl == 0);
+        if (name == NULL && nl == 0) empty_name++;
+        if (nl == 1 && name != NULL && name[0] == 'n') one_name++;
+        /* An empty reply. */
+        CHECK_STATUS(fastrpc_request_reply(reqs[j], NULL, 0), FASTRPC_STATUS_OK);
+        fastrpc_request_free(reqs[j]);
+    }
+    CHECK(empty_name == 1 && one_name == 1);
+    size_t done = 0;
+    fastrpc_completion out[2];
+    end = th_now_ms() + th_ms(20000);
+    while (done < 2 && th_now_ms() < end) {
+        size_t m = 0;
+        CHECK_STATUS(fastrpc_completion_queue_poll(q, out + done, 2 - done, 200, &m),
+                     FASTRPC_STATUS_OK);
+        done += m;
+    }
+    REQUIRE(done == 2);
+    for (size_t j = 0; j < done; j++) {
+        CHECK(out[j].status == FASTRPC_STATUS_OK);
+        CHECK(fastrpc_response_data(out[j].response) == NULL);
+        CHECK(fastrpc_response_len(out[j].response) == 0);
+        fastrpc_response_free(out[j].response);
+    }
+    fastrpc_client_free(c);
+    fastrpc_completion_queue_free(q);
+    fastrpc_server_free(s);
+    fastrpc_server_queue_free(sq);
+}
+
 /* Fire-and-forget: the handler sees request id 0; no response comes back. */
 static void test_fire_and_forget(void) {
     th_handler h;
@@ -2985,6 +3054,7 @@ int main(int argc, char **argv) {
     th_run("server_double_answer", test_server_double_answer);
     th_run("server_unanswered_error_reply", test_server_unanswered_error_reply);
     th_run("server_queue_polled", test_server_queue_polled);
+    th_run("empty_views", test_empty_views);
     th_run("fire_and_forget", test_fire_and_forget);
     th_run("use_after_close", test_use_after_close);
     th_run("close_fails_waiting_calls", test_close_fails_waiting_calls);

@@ -52,9 +52,19 @@ pub(crate) fn release(mut h: Box<RequestHandle>) {
     POOL.put(h, true);
 }
 
-/// Points `*data`/`*len` at the request's name. Valid until the request is answered or
-/// freed, whichever comes first. Returns OK, ALREADY_ANSWERED (name no longer available) or
-/// INVALID_ARGUMENT.
+/// A view's pointer: NULL for an empty slice, whose own pointer need not point anywhere
+/// (Rust's is dangling, 0x1), which a cgo program may not hold in a pointer variable.
+fn view_ptr(b: &[u8]) -> *const u8 {
+    if b.is_empty() {
+        std::ptr::null()
+    } else {
+        b.as_ptr()
+    }
+}
+
+/// Points `*data`/`*len` at the request's name (`(NULL, 0)` when empty). Valid until the
+/// request is answered or freed, whichever comes first. Returns OK, ALREADY_ANSWERED (name no
+/// longer available) or INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn fastrpc_request_name(
     request: *const fastrpc_request,
@@ -69,15 +79,16 @@ pub extern "C" fn fastrpc_request_name(
             return answered();
         };
         unsafe {
-            *data = c.name().as_ptr();
+            *data = view_ptr(c.name());
             *len = c.name().len();
         }
         fastrpc_status::FASTRPC_STATUS_OK
     })
 }
 
-/// Points `*data`/`*len` at the request's value. Valid until the request is answered or
-/// freed, whichever comes first. Returns OK, ALREADY_ANSWERED or INVALID_ARGUMENT.
+/// Points `*data`/`*len` at the request's value (`(NULL, 0)` when empty). Valid until the
+/// request is answered or freed, whichever comes first. Returns OK, ALREADY_ANSWERED or
+/// INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn fastrpc_request_value(
     request: *const fastrpc_request,
@@ -92,7 +103,7 @@ pub extern "C" fn fastrpc_request_value(
             return answered();
         };
         unsafe {
-            *data = c.value().as_ptr();
+            *data = view_ptr(c.value());
             *len = c.value().len();
         }
         fastrpc_status::FASTRPC_STATUS_OK
