@@ -98,24 +98,29 @@ func TestHandoffCalls(t *testing.T) {
 	t.Run("off", func(t *testing.T) {
 		t.Setenv("FASTRPC_GO_HANDOFF", "0")
 		c := newClient(t, s.Addr())
-		var wg sync.WaitGroup
-		for g := 0; g < 100; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < 20; i++ {
-					if _, err := c.Call(context.Background(), []byte("x"), nil); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		burst(t, c, 100, 20)
 		if c.c.handoff || c.c.handed.Load() != 0 {
 			t.Fatalf("FASTRPC_GO_HANDOFF=0: handoff %v, %d handed", c.c.handoff, c.c.handed.Load())
 		}
 	})
+}
+
+// burst makes each calls from g goroutines at once and waits for them.
+func burst(t *testing.T, c *Client, g, each int) {
+	var wg sync.WaitGroup
+	for k := 0; k < g; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if _, err := c.Call(context.Background(), []byte("x"), nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // heldDirect is how many calls heldCalls starts before the hand-off is on.
@@ -397,24 +402,11 @@ func TestHandoffClose(t *testing.T) {
 func TestHandoffWakeDrained(t *testing.T) {
 	s := startServer(t, echo)
 	c := newClient(t, s.Addr())
-	for burst := 0; burst < 600; burst++ {
-		var wg sync.WaitGroup
-		for g := 0; g < 100; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < 5; i++ {
-					if _, err := c.Call(context.Background(), []byte("x"), nil); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
+	for b := 0; b < 600; b++ {
+		burst(t, c, 100, 5)
 		mustEqual(t, call(t, c, "lone", ""), []byte("lone")) // a pass after every push
 		if readableNow(c.c.ho.efd) {
-			t.Fatalf("burst %d: the wake eventfd is left readable", burst)
+			t.Fatalf("burst %d: the wake eventfd is left readable", b)
 		}
 	}
 	if c.c.handed.Load() == 0 {
