@@ -65,20 +65,22 @@ var handoffSealed = &waiter{}
 // holder's table.
 type handoffState struct {
 	_ [64]byte
+	// Read by every call, written rarely: a line of their own.
+	// Set by the role holder while more than handoffMin calls are in flight: calls hand
+	// their submits over. Written when it changes only, so callers read it from their cache.
+	busy    atomic.Bool
+	closing atomic.Bool // Close started: the role holder no longer submits, so it may wait
+	// Tests only: the role holder leaves the stack alone (so that calls stay queued).
+	paused atomic.Bool
+	_      [64]byte
 	// Written by callers: the stack (a Treiber stack of waiters) and the flags of the wake.
 	head atomic.Pointer[waiter]
 	// Calls pushed and not yet taken off the stack and counted in pending (Shutdown's
 	// count, waiting): on head's line, which the push has just written.
-	queued  atomic.Int64
-	parked  atomic.Bool // the role holder waits, or is about to
-	kicked  atomic.Bool // the eventfd was written
-	closing atomic.Bool // Close started: the role holder no longer submits, so it may wait
-	// Tests only: the role holder leaves the stack alone (so that calls stay queued).
-	paused atomic.Bool
-	// Set by the role holder while more than handoffMin calls are in flight: calls hand
-	// their submits over. Written when it changes only, so callers read it from their cache.
-	busy atomic.Bool
-	_    [64]byte
+	queued atomic.Int64
+	parked atomic.Bool // the role holder waits, or is about to
+	kicked atomic.Bool // the eventfd was written
+	_      [64]byte
 	// The role holder's.
 	efd   int // an eventfd in the read descriptor's epoll set: a push wakes the role holder
 	batch []*waiter
