@@ -284,6 +284,23 @@ func TestHandoffCancel(t *testing.T) {
 	mustEqual(t, call(t, c, "after", "-deadline"), []byte("after-deadline"))
 }
 
+// closeEndsAll closes c, and each of the n outcomes on out must be ErrClosed.
+func closeEndsAll(t *testing.T, c *Client, out <-chan error, n int) {
+	t.Helper()
+	within(t, 5*time.Second, "Close", func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	within(t, 5*time.Second, "the calls", func() {
+		for i := 0; i < n; i++ {
+			if err := <-out; !errors.Is(err, ErrClosed) {
+				t.Errorf("want ErrClosed, got %v", err)
+			}
+		}
+	})
+}
+
 // TestHandoffClose: Close ends handed calls, queued and submitted, with ErrClosed; Shutdown
 // waits for handed calls to finish.
 func TestHandoffClose(t *testing.T) {
@@ -300,18 +317,7 @@ func TestHandoffClose(t *testing.T) {
 	if w := c.c.waiting(); w != n {
 		t.Fatalf("waiting() %d with %d calls held or queued, want %d", w, n, n)
 	}
-	within(t, 5*time.Second, "Close", func() {
-		if err := c.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	within(t, 5*time.Second, "the calls", func() {
-		for i := 0; i < n; i++ {
-			if err := <-out; !errors.Is(err, ErrClosed) {
-				t.Fatalf("want ErrClosed, got %v", err)
-			}
-		}
-	})
+	closeEndsAll(t, c, out, n)
 	if _, err := c.Call(context.Background(), []byte("x"), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Call after Close: %v", err)
 	}
@@ -335,18 +341,7 @@ func TestHandoffClose(t *testing.T) {
 		if h := c.c.handed.Load(); h < n-heldDirect {
 			t.Fatalf("%d calls handed, want at least %d", h, n-heldDirect)
 		}
-		within(t, 5*time.Second, "Close", func() {
-			if err := c.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-		within(t, 5*time.Second, "the calls", func() {
-			for i := 0; i < n; i++ {
-				if err := <-out; !errors.Is(err, ErrClosed) {
-					t.Errorf("want ErrClosed, got %v", err)
-				}
-			}
-		})
+		closeEndsAll(t, c, out, n)
 	})
 
 	t.Run("shutdown", func(t *testing.T) {
