@@ -91,7 +91,10 @@ type client struct {
 	// before it waits (leader.go).
 	emptyYields int
 	handed      atomic.Uint64 // calls the role holder submitted for their callers (for tests)
-	ho          handoffState
+	// Under role: the role holder's short waits (spin.go) for responses, with calls pending,
+	// and for the next call, with none.
+	spinResp, spinIdle spinState
+	ho                 handoffState
 }
 
 // hotCounters are the client's counters that every call writes, on a cache line of their own
@@ -256,6 +259,8 @@ func (c *client) start() error {
 		c.kick = make(chan struct{}, 1)
 		c.closing = make(chan struct{})
 		c.leadFn, c.serveFn = c.leadPass, c.servePass
+		c.spinResp.window = spinWindowFromEnv()
+		c.spinIdle.window = c.spinResp.window
 	}
 	c.bursts = c.ptr != nil && burstsFromEnv()
 	if c.leading && c.readFd && handoffFromEnv() {

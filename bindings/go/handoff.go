@@ -374,3 +374,13 @@ func (c *client) sealHanded() {
 		h.efd = -1
 	}
 }
+
+// handedWaiting reports whether callers have handed requests over that the role holder may
+// take now.
+func (c *client) handedWaiting() bool {
+	if !c.handoff {
+		return false
+	}
+	h := c.ho.head.Load()
+	return h != nil && h != handoffSealed && !c.ho.paused.Load()
+}

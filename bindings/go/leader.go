@@ -222,8 +222,6 @@ func (c *client) serve() bool {
 	}
 }
 
-// servePass is one readiness of serve's wait (made once per client, as leadPass): true to
-// stop waiting (serveExit: the queue is closed), false to wait again.
 // emptyYields is how many passes that found nothing the role holder yields for, instead of
 // waiting in the netpoller, while the hand-off is on (handoff.go): callers run meanwhile and
 // hand more over, and the server's next responses often arrive within those passes. Go
@@ -239,6 +237,10 @@ func emptyYieldsFromEnv() int {
 	return emptyYields
 }
 
+// servePass is one readiness of serve's wait (made once per client, as leadPass): true to
+// stop waiting (serveExit: the queue is closed), false to wait again. A pass that finds
+// nothing yields instead of waiting while the hand-off is on (emptyYields), or else makes
+// one of the short waits of spin.go.
 func (c *client) servePass(uintptr) bool {
 	empty := 0
 	for {
@@ -249,12 +251,22 @@ func (c *client) servePass(uintptr) bool {
 		}
 		if n > 0 {
 			empty = 0
+			c.spinResp.hit()
 			runtime.Gosched() // let the woken callers run (and submit more)
 			continue
 		}
-		if empty < c.emptyYields && c.ho.busy.Load() {
-			empty++
-			runtime.Gosched()
+		if c.ho.busy.Load() {
+			if empty < c.emptyYields {
+				empty++
+				runtime.Gosched()
+				continue
+			}
+		} else if c.hot.pending.Load() > 0 {
+			if c.shortWait() {
+				runtime.Gosched()
+				continue
+			}
+		} else if c.lingerRole() {
 			continue
 		}
 		if c.hot.pending.Load() > 0 {
@@ -268,6 +280,42 @@ func (c *client) servePass(uintptr) bool {
 			return false
 		default:
 			return true
+		}
+	}
+}
+
+// shortWait reports whether the role holder, with calls pending and nothing read, yields and
+// reads again rather than parking (spin.go).
+func (c *client) shortWait() bool {
+	s := &c.spinResp
+	if !s.waiting() {
+		return s.begin(time.Now())
+	}
+	return s.more(time.Now())
+}
+
+// lingerRole keeps the role, with nothing pending and nothing read, for up to a window
+// (spin.go), yielding to the callers: true once one of them submits (serve on), false when
+// the window ran out, it backs off, or the client closes (give the role up).
+func (c *client) lingerRole() bool {
+	s := &c.spinIdle
+	if !s.begin(time.Now()) {
+		return false
+	}
+	for {
+		runtime.Gosched()
+		if c.hot.pending.Load() > 0 || c.handedWaiting() {
+			s.hit()
+			return true
+		}
+		select {
+		case <-c.closing:
+			s.cancel()
+			return false
+		default:
+		}
+		if !s.more(time.Now()) {
+			return false
 		}
 	}
 }

@@ -1,0 +1,161 @@
+package fastrpc
+
+// Tests of the role holder's short waits (spin.go): the back-off policy on a clock of the
+// test's own, and calls through a real server with the waits on, long and off.
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestSpinPolicy(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := &spinState{window: 100 * time.Microsecond}
+	if s.waiting() {
+		t.Fatal("waiting before any wait")
+	}
+	if !s.begin(t0) || !s.waiting() {
+		t.Fatal("the first wait is not a short one")
+	}
+	if !s.more(t0.Add(99 * time.Microsecond)) {
+		t.Fatal("the window ended early")
+	}
+	s.hit()
+	if s.hits.Load() != 1 || s.misses.Load() != 0 || s.waiting() {
+		t.Fatalf("after a hit: hits %d, misses %d, waiting %v", s.hits.Load(), s.misses.Load(), s.waiting())
+	}
+	s.hit() // no wait under way: not counted
+	if s.hits.Load() != 1 {
+		t.Fatalf("a hit without a wait counted: %d", s.hits.Load())
+	}
+
+	// Windows that all run out: after each, the next 1, 2, 4, ... 64, 64 waits park at once.
+	now := t0
+	for i, want := range []int{1, 2, 4, 8, 16, 32, 64, 64, 64} {
+		if !s.begin(now) {
+			t.Fatalf("miss %d: the wait after the back-off is not a short one", i)
+		}
+		if s.more(now.Add(100 * time.Microsecond)) {
+			t.Fatalf("miss %d: the window did not run out at 100 µs", i)
+		}
+		if s.waiting() || s.misses.Load() != uint64(i+1) {
+			t.Fatalf("miss %d: waiting %v, misses %d", i, s.waiting(), s.misses.Load())
+		}
+		for k := 0; k < want; k++ {
+			if s.begin(now) {
+				t.Fatalf("miss %d: wait %d of the back-off of %d was a short one", i, k, want)
+			}
+		}
+		now = now.Add(time.Millisecond)
+	}
+	// A hit halves the back-off (64 now): one hit, then a miss backs off for 64 waits again;
+	// seven hits in a row, then a miss backs off for one.
+	missThenSkips := func(what string, want int) {
+		t.Helper()
+		if !s.begin(now) || s.more(now.Add(time.Second)) {
+			t.Fatalf("%s: the window did not run out", what)
+		}
+		for k := 0; k < want; k++ {
+			if s.begin(now) {
+				t.Fatalf("%s: wait %d of the back-off of %d was a short one", what, k, want)
+			}
+		}
+		if !s.begin(now) {
+			t.Fatalf("%s: the back-off was longer than %d waits", what, want)
+		}
+		s.cancel()
+	}
+	if !s.begin(now) {
+		t.Fatal("no short wait after the back-off")
+	}
+	s.hit()
+	missThenSkips("one hit", 64)
+	for i := 0; i < 7; i++ {
+		if !s.begin(now) {
+			t.Fatalf("wait %d after a hit was not a short one", i)
+		}
+		s.hit()
+	}
+	missThenSkips("seven hits", 1)
+	// cancel ends a wait uncounted.
+	h, m := s.hits.Load(), s.misses.Load()
+	s.cancel()
+	if s.waiting() || s.hits.Load() != h || s.misses.Load() != m {
+		t.Fatal("cancel counted or left the wait under way")
+	}
+	// Off: never a short wait.
+	off := &spinState{}
+	for i := 0; i < 3; i++ {
+		if off.begin(t0) {
+			t.Fatal("a short wait with the window 0")
+		}
+	}
+}
+
+func TestSpinWindowFromEnv(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": spinWindow, "0": 0, "250": 250 * time.Microsecond,
+		"10000": 10 * time.Millisecond, "10001": spinWindow, "-1": spinWindow, "x": spinWindow} {
+		t.Setenv("FASTRPC_GO_SPIN_US", v)
+		if got := spinWindowFromEnv(); got != want {
+			t.Errorf("FASTRPC_GO_SPIN_US=%q: %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestShortWaits runs rounds of concurrent callers (below the hand-off, so the poller serves them)
+// with the short waits on (a 10 ms window, so that they end in time on a loaded machine) and
+// off: every response is its own; on, the waits were made and ended in time.
+func TestShortWaits(t *testing.T) {
+	s := startServer(t, echo)
+	for _, tc := range []struct {
+		env string
+		on  bool
+	}{{"10000", true}, {"0", false}} {
+		t.Run("FASTRPC_GO_SPIN_US="+tc.env, func(t *testing.T) {
+			t.Setenv("FASTRPC_GO_SPIN_US", tc.env)
+			c := newClient(t, s.Addr())
+			// Rounds of concurrent calls: between rounds nothing is pending, and the role
+			// holder waits for the next round's calls.
+			const callers, rounds = 8, 200
+			errs := make(chan error, callers*rounds)
+			within(t, 60*time.Second, "the calls", func() {
+				for r := 0; r < rounds; r++ {
+					var wg sync.WaitGroup
+					for g := 0; g < callers; g++ {
+						wg.Add(1)
+						go func(g int) {
+							defer wg.Done()
+							name, value := fmt.Sprintf("c%d/", g), fmt.Sprintf("v%d", r)
+							got, err := c.Call(context.Background(), []byte(name), []byte(value))
+							if err != nil || string(got) != name+value {
+								errs <- fmt.Errorf("caller %d round %d: %q, %v", g, r, got, err)
+							}
+						}(g)
+					}
+					wg.Wait()
+				}
+			})
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			cc := c.c
+			resp, idle := cc.spinResp.hits.Load()+cc.spinResp.misses.Load(), cc.spinIdle.hits.Load()+cc.spinIdle.misses.Load()
+			if !tc.on {
+				if resp != 0 || idle != 0 {
+					t.Fatalf("short waits with the window 0: %d for responses, %d for calls", resp, idle)
+				}
+				return
+			}
+			if cc.spinResp.hits.Load() == 0 || cc.spinIdle.hits.Load() == 0 {
+				t.Fatalf("no short wait ended in time: for responses %d of %d, for calls %d of %d",
+					cc.spinResp.hits.Load(), resp, cc.spinIdle.hits.Load(), idle)
+			}
+			t.Logf("short waits ended in time: for responses %d of %d, for calls %d of %d",
+				cc.spinResp.hits.Load(), resp, cc.spinIdle.hits.Load(), idle)
+		})
+	}
+}
