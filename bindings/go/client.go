@@ -7,9 +7,10 @@ package fastrpc
 // waiting for it through a channel; a call that is the only one in flight waits there itself
 // and takes its own completion (leader.go). No OS thread waits per call: a waiting call is a
 // parked goroutine. With more than 32 calls in flight, a one-server client's callers hand
-// their submits to whoever reads the responses (handoff.go). One-server and balanced clients
-// share this code (ptr or bal is set). A call whose context ends is cancelled in the library (fastrpc_client_cancel),
-// which frees its pending slot at once.
+// their submits to whoever reads the responses (handoff.go); with 2 to 32, the poller yields
+// briefly before it parks or gives its role up (spin.go). One-server and balanced clients
+// share this code (ptr or bal is set). A call whose context ends is cancelled in the library
+// (fastrpc_client_cancel), which frees its pending slot at once.
 
 /*
 #include "shim.h"
@@ -159,6 +160,13 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 	for _, o := range opts {
 		o(cfg)
 	}
+	spin := spinWindowFromEnv()
+	if cfg.pollerSpinSet {
+		if cfg.pollerSpin < 0 || cfg.pollerSpin > spinWindowMax {
+			return nil, invalid("WithPollerSpin: from 0 to 10ms")
+		}
+		spin = cfg.pollerSpin
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
@@ -194,6 +202,7 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 	}
 
 	c := &client{pollerDone: make(chan struct{}), callerReads: callerReads}
+	c.spinResp.window, c.spinIdle.window = spin, spin
 	var err error
 	if balanced {
 		err = retErr(C.gofrpc_bal_new(b, &c.bal))
@@ -259,8 +268,6 @@ func (c *client) start() error {
 		c.kick = make(chan struct{}, 1)
 		c.closing = make(chan struct{})
 		c.leadFn, c.serveFn = c.leadPass, c.servePass
-		c.spinResp.window = spinWindowFromEnv()
-		c.spinIdle.window = c.spinResp.window
 	}
 	c.bursts = c.ptr != nil && burstsFromEnv()
 	if c.leading && c.readFd && handoffFromEnv() {

@@ -145,6 +145,9 @@ type ClientOption func(*clientConfig)
 type clientConfig struct {
 	setters []setter
 	b       *C.fastrpc_client_config_builder
+	// WithPollerSpin (Go only): the window of the poller's short waits, if given.
+	pollerSpin    time.Duration
+	pollerSpinSet bool
 }
 
 func (c *clientConfig) add(name string, f func(b *C.fastrpc_client_config_builder) C.fastrpc_status) {
@@ -259,6 +262,19 @@ func WithReadSpin(d time.Duration) ClientOption {
 			return C.fastrpc_client_config_builder_set_read_spin_us(b, v)
 		})
 	}
+}
+
+// WithPollerSpin sets how long the client's poller goroutine, serving 2 to 32 calls in
+// flight, keeps reading (yielding to other goroutines between reads) before it parks in Go's
+// netpoller, and keeps its role when no call is left before it gives it up (default 100µs;
+// 0: off; at most 10ms). It trades CPU for latency: a parked poller is woken through Go's
+// scheduler and, on a VM, a halted CPU. A window that runs out backs off (spin.go), so a slow
+// server costs about one window per 65 waits. While it yields, the P it runs on does not
+// poll the network for the program's other goroutines (other Ps do). See README.md "Short
+// waits" for what it measured. FASTRPC_GO_SPIN_US (microseconds) sets it when this option
+// is not given.
+func WithPollerSpin(d time.Duration) ClientOption {
+	return func(cfg *clientConfig) { cfg.pollerSpin, cfg.pollerSpinSet = d, true }
 }
 
 // WithRequestTimeout sets the deadline of calls whose context has none (default 10s).

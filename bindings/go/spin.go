@@ -14,8 +14,8 @@ package fastrpc
 // time, and fade out when most run out: a slow server, or one in the same process that the
 // spinning delays (Go polls the network when a P runs out of work), costs about one window
 // per 65 waits.
-// FASTRPC_GO_SPIN_US sets the window (read when a client starts; 0: off, the benchmark's
-// "before" arm).
+// WithPollerSpin sets the window; without it, FASTRPC_GO_SPIN_US does (read when a client
+// starts; 0: off, the benchmark's "before" arm).
 
 import (
 	"os"
@@ -26,11 +26,12 @@ import (
 
 const (
 	spinWindow     = 100 * time.Microsecond
+	spinWindowMax  = 10 * time.Millisecond
 	spinBackoffMax = 64
 )
 
 func spinWindowFromEnv() time.Duration {
-	if n, err := strconv.Atoi(os.Getenv("FASTRPC_GO_SPIN_US")); err == nil && n >= 0 && n <= 10000 {
+	if n, err := strconv.Atoi(os.Getenv("FASTRPC_GO_SPIN_US")); err == nil && n >= 0 && n <= int(spinWindowMax/time.Microsecond) {
 		return time.Duration(n) * time.Microsecond
 	}
 	return spinWindow

@@ -5,7 +5,9 @@ package fastrpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,16 +109,15 @@ func TestSpinWindowFromEnv(t *testing.T) {
 
 // TestShortWaits runs rounds of concurrent callers (below the hand-off, so the poller serves them)
 // with the short waits on (a 10 ms window, so that they end in time on a loaded machine) and
-// off: every response is its own; on, the waits were made and ended in time.
+// off (WithPollerSpin(0)): every response is its own; on, the waits were made and ended in time.
 func TestShortWaits(t *testing.T) {
 	s := startServer(t, echo)
 	for _, tc := range []struct {
-		env string
-		on  bool
-	}{{"10000", true}, {"0", false}} {
-		t.Run("FASTRPC_GO_SPIN_US="+tc.env, func(t *testing.T) {
-			t.Setenv("FASTRPC_GO_SPIN_US", tc.env)
-			c := newClient(t, s.Addr())
+		window time.Duration
+		on     bool
+	}{{10 * time.Millisecond, true}, {0, false}} {
+		t.Run(fmt.Sprintf("WithPollerSpin(%v)", tc.window), func(t *testing.T) {
+			c := newClient(t, s.Addr(), WithPollerSpin(tc.window))
 			// Rounds of concurrent calls: between rounds nothing is pending, and the role
 			// holder waits for the next round's calls.
 			const callers, rounds = 8, 200
@@ -157,5 +158,33 @@ func TestShortWaits(t *testing.T) {
 			t.Logf("short waits ended in time: for responses %d of %d, for calls %d of %d",
 				cc.spinResp.hits.Load(), resp, cc.spinIdle.hits.Load(), idle)
 		})
+	}
+}
+
+func TestWithPollerSpin(t *testing.T) {
+	for _, d := range []time.Duration{-time.Nanosecond, 10*time.Millisecond + time.Nanosecond, time.Hour} {
+		c, err := NewClient("127.0.0.1:1", WithPollerSpin(d))
+		if err == nil {
+			c.Close()
+			t.Fatalf("WithPollerSpin(%v) accepted", d)
+		}
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "WithPollerSpin: from 0 to 10ms") {
+			t.Fatalf("WithPollerSpin(%v): %v", d, err)
+		}
+	}
+	t.Setenv("FASTRPC_GO_SPIN_US", "7")
+	for _, tc := range []struct {
+		opts []ClientOption
+		want time.Duration
+	}{
+		{nil, 7 * time.Microsecond}, // the environment, without the option
+		{[]ClientOption{WithPollerSpin(0)}, 0},
+		{[]ClientOption{WithPollerSpin(250 * time.Microsecond)}, 250 * time.Microsecond},
+		{[]ClientOption{WithPollerSpin(10 * time.Millisecond)}, 10 * time.Millisecond},
+	} {
+		c := newClient(t, "127.0.0.1:1", tc.opts...)
+		if c.c.spinResp.window != tc.want || c.c.spinIdle.window != tc.want {
+			t.Fatalf("window %v and %v, want %v", c.c.spinResp.window, c.c.spinIdle.window, tc.want)
+		}
 	}
 }
