@@ -501,7 +501,10 @@ func (cl *Client) Stats() ClientStats {
 		C.gofrpc_client_stats(c.ptr, &s)
 	}
 	runtime.KeepAlive(cl)
-	return clientStatsFrom(&s)
+	st := clientStatsFrom(&s)
+	st.PollerSpinHits = c.spinResp.hits.Load() + c.spinIdle.hits.Load()
+	st.PollerSpinMisses = c.spinResp.misses.Load() + c.spinIdle.misses.Load()
+	return st
 }
 
 // Close closes the client: new calls fail with ErrClosed and calls still waiting complete

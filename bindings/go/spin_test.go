@@ -145,6 +145,17 @@ func TestShortWaits(t *testing.T) {
 			}
 			cc := c.c
 			resp, idle := cc.spinResp.hits.Load()+cc.spinResp.misses.Load(), cc.spinIdle.hits.Load()+cc.spinIdle.misses.Load()
+			// Stats sums both kinds (the poller may still count a wait meanwhile: between two
+			// readings of the counters).
+			sum := func() (uint64, uint64) {
+				return cc.spinResp.hits.Load() + cc.spinIdle.hits.Load(), cc.spinResp.misses.Load() + cc.spinIdle.misses.Load()
+			}
+			h0, m0 := sum()
+			st := c.Stats()
+			h1, m1 := sum()
+			if st.PollerSpinHits < h0 || st.PollerSpinHits > h1 || st.PollerSpinMisses < m0 || st.PollerSpinMisses > m1 {
+				t.Fatalf("Stats: %d hits, %d misses; the counters: %d-%d hits, %d-%d misses", st.PollerSpinHits, st.PollerSpinMisses, h0, h1, m0, m1)
+			}
 			if !tc.on {
 				if resp != 0 || idle != 0 {
 					t.Fatalf("short waits with the window 0: %d for responses, %d for calls", resp, idle)

@@ -34,8 +34,11 @@ type ClientStats struct {
 	ConnectFailures     uint64 // connect attempts that failed
 	PendingRequests     uint64 // calls waiting now
 	LoneWrites          uint64 // calls alone in flight that wrote their request in Call itself
-	Errors              ErrorCounts
-	IO                  IOStats
+	// The poller's short waits (Go only; WithPollerSpin): waits for responses, or for the
+	// next call, that ended in time, and windows that ran out.
+	PollerSpinHits, PollerSpinMisses uint64
+	Errors                           ErrorCounts
+	IO                               IOStats
 }
 
 // ServerStats is a snapshot of a server's counters.

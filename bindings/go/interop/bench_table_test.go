@@ -15,9 +15,9 @@ package interop
 // benchrun.RawClient) and the same with a task per call (benchrun.RawTasksClient), unless
 // FASTRPC_BENCH_RAW_CLIENT=0: no machinery at all, they bound what any client (and any
 // client whose callers each wait for their own call) reaches against that server on this
-// machine. A last cell runs
-// client and server in one process (ours with ours, the reference with the reference); then
-// the idle CPU of every process over 2 s.
+// machine. The last cells run client and server in one process (ours with ours, the
+// reference with the reference; 1 goroutine, and 16 when 16 is measured); then the idle CPU
+// of every process over 2 s.
 // FASTRPC_BENCH_MODES lists our client's variants to compare, "mode[+spin=DURATION]" (mode
 // "leader", the default, or "netpoll", the poller alone: FASTRPC_GO_POLLER of ../poller.go;
 // +spin: WithReadSpin); servers take "+spin=" too (not the
@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -210,7 +211,13 @@ func TestBenchTable(t *testing.T) {
 	}
 	raddr, _ := startRefServer(t, w, func(ctx *tlv.RequestCtx) { ctx.Response.Append(ctx.Request.Value()) })
 	impls = append(impls, benchImpl("reference+reference server", refLoop(newRefClient(raddr, w), "foobar")))
-	cells = append(cells, benchrun.Cell{Label: "none, one process", G: 1, Impls: impls, Baseline: true})
+	// One goroutine, and 16 when that is measured too (what the program's other goroutines,
+	// here the server's, see of our client's short waits).
+	for _, g := range []int{1, 16} {
+		if g == 1 || slices.Contains(gs, g) {
+			cells = append(cells, benchrun.Cell{Label: "none, one process", G: g, Impls: impls, Baseline: true})
+		}
+	}
 
 	cfg := benchrun.Config{
 		Cells:  cells,
