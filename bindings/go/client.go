@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,7 @@ type client struct {
 	// Under role: the role holder's short waits (spin.go) for responses, with calls pending,
 	// and for the next call, with none.
 	spinResp, spinIdle spinState
+	fixedBatch         bool // FASTRPC_GO_READ_BATCH=fixed: every read pass takes up to pollBatch (readBatch)
 	ho                 handoffState
 }
 
@@ -203,6 +205,7 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 
 	c := &client{pollerDone: make(chan struct{}), callerReads: callerReads}
 	c.spinResp.window, c.spinIdle.window = spin, spin
+	c.fixedBatch = os.Getenv("FASTRPC_GO_READ_BATCH") == "fixed"
 	var err error
 	if balanced {
 		err = retErr(C.gofrpc_bal_new(b, &c.bal))
@@ -648,7 +651,7 @@ func (c *client) readPoll() (int, bool) {
 			c.submitHanded()
 		}
 	}
-	st := C.gofrpc_cq_read_poll(reader, c.queue, tmp, doneArr, pollBatch, np, readp)
+	st := C.gofrpc_cq_read_poll(reader, c.queue, tmp, doneArr, c.readBatch(), np, readp)
 	c.mu.RUnlock()
 	if read := *readp; read > 0 {
 		c.readHere.Add(uint64(read))
@@ -662,6 +665,22 @@ func (c *client) readPoll() (int, bool) {
 	}
 	return n, open
 }
+
+// readBatch is how many completions a read pass takes at most: a quarter of the calls
+// pending, from readBatchMin to pollBatch (pollBatch with FASTRPC_GO_READ_BATCH=fixed, the
+// benchmark's "before" arm; read when a client starts). With a few hundred calls in flight,
+// the role holder hands fewer over per pass and comes back sooner to submit the requests
+// their callers handed it (handoff.go), so the server gets them in smaller, earlier writes
+// and works while the callers run, instead of after them (measured: README.md, "Read
+// batches").
+func (c *client) readBatch() C.size_t {
+	if c.fixedBatch {
+		return pollBatch
+	}
+	return C.size_t(min(max(int(c.hot.pending.Load())/4, readBatchMin), pollBatch))
+}
+
+const readBatchMin = 64
 
 // readPollSlow is readPoll for the fallback of blocking polls (a descriptor that turned out
 // not pollable) when the program reads the connection: it cannot block in the queue, which

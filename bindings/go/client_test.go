@@ -1224,3 +1224,26 @@ func TestReconnectReadsTheNewSocket(t *testing.T) {
 	}
 	t.Logf("%d responses read by Go goroutines on the new connection", c.c.readHere.Load()-before)
 }
+
+// TestReadBatch checks how many completions a read pass takes: a quarter of the calls pending,
+// from readBatchMin to pollBatch, or pollBatch with FASTRPC_GO_READ_BATCH=fixed.
+func TestReadBatch(t *testing.T) {
+	c := &client{}
+	for pending, want := range map[int64]int{0: readBatchMin, 100: readBatchMin, 256: readBatchMin, 400: 100, 1000: 250, 1024: pollBatch, 5000: pollBatch} {
+		c.hot.pending.Store(pending)
+		if got := int(c.readBatch()); got != want {
+			t.Errorf("%d pending: %d, want %d", pending, got, want)
+		}
+	}
+	c.fixedBatch = true
+	if got := int(c.readBatch()); got != pollBatch {
+		t.Errorf("fixed: %d, want %d", got, pollBatch)
+	}
+	if newClient(t, "127.0.0.1:1").c.fixedBatch {
+		t.Error("fixed by default")
+	}
+	t.Setenv("FASTRPC_GO_READ_BATCH", "fixed")
+	if !newClient(t, "127.0.0.1:1").c.fixedBatch {
+		t.Error("FASTRPC_GO_READ_BATCH=fixed not read")
+	}
+}
