@@ -162,12 +162,12 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 	for _, o := range opts {
 		o(cfg)
 	}
-	spin := spinWindowFromEnv()
+	spin, spinChosen := spinWindowFromEnv()
 	if cfg.pollerSpinSet {
 		if cfg.pollerSpin < 0 || cfg.pollerSpin > spinWindowMax {
 			return nil, invalid("WithPollerSpin: from 0 to 10ms")
 		}
-		spin = cfg.pollerSpin
+		spin, spinChosen = cfg.pollerSpin, true
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -205,6 +205,7 @@ func newClientOf(addrs []string, balanced bool, opts []ClientOption) (*Client, e
 
 	c := &client{pollerDone: make(chan struct{}), callerReads: callerReads}
 	c.spinResp.window, c.spinIdle.window = spin, spin
+	c.spinResp.chosen, c.spinIdle.chosen = spinChosen, spinChosen
 	c.fixedBatch = os.Getenv("FASTRPC_GO_READ_BATCH") == "fixed"
 	var err error
 	if balanced {

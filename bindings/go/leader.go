@@ -256,6 +256,7 @@ func (c *client) servePass(uintptr) bool {
 			continue
 		}
 		if c.ho.busy.Load() {
+			c.spinResp.cancel() // a short wait left unfinished does not carry over
 			if empty < c.emptyYields {
 				empty++
 				runtime.Gosched()
@@ -266,8 +267,11 @@ func (c *client) servePass(uintptr) bool {
 				runtime.Gosched()
 				continue
 			}
-		} else if c.lingerRole() {
-			continue
+		} else {
+			c.spinResp.cancel()
+			if c.lingerRole() {
+				continue
+			}
 		}
 		if c.hot.pending.Load() > 0 {
 			if c.handoff && !c.park() {
@@ -289,7 +293,7 @@ func (c *client) servePass(uintptr) bool {
 func (c *client) shortWait() bool {
 	s := &c.spinResp
 	if !s.waiting() {
-		return s.begin(time.Now())
+		return s.window > 0 && s.allowed() && s.begin(time.Now())
 	}
 	return s.more(time.Now())
 }
@@ -299,7 +303,7 @@ func (c *client) shortWait() bool {
 // the window ran out, it backs off, or the client closes (give the role up).
 func (c *client) lingerRole() bool {
 	s := &c.spinIdle
-	if !s.begin(time.Now()) {
+	if s.window == 0 || !s.allowed() || !s.begin(time.Now()) {
 		return false
 	}
 	for {

@@ -270,9 +270,10 @@ func WithReadSpin(d time.Duration) ClientOption {
 // 0: off; at most 10ms). It trades CPU for latency: a parked poller is woken through Go's
 // scheduler and, on a VM, a halted CPU. A window that runs out backs off (spin.go), so a slow
 // server costs about one window per 65 waits. While it yields, the P it runs on does not
-// poll the network for the program's other goroutines (other Ps do). See README.md "Short
-// waits" for what it measured. FASTRPC_GO_SPIN_US (microseconds) sets it when this option
-// is not given.
+// poll the network for the program's other goroutines (other Ps do), so without this option
+// the waits are made only while GOMAXPROCS is more than 1; given, they are made whatever
+// GOMAXPROCS is. See README.md "Short waits" for what it measured. FASTRPC_GO_SPIN_US
+// (microseconds) sets it when this option is not given.
 func WithPollerSpin(d time.Duration) ClientOption {
 	return func(cfg *clientConfig) { cfg.pollerSpin, cfg.pollerSpinSet = d, true }
 }

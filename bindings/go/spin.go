@@ -15,10 +15,12 @@ package fastrpc
 // spinning delays (Go polls the network when a P runs out of work), costs about one window
 // per 65 waits.
 // WithPollerSpin sets the window; without it, FASTRPC_GO_SPIN_US does (read when a client
-// starts; 0: off, the benchmark's "before" arm).
+// starts; 0: off, the benchmark's "before" arm). With neither, the default window applies
+// only while GOMAXPROCS is more than 1 (allowed).
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -30,17 +32,30 @@ const (
 	spinBackoffMax = 64
 )
 
-func spinWindowFromEnv() time.Duration {
+// spinWindowFromEnv is the window FASTRPC_GO_SPIN_US sets, and whether it was set (else
+// the default).
+func spinWindowFromEnv() (time.Duration, bool) {
 	if n, err := strconv.Atoi(os.Getenv("FASTRPC_GO_SPIN_US")); err == nil && n >= 0 && n <= int(spinWindowMax/time.Microsecond) {
-		return time.Duration(n) * time.Microsecond
+		return time.Duration(n) * time.Microsecond, true
 	}
-	return spinWindow
+	return spinWindow, false
+}
+
+// allowed reports whether a short wait may begin now: always with a window the program
+// chose (WithPollerSpin, FASTRPC_GO_SPIN_US), and with the default only while GOMAXPROCS is
+// more than 1. With one P, the yielding poller keeps that P from ever running out of work,
+// and Go polls the network for the program's other goroutines only when a P does (or every
+// 10 ms from its monitor thread): a program with other network I/O would see it delayed.
+// Read at the start of each wait (GOMAXPROCS may change while the program runs).
+func (s *spinState) allowed() bool {
+	return s.chosen || runtime.GOMAXPROCS(0) > 1
 }
 
 // spinState is the role holder's policy for one kind of short wait (for responses, or for
 // the next call), used under client.role.
 type spinState struct {
 	window  time.Duration // 0: off
+	chosen  bool          // window set by the program (WithPollerSpin, FASTRPC_GO_SPIN_US): see allowed
 	since   time.Time     // start of the current short wait (zero: none)
 	skip    int           // waits left that park at once
 	backoff int           // the skip after the next window that runs out

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -101,8 +102,11 @@ func TestSpinWindowFromEnv(t *testing.T) {
 	for v, want := range map[string]time.Duration{"": spinWindow, "0": 0, "250": 250 * time.Microsecond,
 		"10000": 10 * time.Millisecond, "10001": spinWindow, "-1": spinWindow, "x": spinWindow} {
 		t.Setenv("FASTRPC_GO_SPIN_US", v)
-		if got := spinWindowFromEnv(); got != want {
-			t.Errorf("FASTRPC_GO_SPIN_US=%q: %v, want %v", v, got, want)
+		got, chosen := spinWindowFromEnv()
+		// Chosen: a valid value, else the default.
+		wantChosen := v == "0" || v == "250" || v == "10000"
+		if got != want || chosen != wantChosen {
+			t.Errorf("FASTRPC_GO_SPIN_US=%q: %v (chosen %v), want %v (chosen %v)", v, got, chosen, want, wantChosen)
 		}
 	}
 }
@@ -162,7 +166,14 @@ func TestShortWaits(t *testing.T) {
 				}
 				return
 			}
-			if cc.spinResp.hits.Load() == 0 || cc.spinIdle.hits.Load() == 0 {
+			if runtime.GOMAXPROCS(0) == 1 {
+				// With one P the yielding poller keeps it from polling the network, so the
+				// server in this process waits out the windows (see allowed): made, but not
+				// necessarily in time.
+				if resp == 0 || idle == 0 {
+					t.Fatalf("short waits not made: %d for responses, %d for calls", resp, idle)
+				}
+			} else if cc.spinResp.hits.Load() == 0 || cc.spinIdle.hits.Load() == 0 {
 				t.Fatalf("no short wait ended in time: for responses %d of %d, for calls %d of %d",
 					cc.spinResp.hits.Load(), resp, cc.spinIdle.hits.Load(), idle)
 			}
@@ -183,19 +194,83 @@ func TestWithPollerSpin(t *testing.T) {
 			t.Fatalf("WithPollerSpin(%v): %v", d, err)
 		}
 	}
-	t.Setenv("FASTRPC_GO_SPIN_US", "7")
+	for _, tc := range []struct {
+		env    string
+		opts   []ClientOption
+		want   time.Duration
+		chosen bool
+	}{
+		{"", nil, spinWindow, false},           // the default
+		{"7", nil, 7 * time.Microsecond, true}, // the environment, without the option
+		{"7", []ClientOption{WithPollerSpin(0)}, 0, true},
+		{"7", []ClientOption{WithPollerSpin(250 * time.Microsecond)}, 250 * time.Microsecond, true},
+		{"", []ClientOption{WithPollerSpin(10 * time.Millisecond)}, 10 * time.Millisecond, true},
+	} {
+		t.Setenv("FASTRPC_GO_SPIN_US", tc.env)
+		c := newClient(t, "127.0.0.1:1", tc.opts...)
+		r, i := &c.c.spinResp, &c.c.spinIdle
+		if r.window != tc.want || i.window != tc.want || r.chosen != tc.chosen || i.chosen != tc.chosen {
+			t.Fatalf("env %q: window %v and %v (chosen %v, %v), want %v (chosen %v)",
+				tc.env, r.window, i.window, r.chosen, i.chosen, tc.want, tc.chosen)
+		}
+	}
+}
+
+// TestShortWaitsOneP checks that with GOMAXPROCS 1 the default window makes no short wait
+// (see allowed) and a window the program chose does.
+func TestShortWaitsOneP(t *testing.T) {
+	s := startServer(t, echo)
+	t.Setenv("FASTRPC_GO_SPIN_US", "")
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	for _, tc := range []struct {
 		opts []ClientOption
-		want time.Duration
-	}{
-		{nil, 7 * time.Microsecond}, // the environment, without the option
-		{[]ClientOption{WithPollerSpin(0)}, 0},
-		{[]ClientOption{WithPollerSpin(250 * time.Microsecond)}, 250 * time.Microsecond},
-		{[]ClientOption{WithPollerSpin(10 * time.Millisecond)}, 10 * time.Millisecond},
-	} {
-		c := newClient(t, "127.0.0.1:1", tc.opts...)
-		if c.c.spinResp.window != tc.want || c.c.spinIdle.window != tc.want {
-			t.Fatalf("window %v and %v, want %v", c.c.spinResp.window, c.c.spinIdle.window, tc.want)
+		made bool
+	}{{nil, false}, {[]ClientOption{WithPollerSpin(100 * time.Microsecond)}, true}} {
+		c := newClient(t, s.Addr(), tc.opts...)
+		within(t, 60*time.Second, "the calls", func() {
+			for r := 0; r < 100; r++ {
+				var wg sync.WaitGroup
+				for g := 0; g < 8; g++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if got, err := c.Call(context.Background(), []byte("a"), []byte("b")); err != nil || string(got) != "ab" {
+							t.Errorf("call: %q, %v", got, err)
+						}
+					}()
+				}
+				wg.Wait()
+			}
+		})
+		st := c.Stats()
+		if made := st.PollerSpinHits+st.PollerSpinMisses > 0; made != tc.made {
+			t.Fatalf("options %d: short waits made %v (%d hits, %d misses), want %v",
+				len(tc.opts), made, st.PollerSpinHits, st.PollerSpinMisses, tc.made)
 		}
+	}
+}
+
+// TestShortWaitEndsWithItsBranch checks that a short wait for responses does not outlive the
+// calls it waited for: begun with a call pending whose submit then failed (the caller counts
+// it, then takes it back), the next pass finds nothing pending and ends it, uncounted, so
+// the next wait neither counts a miss nor backs off at once.
+func TestShortWaitEndsWithItsBranch(t *testing.T) {
+	s := startServer(t, echo)
+	c := newClient(t, s.Addr(), WithPollerSpin(time.Millisecond))
+	mustEqual(t, call(t, c, "a", "b"), []byte("ab")) // connected; a lone call gives the role back
+	cc := c.c
+	cc.role.Lock()
+	defer cc.role.Unlock()
+	cc.hot.pending.Add(1)
+	if !cc.shortWait() || !cc.spinResp.waiting() {
+		t.Fatal("no short wait began")
+	}
+	cc.hot.pending.Add(-1)
+	if !cc.servePass(0) { // nothing pending: lingers (1 ms), then gives the role up
+		t.Fatal("servePass kept waiting with nothing pending")
+	}
+	if cc.spinResp.waiting() || cc.spinResp.hits.Load() != 0 || cc.spinResp.misses.Load() != 0 {
+		t.Fatalf("the wait for responses: under way %v, %d hits, %d misses",
+			cc.spinResp.waiting(), cc.spinResp.hits.Load(), cc.spinResp.misses.Load())
 	}
 }
