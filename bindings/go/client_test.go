@@ -1247,3 +1247,51 @@ func TestReadBatch(t *testing.T) {
 		t.Error("FASTRPC_GO_READ_BATCH=fixed not read")
 	}
 }
+
+// TestReadBatchDrains holds 300 calls in the server, then answers them all at once: more
+// completions arrive together than one read pass takes (a quarter of the pending calls, from
+// 64), and every call must still end with its own response, with the hand-off on and off and
+// with the poller's short waits off (so that it parks whenever a pass takes nothing).
+func TestReadBatchDrains(t *testing.T) {
+	for _, handoff := range []string{"1", "0"} {
+		t.Run("FASTRPC_GO_HANDOFF="+handoff, func(t *testing.T) {
+			t.Setenv("FASTRPC_GO_HANDOFF", handoff)
+			const n = 300
+			arrived := make(chan struct{}, n)
+			release := make(chan struct{})
+			s := startServer(t, func(ctx context.Context, req *Request) ([]byte, error) {
+				arrived <- struct{}{}
+				<-release
+				return req.Value(), nil
+			}, WithConcurrency(2*n))
+			c := newClient(t, s.Addr(), WithPollerSpin(0))
+			errs := make(chan error, n)
+			var wg sync.WaitGroup
+			within(t, 60*time.Second, "the held calls", func() {
+				for i := 0; i < n; i++ {
+					wg.Add(1)
+					go func(i int) {
+						defer wg.Done()
+						v := fmt.Sprintf("v%d", i)
+						got, err := c.Call(context.Background(), []byte("x"), []byte(v))
+						if err != nil || string(got) != v {
+							errs <- fmt.Errorf("call %d: %q, %v", i, got, err)
+						}
+					}(i)
+				}
+				for i := 0; i < n; i++ {
+					<-arrived
+				}
+				close(release)
+				wg.Wait()
+			})
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if p := c.c.hot.pending.Load(); p != 0 {
+				t.Fatalf("%d calls still counted pending", p)
+			}
+		})
+	}
+}
