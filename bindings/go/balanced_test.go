@@ -42,10 +42,7 @@ func TestBalancedClientSpreads(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	failOnAny(t, errs)
 	per := c.ServerStats()
 	if len(per) != 3 {
 		t.Fatalf("ServerStats: %d servers, want 3", len(per))

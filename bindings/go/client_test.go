@@ -163,10 +163,7 @@ func TestConcurrentCallers(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	failOnAny(t, errs)
 	if st := c.Stats(); st.Responses != callers*each {
 		t.Fatalf("responses %d, want %d", st.Responses, callers*each)
 	}
@@ -521,10 +518,7 @@ func TestPollModes(t *testing.T) {
 			}(g)
 		}
 		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		failOnAny(t, errs)
 	}
 	checkSlow := func(t *testing.T, c *Client) {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -979,10 +973,7 @@ func burstRounds(t *testing.T, c *Client, release chan struct{}, rounds, n int) 
 		}
 		release <- struct{}{}
 		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		failOnAny(t, errs)
 	}
 	if b := c.c.hot.burst.Load(); b != 0 {
 		t.Fatalf("burst count %d after the calls, want 0", b)
@@ -1285,10 +1276,7 @@ func TestReadBatchDrains(t *testing.T) {
 				close(release)
 				wg.Wait()
 			})
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
+			failOnAny(t, errs)
 			if p := c.c.hot.pending.Load(); p != 0 {
 				t.Fatalf("%d calls still counted pending", p)
 			}

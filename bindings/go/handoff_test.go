@@ -70,10 +70,7 @@ func TestHandoffCalls(t *testing.T) {
 		}
 		wg.Wait()
 	})
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	failOnAny(t, errs)
 	if st := c.Stats(); st.Responses != callers*each {
 		t.Fatalf("responses %d, want %d", st.Responses, callers*each)
 	}

@@ -97,3 +97,13 @@ func within(t testing.TB, d time.Duration, what string, f func()) {
 		t.Fatalf("%s did not finish within %v", what, d)
 	}
 }
+
+// failOnAny closes errs, where concurrent callers sent what went wrong, and fails the test on
+// the first error in it.
+func failOnAny(t testing.TB, errs chan error) {
+	t.Helper()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}

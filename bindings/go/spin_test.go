@@ -143,10 +143,7 @@ func TestShortWaits(t *testing.T) {
 					wg.Wait()
 				}
 			})
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
+			failOnAny(t, errs)
 			cc := c.c
 			resp, idle := cc.spinResp.hits.Load()+cc.spinResp.misses.Load(), cc.spinIdle.hits.Load()+cc.spinIdle.misses.Load()
 			// Stats sums both kinds (the poller may still count a wait meanwhile: between two
