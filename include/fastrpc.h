@@ -1341,6 +1341,30 @@ fastrpc_status fastrpc_completion_queue_poll(const struct fastrpc_completion_que
                                              size_t *n);
 
 /**
+ * `fastrpc_client_read_now(reader)` then `fastrpc_completion_queue_poll(queue, out, max, 0,
+ * n)` in one call, for a program that waits on the client's read descriptor with the
+ * queue's descriptor added to it (`fastrpc_client_read_fd`) and takes its completions on
+ * the same thread: the completions this call reads go into the queue without making the
+ * queue's descriptor readable, since this call takes them itself. The descriptor keeps its
+ * meaning outside the call: when it returns, the descriptor is readable if completions are
+ * left in the queue (more than `max`, or completed meanwhile by another thread; those also
+ * wake a blocking poller at once, as always) or the queue was shut down.
+ *
+ * `*read` receives how many calls the read completed (into any queue, or their callbacks);
+ * `*n` how many completions were taken, each then owned by the caller. `reader` NULL only
+ * polls. Never blocks. Not from inside a library callback.
+ *
+ * Returns OK, CLOSED when the queue was shut down and is empty, or INVALID_ARGUMENT (NULL
+ * `queue`, `out`, `n` or `read`, or `max` 0).
+ */
+fastrpc_status fastrpc_completion_queue_read_poll(const struct fastrpc_completion_queue *queue,
+                                                  const struct fastrpc_client *reader,
+                                                  struct fastrpc_completion *out,
+                                                  size_t max,
+                                                  size_t *n,
+                                                  size_t *read);
+
+/**
  * Writes into `*fd` a file descriptor that is readable exactly while the queue holds
  * completions or is shut down, for the caller's own epoll, poll, select, libuv, asyncio
  * (`loop.add_reader`) or Go netpoller: no thread needs to block in

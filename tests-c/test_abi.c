@@ -395,6 +395,146 @@ static void test_read_fd(void) {
     read_fd_case(1);
 }
 
+/*
+ * fastrpc_completion_queue_read_poll: a caller-reads client whose program waits on the read
+ * descriptor (the queue's added) and reads and takes in one call, as the Go binding does.
+ * Rounds of 3 calls, answered together, taken 2 at most per read-poll: every call
+ * completes once with its own value; after each read-poll the queue's descriptor is
+ * readable exactly when completions are left in the queue (more than the 2 taken), never
+ * for the ones the read-poll took itself. NULL arguments and max 0 are refused; after the
+ * queue's shutdown a read-poll of the empty queue returns CLOSED.
+ */
+static void test_read_poll(void) {
+    pair p;
+    REQUIRE(pair_start(&p));
+    fastrpc_client_free(p.c);
+    fastrpc_client_config_builder *b = th_client_builder(p.addr);
+    REQUIRE(b != NULL);
+    REQUIRE_STATUS(fastrpc_client_config_builder_set_caller_reads(b, true), FASTRPC_STATUS_OK);
+    p.c = th_client_from(b);
+    REQUIRE(p.c != NULL);
+    int rfd = -1, cfd = -1;
+    REQUIRE_STATUS(fastrpc_client_read_fd(p.c, &rfd), FASTRPC_STATUS_OK);
+    REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = cfd;
+    REQUIRE(epoll_ctl(rfd, EPOLL_CTL_ADD, cfd, &ev) == 0);
+
+    fastrpc_completion out[2];
+    size_t n = 7, read = 7;
+    CHECK_STATUS(fastrpc_completion_queue_read_poll(NULL, p.c, out, 2, &n, &read),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, NULL, 2, &n, &read),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 0, &n, &read),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, NULL, &read),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, NULL),
+                 FASTRPC_STATUS_INVALID_ARGUMENT);
+    /* Not connected: nothing read, nothing taken. */
+    REQUIRE_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, &read),
+                   FASTRPC_STATUS_OK);
+    CHECK(n == 0 && read == 0);
+
+    /* A first call connects (the library's reader may take its response: see read_fd). */
+    REQUIRE_STATUS(fastrpc_client_call_queued(p.c, TH_B("w"), 1, TH_B("w"), 1, th_ms(10000), p.q,
+                                              1000000),
+                   FASTRPC_STATUS_OK);
+    {
+        fastrpc_request *req;
+        size_t got = 0;
+        REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, th_ms(10000), &got),
+                       FASTRPC_STATUS_OK);
+        REQUIRE(got == 1);
+        echo(req);
+        for (n = 0; n == 0;) {
+            REQUIRE(readable(rfd, (int)th_ms(10000)));
+            REQUIRE_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, &read),
+                           FASTRPC_STATUS_OK);
+        }
+        CHECK(n == 1 && out[0].tag == 1000000 && th_response_is(out[0].response, "w:w"));
+        fastrpc_response_free(out[0].response);
+    }
+
+    const long rounds = th_count(300, 30);
+    long done = 0, left_seen = 0;
+    int seen[3];
+    for (long r = 0; r < rounds; r++) {
+        for (int k = 0; k < 3; k++) {
+            char v[24];
+            snprintf(v, sizeof v, "%ld", r * 3 + k);
+            REQUIRE_STATUS(fastrpc_client_call_queued(p.c, TH_B("p"), 1, TH_B(v), strlen(v),
+                                                      th_ms(10000), p.q, (uint64_t)(r * 3 + k)),
+                           FASTRPC_STATUS_OK);
+        }
+        /* The server answers all three. */
+        for (int k = 0; k < 3;) {
+            fastrpc_request *req;
+            size_t got = 0;
+            REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, th_ms(10000), &got),
+                           FASTRPC_STATUS_OK);
+            REQUIRE(got == 1);
+            echo(req);
+            k++;
+        }
+        memset(seen, 0, sizeof seen);
+        int taken = 0;
+        while (taken < 3) {
+            if (!readable(rfd, (int)th_ms(10000))) {
+                printf("  # round %ld: nothing to read after %d taken\n", r, taken);
+                CHECK(0);
+                goto out;
+            }
+            REQUIRE_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, &read),
+                           FASTRPC_STATUS_OK);
+            CHECK(n <= 2 && read <= 3);
+            for (size_t i = 0; i < n; i++) {
+                long tag = (long)out[i].tag;
+                CHECK(tag >= r * 3 && tag < r * 3 + 3);
+                if (tag >= r * 3 && tag < r * 3 + 3) {
+                    char want[32];
+                    snprintf(want, sizeof want, "p:%ld", tag);
+                    CHECK(out[i].status == FASTRPC_STATUS_OK);
+                    CHECK(th_response_is(out[i].response, want));
+                    CHECK(seen[tag - r * 3]++ == 0);
+                }
+                fastrpc_response_free(out[i].response);
+            }
+            taken += (int)n;
+            done += (long)n;
+            /* Readable exactly when completions wait in the queue: a plain poll agrees. */
+            int ready = readable(cfd, 0);
+            fastrpc_completion c;
+            size_t m = 0;
+            REQUIRE_STATUS(fastrpc_completion_queue_poll(p.q, &c, 1, 0, &m), FASTRPC_STATUS_OK);
+            CHECK(ready == (m == 1));
+            if (m == 1) {
+                left_seen++;
+                long tag = (long)c.tag;
+                CHECK(tag >= r * 3 && tag < r * 3 + 3 && seen[tag - r * 3]++ == 0);
+                fastrpc_response_free(c.response);
+                taken++;
+                done++;
+            }
+        }
+        CHECK(taken == 3);
+    }
+    CHECK(done == rounds * 3);
+    printf("  # %ld rounds; a completion was left after a read-poll in %ld of them\n", rounds,
+           left_seen);
+    /* Shut down and empty: CLOSED, and the descriptor readable. */
+    REQUIRE_STATUS(fastrpc_completion_queue_shutdown(p.q), FASTRPC_STATUS_OK);
+    CHECK_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, &read),
+                 FASTRPC_STATUS_CLOSED);
+    CHECK(n == 0);
+    CHECK(readable(cfd, 0));
+out:
+    pair_stop(&p);
+}
+
 static void test_version_number(void) {
     CHECK(FASTRPC_VERSION_NUMBER ==
           FASTRPC_VERSION_MAJOR * 10000 + FASTRPC_VERSION_MINOR * 100 + FASTRPC_VERSION_PATCH);
@@ -928,6 +1068,7 @@ int main(int argc, char **argv) {
     th_run("queue_fds_level_triggered", test_queue_fds_level_triggered);
     th_run("epoll_one_thread", test_epoll_one_thread);
     th_run("read_fd", test_read_fd);
+    th_run("read_poll", test_read_poll);
     th_run("version_number", test_version_number);
     th_run("stats_struct_size", test_stats_struct_size);
     th_run("tidy_edges", test_tidy_edges);

@@ -149,16 +149,8 @@ typedef struct {
 	uint32_t status;
 } gofrpc_done;
 
-/* Polls up to max completions into done[] (tmp[] is scratch of the same size). */
-static inline fastrpc_status gofrpc_cq_poll(const fastrpc_completion_queue *q,
-		fastrpc_completion *tmp, gofrpc_done *done, size_t max, uint32_t timeout_ms,
-		size_t *n) {
-	size_t k = 0;
-	fastrpc_status st = fastrpc_completion_queue_poll(q, tmp, max, timeout_ms, &k);
-	if (st != FASTRPC_STATUS_OK) {
-		*n = 0;
-		return st;
-	}
+/* Flattens k completions of tmp[] into done[]. */
+static inline void gofrpc_flatten(const fastrpc_completion *tmp, gofrpc_done *done, size_t k) {
 	for (size_t i = 0; i < k; i++) {
 		fastrpc_response *r = tmp[i].response;
 		done[i].tag = tmp[i].tag;
@@ -170,18 +162,40 @@ static inline fastrpc_status gofrpc_cq_poll(const fastrpc_completion_queue *q,
 		done[i].data = done[i].len > 0 ? fastrpc_response_data(r) : NULL;
 		done[i].msg = tmp[i].status == FASTRPC_STATUS_OK ? NULL : gofrpc_dup_response_error(r);
 	}
+}
+
+/* Polls up to max completions into done[] (tmp[] is scratch of the same size). */
+static inline fastrpc_status gofrpc_cq_poll(const fastrpc_completion_queue *q,
+		fastrpc_completion *tmp, gofrpc_done *done, size_t max, uint32_t timeout_ms,
+		size_t *n) {
+	size_t k = 0;
+	fastrpc_status st = fastrpc_completion_queue_poll(q, tmp, max, timeout_ms, &k);
+	if (st != FASTRPC_STATUS_OK) {
+		*n = 0;
+		return st;
+	}
+	gofrpc_flatten(tmp, done, k);
 	*n = k;
 	return st;
 }
 
-/* gofrpc_cq_poll after fastrpc_client_read_now(reader) when reader is not NULL: the
- * responses that have arrived on reader's socket are read and completed into their queue on
- * this thread first (one cgo call for both); *read is how many it completed. */
+/* gofrpc_cq_poll after fastrpc_client_read_now(reader) when reader is not NULL, in one
+ * library call (fastrpc_completion_queue_read_poll): the responses that have arrived on
+ * reader's socket are read and completed into their queue on this thread, and taken from
+ * it, without the queue's descriptor being made readable for them; *read is how many it
+ * completed. */
 static inline fastrpc_status gofrpc_cq_read_poll(const fastrpc_client *reader,
 		const fastrpc_completion_queue *q, fastrpc_completion *tmp, gofrpc_done *done,
 		size_t max, size_t *n, size_t *read) {
-	*read = reader != NULL ? fastrpc_client_read_now(reader) : 0;
-	return gofrpc_cq_poll(q, tmp, done, max, 0, n);
+	size_t k = 0;
+	fastrpc_status st = fastrpc_completion_queue_read_poll(q, reader, tmp, max, &k, read);
+	if (st != FASTRPC_STATUS_OK) {
+		*n = 0;
+		return st;
+	}
+	gofrpc_flatten(tmp, done, k);
+	*n = k;
+	return st;
 }
 
 static inline void gofrpc_cq_release(gofrpc_done *done, size_t n) {

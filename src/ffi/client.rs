@@ -566,9 +566,12 @@ pub extern "C" fn fastrpc_client_read_fd(
 /// including inside callbacks.
 #[no_mangle]
 pub extern "C" fn fastrpc_client_read_now(client: *const fastrpc_client) -> usize {
-    super::boundary_or(0, || {
-        unsafe { super::as_ref(client) }.map_or(0, |c| c.client.client().read_now())
-    })
+    super::boundary_or(0, || read_now_of(client))
+}
+
+/// `fastrpc_client_read_now`'s work, inside a boundary of the caller's.
+pub(crate) fn read_now_of(client: *const fastrpc_client) -> usize {
+    unsafe { super::as_ref(client) }.map_or(0, |c| c.client.client().read_now())
 }
 
 /// Calls waiting for their response now (0 when `client` is NULL). Any thread.

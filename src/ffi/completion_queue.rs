@@ -45,8 +45,25 @@ struct QueueState {
     /// Pollers blocked in `wait_timeout`: a completion wakes one only when some wait, so a
     /// busy queue costs no futex syscall per completion.
     waiters: usize,
-    /// `fastrpc_completion_queue_fd`: readable while `items` is non-empty or `shut`.
+    /// `fastrpc_completion_queue_fd`: readable while `items` is non-empty or `shut`, except
+    /// while `reading` is above 0.
     ready_fd: ReadyFd,
+    /// `fastrpc_completion_queue_read_poll` calls under way: a completion pushed meanwhile
+    /// leaves the descriptor alone, and the last of them to end makes it readable if
+    /// completions are left (most are its own, which it takes itself: two syscalls and a
+    /// spurious wakeup of the descriptor's waiter saved per pass).
+    reading: usize,
+}
+
+impl QueueState {
+    /// Ends one `fastrpc_completion_queue_read_poll`'s hold: the last one makes the
+    /// descriptor readable if completions are left (or the queue is shut down).
+    fn end_reading(&mut self) {
+        self.reading -= 1;
+        if self.reading == 0 && (!self.items.is_empty() || self.shut) {
+            self.ready_fd.set();
+        }
+    }
 }
 
 impl Queue {
@@ -72,7 +89,7 @@ impl Queue {
         let mut st = self.lock();
         let was_empty = st.items.is_empty();
         st.items.push_back((tag, r));
-        if was_empty {
+        if was_empty && st.reading == 0 {
             st.ready_fd.set();
         }
         // Pollers wait only while the queue is empty; the one this wakes passes the wakeup
@@ -139,6 +156,7 @@ pub extern "C" fn fastrpc_completion_queue_new(
                 shut: false,
                 waiters: 0,
                 ready_fd: ReadyFd::default(),
+                reading: 0,
             }),
             ready: Condvar::new(),
             shut: AtomicBool::new(false),
@@ -201,23 +219,99 @@ pub extern "C" fn fastrpc_completion_queue_poll(
                 .0;
             st.waiters -= 1;
         }
-        let k = st.items.len().min(max);
-        for i in 0..k {
-            let (tag, r) = st.items.pop_front().expect("counted");
-            let status = r.status;
-            unsafe {
-                out.add(i).write(fastrpc_completion {
-                    tag,
-                    status,
-                    response: super::box_into_raw(r),
-                });
-            }
-        }
-        if st.items.is_empty() && !st.shut {
-            st.ready_fd.clear();
-        }
+        let k = take_batch(&mut st, out, max);
         let more = !st.items.is_empty() && st.waiters > 0;
         drop(st);
+        if more {
+            q.ready.notify_one();
+        }
+        unsafe { *n = k };
+        fastrpc_status::FASTRPC_STATUS_OK
+    })
+}
+
+/// Moves up to `max` completions from the queue into `out` (valid for `max` writes) and
+/// returns how many; clears the descriptor when that empties the queue.
+fn take_batch(st: &mut QueueState, out: *mut fastrpc_completion, max: usize) -> usize {
+    let k = st.items.len().min(max);
+    for i in 0..k {
+        let (tag, r) = st.items.pop_front().expect("counted");
+        let status = r.status;
+        unsafe {
+            out.add(i).write(fastrpc_completion {
+                tag,
+                status,
+                response: super::box_into_raw(r),
+            });
+        }
+    }
+    if st.items.is_empty() && !st.shut {
+        st.ready_fd.clear();
+    }
+    k
+}
+
+/// `fastrpc_client_read_now(reader)` then `fastrpc_completion_queue_poll(queue, out, max, 0,
+/// n)` in one call, for a program that waits on the client's read descriptor with the
+/// queue's descriptor added to it (`fastrpc_client_read_fd`) and takes its completions on
+/// the same thread: the completions this call reads go into the queue without making the
+/// queue's descriptor readable, since this call takes them itself. The descriptor keeps its
+/// meaning outside the call: when it returns, the descriptor is readable if completions are
+/// left in the queue (more than `max`, or completed meanwhile by another thread; those also
+/// wake a blocking poller at once, as always) or the queue was shut down.
+///
+/// `*read` receives how many calls the read completed (into any queue, or their callbacks);
+/// `*n` how many completions were taken, each then owned by the caller. `reader` NULL only
+/// polls. Never blocks. Not from inside a library callback.
+///
+/// Returns OK, CLOSED when the queue was shut down and is empty, or INVALID_ARGUMENT (NULL
+/// `queue`, `out`, `n` or `read`, or `max` 0).
+#[no_mangle]
+pub extern "C" fn fastrpc_completion_queue_read_poll(
+    queue: *const fastrpc_completion_queue,
+    reader: *const super::client::fastrpc_client,
+    out: *mut fastrpc_completion,
+    max: usize,
+    n: *mut usize,
+    read: *mut usize,
+) -> fastrpc_status {
+    ffi_boundary!({
+        let q = &arg_ref!(queue).queue;
+        arg_out!(out);
+        arg_out!(n);
+        arg_out!(read);
+        if max == 0 {
+            return super::invalid("`max` is 0");
+        }
+        unsafe {
+            *n = 0;
+            *read = 0;
+        }
+        /// Ends the call's hold on the descriptor, also when the read panics.
+        struct Reading<'a>(&'a Queue);
+        impl Drop for Reading<'_> {
+            fn drop(&mut self) {
+                self.0.lock().end_reading();
+            }
+        }
+        q.lock().reading += 1;
+        let hold = Reading(q);
+        let got = super::client::read_now_of(reader);
+        unsafe { *read = got };
+        let mut st = q.lock();
+        if st.items.is_empty() && st.shut {
+            drop(st);
+            drop(hold);
+            return super::fail(&Error::fixed(
+                crate::ErrorKind::Closed,
+                "the completion queue was shut down",
+            ));
+        }
+        let k = take_batch(&mut st, out, max);
+        let more = !st.items.is_empty() && st.waiters > 0;
+        st.end_reading();
+        drop(st);
+        std::mem::forget(hold); // ended just above
         if more {
             q.ready.notify_one();
         }
@@ -370,6 +464,117 @@ mod tests {
         let s = fastrpc_completion_queue_poll(q, out.as_mut_ptr(), 3, 0, &mut n);
         assert_eq!(s, fastrpc_status::FASTRPC_STATUS_CLOSED);
         assert!(readable(fd));
+        fastrpc_completion_queue_free(q);
+        drop(handle);
+    }
+
+    /// `fastrpc_completion_queue_read_poll` (here with no client: its poll and its hold on the
+    /// descriptor): completions pushed while a read-poll is under way leave the descriptor
+    /// alone (never signalled); the last read-poll to end makes it readable when completions
+    /// are left, and leaves it alone when it took them all; outside a read-poll a push makes
+    /// it readable as always. Refusals: NULL arguments and `max` 0; CLOSED once shut down
+    /// and empty.
+    #[test]
+    fn a_read_poll_leaves_the_fd_alone_for_what_it_takes() {
+        let mut q = std::ptr::null_mut();
+        assert_eq!(
+            fastrpc_completion_queue_new(&mut q),
+            fastrpc_status::FASTRPC_STATUS_OK
+        );
+        let handle = unsafe { super::super::as_ref(q as *const fastrpc_completion_queue) }
+            .unwrap()
+            .queue
+            .clone();
+        let mut fd = -1;
+        assert_eq!(
+            fastrpc_completion_queue_fd(q, &mut fd),
+            fastrpc_status::FASTRPC_STATUS_OK
+        );
+        let ok = fastrpc_status::FASTRPC_STATUS_OK;
+        // One read-poll of up to `max`: its status and the tags it took (responses freed).
+        let read_poll = |max: usize| {
+            let mut out: Vec<fastrpc_completion> = (0..max.max(1))
+                .map(|_| fastrpc_completion {
+                    tag: 0,
+                    status: ok,
+                    response: std::ptr::null_mut(),
+                })
+                .collect();
+            let (mut n, mut read) = (99, 99);
+            let s = fastrpc_completion_queue_read_poll(
+                q,
+                std::ptr::null(),
+                out.as_mut_ptr(),
+                max,
+                &mut n,
+                &mut read,
+            );
+            if s == ok {
+                assert_eq!(read, 0, "no client: nothing read");
+            }
+            let tags: Vec<u64> = out[..if s == ok { n } else { 0 }]
+                .iter()
+                .map(|c| {
+                    super::super::response::fastrpc_response_free(c.response);
+                    c.tag
+                })
+                .collect();
+            (s, tags)
+        };
+        let signalled = || handle.lock().ready_fd.is_signalled();
+
+        // Another read-poll under way (as a reading thread's would be): pushes leave the
+        // descriptor alone; this one takes them, and the other's end finds none left.
+        handle.lock().reading += 1;
+        handle.push(1, response::take());
+        handle.push(2, response::take());
+        assert!(!signalled() && !readable(fd));
+        assert_eq!(read_poll(4), (ok, vec![1, 2]));
+        handle.lock().end_reading();
+        assert!(!signalled() && !readable(fd));
+
+        // Left in the queue when the last read-poll ends: readable.
+        handle.lock().reading += 1;
+        handle.push(3, response::take());
+        handle.push(4, response::take());
+        handle.push(5, response::take());
+        assert_eq!(read_poll(1), (ok, vec![3]));
+        assert!(!signalled(), "another read-poll is still under way");
+        handle.lock().end_reading();
+        assert!(signalled() && readable(fd));
+        assert_eq!(read_poll(4), (ok, vec![4, 5]));
+        assert!(!signalled() && !readable(fd));
+
+        // Outside a read-poll, as always.
+        handle.push(6, response::take());
+        assert!(readable(fd));
+        assert_eq!(read_poll(4), (ok, vec![6]));
+        assert!(!readable(fd));
+        assert_eq!(handle.lock().reading, 0);
+
+        // Refusals, and the end.
+        let invalid = fastrpc_status::FASTRPC_STATUS_INVALID_ARGUMENT;
+        assert_eq!(read_poll(0).0, invalid);
+        let mut one = [fastrpc_completion {
+            tag: 0,
+            status: ok,
+            response: std::ptr::null_mut(),
+        }];
+        let (mut n, mut read) = (0usize, 0usize);
+        let (o, pn, pr): (*mut fastrpc_completion, *mut usize, *mut usize) =
+            (one.as_mut_ptr(), &mut n, &mut read);
+        let nul = std::ptr::null();
+        let bad =
+            |queue, out, n, read| fastrpc_completion_queue_read_poll(queue, nul, out, 1, n, read);
+        assert_eq!(bad(std::ptr::null(), o, pn, pr), invalid);
+        assert_eq!(bad(q, std::ptr::null_mut(), pn, pr), invalid);
+        assert_eq!(bad(q, o, std::ptr::null_mut(), pr), invalid);
+        assert_eq!(bad(q, o, pn, std::ptr::null_mut()), invalid);
+        assert_eq!(handle.lock().reading, 0);
+        assert_eq!(fastrpc_completion_queue_shutdown(q), ok);
+        assert_eq!(read_poll(4).0, fastrpc_status::FASTRPC_STATUS_CLOSED);
+        assert!(readable(fd));
+        assert_eq!(handle.lock().reading, 0);
         fastrpc_completion_queue_free(q);
         drop(handle);
     }

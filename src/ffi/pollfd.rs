@@ -46,6 +46,12 @@ impl ReadyFd {
         }
     }
 
+    /// Whether the descriptor was made readable (and not drained since).
+    #[cfg(test)]
+    pub(crate) fn is_signalled(&self) -> bool {
+        self.signalled
+    }
+
     /// The queue is empty and not shut down: drain the descriptor.
     pub(crate) fn clear(&mut self) {
         if !self.signalled {
