@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/fastrpc-rs/fastrpc/bindings/go/internal/park"
 )
 
 const pollBatch = 256 // completions or requests taken per cgo call
@@ -129,6 +131,9 @@ type waiter struct {
 	// back from the table first, so the poller never writes to a buffer its caller uses.
 	dst []byte
 	app bool
+	// direct: the caller's context never ends, so it waits in sl (park.go), not on ch.
+	direct bool
+	sl     park.Slot[result]
 	// Hand-off (handoff.go): the request the role holder submits for the caller.
 	name, value []byte
 	timeoutMs   uint32
@@ -139,7 +144,7 @@ type waiter struct {
 
 // release gives w back to the pool (empty: its outcome was received).
 func (w *waiter) release() {
-	w.dst, w.app = nil, false
+	w.dst, w.app, w.direct = nil, false, false
 	w.name, w.value = nil, nil
 	waiterPool.Put(w)
 }
@@ -335,6 +340,7 @@ func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []
 
 	w := waiterPool.Get().(*waiter)
 	w.dst, w.app = dst, app
+	w.direct = ctx.Done() == nil && directFromEnv
 	// With many in flight, the submit is handed over (handoff.go).
 	if c.handoff && c.ho.busy.Load() && !c.draining.Load() {
 		return c.hand(ctx, w, name, value, timeoutMs)
@@ -400,7 +406,7 @@ func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []
 	}
 	done := ctx.Done()
 	if done == nil {
-		res := <-w.ch
+		res := w.recv()
 		c.collected(1)
 		return outcome(res)
 	}
@@ -589,7 +595,7 @@ func (c *client) close() error {
 		c.pollScratch = nil
 		c.role.Unlock()
 		// Safety net: nothing should be left, but no caller may wait forever.
-		c.waiters.drain(func(w *waiter) { w.ch <- result{err: errClosed("client")} })
+		c.waiters.drain(func(w *waiter) { w.deliver(result{err: errClosed("client")}) })
 	})
 	return c.closeErr
 }
@@ -746,7 +752,7 @@ func (c *client) handOver(doneArr *C.gofrpc_done, n C.size_t) (int, bool) {
 			}
 			res.err = newError(uint32(d.status), msg)
 		}
-		w.ch <- res
+		w.deliver(res)
 	}
 	if k > 0 {
 		C.gofrpc_cq_release(doneArr, n)

@@ -176,7 +176,7 @@ func (c *client) hand(ctx context.Context, w *waiter, name, value []byte, timeou
 	}
 	done := ctx.Done()
 	if done == nil {
-		return outcome(<-w.ch)
+		return outcome(w.recv())
 	}
 	select {
 	case res := <-w.ch:
@@ -310,7 +310,7 @@ func (c *client) submitHanded() {
 			h.table.take(tag)
 			err := retErr(C.gofrpc_ret{status: r.status, msg: r.msg})
 			w.state.Store(hoDone)
-			w.ch <- result{err: err}
+			w.deliver(result{err: err})
 			continue
 		}
 		w.id = uint64(r.id)
@@ -354,7 +354,7 @@ func (c *client) sealHanded() {
 			w.release()
 			return
 		}
-		w.ch <- result{err: errClosed("client")}
+		w.deliver(result{err: errClosed("client")})
 	}
 	for w := top; w != nil && w != handoffSealed; {
 		next := w.next

@@ -89,11 +89,9 @@ func (c *client) leadBlocking(w *waiter) (result, bool) {
 	idle := 0
 	for {
 		n, open := c.readPoll()
-		select {
-		case res := <-w.ch:
+		if res, ok := w.tryRecv(); ok {
 			c.collected(1)
 			return res, true
-		default:
 		}
 		if !open {
 			return result{}, false
@@ -149,12 +147,10 @@ func (c *client) leadPass(uintptr) bool {
 	ls := &c.ls
 	for {
 		n, open := c.readPoll()
-		select {
-		case ls.res = <-ls.w.ch:
+		if res, ok := ls.w.tryRecv(); ok {
 			c.collected(1)
-			ls.got = true
+			ls.res, ls.got = res, true
 			return true
-		default:
 		}
 		if !open {
 			return true

@@ -1,0 +1,92 @@
+package fastrpc
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fastrpc-rs/fastrpc/bindings/go/internal/park"
+)
+
+// TestDirectWaits: calls whose context never ends wait in their waiter's slot (direct
+// parking, where supported) or on its channel (FASTRPC_GO_DIRECT=0), and both deliver every
+// outcome exactly: lone calls (the leader takes its own), 300 concurrent callers (the
+// hand-off: the role holder delivers), and Close of calls the server holds (ErrClosed
+// delivered to waiters in the table and to handed ones).
+func TestDirectWaits(t *testing.T) {
+	if directFromEnv != park.Supported {
+		t.Fatalf("direct parking %v by default, want %v", directFromEnv, park.Supported)
+	}
+	prev := directFromEnv
+	t.Cleanup(func() { directFromEnv = prev })
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			if direct && !park.Supported {
+				t.Skip("direct parking is not supported here")
+			}
+			directFromEnv = direct
+			s := startServer(t, echo)
+			c := newClient(t, s.Addr())
+			ctx := context.Background()
+			for i := 0; i < 50; i++ {
+				v := strconv.Itoa(i)
+				resp, err := c.Call(ctx, []byte("l"), []byte(v))
+				if err != nil {
+					t.Fatal(err)
+				}
+				mustEqual(t, resp, []byte("l"+v))
+			}
+			if c.c.led.Load() == 0 {
+				t.Fatal("no lone call led")
+			}
+			const g, per = 300, 20
+			errs := make(chan error, g)
+			var wg sync.WaitGroup
+			for k := 0; k < g; k++ {
+				wg.Add(1)
+				go func(k int) {
+					defer wg.Done()
+					buf := make([]byte, 0, 16)
+					for i := 0; i < per; i++ {
+						v := strconv.Itoa(k*per + i)
+						var err error
+						buf, err = c.CallAppend(ctx, buf[:0], []byte("c"), []byte(v))
+						if err != nil || string(buf) != "c"+v {
+							errs <- fmt.Errorf("call %s: %q, %v", v, buf, err)
+							return
+						}
+					}
+				}(k)
+			}
+			within(t, 60*time.Second, "the concurrent calls", wg.Wait)
+			failOnAny(t, errs)
+			if c.c.handed.Load() == 0 {
+				t.Fatal("no call handed over")
+			}
+
+			// Held by the server, most handed over (heldCalls), then closed.
+			const n = 100
+			hs, held := holdServer(t, n)
+			hc, err := NewClient(hs.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := heldCalls(t, hc, held, n, func(int) (context.Context, context.CancelFunc) {
+				return context.Background(), func() {}
+			})
+			resume(t, hc)
+			within(t, 5*time.Second, "the handed calls held", func() {
+				for i := heldDirect; i < n; i++ {
+					<-held
+				}
+			})
+			if h := hc.c.handed.Load(); h < n-heldDirect {
+				t.Fatalf("%d calls handed, want at least %d", h, n-heldDirect)
+			}
+			closeEndsAll(t, hc, out, n)
+		})
+	}
+}
