@@ -402,11 +402,8 @@ mod tests {
         unsafe { libc::poll(&mut p, 1, 0) == 1 }
     }
 
-    /// The descriptor is level-triggered: readable from the first completion until a poll
-    /// takes the last one, also across partial takes; readable again on the next one; and
-    /// readable after shutdown while empty.
-    #[test]
-    fn the_fd_is_readable_exactly_while_completions_wait() {
+    /// A new queue (through the C ABI) and its Rust side.
+    fn new_queue() -> (*mut fastrpc_completion_queue, Arc<Queue>) {
         let mut q = std::ptr::null_mut();
         assert_eq!(
             fastrpc_completion_queue_new(&mut q),
@@ -416,6 +413,15 @@ mod tests {
             .unwrap()
             .queue
             .clone();
+        (q, handle)
+    }
+
+    /// The descriptor is level-triggered: readable from the first completion until a poll
+    /// takes the last one, also across partial takes; readable again on the next one; and
+    /// readable after shutdown while empty.
+    #[test]
+    fn the_fd_is_readable_exactly_while_completions_wait() {
+        let (q, handle) = new_queue();
         // Completions already waiting when the descriptor is first asked for.
         handle.push(1, response::take());
         let mut fd = -1;
@@ -476,15 +482,7 @@ mod tests {
     /// and empty.
     #[test]
     fn a_read_poll_leaves_the_fd_alone_for_what_it_takes() {
-        let mut q = std::ptr::null_mut();
-        assert_eq!(
-            fastrpc_completion_queue_new(&mut q),
-            fastrpc_status::FASTRPC_STATUS_OK
-        );
-        let handle = unsafe { super::super::as_ref(q as *const fastrpc_completion_queue) }
-            .unwrap()
-            .queue
-            .clone();
+        let (q, handle) = new_queue();
         let mut fd = -1;
         assert_eq!(
             fastrpc_completion_queue_fd(q, &mut fd),
@@ -584,15 +582,7 @@ mod tests {
     /// within the pollers' 5 s wait (a lost wakeup would leave one behind until then).
     #[test]
     fn every_completion_reaches_a_waiting_poller_promptly() {
-        let mut q = std::ptr::null_mut();
-        assert_eq!(
-            fastrpc_completion_queue_new(&mut q),
-            fastrpc_status::FASTRPC_STATUS_OK
-        );
-        let handle = unsafe { super::super::as_ref(q as *const fastrpc_completion_queue) }
-            .unwrap()
-            .queue
-            .clone();
+        let (q, handle) = new_queue();
         const BURSTS: usize = 300;
         let taken = Arc::new(AtomicUsize::new(0));
         let qp = q as usize;
