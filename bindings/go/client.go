@@ -95,6 +95,7 @@ type client struct {
 	// before it waits (leader.go).
 	emptyYields int
 	handed      atomic.Uint64 // calls the role holder submitted for their callers (for tests)
+	directHand  bool          // handoff, and calls whose context never ends park directly (handsDirect)
 	// Under role: the role holder's short waits (spin.go) for responses, with calls pending,
 	// and for the next call, with none.
 	spinResp, spinIdle spinState
@@ -131,9 +132,11 @@ type waiter struct {
 	// back from the table first, so the poller never writes to a buffer its caller uses.
 	dst []byte
 	app bool
-	// direct: the caller's context never ends, so it waits in sl (park.go), not on ch.
+	// direct: the caller's context never ends, so it waits on pk for res (park.go), not
+	// on ch.
 	direct bool
-	sl     park.Slot[result]
+	pk     park.Parker
+	res    result
 	// Hand-off (handoff.go): the request the role holder submits for the caller.
 	name, value []byte
 	timeoutMs   uint32
@@ -282,6 +285,7 @@ func (c *client) start() error {
 	if c.leading && c.readFd && handoffFromEnv() {
 		c.handoff = c.newHandoff(c.qw.fd)
 		c.emptyYields = emptyYieldsFromEnv()
+		c.directHand = c.handoff && directFromEnv
 	}
 	go c.poll()
 	return nil
@@ -300,6 +304,11 @@ func (c *client) start() error {
 //
 // name and value are copied before the library returns; the caller may reuse them at once.
 func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) {
+	if c := cl.c; c.handsDirect(ctx) {
+		out, err := c.handDirect(nil, false, name, value)
+		runtime.KeepAlive(cl)
+		return out, err
+	}
 	return cl.call(ctx, nil, false, name, value)
 }
 
@@ -309,7 +318,14 @@ func (cl *Client) Call(ctx context.Context, name, value []byte) ([]byte, error) 
 // do by reusing their Response. On an error it returns dst unchanged; the bytes between
 // len(dst) and cap(dst) may have been written either way.
 func (cl *Client) CallAppend(ctx context.Context, dst, name, value []byte) ([]byte, error) {
-	out, err := cl.call(ctx, dst, true, name, value)
+	var out []byte
+	var err error
+	if c := cl.c; c.handsDirect(ctx) {
+		out, err = c.handDirect(dst, true, name, value)
+		runtime.KeepAlive(cl)
+	} else {
+		out, err = cl.call(ctx, dst, true, name, value)
+	}
 	if err != nil {
 		return dst, err
 	}
@@ -317,6 +333,8 @@ func (cl *Client) CallAppend(ctx context.Context, dst, name, value []byte) ([]by
 }
 
 // call is Call (app false) or CallAppend (app true: the response is appended to dst).
+// Call and CallAppend take handDirect's case themselves (handoff.go), so that a parked
+// caller returns through as few frames as possible.
 func (cl *Client) call(ctx context.Context, dst []byte, app bool, name, value []byte) ([]byte, error) {
 	// cl stays reachable until the call returns: its finalizer closes the client, and a
 	// program may hold it only through this call (NewClient(...).Call(...)).

@@ -1,8 +1,8 @@
 package fastrpc
 
 // Direct parking: a call whose context can never end (ctx.Done() is nil) waits for its
-// outcome in its waiter's slot (internal/park: parked by the Go runtime's own gopark and
-// readied with goready), in place of a channel receive and send. The channel costs every
+// outcome in its waiter (res, and the Parker pk of internal/park: parked by the Go runtime's
+// own gopark and readied with goready), in place of a channel receive and send. The channel costs every
 // hand-over its lock, a sudog, and a copy of the result into the parked caller's stack (a
 // cache miss on the role holder's CPU, on memory the caller's CPU wrote last); in the slot
 // the result waits in the waiter and the caller reads it when it runs. A call whose context
@@ -20,10 +20,11 @@ import (
 // benchmark's "before" arm; read once, when the package loads).
 var directFromEnv = park.Supported && os.Getenv("FASTRPC_GO_DIRECT") != "0"
 
-// deliver hands w its outcome: through the slot for a direct call, else its channel.
+// deliver hands w its outcome: in w for a direct call, else through its channel.
 func (w *waiter) deliver(res result) {
 	if w.direct {
-		w.sl.Deliver(res)
+		w.res = res
+		w.pk.Done()
 		return
 	}
 	w.ch <- res
@@ -32,16 +33,25 @@ func (w *waiter) deliver(res result) {
 // recv waits for w's outcome.
 func (w *waiter) recv() result {
 	if w.direct {
-		return w.sl.Wait()
+		w.pk.Wait()
+		return w.takeRes()
 	}
 	return <-w.ch
+}
+
+// takeRes takes a direct call's outcome out of w (after its Parker said done).
+func (w *waiter) takeRes() result {
+	res := w.res
+	w.res = result{}
+	return res
 }
 
 // tryRecv takes w's outcome if it is in.
 func (w *waiter) tryRecv() (result, bool) {
 	if w.direct {
-		if w.sl.Ready() {
-			return w.sl.Take(), true
+		if w.pk.IsDone() {
+			w.pk.Reset()
+			return w.takeRes(), true
 		}
 		return result{}, false
 	}

@@ -2,9 +2,9 @@
 
 package park
 
-// Supported: Deliver and Wait work on this platform (not here: see runtime.go).
+// Supported: Done and Wait work on this platform (not here: see runtime.go).
 const Supported = false
 
-func wait(*core) { panic("park: not supported on this platform") }
+func wait(*Parker) { panic("park: not supported on this platform") }
 
 func ready(uintptr) { panic("park: not supported on this platform") }

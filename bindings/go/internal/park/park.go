@@ -1,13 +1,14 @@
-// Package park hands one value to one goroutine that waits for it, parked by the Go
+// Package park lets one goroutine wait for one other to say "done", parked by the Go
 // runtime's own gopark and readied with goready: the cheapest hand-over Go has, without a
 // channel's lock, sudog and copy into the parked goroutine's stack (the binding's direct
-// parking, ../../park.go). Supported on amd64 and arm64 (Supported); elsewhere Deliver and
-// Wait panic, and the binding uses its channels instead.
+// parking, ../../park.go: the value itself waits beside the Parker, where the waiter put
+// it). Supported on amd64 and arm64 (Supported); elsewhere Done and Wait panic, and the
+// binding uses its channels instead.
 //
-// A Slot's protocol: empty -> parked (the waiter's commit, which runs on the runtime's stack
-// once the waiting goroutine has stopped) -> full (Deliver, which then readies the waiter);
-// or empty -> full (delivered first: the commit sees it and the waiter runs on without
-// parking). One Deliver per wait; the waiter empties the slot when it takes the value.
+// A Parker's protocol: empty -> parked (the waiter's commit, which runs on the runtime's
+// stack once the waiting goroutine has stopped) -> done (Done, which then readies the
+// waiter); or empty -> done (Done first: the commit sees it and the waiter runs on without
+// parking). One Done per wait; Wait empties the Parker when it returns.
 package park
 
 import "sync/atomic"
@@ -15,50 +16,38 @@ import "sync/atomic"
 const (
 	empty uint32 = iota
 	parked
-	full
+	done
 )
 
-// core is the part of a Slot the commit touches: its state and the parked goroutine.
-type core struct {
+// Parker is where one goroutine waits for another's Done; the zero value is empty.
+type Parker struct {
 	state atomic.Uint32
 	// Written by the commit without a write barrier (it runs on the runtime's stack; the
 	// runtime never frees a goroutine, so the garbage collector need not see it).
 	g uintptr
 }
 
-// Slot is where one value waits for one goroutine; the zero value is empty.
-type Slot[T any] struct {
-	c core
-	v T
-}
+// IsDone reports whether Done was called (the waiter then calls Reset, not Wait).
+func (p *Parker) IsDone() bool { return p.state.Load() == done }
 
-// Ready reports whether the value is in (the waiter then takes it with Take).
-func (s *Slot[T]) Ready() bool { return s.c.state.Load() == full }
+// Reset empties a Parker whose Done was seen (IsDone).
+func (p *Parker) Reset() { p.state.Store(empty) }
 
-// Take takes the value (Ready reported true) and empties the slot.
-func (s *Slot[T]) Take() T {
-	v := s.v
-	var zero T
-	s.v = zero
-	s.c.state.Store(empty) // g is left: the next commit overwrites it
-	return v
-}
-
-// Deliver stores the value and readies the waiter if it parked. Once per wait.
-func (s *Slot[T]) Deliver(v T) {
-	s.v = v
-	if s.c.state.Swap(full) == parked {
-		ready(s.c.g)
+// Done says done: what the waiter is to read must be written before, and the waiter is
+// readied if it parked. Once per wait.
+func (p *Parker) Done() {
+	if p.state.Swap(done) == parked {
+		ready(p.g)
 	}
 }
 
-// Wait parks until the value is in and takes it; the slot is empty again after.
-func (s *Slot[T]) Wait() T {
-	if s.c.state.Load() != full {
-		wait(&s.c)
-		// Readied after Deliver's swap: this load sees it, and orders the reads of the value
-		// after it (for the race detector too).
-		_ = s.c.state.Load()
+// Wait parks until Done (what was written before Done is then visible) and empties the
+// Parker.
+func (p *Parker) Wait() {
+	if p.state.Load() != done {
+		wait(p)
 	}
-	return s.Take()
+	// Readied after Done's swap (or it was done already): this swap sees it, orders the
+	// reads after it (for the race detector too) and empties the Parker.
+	p.state.Swap(empty)
 }

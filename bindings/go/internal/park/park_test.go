@@ -28,58 +28,85 @@ func skipUnsupported(t *testing.T) {
 	}
 }
 
-// A value delivered before the wait is taken without parking, and the slot is empty after.
-func TestDeliverFirst(t *testing.T) {
+// slot is a value and its Parker, as the binding's waiter holds them.
+type slot[T any] struct {
+	p Parker
+	v T
+}
+
+func (s *slot[T]) deliver(v T) {
+	s.v = v
+	s.p.Done()
+}
+
+func (s *slot[T]) wait() T {
+	s.p.Wait()
+	v := s.v
+	var zero T
+	s.v = zero
+	return v
+}
+
+// Done before the wait: the waiter does not park, and the Parker is empty after.
+func TestDoneFirst(t *testing.T) {
 	skipUnsupported(t)
-	var s Slot[int]
-	if s.Ready() {
-		t.Fatal("a new slot is ready")
+	var s slot[int]
+	if s.p.IsDone() {
+		t.Fatal("a new Parker is done")
 	}
-	s.Deliver(7)
-	if !s.Ready() {
-		t.Fatal("not ready after Deliver")
+	s.deliver(7)
+	if !s.p.IsDone() {
+		t.Fatal("not done after Done")
 	}
-	if v := s.Wait(); v != 7 {
+	if v := s.wait(); v != 7 {
 		t.Fatalf("Wait: %d, want 7", v)
 	}
-	if s.Ready() || s.c.state.Load() != empty {
-		t.Fatalf("state %d after Wait, want empty", s.c.state.Load())
+	if s.p.IsDone() || s.p.state.Load() != empty {
+		t.Fatalf("state %d after Wait, want empty", s.p.state.Load())
+	}
+	s.deliver(8)
+	if !s.p.IsDone() {
+		t.Fatal("not done after the second Done")
+	}
+	s.p.Reset()
+	if s.p.state.Load() != empty {
+		t.Fatalf("state %d after Reset, want empty", s.p.state.Load())
 	}
 }
 
-// A waiter that parked is readied by Deliver with the value; the slot is reusable.
+// A waiter that parked is readied by Done and sees the value; the Parker is reusable.
 func TestWaitParks(t *testing.T) {
 	skipUnsupported(t)
-	var s Slot[string]
+	var s slot[string]
 	for round := 0; round < 100; round++ {
 		got := make(chan string)
-		go func() { got <- s.Wait() }()
+		go func() { got <- s.wait() }()
 		within(t, 5*time.Second, "the waiter parks", func() {
-			for s.c.state.Load() != parked {
+			for s.p.state.Load() != parked {
 				runtime.Gosched()
 			}
 		})
-		s.Deliver("v")
+		s.deliver("v")
 		within(t, 5*time.Second, "the parked waiter gets its value", func() {
 			if v := <-got; v != "v" {
 				t.Errorf("Wait: %q, want v", v)
 			}
 		})
-		if s.c.state.Load() != empty {
-			t.Fatalf("round %d: state %d after Wait, want empty", round, s.c.state.Load())
+		if s.p.state.Load() != empty {
+			t.Fatalf("round %d: state %d after Wait, want empty", round, s.p.state.Load())
 		}
 	}
 }
 
-// Many goroutines, each waiting on its own slot in turn while others deliver in any order
-// (before or after the wait parks): every value arrives exactly once, nothing hangs. Run
-// with -race, and with one P.
+// Many goroutines, each waiting on its own Parker in turn while others say done in any
+// order (before or after the wait parks): every value arrives exactly once, nothing hangs.
+// Run with -race, and with one P.
 func TestManyHandOvers(t *testing.T) {
 	skipUnsupported(t)
 	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
 		prev := runtime.GOMAXPROCS(procs)
 		const waiters, rounds = 64, 2000
-		slots := make([]Slot[int], waiters)
+		slots := make([]slot[int], waiters)
 		turn := make(chan int, waiters)
 		sums := make([]int, waiters)
 		var wg sync.WaitGroup
@@ -89,11 +116,10 @@ func TestManyHandOvers(t *testing.T) {
 				defer wg.Done()
 				for r := 1; r <= rounds; r++ {
 					turn <- i
-					sums[i] += slots[i].Wait()
+					sums[i] += slots[i].wait()
 				}
 			}(i)
 		}
-		// Deliverers: take a waiter's turn and deliver its round's value.
 		var dwg sync.WaitGroup
 		for d := 0; d < 4; d++ {
 			dwg.Add(1)
@@ -103,7 +129,7 @@ func TestManyHandOvers(t *testing.T) {
 					if i%3 == 0 {
 						runtime.Gosched() // let some park first
 					}
-					slots[i].Deliver(i + 1)
+					slots[i].deliver(i + 1)
 				}
 			}()
 		}

@@ -9,7 +9,7 @@ package park
 
 import "unsafe"
 
-// Supported: Deliver and Wait work on this platform.
+// Supported: Done and Wait work on this platform.
 const Supported = true
 
 //go:linkname gopark runtime.gopark
@@ -24,10 +24,13 @@ func goready(gp unsafe.Pointer, traceskip int)
 //go:noescape
 func cas(addr *uint32, old, new uint32) bool
 
-func wait(c *core) { gopark(commit, unsafe.Pointer(c), 0, 0, 2) }
+// wait is kept out of line, so that Parker.Wait inlines into its callers.
+//
+//go:noinline
+func wait(p *Parker) { gopark(commit, unsafe.Pointer(p), 0, 0, 2) }
 
 func ready(g uintptr) {
-	// The value is a goroutine the runtime keeps (see core.g).
+	// The value is a goroutine the runtime keeps (see Parker.g).
 	goready(*(*unsafe.Pointer)(unsafe.Pointer(&g)), 2)
 }
 
@@ -38,7 +41,7 @@ func ready(g uintptr) {
 //go:norace
 //go:nosplit
 func commit(gp, arg unsafe.Pointer) bool {
-	c := (*core)(arg)
-	c.g = uintptr(gp)
-	return cas((*uint32)(unsafe.Pointer(&c.state)), empty, parked)
+	p := (*Parker)(arg)
+	p.g = uintptr(gp)
+	return cas((*uint32)(unsafe.Pointer(&p.state)), empty, parked)
 }
