@@ -124,25 +124,30 @@ type result struct {
 	err  error
 }
 
-// waiter is where one call waits; channels are reused through a pool.
+// waiter is where one call waits; channels are reused through a pool. 128 bytes, two cache
+// lines (TestWaiterSize): the caller writes it and the role holder reads and writes it back
+// for every handed call, so each line is a transfer between CPUs each way.
 type waiter struct {
 	ch chan result
 	// CallAppend's buffer (app): the poller appends the response to dst, in place of a new
 	// slice. The caller is parked meanwhile, and one that gave up had taken the waiter
 	// back from the table first, so the poller never writes to a buffer its caller uses.
+	// A direct call's outcome is dst (the response, appended or new) and err (park.go).
 	dst []byte
-	app bool
-	// direct: the caller's context never ends, so it waits on pk for res (park.go), not
-	// on ch.
+	err error
+	pk  park.Parker
+	// Hand-off (handoff.go): the request the role holder submits for the caller (name and
+	// value: where their bytes are, and how many; kept reachable through these pointers).
+	name, value       unsafe.Pointer
+	nameLen, valueLen int
+	id                uint64
+	next              *waiter
+	timeoutMs         uint32
+	state             atomic.Uint32
+	app               bool
+	// direct: the caller's context never ends, so it waits on pk for its outcome
+	// (park.go), not on ch.
 	direct bool
-	pk     park.Parker
-	res    result
-	// Hand-off (handoff.go): the request the role holder submits for the caller.
-	name, value []byte
-	timeoutMs   uint32
-	id          uint64
-	state       atomic.Uint32
-	next        *waiter
 }
 
 // release gives w back to the pool (empty: its outcome was received).

@@ -201,7 +201,9 @@ func (c *client) hand(ctx context.Context, w *waiter, name, value []byte, timeou
 // push puts w (out of the pool, counted in pending) on the stack with its request and wakes
 // the role holder; false when Close sealed the stack.
 func (c *client) push(w *waiter, name, value []byte, timeoutMs uint32) bool {
-	w.name, w.value, w.timeoutMs, w.id = name, value, timeoutMs, 0
+	w.name, w.nameLen = unsafe.Pointer(bytesPtr(name)), len(name)
+	w.value, w.valueLen = unsafe.Pointer(bytesPtr(value)), len(value)
+	w.timeoutMs, w.id = timeoutMs, 0
 	w.state.Store(hoQueued)
 	h := &c.ho
 	h.queued.Add(1)
@@ -232,8 +234,8 @@ func (c *client) handDirect(dst []byte, app bool, name, value []byte) ([]byte, e
 		return nil, errClosed("client")
 	}
 	w.pk.Wait()
-	out, err := w.res.data, w.res.err
-	w.res = result{}
+	out, err := w.dst, w.err
+	w.err = nil
 	w.release()
 	return out, err
 }
@@ -336,8 +338,8 @@ func (c *client) submitHanded() {
 			continue
 		}
 		tag := h.table.put(w)
-		r := C.gofrpc_call_queued_id(c.ptr, nil, bytesPtr(w.name), C.size_t(len(w.name)), bytesPtr(w.value),
-			C.size_t(len(w.value)), C.uint32_t(w.timeoutMs), c.queue, C.uint64_t(tag), 1)
+		r := C.gofrpc_call_queued_id(c.ptr, nil, (*C.uint8_t)(w.name), C.size_t(w.nameLen), (*C.uint8_t)(w.value),
+			C.size_t(w.valueLen), C.uint32_t(w.timeoutMs), c.queue, C.uint64_t(tag), 1)
 		if r.status != C.FASTRPC_STATUS_OK {
 			h.table.take(tag)
 			err := retErr(C.gofrpc_ret{status: r.status, msg: r.msg})

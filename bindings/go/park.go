@@ -23,7 +23,7 @@ var directFromEnv = park.Supported && os.Getenv("FASTRPC_GO_DIRECT") != "0"
 // deliver hands w its outcome: in w for a direct call, else through its channel.
 func (w *waiter) deliver(res result) {
 	if w.direct {
-		w.res = res
+		w.dst, w.err = res.data, res.err
 		w.pk.Done()
 		return
 	}
@@ -41,8 +41,8 @@ func (w *waiter) recv() result {
 
 // takeRes takes a direct call's outcome out of w (after its Parker said done).
 func (w *waiter) takeRes() result {
-	res := w.res
-	w.res = result{}
+	res := result{data: w.dst, err: w.err}
+	w.dst, w.err = nil, nil
 	return res
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fastrpc-rs/fastrpc/bindings/go/internal/park"
 )
@@ -88,5 +89,13 @@ func TestDirectWaits(t *testing.T) {
 			}
 			closeEndsAll(t, hc, out, n)
 		})
+	}
+}
+
+// TestWaiterSize: a waiter is two cache lines (its size class is 128 bytes, so it starts
+// on a line): every handed call moves each of its lines between CPUs, both ways.
+func TestWaiterSize(t *testing.T) {
+	if n := unsafe.Sizeof(waiter{}); n > 128 {
+		t.Fatalf("waiter is %d bytes, want at most 128", n)
 	}
 }
