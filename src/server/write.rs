@@ -91,28 +91,53 @@ pub(crate) fn write_lone(conn: &ConnShared, writer: Waker) {
 }
 
 /// [`write_lone`], also for an early flush (`lone` false: not counted as a lone write).
+///
+/// A lone reply holds the writer's waker until its write is done, so a reply made meanwhile
+/// finds the writer "busy" and leaves its frame: with the client's next call made on this
+/// reply's response, that is the next reply of a connection used one call at a time. A lone
+/// reply writes such a frame too (a few times at most) when it is again alone, instead of
+/// waking the writer for it.
 fn write_now(conn: &ConnShared, writer: Waker, lone_reply: bool) {
-    let wake = match guarded_sync(Task::ServerLoneWrite, || lone(conn, &writer, lone_reply)) {
-        Ok(wake) => wake,
-        Err(e) => {
-            conn.lock().write_error.get_or_insert(e);
-            true
+    for round in 0..LONE_ROUNDS {
+        let wake = match guarded_sync(Task::ServerLoneWrite, || lone(conn, &writer, lone_reply)) {
+            Ok(wake) => wake,
+            Err(e) => {
+                conn.lock().write_error.get_or_insert(e);
+                true
+            }
+        };
+        let mut out = conn.lock();
+        if !wake
+            && !out.buf.is_empty()
+            && lone_reply
+            && round + 1 < LONE_ROUNDS
+            && out.frames == 1
+            && out.outstanding == 0
+            && !out.writing
+            && !out.closed
+            && !out.reading_done
+            && out.write_error.is_none()
+        {
+            continue;
         }
-    };
-    let mut out = conn.lock();
-    if wake
-        || !out.buf.is_empty()
-        || out.writing
-        || out.closed
-        || out.reading_done
-        || out.write_error.is_some()
-    {
-        drop(out);
-        writer.wake();
-    } else if out.writer_waker.is_none() {
-        out.writer_waker = Some(writer);
+        if wake
+            || !out.buf.is_empty()
+            || out.writing
+            || out.closed
+            || out.reading_done
+            || out.write_error.is_some()
+        {
+            drop(out);
+            writer.wake();
+        } else if out.writer_waker.is_none() {
+            out.writer_waker = Some(writer);
+        }
+        return;
     }
 }
+
+/// How many replies a lone reply writes at most (its own, then any left while it wrote).
+const LONE_ROUNDS: usize = 4;
 
 /// An early flush (`conn.rs`, `early_flush_at`): the reader writes the replies ready so
 /// far, on its own thread, instead of leaving them all to the writer task, which the reader's
