@@ -641,7 +641,9 @@ func (c *client) poll() {
 func (c *client) pollOnce(timeoutMs C.uint32_t) (int, bool) {
 	tmp, doneArr, np, _ := c.scratch()
 	if st := C.gofrpc_cq_poll(c.queue, tmp, doneArr, pollBatch, timeoutMs, np); st != C.FASTRPC_STATUS_OK {
-		return 0, false // CLOSED: shut down and empty
+		// CLOSED: shut down and empty. Anything else (a panic caught in the library) took
+		// nothing: the queue is still open.
+		return 0, st != C.FASTRPC_STATUS_CLOSED
 	}
 	return c.handOver(doneArr, *np)
 }
@@ -687,7 +689,9 @@ func (c *client) readPoll() (int, bool) {
 		c.readHere.Add(uint64(read))
 	}
 	if st != C.FASTRPC_STATUS_OK {
-		return 0, false
+		// CLOSED: shut down and empty. Anything else (a panic caught in the library) took
+		// nothing: the queue is still open.
+		return 0, st != C.FASTRPC_STATUS_CLOSED
 	}
 	n, open := c.handOver(doneArr, *np)
 	if c.handoff {

@@ -240,9 +240,15 @@ func (c *client) handDirect(dst []byte, app bool, name, value []byte) ([]byte, e
 	return out, err
 }
 
-// handsDirect reports whether a call with ctx is handDirect's case.
+// handsDirect reports whether a call with ctx is handDirect's case: a context that never
+// ends and has no deadline (one may override Deadline alone: its deadline still applies,
+// through call).
 func (c *client) handsDirect(ctx context.Context) bool {
-	return c.directHand && ctx.Done() == nil && c.ho.busy.Load() && !c.draining.Load()
+	if !c.directHand || ctx.Done() != nil || !c.ho.busy.Load() || c.draining.Load() {
+		return false
+	}
+	_, dl := ctx.Deadline()
+	return !dl
 }
 
 // setBusy updates busy from the calls in flight (the role holder, each pass).

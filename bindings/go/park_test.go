@@ -2,6 +2,7 @@ package fastrpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -97,5 +98,52 @@ func TestDirectWaits(t *testing.T) {
 func TestWaiterSize(t *testing.T) {
 	if n := unsafe.Sizeof(waiter{}); n > 128 {
 		t.Fatalf("waiter is %d bytes, want at most 128", n)
+	}
+}
+
+// deadlineOnly is a context that overrides Deadline alone: it never ends (Done is nil), but
+// its deadline is the call's.
+type deadlineOnly struct {
+	context.Context
+	dl time.Time
+}
+
+func (c deadlineOnly) Deadline() (time.Time, bool) { return c.dl, true }
+
+// TestDirectKeepsDeadline: with the hand-off on, a call whose context never ends but has a
+// deadline does not take handDirect's path (which has no deadline): it ends at its deadline
+// with ErrTimeout and context.DeadlineExceeded (found by a review: it waited for the server).
+func TestDirectKeepsDeadline(t *testing.T) {
+	const n = 64
+	s, held := holdServer(t, n+1)
+	c := newClient(t, s.Addr())
+	for i := 0; i < n; i++ {
+		go func() { _, _ = c.Call(context.Background(), []byte("hold"), nil) }()
+	}
+	within(t, 10*time.Second, "the calls held", func() {
+		for i := 0; i < n; i++ {
+			<-held
+		}
+	})
+	within(t, 10*time.Second, "the hand-off on", func() {
+		for !c.c.ho.busy.Load() {
+			c.c.wakeRoleHolder()
+			time.Sleep(time.Millisecond)
+		}
+	})
+	ctx := deadlineOnly{context.Background(), time.Now().Add(100 * time.Millisecond)}
+	if c.c.handsDirect(ctx) {
+		t.Fatal("a call with a deadline takes handDirect's path")
+	}
+	if !c.c.handsDirect(context.Background()) && park.Supported {
+		t.Fatal("a call without a deadline does not take handDirect's path with the hand-off on")
+	}
+	start := time.Now()
+	var err error
+	within(t, 10*time.Second, "the call with a deadline", func() {
+		_, err = c.Call(ctx, []byte("hold"), nil)
+	})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("after %v: %v, want ErrTimeout and context.DeadlineExceeded", time.Since(start), err)
 	}
 }
