@@ -284,6 +284,43 @@ out:
     pair_stop(&p);
 }
 
+/* Replaces p's client with a caller-reads one (the program reads the connection); false
+ * when it cannot (the caller REQUIREs it). */
+static int use_caller_reads_client(pair *p) {
+    fastrpc_client_free(p->c);
+    p->c = NULL;
+    fastrpc_client_config_builder *b = th_client_builder(p->addr);
+    if (b == NULL) return 0;
+    if (fastrpc_client_config_builder_set_caller_reads(b, true) != FASTRPC_STATUS_OK) {
+        fastrpc_client_config_builder_free(b);
+        return 0;
+    }
+    p->c = th_client_from(b);
+    return p->c != NULL;
+}
+
+/* The server (p's queue) answers k requests, echoing each; false when one does not come. */
+static int answer(pair *p, int k) {
+    for (int i = 0; i < k; i++) {
+        fastrpc_request *req;
+        size_t got = 0;
+        if (fastrpc_server_queue_poll(p->sq, &req, 1, th_ms(10000), &got) != FASTRPC_STATUS_OK ||
+            got != 1)
+            return 0;
+        echo(req);
+    }
+    return 1;
+}
+
+/* Adds fd to the epoll instance ep for reading; false when it cannot. */
+static int watch_fd(int ep, int fd) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
 /*
  * The client's read descriptor: one thread waits on one epoll set holding the server
  * queue's descriptor and the client's read descriptor, to which it added the completion
@@ -300,15 +337,9 @@ static void read_fd_case(int caller_reads) {
         /* The program reads the connection: the library's reader reads nothing while calls
          * are in flight, so read_now completes every call but maybe the first (the reader's
          * first look at the socket, as the connection starts). */
-        fastrpc_client_free(p.c);
-        fastrpc_client_config_builder *b = th_client_builder(p.addr);
-        REQUIRE(b != NULL);
         CHECK_STATUS(fastrpc_client_config_builder_set_caller_reads(NULL, true),
                      FASTRPC_STATUS_INVALID_ARGUMENT);
-        REQUIRE_STATUS(fastrpc_client_config_builder_set_caller_reads(b, true),
-                       FASTRPC_STATUS_OK);
-        p.c = th_client_from(b);
-        REQUIRE(p.c != NULL);
+        REQUIRE(use_caller_reads_client(&p));
     }
     int rfd = -1, rfd2 = -2, cfd = -1, sfd = -1;
     int untouched = 1234;
@@ -323,17 +354,11 @@ static void read_fd_case(int caller_reads) {
     CHECK(!readable(rfd, 0));
     REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
     REQUIRE_STATUS(fastrpc_server_queue_fd(p.sq, &sfd), FASTRPC_STATUS_OK);
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.fd = cfd;
-    REQUIRE(epoll_ctl(rfd, EPOLL_CTL_ADD, cfd, &ev) == 0); /* one wait covers both */
+    REQUIRE(watch_fd(rfd, cfd)); /* one wait covers both */
     int ep = epoll_create1(EPOLL_CLOEXEC);
     REQUIRE(ep >= 0);
-    ev.data.fd = rfd;
-    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, rfd, &ev) == 0);
-    ev.data.fd = sfd;
-    REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) == 0);
+    REQUIRE(watch_fd(ep, rfd));
+    REQUIRE(watch_fd(ep, sfd));
 
     const long total = th_count(2000, 200);
     long done = 0, by_read_now = 0;
@@ -407,20 +432,11 @@ static void test_read_fd(void) {
 static void test_read_poll(void) {
     pair p;
     REQUIRE(pair_start(&p));
-    fastrpc_client_free(p.c);
-    fastrpc_client_config_builder *b = th_client_builder(p.addr);
-    REQUIRE(b != NULL);
-    REQUIRE_STATUS(fastrpc_client_config_builder_set_caller_reads(b, true), FASTRPC_STATUS_OK);
-    p.c = th_client_from(b);
-    REQUIRE(p.c != NULL);
+    REQUIRE(use_caller_reads_client(&p));
     int rfd = -1, cfd = -1;
     REQUIRE_STATUS(fastrpc_client_read_fd(p.c, &rfd), FASTRPC_STATUS_OK);
     REQUIRE_STATUS(fastrpc_completion_queue_fd(p.q, &cfd), FASTRPC_STATUS_OK);
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN;
-    ev.data.fd = cfd;
-    REQUIRE(epoll_ctl(rfd, EPOLL_CTL_ADD, cfd, &ev) == 0);
+    REQUIRE(watch_fd(rfd, cfd));
 
     fastrpc_completion out[2];
     size_t n = 7, read = 7;
@@ -443,21 +459,14 @@ static void test_read_poll(void) {
     REQUIRE_STATUS(fastrpc_client_call_queued(p.c, TH_B("w"), 1, TH_B("w"), 1, th_ms(10000), p.q,
                                               1000000),
                    FASTRPC_STATUS_OK);
-    {
-        fastrpc_request *req;
-        size_t got = 0;
-        REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, th_ms(10000), &got),
+    REQUIRE(answer(&p, 1));
+    for (n = 0; n == 0;) {
+        REQUIRE(readable(rfd, (int)th_ms(10000)));
+        REQUIRE_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, &read),
                        FASTRPC_STATUS_OK);
-        REQUIRE(got == 1);
-        echo(req);
-        for (n = 0; n == 0;) {
-            REQUIRE(readable(rfd, (int)th_ms(10000)));
-            REQUIRE_STATUS(fastrpc_completion_queue_read_poll(p.q, p.c, out, 2, &n, &read),
-                           FASTRPC_STATUS_OK);
-        }
-        CHECK(n == 1 && out[0].tag == 1000000 && th_response_is(out[0].response, "w:w"));
-        fastrpc_response_free(out[0].response);
     }
+    CHECK(n == 1 && out[0].tag == 1000000 && th_response_is(out[0].response, "w:w"));
+    fastrpc_response_free(out[0].response);
 
     const long rounds = th_count(300, 30);
     long done = 0, left_seen = 0;
@@ -470,16 +479,7 @@ static void test_read_poll(void) {
                                                       th_ms(10000), p.q, (uint64_t)(r * 3 + k)),
                            FASTRPC_STATUS_OK);
         }
-        /* The server answers all three. */
-        for (int k = 0; k < 3;) {
-            fastrpc_request *req;
-            size_t got = 0;
-            REQUIRE_STATUS(fastrpc_server_queue_poll(p.sq, &req, 1, th_ms(10000), &got),
-                           FASTRPC_STATUS_OK);
-            REQUIRE(got == 1);
-            echo(req);
-            k++;
-        }
+        REQUIRE(answer(&p, 3)); /* all three */
         memset(seen, 0, sizeof seen);
         int taken = 0;
         while (taken < 3) {
