@@ -146,8 +146,8 @@ func (c *client) newHandoff(rfd int) bool {
 	return true
 }
 
-// hand is a call's submit handed over: w (out of the pool, counted in pending) is pushed on
-// the stack and the caller waits for its outcome. ErrClosed when Close sealed the stack.
+// hand is a call's submit handed over: w (out of the pool) is pushed on the stack and the
+// caller waits for its outcome. ErrClosed when Close sealed the stack.
 func (c *client) hand(ctx context.Context, w *waiter, name, value []byte, timeoutMs uint32) ([]byte, error) {
 	if !c.push(w, name, value, timeoutMs) {
 		w.release()
@@ -198,8 +198,8 @@ func (c *client) hand(ctx context.Context, w *waiter, name, value []byte, timeou
 	}
 }
 
-// push puts w (out of the pool, counted in pending) on the stack with its request and wakes
-// the role holder; false when Close sealed the stack.
+// push puts w (out of the pool; the role holder counts it in pending when it submits it) on
+// the stack with its request and wakes the role holder; false when Close sealed the stack.
 func (c *client) push(w *waiter, name, value []byte, timeoutMs uint32) bool {
 	w.name, w.nameLen = unsafe.Pointer(bytesPtr(name)), len(name)
 	w.value, w.valueLen = unsafe.Pointer(bytesPtr(value)), len(value)
