@@ -298,6 +298,30 @@ func closeEndsAll(t *testing.T, c *Client, out <-chan error, n int) {
 	})
 }
 
+// closeSubmittedHanded makes n calls of "hold" (context.Background) on a new client of s,
+// most of them handed over and submitted (heldCalls, then resume) until the server holds them
+// all, then closes the client: each ends with ErrClosed.
+func closeSubmittedHanded(t *testing.T, s *Server, held <-chan struct{}, n int) {
+	t.Helper()
+	c, err := NewClient(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := heldCalls(t, c, held, n, func(int) (context.Context, context.CancelFunc) {
+		return context.Background(), func() {}
+	})
+	resume(t, c)
+	within(t, 5*time.Second, "the handed calls held", func() {
+		for i := heldDirect; i < n; i++ {
+			<-held
+		}
+	})
+	if h := c.c.handed.Load(); h < uint64(n-heldDirect) {
+		t.Fatalf("%d calls handed, want at least %d", h, n-heldDirect)
+	}
+	closeEndsAll(t, c, out, n)
+}
+
 // TestHandoffClose: Close ends handed calls, queued and submitted, with ErrClosed; Shutdown
 // waits for handed calls to finish.
 func TestHandoffClose(t *testing.T) {
@@ -322,23 +346,7 @@ func TestHandoffClose(t *testing.T) {
 	t.Run("submitted", func(t *testing.T) {
 		// Handed calls that the role holder submitted, held by the server: Close ends them
 		// with ErrClosed too.
-		c, err := NewClient(s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, _ := heldCalls(t, c, held, n, func(int) (context.Context, context.CancelFunc) {
-			return context.Background(), func() {}
-		})
-		resume(t, c)
-		within(t, 5*time.Second, "the handed calls held", func() {
-			for i := heldDirect; i < n; i++ {
-				<-held
-			}
-		})
-		if h := c.c.handed.Load(); h < n-heldDirect {
-			t.Fatalf("%d calls handed, want at least %d", h, n-heldDirect)
-		}
-		closeEndsAll(t, c, out, n)
+		closeSubmittedHanded(t, s, held, n)
 	})
 
 	t.Run("shutdown", func(t *testing.T) {

@@ -72,23 +72,7 @@ func TestDirectWaits(t *testing.T) {
 			// Held by the server, most handed over (heldCalls), then closed.
 			const n = 100
 			hs, held := holdServer(t, n)
-			hc, err := NewClient(hs.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, _ := heldCalls(t, hc, held, n, func(int) (context.Context, context.CancelFunc) {
-				return context.Background(), func() {}
-			})
-			resume(t, hc)
-			within(t, 5*time.Second, "the handed calls held", func() {
-				for i := heldDirect; i < n; i++ {
-					<-held
-				}
-			})
-			if h := hc.c.handed.Load(); h < n-heldDirect {
-				t.Fatalf("%d calls handed, want at least %d", h, n-heldDirect)
-			}
-			closeEndsAll(t, hc, out, n)
+			closeSubmittedHanded(t, hs, held, n)
 		})
 	}
 }
