@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
+use super::blocking_poll::{self, PollState};
 use super::pollfd::ReadyFd;
 use super::response::{self, fastrpc_response, Response};
 use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
@@ -53,6 +53,18 @@ struct QueueState {
     /// completions are left (most are its own, which it takes itself: two syscalls and a
     /// spurious wakeup of the descriptor's waiter saved per pass).
     reading: usize,
+}
+
+impl PollState for QueueState {
+    fn has_items(&self) -> bool {
+        !self.items.is_empty()
+    }
+    fn is_shut(&self) -> bool {
+        self.shut
+    }
+    fn waiters(&mut self) -> &mut usize {
+        &mut self.waiters
+    }
 }
 
 impl QueueState {
@@ -188,43 +200,19 @@ pub extern "C" fn fastrpc_completion_queue_poll(
         if max == 0 {
             return super::invalid("`max` is 0");
         }
-        if timeout_ms > 0 && tokio::runtime::Handle::try_current().is_ok() {
-            return super::invalid(
-                "a waiting poll from a library thread (inside a callback or handler) would \
-                 block it; poll with timeout 0 there, or from your own thread",
-            );
-        }
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-        let mut st = q.lock();
-        loop {
-            if !st.items.is_empty() {
-                break;
-            }
-            if st.shut {
-                return super::fail(&Error::fixed(
-                    crate::ErrorKind::Closed,
-                    "the completion queue was shut down",
-                ));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                unsafe { *n = 0 };
-                return fastrpc_status::FASTRPC_STATUS_OK;
-            }
-            st.waiters += 1;
-            st = q
-                .ready
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            st.waiters -= 1;
-        }
+        let st = q.lock();
+        let mut st = match blocking_poll::wait_for_items(
+            st,
+            &q.ready,
+            timeout_ms,
+            n,
+            "the completion queue was shut down",
+        ) {
+            Ok(st) => st,
+            Err(status) => return status,
+        };
         let k = take_batch(&mut st, out, max);
-        let more = !st.items.is_empty() && st.waiters > 0;
-        drop(st);
-        if more {
-            q.ready.notify_one();
-        }
+        blocking_poll::hand_on(st, &q.ready);
         unsafe { *n = k };
         fastrpc_status::FASTRPC_STATUS_OK
     })
@@ -308,13 +296,9 @@ pub extern "C" fn fastrpc_completion_queue_read_poll(
             ));
         }
         let k = take_batch(&mut st, out, max);
-        let more = !st.items.is_empty() && st.waiters > 0;
         st.end_reading();
-        drop(st);
         std::mem::forget(hold); // ended just above
-        if more {
-            q.ready.notify_one();
-        }
+        blocking_poll::hand_on(st, &q.ready);
         unsafe { *n = k };
         fastrpc_status::FASTRPC_STATUS_OK
     })
@@ -392,6 +376,7 @@ pub(crate) fn sink(h: &QueueHandle) -> Arc<dyn Completion> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
 
     fn readable(fd: i32) -> bool {
         let mut p = libc::pollfd {

@@ -13,6 +13,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod balanced_client;
+mod blocking_poll;
 pub mod client;
 pub mod client_config;
 pub mod completion_queue;

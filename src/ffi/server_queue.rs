@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
+use super::blocking_poll::{self, PollState};
 use super::pollfd::ReadyFd;
 use super::request::{self, fastrpc_request, RequestHandle};
 use super::{arg_out, arg_ref, fastrpc_status, ffi_boundary, Castable};
@@ -34,6 +34,18 @@ struct State {
     waiters: usize,
     /// `fastrpc_server_queue_fd`: readable while `items` is non-empty or `shut`.
     ready_fd: ReadyFd,
+}
+
+impl PollState for State {
+    fn has_items(&self) -> bool {
+        !self.items.is_empty()
+    }
+    fn is_shut(&self) -> bool {
+        self.shut
+    }
+    fn waiters(&mut self) -> &mut usize {
+        &mut self.waiters
+    }
 }
 
 impl ServerQueue {
@@ -127,34 +139,17 @@ pub extern "C" fn fastrpc_server_queue_poll(
         if max == 0 {
             return super::invalid("`max` is 0");
         }
-        if timeout_ms > 0 && tokio::runtime::Handle::try_current().is_ok() {
-            return super::invalid(
-                "a waiting poll from a library thread (inside a callback or handler) would \
-                 block it; poll with timeout 0 there, or from your own thread",
-            );
-        }
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-        let mut st = q.lock();
-        while st.items.is_empty() {
-            if st.shut {
-                return super::fail(&Error::fixed(
-                    crate::ErrorKind::Closed,
-                    "the server queue was shut down",
-                ));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                unsafe { *n = 0 };
-                return fastrpc_status::FASTRPC_STATUS_OK;
-            }
-            st.waiters += 1;
-            st = q
-                .ready
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            st.waiters -= 1;
-        }
+        let st = q.lock();
+        let mut st = match blocking_poll::wait_for_items(
+            st,
+            &q.ready,
+            timeout_ms,
+            n,
+            "the server queue was shut down",
+        ) {
+            Ok(st) => st,
+            Err(status) => return status,
+        };
         let k = st.items.len().min(max);
         for i in 0..k {
             let h = st.items.pop_front().expect("counted");
@@ -163,11 +158,7 @@ pub extern "C" fn fastrpc_server_queue_poll(
         if st.items.is_empty() && !st.shut {
             st.ready_fd.clear();
         }
-        let more = !st.items.is_empty() && st.waiters > 0;
-        drop(st);
-        if more {
-            q.ready.notify_one();
-        }
+        blocking_poll::hand_on(st, &q.ready);
         unsafe { *n = k };
         fastrpc_status::FASTRPC_STATUS_OK
     })
